@@ -1,0 +1,286 @@
+//! The domain: tasks group jobs, a job is what a user submitted, an execution
+//! is one run of a job.
+//!
+//! A job can have many executions: a retry, a cron firing or a manual re-run
+//! each add one. The job holds the *spec* (what to run and how); each
+//! execution holds what happened (status, exit code, output).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::executor::{Placement, RunHandle};
+
+/// A named group of jobs. Task ids are chosen by users and are not owned by
+/// anyone: two users who pick the same id share the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// The id from the URL, `POST /tasks/<task_id>`.
+    pub task_id: String,
+    /// When the first job of the task was created.
+    pub created_at: DateTime<Utc>,
+    /// When a job was last added to the task.
+    pub last_modified_at: DateTime<Utc>,
+}
+
+/// When a job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Schedule {
+    /// As soon as a worker is free.
+    Now,
+    /// Once, at (or as soon as possible after) the given instant.
+    At {
+        /// When to run.
+        at: DateTime<Utc>,
+    },
+    /// Repeatedly, on a cron expression.
+    Cron {
+        /// The expression as the user wrote it.
+        expression: String,
+        /// An IANA time zone name; UTC when absent.
+        timezone: Option<String>,
+    },
+}
+
+/// E-mail addresses to tell about an execution's end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyTargets {
+    /// Told when an execution ends `done`.
+    #[serde(default)]
+    pub succeeds: Vec<String>,
+    /// Told when an execution ends `failed`.
+    #[serde(default)]
+    pub fails: Vec<String>,
+    /// Told whenever an execution ends, whatever its status.
+    #[serde(default)]
+    pub finishes: Vec<String>,
+}
+
+/// One HTTP endpoint to call about an execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// Where to send the execution's JSON.
+    pub url: String,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// How many more times to try after a failed delivery.
+    #[serde(default)]
+    pub retries: u32,
+    /// The HTTP method; `POST` when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+/// Webhooks to call about an execution, by outcome.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookTargets {
+    /// Called when an execution ends `done`.
+    #[serde(default)]
+    pub succeeds: Vec<Webhook>,
+    /// Called when an execution ends `failed`.
+    #[serde(default)]
+    pub fails: Vec<Webhook>,
+    /// Called whenever an execution ends.
+    #[serde(default)]
+    pub finishes: Vec<Webhook>,
+}
+
+/// What to run and how: everything a user said when submitting a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The container image, `name[:tag]` or `name@digest`, registry host allowed.
+    pub image: String,
+    /// The command, split shell-style into words (not run through a shell).
+    pub command: String,
+    /// Environment variables of the container.
+    #[serde(default)]
+    pub envs: BTreeMap<String, String>,
+    /// The user's own data, kept and echoed back (`metadata.custom`).
+    #[serde(default)]
+    pub custom: Option<serde_json::Map<String, serde_json::Value>>,
+    /// How many more times to run after a non-zero exit.
+    #[serde(default)]
+    pub retries: u32,
+    /// Seconds an execution may run before it is stopped as `timedout`.
+    pub timeout_seconds: u64,
+    /// An execution that would start after this instant ends `expired` instead.
+    #[serde(default)]
+    pub expiration: Option<DateTime<Utc>>,
+    /// When to run.
+    pub schedule: Schedule,
+    /// E-mail notifications.
+    #[serde(default)]
+    pub notify: NotifyTargets,
+    /// Webhook notifications.
+    #[serde(default)]
+    pub webhooks: WebhookTargets,
+    /// Extra `hostname → IP` entries for the container's `/etc/hosts`.
+    #[serde(default)]
+    pub additional_dns_entries: Vec<(String, String)>,
+}
+
+/// A job: one submission, with the executions it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// A UUID, chosen by the server or by the caller of `PUT`.
+    pub job_id: String,
+    /// The task the job belongs to.
+    pub task_id: String,
+    /// When the job was created.
+    pub created_at: DateTime<Utc>,
+    /// When the job was last changed.
+    pub last_modified_at: DateTime<Utc>,
+    /// What to run.
+    pub spec: JobSpec,
+    /// The address the job was submitted from.
+    pub request_ip: Option<String>,
+    /// How many automatic retries have been made.
+    pub retry_count: u32,
+}
+
+/// Where an execution is in its life. The first three are live; the others
+/// are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    /// Waiting in the queue.
+    Enqueued,
+    /// A worker took it and is getting the image ready.
+    Pulling,
+    /// The container was started.
+    Running,
+    /// It exited 0.
+    Done,
+    /// It exited non-zero, or could not be run at all.
+    Failed,
+    /// It ran longer than its timeout and was stopped.
+    Timedout,
+    /// It would have started after the job's expiration.
+    Expired,
+    /// A user stopped it.
+    Stopped,
+}
+
+impl ExecutionStatus {
+    /// Every status, in life order.
+    pub const ALL: [ExecutionStatus; 8] = [
+        Self::Enqueued,
+        Self::Pulling,
+        Self::Running,
+        Self::Done,
+        Self::Failed,
+        Self::Timedout,
+        Self::Expired,
+        Self::Stopped,
+    ];
+
+    /// The lowercase name used in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enqueued => "enqueued",
+            Self::Pulling => "pulling",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Timedout => "timedout",
+            Self::Expired => "expired",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// True once nothing more will happen to the execution.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Enqueued | Self::Pulling | Self::Running)
+    }
+}
+
+impl fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ExecutionStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown execution status {s:?}"))
+    }
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// A UUID; the container is named `fastlane-job-<execution_id>`.
+    pub execution_id: String,
+    /// The job this is a run of.
+    pub job_id: String,
+    /// The job's task.
+    pub task_id: String,
+    /// When the execution was created (enqueued).
+    pub created_at: DateTime<Utc>,
+    /// When the container was started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the result was collected.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The image this run used (kept with its tag).
+    pub image: String,
+    /// The command this run used.
+    pub command: String,
+    /// Where the execution is in its life.
+    pub status: ExecutionStatus,
+    /// The process's exit code, once it exited.
+    pub exit_code: Option<i64>,
+    /// What the process wrote to stdout, once collected.
+    pub stdout: Option<String>,
+    /// What the process wrote to stderr, once collected.
+    pub stderr: Option<String>,
+    /// Why fastlane ended the execution the way it did, when it was not
+    /// simply the process exiting (an unknown image, a timeout…).
+    pub error: Option<String>,
+    /// The host chosen for the run.
+    pub placement: Option<Placement>,
+    /// The started container, so any worker can find it again.
+    pub handle: Option<RunHandle>,
+    /// The address that asked for this execution, if it came from the API.
+    pub request_ip: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in ExecutionStatus::ALL {
+            assert_eq!(status.as_str().parse::<ExecutionStatus>(), Ok(status));
+            let json = serde_json::to_string(&status).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
+        assert!("finished".parse::<ExecutionStatus>().is_err());
+    }
+
+    #[test]
+    fn only_the_first_three_statuses_are_live() {
+        let live: Vec<_> = ExecutionStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_final())
+            .collect();
+        assert_eq!(
+            live,
+            [
+                ExecutionStatus::Enqueued,
+                ExecutionStatus::Pulling,
+                ExecutionStatus::Running
+            ]
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! [`ApiError`]: every error the API answers with, as JSON
+//! `{"error": "...", "operation": "..."}`.
+
+use poem::http::StatusCode;
+use poem_openapi::{ApiResponse, Object, payload::Json};
+
+use crate::queue::QueueError;
+use crate::store::StoreError;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// What went wrong, for humans.
+    pub error: String,
+    /// Which operation failed (`create_job`, `get_task`, …).
+    pub operation: String,
+}
+
+/// An error response.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// The request is malformed; nothing was written.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No such task, job or execution.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request body is larger than `MAX_BODY_BYTES`.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// A bug; the error says what failed.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The store or the queue is down; try again later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn body(operation: &str, error: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: error.into(),
+        operation: operation.to_owned(),
+    })
+}
+
+impl ApiError {
+    /// 400.
+    pub fn bad_request(operation: &str, error: impl Into<String>) -> Self {
+        Self::BadRequest(body(operation, error))
+    }
+
+    /// 404.
+    pub fn not_found(operation: &str, error: impl Into<String>) -> Self {
+        Self::NotFound(body(operation, error))
+    }
+
+    /// 413.
+    pub fn too_large(operation: &str, limit: usize) -> Self {
+        Self::PayloadTooLarge(body(
+            operation,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        ))
+    }
+
+    /// 503 for a store failure, as a `map_err` argument.
+    pub fn store(operation: &'static str) -> impl Fn(StoreError) -> Self {
+        move |err| {
+            tracing::error!(operation, error = %err, "store failure");
+            Self::Unavailable(body(operation, err.to_string()))
+        }
+    }
+
+    /// 503 for a queue failure, as a `map_err` argument.
+    pub fn queue(operation: &'static str) -> impl Fn(QueueError) -> Self {
+        move |err| {
+            tracing::error!(operation, error = %err, "queue failure");
+            Self::Unavailable(body(operation, err.to_string()))
+        }
+    }
+}
+
+/// The JSON body for an error poem raised itself (unknown route, wrong
+/// method), so that every error the server sends has the same shape.
+pub fn framework_error(err: poem::Error) -> poem::Response {
+    if err.is_from_response() {
+        // One of ours (an `ApiError`), already JSON.
+        return err.into_response();
+    }
+    let status = err.status();
+    let message = if status == StatusCode::NOT_FOUND {
+        "no such route".to_owned()
+    } else if status == StatusCode::METHOD_NOT_ALLOWED {
+        "method not allowed on this route".to_owned()
+    } else {
+        err.to_string()
+    };
+    let json = serde_json::json!({"error": message, "operation": "route"});
+    poem::Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(json.to_string())
+}

@@ -1,0 +1,253 @@
+//! `GET /healthcheck` (and `/`): can fastlane reach its store and queue?
+//! `GET /status`: hosts, running containers, queue lengths and counts.
+
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+
+use fastlane_sdk::{HostStatus, RunningContainer};
+
+use super::ApiTags;
+use super::error::ApiError;
+use crate::services::Services;
+
+/// One failed check.
+#[derive(Debug, Object)]
+pub struct HealthError {
+    /// `store` or `queue`.
+    pub source: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// Health of the store and the queue.
+#[derive(Debug, Object)]
+pub struct Health {
+    /// True when the store answered.
+    pub store: bool,
+    /// True when the queue answered.
+    pub queue: bool,
+    /// What failed, if anything.
+    pub errors: Vec<HealthError>,
+}
+
+/// The health check's answer.
+#[derive(Debug, ApiResponse)]
+pub enum HealthResponse {
+    /// Store and queue answer.
+    #[oai(status = 200)]
+    Healthy(Json<Health>),
+    /// Something failed; `errors` says what.
+    #[oai(status = 500)]
+    Unhealthy(Json<Health>),
+}
+
+/// A queue's length.
+#[derive(Debug, Object)]
+pub struct QueueLength {
+    /// Messages waiting or in progress.
+    pub length: u64,
+}
+
+/// Running containers.
+#[derive(Debug, Object)]
+pub struct Containers {
+    /// Every fastlane container running on a reachable host.
+    pub running: Vec<RunningView>,
+}
+
+/// A running container.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct RunningView {
+    /// The host.
+    pub host: String,
+    /// The container id.
+    pub id: String,
+    /// The execution it runs.
+    pub execution_id: Option<String>,
+}
+
+/// A Docker host.
+#[derive(Debug, Object)]
+pub struct HostView {
+    /// The host as configured.
+    pub host: String,
+    /// The `match` pattern of its farm.
+    pub farm: String,
+    /// True when it answers and takes work.
+    pub available: bool,
+    /// True when taken out of rotation.
+    pub blacklisted: bool,
+    /// `closed`, `open` or `half-open`.
+    pub circuit: String,
+    /// Why it is unavailable.
+    pub error: Option<String>,
+    /// Executions running there.
+    pub running: u64,
+}
+
+/// A count.
+#[derive(Debug, Object)]
+pub struct Count {
+    /// How many.
+    pub count: u64,
+}
+
+/// Job counts.
+#[derive(Debug, Object)]
+pub struct JobCounts {
+    /// How many jobs exist.
+    pub count: u64,
+    /// Active cron jobs (none until cron scheduling ships).
+    pub scheduled: Vec<serde_json::Value>,
+}
+
+/// The server itself.
+#[derive(Debug, Object)]
+pub struct About {
+    /// fastlane's version.
+    pub version: String,
+    /// The executor in use.
+    pub executor: String,
+}
+
+/// `GET /status`.
+#[derive(Debug, Object)]
+pub struct Status {
+    /// Every configured host, available ones first.
+    pub hosts: Vec<HostView>,
+    /// Running containers.
+    pub containers: Containers,
+    /// Queue lengths by queue name.
+    pub queues: std::collections::BTreeMap<String, QueueLength>,
+    /// Task count.
+    pub tasks: Count,
+    /// Job count.
+    pub jobs: JobCounts,
+    /// Version and executor.
+    pub fastlane: About,
+}
+
+impl From<HostStatus> for HostView {
+    fn from(h: HostStatus) -> Self {
+        Self {
+            host: h.host,
+            farm: h.farm,
+            available: h.available,
+            blacklisted: h.blacklisted,
+            circuit: h.circuit,
+            error: h.error,
+            running: h.running,
+        }
+    }
+}
+
+impl From<RunningContainer> for RunningView {
+    fn from(c: RunningContainer) -> Self {
+        Self {
+            host: c.host,
+            id: c.id,
+            execution_id: c.execution_id,
+        }
+    }
+}
+
+/// Health and status routes.
+#[derive(Debug)]
+pub struct HealthApi;
+
+async fn check(services: &Services) -> HealthResponse {
+    let mut errors = Vec::new();
+    if let Err(err) = services.store.ping().await {
+        errors.push(HealthError {
+            source: "store".to_owned(),
+            message: err.to_string(),
+        });
+    }
+    if let Err(err) = services.queue.ping().await {
+        errors.push(HealthError {
+            source: "queue".to_owned(),
+            message: err.to_string(),
+        });
+    }
+    let health = Health {
+        store: !errors.iter().any(|e| e.source == "store"),
+        queue: !errors.iter().any(|e| e.source == "queue"),
+        errors,
+    };
+    if health.errors.is_empty() {
+        HealthResponse::Healthy(Json(health))
+    } else {
+        HealthResponse::Unhealthy(Json(health))
+    }
+}
+
+#[OpenApi]
+impl HealthApi {
+    /// Health check
+    ///
+    /// 200 when the store and the queue answer, 500 (with `errors`) when not.
+    #[oai(
+        path = "/healthcheck",
+        method = "get",
+        operation_id = "healthcheck",
+        tag = "ApiTags::Health"
+    )]
+    async fn healthcheck(&self, services: Data<&Services>) -> HealthResponse {
+        check(&services).await
+    }
+
+    /// Health check (root)
+    ///
+    /// The same as `/healthcheck`.
+    #[oai(
+        path = "/",
+        method = "get",
+        operation_id = "root",
+        tag = "ApiTags::Health"
+    )]
+    async fn root(&self, services: Data<&Services>) -> HealthResponse {
+        check(&services).await
+    }
+
+    /// Farm status
+    ///
+    /// Docker hosts, running containers, queue lengths, task and job counts.
+    #[oai(
+        path = "/status",
+        method = "get",
+        operation_id = "status",
+        tag = "ApiTags::Health"
+    )]
+    async fn status(&self, services: Data<&Services>) -> Result<Json<Status>, ApiError> {
+        const OP: &str = "status";
+        let (tasks, jobs) = services.store.counts().await.map_err(ApiError::store(OP))?;
+        let lengths = services
+            .queue
+            .lengths()
+            .await
+            .map_err(ApiError::queue(OP))?;
+        let executor = services.executor.status().await;
+        let mut hosts: Vec<HostView> = executor.hosts.into_iter().map(Into::into).collect();
+        hosts.sort_by_key(|h| !h.available);
+        Ok(Json(Status {
+            hosts,
+            containers: Containers {
+                running: executor.running.into_iter().map(Into::into).collect(),
+            },
+            queues: lengths
+                .into_iter()
+                .map(|(name, length)| (name, QueueLength { length }))
+                .collect(),
+            tasks: Count { count: tasks },
+            jobs: JobCounts {
+                count: jobs,
+                scheduled: Vec::new(),
+            },
+            fastlane: About {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                executor: services.executor.name().to_owned(),
+            },
+        }))
+    }
+}

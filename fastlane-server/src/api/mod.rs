@@ -1,0 +1,98 @@
+//! The HTTP API: poem-openapi operations grouped by area, the OpenAPI
+//! document at `/openapi.json`, Swagger UI at `/docs`.
+//!
+//! Every route answers with and without a trailing slash, and every error
+//! (the framework's own 404 and 405 included) is JSON
+//! `{"error": …, "operation": …}`.
+
+mod body;
+mod error;
+mod executions;
+mod health;
+mod job_request;
+mod tasks;
+mod urls;
+mod views;
+
+use poem::middleware::{NormalizePath, TrailingSlash};
+use poem::{Endpoint, EndpointExt, Request, Route};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::services::Services;
+pub use body::BodyLimit;
+
+/// Groups of operations in the document.
+#[derive(Debug, Tags)]
+pub enum ApiTags {
+    /// Health and farm status.
+    Health,
+    /// Tasks: named groups of jobs.
+    Tasks,
+    /// Jobs: what users submit.
+    Jobs,
+    /// Executions: runs of a job, and their output.
+    Executions,
+}
+
+type Apis = (
+    health::HealthApi,
+    tasks::TasksApi,
+    executions::ExecutionsApi,
+);
+
+/// The OpenAPI service: the operations and their document.
+pub fn service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            health::HealthApi,
+            tasks::TasksApi,
+            executions::ExecutionsApi,
+        ),
+        "fastlane",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Runs commands in containers on a pool of Docker hosts, and keeps the status, \
+         exit code, stdout and stderr of every execution.",
+    )
+}
+
+/// The OpenAPI document as the server serves it (pretty JSON).
+pub fn spec_json() -> String {
+    service().spec()
+}
+
+/// The whole HTTP application.
+pub fn app(services: Services) -> impl Endpoint {
+    let api = service();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    let limit = BodyLimit(services.config.max_body_bytes);
+    Route::new()
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .nest("/", api)
+        .with(NormalizePath::new(TrailingSlash::Trim))
+        .catch_all_error(|err| async move { error::framework_error(err) })
+        .data(services)
+        .data(limit)
+}
+
+/// The client's address: `X-Real-Ip`, else the first `X-Forwarded-For`
+/// entry, else the peer.
+fn client_ip(request: &Request) -> Option<String> {
+    let header = |name| {
+        request
+            .header(name)
+            .map(|v: &str| v.split(',').next().unwrap_or_default().trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    header("x-real-ip")
+        .or_else(|| header("x-forwarded-for"))
+        .or_else(|| {
+            request
+                .remote_addr()
+                .as_socket_addr()
+                .map(|a| a.ip().to_string())
+        })
+}

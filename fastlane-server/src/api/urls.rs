@@ -1,0 +1,87 @@
+//! Absolute URLs in responses, built from `PUBLIC_BASE_URL` or else from the
+//! request's `Host` header. Every URL ends with a slash, as the original's
+//! did; the server answers with and without it.
+
+use poem::Request;
+
+/// Builds the URLs of one response.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    base: String,
+}
+
+/// Percent-encodes one path segment (everything but RFC 3986 unreserved
+/// characters).
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+impl Urls {
+    /// URLs for a response to `request`.
+    pub fn new(request: &Request, public_base_url: Option<&str>) -> Self {
+        let base = match public_base_url {
+            Some(base) => base.to_owned(),
+            None => {
+                let host = request
+                    .header("host")
+                    .filter(|h| !h.is_empty() && !h.contains(['/', ' ']))
+                    .unwrap_or("localhost");
+                format!("http://{host}")
+            }
+        };
+        Self { base }
+    }
+
+    /// `…/tasks/?page=N`.
+    pub fn tasks_page(&self, page: u64) -> String {
+        format!("{}/tasks/?page={page}", self.base)
+    }
+
+    /// `…/tasks/<task>/`.
+    pub fn task(&self, task_id: &str) -> String {
+        format!("{}/tasks/{}/", self.base, segment(task_id))
+    }
+
+    /// `…/tasks/<task>/jobs/<job>/`.
+    pub fn job(&self, task_id: &str, job_id: &str) -> String {
+        format!("{}jobs/{}/", self.task(task_id), segment(job_id))
+    }
+
+    /// `…/tasks/<task>/jobs/<job>/executions/<execution>/`.
+    pub fn execution(&self, task_id: &str, job_id: &str, execution_id: &str) -> String {
+        format!(
+            "{}executions/{}/",
+            self.job(task_id, job_id),
+            segment(execution_id)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_use_the_host_or_the_configured_base_and_encode_segments() {
+        let request = Request::builder().header("host", "fl.local:10000").finish();
+        let urls = Urls::new(&request, None);
+        assert_eq!(urls.task("a b/c"), "http://fl.local:10000/tasks/a%20b%2Fc/");
+        assert_eq!(
+            urls.execution("t", "j", "e"),
+            "http://fl.local:10000/tasks/t/jobs/j/executions/e/"
+        );
+        let urls = Urls::new(&request, Some("https://fastlane.example.com"));
+        assert_eq!(
+            urls.tasks_page(2),
+            "https://fastlane.example.com/tasks/?page=2"
+        );
+    }
+}

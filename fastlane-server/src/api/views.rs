@@ -1,0 +1,286 @@
+//! What the API answers with: the JSON shapes of tasks, jobs and executions
+//! (field names as the original fastlane had them), and the conversions from
+//! the domain types.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde_json::{Value, json};
+
+use fastlane_sdk::{Execution, ExecutionStatus, Job};
+
+use super::urls::Urls;
+use crate::redact::redact_envs;
+
+/// An id and its absolute URL.
+#[derive(Debug, Clone, Object)]
+pub struct Link {
+    /// The id.
+    pub id: String,
+    /// Its absolute URL.
+    pub url: String,
+}
+
+/// The answer to a job submission.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct JobCreated {
+    /// The task id from the URL.
+    pub task_id: String,
+    /// The new job's UUID.
+    pub job_id: String,
+    /// The first execution's UUID.
+    pub execution_id: Option<String>,
+    /// The first execution's URL.
+    pub execution_url: Option<String>,
+    /// The id of the queue message that will run it.
+    pub queue_job_id: Option<String>,
+    /// The job's URL.
+    pub job_url: String,
+    /// The task's URL.
+    pub task_url: String,
+}
+
+/// A task in a listing.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TaskItem {
+    /// The task id.
+    pub task_id: String,
+    /// When its first job was created.
+    pub created_at: DateTime<Utc>,
+    /// When a job was last added.
+    pub last_modified_at: DateTime<Utc>,
+    /// The task's URL.
+    pub url: String,
+    /// How many jobs it has.
+    pub jobs_count: u64,
+}
+
+/// One page of tasks.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TaskPage {
+    /// The tasks on this page, oldest first.
+    pub items: Vec<TaskItem>,
+    /// How many tasks there are.
+    pub total: u64,
+    /// This page's number, from 1.
+    pub page: u64,
+    /// How many pages there are.
+    pub pages: u64,
+    /// Tasks per page (`PAGINATION_PER_PAGE`).
+    pub per_page: u64,
+    /// True when a next page exists.
+    pub has_next: bool,
+    /// True when a previous page exists.
+    pub has_prev: bool,
+    /// The next page's URL.
+    pub next_url: Option<String>,
+    /// The previous page's URL.
+    pub prev_url: Option<String>,
+}
+
+/// A job in a task's details.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TaskJob {
+    /// The job id.
+    pub id: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its URL.
+    pub url: String,
+}
+
+/// A task and its jobs.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct TaskDetails {
+    /// The task id.
+    pub task_id: String,
+    /// Its jobs, most recently changed first.
+    pub jobs: Vec<TaskJob>,
+}
+
+/// Where an execution is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StatusView {
+    /// Waiting in the queue.
+    Enqueued,
+    /// Taken by a worker; the image is being readied.
+    Pulling,
+    /// The container runs.
+    Running,
+    /// Exited 0.
+    Done,
+    /// Exited non-zero, or could not run.
+    Failed,
+    /// Stopped after its timeout.
+    Timedout,
+    /// Not started because the job had expired.
+    Expired,
+    /// Stopped by a user.
+    Stopped,
+}
+
+impl From<ExecutionStatus> for StatusView {
+    fn from(status: ExecutionStatus) -> Self {
+        match status {
+            ExecutionStatus::Enqueued => Self::Enqueued,
+            ExecutionStatus::Pulling => Self::Pulling,
+            ExecutionStatus::Running => Self::Running,
+            ExecutionStatus::Done => Self::Done,
+            ExecutionStatus::Failed => Self::Failed,
+            ExecutionStatus::Timedout => Self::Timedout,
+            ExecutionStatus::Expired => Self::Expired,
+            ExecutionStatus::Stopped => Self::Stopped,
+        }
+    }
+}
+
+/// One execution.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ExecutionView {
+    /// The execution's UUID.
+    pub execution_id: String,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// The address that asked for it.
+    #[oai(rename = "requestIPAddress")]
+    pub request_ip_address: Option<String>,
+    /// When its container started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its result was collected.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The image it ran.
+    pub image: String,
+    /// The command it ran.
+    pub command: String,
+    /// Where it ran: `docker_host`, `container_id`.
+    pub metadata: Value,
+    /// Its status.
+    pub status: StatusView,
+    /// The exit code, once it exited.
+    pub exit_code: Option<i64>,
+    /// Its standard output, once collected.
+    pub log: Option<String>,
+    /// Its standard error; when fastlane itself ended the execution (an
+    /// unknown image, a timeout…) the reason comes first.
+    pub error: Option<String>,
+    /// Its URL.
+    pub url: String,
+}
+
+/// A job with its newest executions.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct JobView {
+    /// The job's UUID.
+    pub job_id: String,
+    /// Its task.
+    pub task_id: String,
+    /// Its URL.
+    pub url: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub last_modified_at: DateTime<Utc>,
+    /// The image it runs.
+    pub image: String,
+    /// The command it runs.
+    pub command: String,
+    /// True for active cron jobs.
+    pub scheduled: bool,
+    /// How many executions it has in all.
+    pub execution_count: u64,
+    /// The address it was submitted from.
+    #[oai(rename = "requestIPAddress")]
+    pub request_ip_address: Option<String>,
+    /// `retries`, `retry_count`, `timeout`, `expiration`, `envs` (secrets
+    /// masked), `notify`, `webhooks`, `additional_dns_entries`, `custom`.
+    pub metadata: Value,
+    /// The 20 newest executions, newest first.
+    pub executions: Vec<ExecutionView>,
+}
+
+/// `GET /tasks/{taskId}/jobs/{jobId}`.
+#[derive(Debug, Object)]
+pub struct JobDetails {
+    /// The task.
+    pub task: Link,
+    /// The job.
+    pub job: JobView,
+}
+
+/// `GET …/executions/{executionId}`.
+#[derive(Debug, Object)]
+pub struct ExecutionDetails {
+    /// The task.
+    pub task: Link,
+    /// The job.
+    pub job: Link,
+    /// The execution.
+    pub execution: ExecutionView,
+}
+
+/// What `error` shows: fastlane's reason, then the process's stderr.
+pub fn error_text(execution: &Execution) -> Option<String> {
+    match (&execution.error, &execution.stderr) {
+        (Some(reason), Some(stderr)) if !stderr.is_empty() => {
+            Some(format!("{reason}\n\nstderr:\n{stderr}"))
+        }
+        (Some(reason), _) => Some(reason.clone()),
+        (None, stderr) => stderr.clone(),
+    }
+}
+
+/// The view of one execution.
+pub fn execution_view(execution: &Execution, urls: &Urls) -> ExecutionView {
+    let mut metadata = json!({});
+    if let Some(placement) = &execution.placement {
+        metadata["docker_host"] = json!(placement.host);
+    }
+    if let Some(handle) = &execution.handle {
+        metadata["container_id"] = json!(handle.id);
+    }
+    ExecutionView {
+        execution_id: execution.execution_id.clone(),
+        created_at: execution.created_at,
+        request_ip_address: execution.request_ip.clone(),
+        started_at: execution.started_at,
+        finished_at: execution.finished_at,
+        image: execution.image.clone(),
+        command: execution.command.clone(),
+        metadata,
+        status: execution.status.into(),
+        exit_code: execution.exit_code,
+        log: execution.stdout.clone(),
+        error: error_text(execution),
+        url: urls.execution(
+            &execution.task_id,
+            &execution.job_id,
+            &execution.execution_id,
+        ),
+    }
+}
+
+/// The job's `metadata` object, with secret env values masked.
+pub fn job_metadata(job: &Job, blacklist: &[String]) -> Value {
+    let spec = &job.spec;
+    let mut metadata = json!({
+        "retries": spec.retries,
+        "retry_count": job.retry_count,
+        "timeout": spec.timeout_seconds,
+        "expiration": spec.expiration.map(|e| e.timestamp()),
+        "envs": redact_envs(&spec.envs, blacklist),
+        "notify": spec.notify,
+        "webhooks": spec.webhooks,
+        "additional_dns_entries": spec.additional_dns_entries,
+    });
+    if let Some(custom) = &spec.custom {
+        metadata["custom"] = Value::Object(custom.clone());
+    }
+    metadata
+}

@@ -1,0 +1,482 @@
+//! Configuration: a table of known keys, read from a TOML file and from
+//! environment variables of the same names, typed and checked at start-up.
+//!
+//! The environment wins over the file, the file over the defaults. Every
+//! value may be given as a string (as environment variables always are):
+//! `"30"` is a fine number and `"false"` a fine boolean. A bad value stops
+//! the server with an error that names the key.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A configuration problem, naming the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The file names a key fastlane does not know.
+    #[error("config file {path}: unknown key {key} (`fastlane config` lists the known ones)")]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// A key has a value of the wrong type or out of range.
+    #[error("config key {key}: {message}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong with its value.
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Text,
+    Integer,
+    Float,
+    Json,
+}
+
+/// One known key: its name, type, default and documentation.
+#[derive(Debug)]
+struct Key {
+    name: &'static str,
+    section: &'static str,
+    kind: Kind,
+    default: Option<&'static str>,
+    doc: &'static str,
+}
+
+const KEYS: &[Key] = &[
+    Key {
+        name: "FASTLANE_DATA_DIR",
+        section: "General",
+        kind: Kind::Text,
+        default: Some("fastlane-data"),
+        doc: "Where the embedded store and queue keep their files (standalone mode). \
+              Relative paths are relative to the working directory.",
+    },
+    Key {
+        name: "PUBLIC_BASE_URL",
+        section: "API",
+        kind: Kind::Text,
+        default: None,
+        doc: "The URL clients reach fastlane at, e.g. https://fastlane.example.com. \
+              Absolute URLs in responses start with it; when unset they are built from \
+              the request's Host header.",
+    },
+    Key {
+        name: "PAGINATION_PER_PAGE",
+        section: "API",
+        kind: Kind::Integer,
+        default: Some("10"),
+        doc: "How many tasks a page of GET /tasks/ holds.",
+    },
+    Key {
+        name: "MAX_BODY_BYTES",
+        section: "API",
+        kind: Kind::Integer,
+        default: Some("1048576"),
+        doc: "Largest request body accepted; larger ones get 413.",
+    },
+    Key {
+        name: "ENV_BLACKLISTED_WORDS",
+        section: "API",
+        kind: Kind::Text,
+        default: Some("password,key,secret,client_id"),
+        doc: "Comma-separated words; an env var whose name contains one of them \
+              (case-insensitive) has its value shown as *** in API output.",
+    },
+    Key {
+        name: "DOCKER_HOSTS",
+        section: "Docker Executor",
+        kind: Kind::Json,
+        default: None,
+        doc: "Farms of Docker API hosts, as JSON: \
+              [{\"match\": \"<task id regex>\", \"hosts\": [\"host:port\", \"unix:///path\"], \"maxRunning\": 10}]. \
+              When unset: $DOCKER_HOST, else the first of /var/run/docker.sock, \
+              /run/podman/podman.sock and /run/fastlane/podman.sock that exists.",
+    },
+    Key {
+        name: "HARD_EXECUTION_TIMEOUT_SECONDS",
+        section: "Worker",
+        kind: Kind::Integer,
+        default: Some("1800"),
+        doc: "The longest any execution may run, and the timeout of jobs that set none.",
+    },
+    Key {
+        name: "STOP_GRACE_SECONDS",
+        section: "Worker",
+        kind: Kind::Integer,
+        default: Some("10"),
+        doc: "When stopping a container (timeout), how long it gets between SIGTERM and SIGKILL.",
+    },
+    Key {
+        name: "EXPONENTIAL_BACKOFF_MIN_MS",
+        section: "Worker",
+        kind: Kind::Integer,
+        default: Some("1000"),
+        doc: "Delay before the first retry of a failed execution.",
+    },
+    Key {
+        name: "EXPONENTIAL_BACKOFF_FACTOR",
+        section: "Worker",
+        kind: Kind::Float,
+        default: Some("2"),
+        doc: "Each further retry waits this many times longer than the previous one.",
+    },
+    Key {
+        name: "WORKER_CONCURRENCY",
+        section: "Worker",
+        kind: Kind::Integer,
+        default: Some("8"),
+        doc: "How many executions one worker process drives at once.",
+    },
+    Key {
+        name: "QUEUE_LEASE_SECONDS",
+        section: "Worker",
+        kind: Kind::Integer,
+        default: Some("30"),
+        doc: "A worker holds a queue message under a lease it renews while it works; \
+              a message whose lease lapses is delivered again.",
+    },
+];
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory of the embedded store and queue.
+    pub data_dir: PathBuf,
+    /// Base of absolute URLs in responses, without a trailing slash.
+    pub public_base_url: Option<String>,
+    /// Tasks per page.
+    pub pagination_per_page: u32,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Lower-cased words that mark an env var as secret.
+    pub env_blacklisted_words: Vec<String>,
+    /// The `DOCKER_HOSTS` farms (or the detected local engine).
+    pub docker_hosts: serde_json::Value,
+    /// The cap on (and default of) job timeouts.
+    pub hard_execution_timeout_seconds: u64,
+    /// SIGTERM-to-SIGKILL grace when stopping containers.
+    pub stop_grace_seconds: u64,
+    /// First retry delay.
+    pub exponential_backoff_min_ms: u64,
+    /// Retry delay growth.
+    pub exponential_backoff_factor: f64,
+    /// Executions one worker drives at once.
+    pub worker_concurrency: usize,
+    /// Queue lease length.
+    pub queue_lease_seconds: u64,
+}
+
+/// A value as found: a string from the environment or a TOML value.
+enum Raw {
+    Env(String),
+    File(toml::Value),
+    Default(&'static str),
+}
+
+fn parse(key: &Key, raw: Raw) -> Result<serde_json::Value, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        key: key.name,
+        message,
+    };
+    let text = match raw {
+        Raw::File(value) => match (key.kind, value) {
+            (_, toml::Value::String(s)) => s,
+            (Kind::Integer, toml::Value::Integer(i)) => return Ok(i.into()),
+            (Kind::Float, toml::Value::Integer(i)) => return Ok((i as f64).into()),
+            (Kind::Float, toml::Value::Float(f)) => return Ok(f.into()),
+            (Kind::Json, value) => {
+                return serde_json::to_value(value).map_err(|e| invalid(e.to_string()));
+            }
+            (_, other) => return Err(invalid(format!("unexpected value {other}"))),
+        },
+        Raw::Env(s) => s,
+        Raw::Default(s) => s.to_owned(),
+    };
+    let trimmed = text.trim();
+    match key.kind {
+        Kind::Text => Ok(text.into()),
+        Kind::Integer => trimmed
+            .parse::<u64>()
+            .map(Into::into)
+            .map_err(|_| invalid(format!("{text:?} is not a non-negative whole number"))),
+        Kind::Float => trimmed
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Into::into)
+            .ok_or_else(|| invalid(format!("{text:?} is not a number"))),
+        Kind::Json => serde_json::from_str(trimmed)
+            .map_err(|e| invalid(format!("{text:?} is not valid JSON: {e}"))),
+    }
+}
+
+impl Config {
+    /// Reads the file (if any) and the environment, and checks everything.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut from_file = toml::Table::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            from_file = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
+            if let Some(unknown) = from_file
+                .keys()
+                .find(|k| !KEYS.iter().any(|key| key.name == *k))
+            {
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_owned(),
+                    key: unknown.clone(),
+                });
+            }
+        }
+        let mut values: HashMap<&'static str, serde_json::Value> = HashMap::new();
+        for key in KEYS {
+            let raw = if let Some(v) = env.get(key.name) {
+                Raw::Env(v.clone())
+            } else if let Some(v) = from_file.remove(key.name) {
+                Raw::File(v)
+            } else if let Some(d) = key.default {
+                Raw::Default(d)
+            } else {
+                continue;
+            };
+            values.insert(key.name, parse(key, raw)?);
+        }
+        Self::from_values(values, env)
+    }
+
+    fn from_values(
+        mut values: HashMap<&'static str, serde_json::Value>,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut take = |name: &'static str| values.remove(name).unwrap_or_default();
+        let int = |name: &'static str, value: serde_json::Value, min: u64| {
+            let n = value.as_u64().unwrap_or_default();
+            if n < min {
+                return Err(ConfigError::Invalid {
+                    key: name,
+                    message: format!("must be at least {min}"),
+                });
+            }
+            Ok(n)
+        };
+        let text = |value: serde_json::Value| value.as_str().map(str::to_owned);
+
+        let public_base_url = text(take("PUBLIC_BASE_URL"))
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &public_base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "PUBLIC_BASE_URL",
+                message: format!("{url:?} must start with http:// or https://"),
+            });
+        }
+        let docker_hosts = match take("DOCKER_HOSTS") {
+            serde_json::Value::Null => default_docker_hosts(env),
+            value => value,
+        };
+        let factor = take("EXPONENTIAL_BACKOFF_FACTOR").as_f64().unwrap_or(2.0);
+        if factor < 1.0 {
+            return Err(ConfigError::Invalid {
+                key: "EXPONENTIAL_BACKOFF_FACTOR",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(Self {
+            data_dir: PathBuf::from(text(take("FASTLANE_DATA_DIR")).unwrap_or_default()),
+            public_base_url,
+            pagination_per_page: int("PAGINATION_PER_PAGE", take("PAGINATION_PER_PAGE"), 1)?
+                .min(1000) as u32,
+            max_body_bytes: int("MAX_BODY_BYTES", take("MAX_BODY_BYTES"), 1)? as usize,
+            env_blacklisted_words: text(take("ENV_BLACKLISTED_WORDS"))
+                .unwrap_or_default()
+                .split(',')
+                .map(|w| w.trim().to_lowercase())
+                .filter(|w| !w.is_empty())
+                .collect(),
+            docker_hosts,
+            hard_execution_timeout_seconds: int(
+                "HARD_EXECUTION_TIMEOUT_SECONDS",
+                take("HARD_EXECUTION_TIMEOUT_SECONDS"),
+                1,
+            )?,
+            stop_grace_seconds: int("STOP_GRACE_SECONDS", take("STOP_GRACE_SECONDS"), 0)?,
+            exponential_backoff_min_ms: int(
+                "EXPONENTIAL_BACKOFF_MIN_MS",
+                take("EXPONENTIAL_BACKOFF_MIN_MS"),
+                0,
+            )?,
+            exponential_backoff_factor: factor,
+            worker_concurrency: int("WORKER_CONCURRENCY", take("WORKER_CONCURRENCY"), 1)? as usize,
+            queue_lease_seconds: int("QUEUE_LEASE_SECONDS", take("QUEUE_LEASE_SECONDS"), 5)?,
+        })
+    }
+
+    /// The annotated defaults, as `fastlane config` prints them: a TOML file
+    /// with every key commented out.
+    pub fn annotated_defaults() -> String {
+        let mut out = String::from(
+            "# fastlane configuration. Pass it with `-c FILE`; environment variables of\n\
+             # the same names override it.\n",
+        );
+        let mut section = "";
+        for key in KEYS {
+            if key.section != section {
+                section = key.section;
+                let _ = write!(out, "\n################ {section} ################\n");
+            }
+            let _ = writeln!(out, "\n# {}", key.doc);
+            let default = match (key.default, key.kind) {
+                (None, _) => "(unset)".to_owned(),
+                (Some(d), Kind::Text) => format!("{d:?}"),
+                (Some(d), _) => d.to_owned(),
+            };
+            let _ = writeln!(out, "# Defaults to: {default}");
+            let _ = writeln!(out, "# {} = {default}", key.name);
+        }
+        out
+    }
+}
+
+/// The local engine, when `DOCKER_HOSTS` is not configured.
+fn default_docker_hosts(env: &HashMap<String, String>) -> serde_json::Value {
+    let host = env
+        .get("DOCKER_HOST")
+        .filter(|h| !h.is_empty())
+        .cloned()
+        .or_else(|| {
+            [
+                "/var/run/docker.sock",
+                "/run/podman/podman.sock",
+                "/run/fastlane/podman.sock",
+            ]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .map(|p| format!("unix://{p}"))
+        })
+        .unwrap_or_else(|| "localhost:2375".to_owned());
+    serde_json::json!([{"match": "", "hosts": [host], "maxRunning": 10}])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load() {
+        let config = Config::load(None, &env(&[("DOCKER_HOST", "tcp://d:1")])).expect("defaults");
+        assert_eq!(config.hard_execution_timeout_seconds, 1800);
+        assert_eq!(config.pagination_per_page, 10);
+        assert_eq!(
+            config.env_blacklisted_words,
+            ["password", "key", "secret", "client_id"]
+        );
+        assert_eq!(config.docker_hosts[0]["hosts"][0], "tcp://d:1");
+    }
+
+    #[test]
+    fn numbers_and_json_from_env_strings_work() {
+        let config = Config::load(
+            None,
+            &env(&[
+                ("HARD_EXECUTION_TIMEOUT_SECONDS", " 60 "),
+                ("EXPONENTIAL_BACKOFF_FACTOR", "1.5"),
+                ("DOCKER_HOSTS", r#"{"match": "", "hosts": ["a:1"]}"#),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.hard_execution_timeout_seconds, 60);
+        assert_eq!(config.exponential_backoff_factor, 1.5);
+        assert_eq!(config.docker_hosts["hosts"][0], "a:1");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Config::load(None, &env(&[("WORKER_CONCURRENCY", "many")])).expect_err("bad");
+        assert!(
+            err.to_string()
+                .starts_with("config key WORKER_CONCURRENCY:"),
+            "{err}"
+        );
+        let err = Config::load(None, &env(&[("DOCKER_HOSTS", "[{")])).expect_err("bad");
+        assert!(err.to_string().contains("DOCKER_HOSTS"), "{err}");
+        let err = Config::load(None, &env(&[("PUBLIC_BASE_URL", "example.com")])).expect_err("bad");
+        assert!(err.to_string().contains("PUBLIC_BASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn the_file_is_read_and_the_environment_wins() {
+        let dir = std::env::temp_dir().join(format!("fastlane-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("fastlane.toml");
+        std::fs::write(
+            &path,
+            "PAGINATION_PER_PAGE = 3\nSTOP_GRACE_SECONDS = \"4\"\n\
+             DOCKER_HOSTS = [{match = \"\", hosts = [\"h:2\"]}]\n",
+        )
+        .expect("write");
+        let config =
+            Config::load(Some(&path), &env(&[("PAGINATION_PER_PAGE", "7")])).expect("valid");
+        assert_eq!(config.pagination_per_page, 7);
+        assert_eq!(config.stop_grace_seconds, 4);
+        assert_eq!(config.docker_hosts[0]["hosts"][0], "h:2");
+
+        std::fs::write(&path, "SMTP_HOTS = \"x\"\n").expect("write");
+        let err = Config::load(Some(&path), &env(&[])).expect_err("unknown key");
+        assert!(err.to_string().contains("unknown key SMTP_HOTS"), "{err}");
+    }
+
+    #[test]
+    fn the_annotated_defaults_name_every_key_and_parse_as_toml() {
+        let text = Config::annotated_defaults();
+        for key in KEYS {
+            assert!(text.contains(&format!("# {} = ", key.name)), "{}", key.name);
+        }
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = ") && !l.contains("(unset)"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let table: toml::Table = uncommented.parse().expect("defaults are valid TOML");
+        assert!(table.contains_key("HARD_EXECUTION_TIMEOUT_SECONDS"));
+    }
+}

@@ -1,0 +1,122 @@
+//! The embedded database behind standalone mode: one SQLite file in the data
+//! directory, shared by the embedded store and queue.
+//!
+//! The directory is locked for the life of the process, so two standalone
+//! servers can never share (and corrupt) one data directory; that is also
+//! what lets the embedded queue take back, at start-up, every lease the
+//! previous process held.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id          TEXT PRIMARY KEY,
+    created_at       TEXT NOT NULL,
+    last_modified_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id           TEXT PRIMARY KEY,
+    task_id          TEXT NOT NULL,
+    last_modified_at TEXT NOT NULL,
+    data             TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_task ON jobs (task_id, last_modified_at);
+CREATE TABLE IF NOT EXISTS executions (
+    execution_id TEXT PRIMARY KEY,
+    job_id       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    data         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS executions_by_job ON executions (job_id, created_at);
+CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status);
+CREATE TABLE IF NOT EXISTS queue (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    queue       TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    due_ms      INTEGER NOT NULL,
+    lease_token TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS queue_by_due ON queue (queue, due_ms, seq);
+"#;
+
+/// An open embedded database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+    /// Held (and locked) for as long as any clone of the database lives.
+    _lock: Arc<File>,
+}
+
+/// Why the embedded database could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The data directory is in use by another process.
+    #[error("data directory {0} is in use by another fastlane process")]
+    Locked(String),
+    /// A file-system problem.
+    #[error("data directory {dir}: {source}")]
+    Io {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// SQLite refused.
+    #[error("embedded database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The blocking task running the query died.
+    #[error("embedded database worker: {0}")]
+    Join(String),
+}
+
+impl Db {
+    /// Opens (creating if needed) the database in `dir` and locks `dir`.
+    pub fn open(dir: &Path) -> Result<Self, DbError> {
+        let io = |source| DbError::Io {
+            dir: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::create(dir.join("fastlane.lock")).map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(DbError::Locked(dir.display().to_string()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let conn = Connection::open(dir.join("fastlane.db"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            _lock: Arc::new(lock),
+        })
+    }
+
+    /// Runs `f` on the connection, off the async runtime's threads.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, DbError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| DbError::Join("a previous query panicked".to_owned()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| DbError::Join(e.to_string()))?
+    }
+}

@@ -1,0 +1,27 @@
+//! # fastlane-server
+//!
+//! The fastlane HTTP API and worker, and the `fastlane` binary that runs
+//! them.
+//!
+//! # Layout
+//! - [`config`]: known keys, read from a TOML file and the environment.
+//! - [`api`]: the HTTP routes, the OpenAPI document and Swagger UI.
+//! - [`worker`]: takes queued work and drives executions to their end.
+//! - [`store`] and [`queue`]: traits for persistent state and pending work,
+//!   with the embedded SQLite implementations standalone mode uses
+//!   ([`embedded`] opens their shared file).
+//! - [`plugins`]: the built-in plugins, registered in one place.
+//! - [`services`]: what the API and the worker share.
+//! - [`standalone`]: everything in one process.
+//! - [`redact`]: masking secret env values in output.
+
+pub mod api;
+pub mod config;
+pub mod embedded;
+pub mod plugins;
+pub mod queue;
+pub mod redact;
+pub mod services;
+pub mod standalone;
+pub mod store;
+pub mod worker;

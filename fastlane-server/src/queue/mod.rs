@@ -1,0 +1,102 @@
+//! Work waiting for a worker: the [`Queue`] trait.
+//!
+//! Messages are delivered in FIFO order of their due time. A consumer holds
+//! a delivered message under a lease that it extends while it works; a
+//! message whose lease lapses is delivered again. Message ids are unique:
+//! enqueuing an id that is already queued does nothing, which makes
+//! re-enqueuing after a crash safe.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// The queue executions wait in.
+pub const JOBS: &str = "jobs";
+
+/// A queue failure.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The queue could not be reached or did not answer.
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+    /// A message could not be read back.
+    #[error("a queued message is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// What a message asks a worker to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Work {
+    /// Drive an execution to its end.
+    #[serde(rename_all = "camelCase")]
+    RunExecution {
+        /// The execution.
+        execution_id: String,
+    },
+}
+
+impl Work {
+    /// The message id for this work: one message per execution.
+    pub fn message_id(&self) -> String {
+        match self {
+            Work::RunExecution { execution_id } => execution_id.clone(),
+        }
+    }
+}
+
+/// A message handed to a consumer, with the lease that proves it holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message id.
+    pub id: String,
+    /// What to do.
+    pub work: Work,
+    /// The lease token; only its holder may ack or extend.
+    pub token: String,
+    /// How many times the message has been delivered, this time included.
+    pub attempts: u32,
+}
+
+/// A FIFO queue with leases.
+#[async_trait]
+pub trait Queue: Send + Sync + std::fmt::Debug {
+    /// Adds `work` to `queue`, due at `due` (now when `None`). Returns false
+    /// when a message with the same id was already queued.
+    async fn enqueue(
+        &self,
+        queue: &str,
+        work: &Work,
+        due: Option<DateTime<Utc>>,
+    ) -> Result<bool, QueueError>;
+
+    /// Waits for the oldest due message of `queue` and leases it for
+    /// `lease`. Returns `None` when `cancel` fires first.
+    async fn dequeue(
+        &self,
+        queue: &str,
+        lease: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Delivery>, QueueError>;
+
+    /// Extends a lease. Fails when the lease was lost.
+    async fn extend(&self, delivery: &Delivery, lease: Duration) -> Result<(), QueueError>;
+
+    /// Removes a message whose work is done.
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError>;
+
+    /// Gives a message back, to be delivered again after `delay`.
+    async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError>;
+
+    /// How many messages each queue holds (due or not, leased or not).
+    async fn lengths(&self) -> Result<BTreeMap<String, u64>, QueueError>;
+
+    /// Checks the queue answers.
+    async fn ping(&self) -> Result<(), QueueError>;
+}

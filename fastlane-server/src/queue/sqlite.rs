@@ -1,0 +1,372 @@
+//! The embedded [`Queue`]: a table in the standalone server's SQLite file.
+//!
+//! A lease is the message's due time pushed into the future plus a token
+//! (SQS's visibility timeout). Only one process can open the file, so at
+//! start-up [`SqliteQueue::new`] makes every leased message due again: its
+//! holder was the previous process, and it is gone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{Delivery, Queue, QueueError, Work};
+use crate::embedded::{Db, DbError};
+
+/// The longest a waiting consumer sleeps before looking again, as a guard
+/// against a missed wake-up.
+const MAX_IDLE: Duration = Duration::from_secs(5);
+
+/// The embedded queue.
+#[derive(Debug, Clone)]
+pub struct SqliteQueue {
+    db: Db,
+    /// Wakes waiting consumers when a message is enqueued or given back.
+    wake: Arc<Notify>,
+}
+
+impl From<DbError> for QueueError {
+    fn from(err: DbError) -> Self {
+        QueueError::Unavailable(err.to_string())
+    }
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl SqliteQueue {
+    /// The queue on an open database; takes back the previous process's leases.
+    pub async fn new(db: Db) -> Result<Self, QueueError> {
+        let released = db
+            .call(|conn| {
+                Ok(conn.execute(
+                    "UPDATE queue SET lease_token = NULL, due_ms = MIN(due_ms, ?1)
+                     WHERE lease_token IS NOT NULL",
+                    params![now_ms()],
+                )?)
+            })
+            .await?;
+        if released > 0 {
+            tracing::info!(released, "took back leases of the previous process");
+        }
+        Ok(Self {
+            db,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Leases the oldest due message, or says when the next one is due.
+    async fn try_lease(
+        &self,
+        queue: &str,
+        lease: Duration,
+    ) -> Result<Result<Delivery, Option<i64>>, QueueError> {
+        let queue = queue.to_owned();
+        let token = uuid::Uuid::new_v4().to_string();
+        Ok(self
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let now = now_ms();
+                let row: Option<(i64, String, String, u32)> = tx
+                    .query_row(
+                        "SELECT seq, id, payload, attempts FROM queue
+                         WHERE queue = ?1 AND due_ms <= ?2 ORDER BY due_ms, seq LIMIT 1",
+                        params![queue, now],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .optional()?;
+                let Some((seq, id, payload, attempts)) = row else {
+                    let next: Option<i64> = tx.query_row(
+                        "SELECT MIN(due_ms) FROM queue WHERE queue = ?1",
+                        params![queue],
+                        |r| r.get(0),
+                    )?;
+                    return Ok(Err(next));
+                };
+                tx.execute(
+                    "UPDATE queue SET due_ms = ?1, lease_token = ?2, attempts = attempts + 1
+                     WHERE seq = ?3",
+                    params![now + ms(lease), token, seq],
+                )?;
+                tx.commit()?;
+                let work: Work = serde_json::from_str(&payload)
+                    .map_err(|e| DbError::Join(format!("unreadable message {id}: {e}")))?;
+                Ok(Ok(Delivery {
+                    id,
+                    work,
+                    token,
+                    attempts: attempts + 1,
+                }))
+            })
+            .await?)
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn enqueue(
+        &self,
+        queue: &str,
+        work: &Work,
+        due: Option<DateTime<Utc>>,
+    ) -> Result<bool, QueueError> {
+        let queue = queue.to_owned();
+        let id = work.message_id();
+        let payload =
+            serde_json::to_string(work).map_err(|e| QueueError::Corrupt(e.to_string()))?;
+        let due_ms = due.map_or_else(now_ms, |d| d.timestamp_millis());
+        let added = self
+            .db
+            .call(move |conn| {
+                Ok(conn.execute(
+                    "INSERT INTO queue (id, queue, payload, due_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO NOTHING",
+                    params![id, queue, payload, due_ms],
+                )?)
+            })
+            .await?;
+        self.wake.notify_waiters();
+        Ok(added > 0)
+    }
+
+    async fn dequeue(
+        &self,
+        queue: &str,
+        lease: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Delivery>, QueueError> {
+        loop {
+            // Register for wake-ups before looking, so an enqueue between the
+            // look and the wait is not missed.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let idle = match self.try_lease(queue, lease).await? {
+                Ok(delivery) => return Ok(Some(delivery)),
+                Err(Some(next_due)) => {
+                    Duration::from_millis(u64::try_from(next_due - now_ms()).unwrap_or(0))
+                        .min(MAX_IDLE)
+                }
+                Err(None) => MAX_IDLE,
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(None),
+                () = &mut woken => {}
+                () = tokio::time::sleep(idle) => {}
+            }
+        }
+    }
+
+    async fn extend(&self, delivery: &Delivery, lease: Duration) -> Result<(), QueueError> {
+        let (id, token) = (delivery.id.clone(), delivery.token.clone());
+        let updated = self
+            .db
+            .call(move |conn| {
+                Ok(conn.execute(
+                    "UPDATE queue SET due_ms = ?1 WHERE id = ?2 AND lease_token = ?3",
+                    params![now_ms() + ms(lease), id, token],
+                )?)
+            })
+            .await?;
+        if updated == 0 {
+            return Err(QueueError::Unavailable(format!(
+                "the lease on message {} was lost",
+                delivery.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
+        let (id, token) = (delivery.id.clone(), delivery.token.clone());
+        self.db
+            .call(move |conn| {
+                Ok(conn.execute(
+                    "DELETE FROM queue WHERE id = ?1 AND lease_token = ?2",
+                    params![id, token],
+                )?)
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
+        let (id, token) = (delivery.id.clone(), delivery.token.clone());
+        self.db
+            .call(move |conn| {
+                Ok(conn.execute(
+                    "UPDATE queue SET due_ms = ?1, lease_token = NULL
+                     WHERE id = ?2 AND lease_token = ?3",
+                    params![now_ms() + ms(delay), id, token],
+                )?)
+            })
+            .await?;
+        self.wake.notify_waiters();
+        Ok(())
+    }
+
+    async fn lengths(&self) -> Result<BTreeMap<String, u64>, QueueError> {
+        Ok(self
+            .db
+            .call(|conn| {
+                let mut stmt = conn.prepare("SELECT queue, COUNT(*) FROM queue GROUP BY queue")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let mut lengths = BTreeMap::from([(super::JOBS.to_owned(), 0)]);
+                for row in rows {
+                    let (queue, n): (String, u64) = row?;
+                    lengths.insert(queue, n);
+                }
+                Ok(lengths)
+            })
+            .await?)
+    }
+
+    async fn ping(&self) -> Result<(), QueueError> {
+        self.db
+            .call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::JOBS;
+
+    fn run(id: &str) -> Work {
+        Work::RunExecution {
+            execution_id: id.to_owned(),
+        }
+    }
+
+    async fn open(dir: &std::path::Path) -> SqliteQueue {
+        SqliteQueue::new(Db::open(dir).expect("open db"))
+            .await
+            .expect("queue")
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("fastlane-queue-{name}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[tokio::test]
+    async fn messages_come_out_in_the_order_they_went_in_and_once() {
+        let queue = open(&temp_dir("fifo")).await;
+        let cancel = CancellationToken::new();
+        for id in ["a", "b", "c"] {
+            assert!(queue.enqueue(JOBS, &run(id), None).await.expect("enqueue"));
+        }
+        assert!(!queue.enqueue(JOBS, &run("a"), None).await.expect("enqueue"));
+        let lease = Duration::from_secs(30);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let d = queue.dequeue(JOBS, lease, &cancel).await.expect("dequeue");
+            let d = d.expect("a message");
+            seen.push(d.work.clone());
+            queue.ack(&d).await.expect("ack");
+        }
+        assert_eq!(seen, [run("a"), run("b"), run("c")]);
+        assert_eq!(queue.lengths().await.expect("lengths")[JOBS], 0);
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_lease_delivers_the_message_again() {
+        let queue = open(&temp_dir("lease")).await;
+        let cancel = CancellationToken::new();
+        queue.enqueue(JOBS, &run("x"), None).await.expect("enqueue");
+        let first = queue
+            .dequeue(JOBS, Duration::from_millis(50), &cancel)
+            .await
+            .expect("dequeue")
+            .expect("message");
+        let second = queue
+            .dequeue(JOBS, Duration::from_secs(30), &cancel)
+            .await
+            .expect("dequeue")
+            .expect("message again");
+        assert_eq!(second.id, first.id);
+        assert_eq!(second.attempts, 2);
+        // The first holder lost its lease: its ack must not remove the message.
+        queue.ack(&first).await.expect("ack");
+        assert_eq!(queue.lengths().await.expect("lengths")[JOBS], 1);
+        assert!(queue.extend(&first, Duration::from_secs(1)).await.is_err());
+        queue.ack(&second).await.expect("ack");
+        assert_eq!(queue.lengths().await.expect("lengths")[JOBS], 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_consumer_wakes_when_work_arrives_or_falls_due() {
+        let queue = open(&temp_dir("wake")).await;
+        let cancel = CancellationToken::new();
+        let consumer = {
+            let queue = queue.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move { queue.dequeue(JOBS, Duration::from_secs(30), &cancel).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let due = Utc::now() + chrono::Duration::milliseconds(300);
+        queue
+            .enqueue(JOBS, &run("later"), Some(due))
+            .await
+            .expect("enqueue");
+        let delivered = tokio::time::timeout(Duration::from_secs(3), consumer)
+            .await
+            .expect("woke in time")
+            .expect("task")
+            .expect("dequeue")
+            .expect("message");
+        assert_eq!(delivered.work, run("later"));
+        assert!(Utc::now() >= due, "delivered before it was due");
+    }
+
+    #[tokio::test]
+    async fn a_restart_takes_back_the_dead_process_leases() {
+        let dir = temp_dir("restart");
+        let cancel = CancellationToken::new();
+        {
+            let queue = open(&dir).await;
+            queue.enqueue(JOBS, &run("y"), None).await.expect("enqueue");
+            let held = queue
+                .dequeue(JOBS, Duration::from_secs(3600), &cancel)
+                .await
+                .expect("dequeue");
+            assert!(held.is_some());
+        }
+        let queue = open(&dir).await;
+        let again = tokio::time::timeout(
+            Duration::from_secs(2),
+            queue.dequeue(JOBS, Duration::from_secs(30), &cancel),
+        )
+        .await
+        .expect("delivered at once")
+        .expect("dequeue");
+        assert_eq!(again.map(|d| d.work), Some(run("y")));
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_same_directory() {
+        let dir = temp_dir("lock");
+        let _first = Db::open(&dir).expect("first");
+        let err = Db::open(&dir).expect_err("second");
+        assert!(
+            err.to_string()
+                .contains("in use by another fastlane process"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! [`Services`]: everything the API and the worker share, built once at
+//! start-up from the configuration.
+
+use std::sync::Arc;
+
+use fastlane_sdk::Executor;
+
+use crate::config::Config;
+use crate::queue::Queue;
+use crate::store::Store;
+
+/// The shared parts of a running fastlane process.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Tasks, jobs and executions.
+    pub store: Arc<dyn Store>,
+    /// Work waiting for a worker.
+    pub queue: Arc<dyn Queue>,
+    /// Runs executions.
+    pub executor: Arc<dyn Executor>,
+}

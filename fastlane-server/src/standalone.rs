@@ -1,0 +1,99 @@
+//! `fastlane standalone`: API, worker and scheduler in one process, on the
+//! embedded store and queue, with containers on the configured engine.
+//!
+//! Shutdown (SIGTERM or SIGINT): the HTTP server stops accepting, the
+//! worker stops taking messages and leaves executions where they are
+//! (containers keep running). The next start takes their messages back and
+//! carries on: a container that finished meanwhile has its result collected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::embedded::Db;
+use crate::queue::sqlite::SqliteQueue;
+use crate::services::Services;
+use crate::store::sqlite::SqliteStore;
+use crate::{api, plugins, worker};
+
+/// Builds the services of a standalone process.
+pub async fn services(config: Config) -> anyhow::Result<Services> {
+    let db = Db::open(&config.data_dir)?;
+    let registry = plugins::builtin()?;
+    let executor = registry
+        .build_executor(
+            "docker",
+            serde_json::json!({ "farms": config.docker_hosts }),
+        )
+        .context("configuring the docker executor")?;
+    Ok(Services {
+        store: Arc::new(SqliteStore::new(db.clone())),
+        queue: Arc::new(SqliteQueue::new(db).await?),
+        executor,
+        config: Arc::new(config),
+    })
+}
+
+/// Runs until SIGTERM or SIGINT.
+pub async fn run(config: Config, bind: SocketAddr) -> anyhow::Result<()> {
+    info!(data_dir = %config.data_dir.display(), docker_hosts = %config.docker_hosts, "starting standalone");
+    let services = services(config).await?;
+    let requeued = worker::reconcile(&services).await?;
+    if requeued > 0 {
+        info!(requeued, "queued unfinished executions again");
+    }
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+
+    let acceptor = TcpListener::bind(bind)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    if let Some(addr) = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+    {
+        // Machine-readable, for scripts and tests that asked for port 0.
+        println!("listening on {addr}");
+        info!(%addr, "listening");
+    }
+
+    let worker = tokio::spawn(worker::run(services.clone(), shutdown.clone()));
+    let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+        api::app(services),
+        shutdown.clone().cancelled_owned(),
+        Some(Duration::from_secs(5)),
+    );
+    let served = server.await;
+    shutdown.cancel();
+    worker.await.context("worker task")?;
+    served.context("http server")?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn signals(shutdown: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        () = term => info!("SIGTERM: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,88 @@
+//! Where tasks, jobs and executions are kept: the [`Store`] trait.
+//!
+//! The embedded implementation ([`sqlite::SqliteStore`]) serves standalone
+//! mode; networked stores implement the same trait.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use fastlane_sdk::{Execution, Job, Task};
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// A record could not be read back.
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A task with its job count, for listings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSummary {
+    /// The task.
+    pub task: Task,
+    /// How many jobs it has.
+    pub jobs_count: u64,
+}
+
+/// A job's id and creation time, for task details.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSummary {
+    /// The job id.
+    pub job_id: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Persistent state of tasks, jobs and executions.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates `job` (and its task, if new) together with its first
+    /// execution, atomically.
+    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError>;
+
+    /// Saves a changed job.
+    async fn save_job(&self, job: &Job) -> Result<(), StoreError>;
+
+    /// The job `job_id` of task `task_id`.
+    async fn job(&self, task_id: &str, job_id: &str) -> Result<Option<Job>, StoreError>;
+
+    /// A page of tasks in creation order, and the total number of tasks.
+    async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError>;
+
+    /// A task and its jobs, most recently changed first.
+    async fn task(&self, task_id: &str) -> Result<Option<(Task, Vec<JobSummary>)>, StoreError>;
+
+    /// A job's newest executions (at most `limit`, newest first) and how
+    /// many it has in all.
+    async fn executions(
+        &self,
+        job_id: &str,
+        limit: u64,
+    ) -> Result<(Vec<Execution>, u64), StoreError>;
+
+    /// One execution.
+    async fn execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError>;
+
+    /// Saves an execution's new state; with `retry`, also saves the job and
+    /// adds the retry's execution, in the same transaction.
+    async fn save_execution(
+        &self,
+        execution: &Execution,
+        retry: Option<(&Job, &Execution)>,
+    ) -> Result<(), StoreError>;
+
+    /// Executions that have not reached a final status.
+    async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError>;
+
+    /// How many tasks and jobs there are.
+    async fn counts(&self) -> Result<(u64, u64), StoreError>;
+
+    /// Checks the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,304 @@
+//! The embedded [`Store`]: tasks, jobs and executions in the standalone
+//! server's SQLite file. Jobs and executions are kept as JSON documents with
+//! the columns needed to find and order them beside.
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use fastlane_sdk::{Execution, Job, Task};
+
+use super::{JobSummary, Store, StoreError, TaskSummary};
+use crate::embedded::{Db, DbError};
+
+/// The embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    db: Db,
+}
+
+impl SqliteStore {
+    /// A store on an open database.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+}
+
+/// Fixed-width UTC timestamps, so that text order is time order.
+fn ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(text: &str) -> Result<DateTime<Utc>, DbError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| DbError::Join(format!("bad timestamp {text:?}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, DbError> {
+    serde_json::to_string(value).map_err(|e| DbError::Join(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, DbError> {
+    serde_json::from_str(text).map_err(|e| DbError::Join(format!("unreadable record: {e}")))
+}
+
+impl From<DbError> for StoreError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::Join(message) if message.starts_with("unreadable") => {
+                StoreError::Corrupt(message)
+            }
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+fn upsert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO tasks (task_id, created_at, last_modified_at) VALUES (?1, ?2, ?2)
+         ON CONFLICT (task_id) DO UPDATE SET last_modified_at = excluded.last_modified_at",
+        params![job.task_id, ts(job.last_modified_at)],
+    )?;
+    tx.execute(
+        "INSERT INTO jobs (job_id, task_id, last_modified_at, data) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (job_id) DO UPDATE SET last_modified_at = excluded.last_modified_at,
+                                            data = excluded.data",
+        params![
+            job.job_id,
+            job.task_id,
+            ts(job.last_modified_at),
+            to_json(job)?
+        ],
+    )?;
+    Ok(())
+}
+
+fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result<(), DbError> {
+    tx.execute(
+        "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (execution_id) DO UPDATE SET status = excluded.status, data = excluded.data",
+        params![
+            execution.execution_id,
+            execution.job_id,
+            ts(execution.created_at),
+            execution.status.as_str(),
+            to_json(execution)?
+        ],
+    )?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
+        let job = job.clone();
+        let execution = execution.cloned();
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                upsert_job(&tx, &job)?;
+                if let Some(execution) = &execution {
+                    upsert_execution(&tx, execution)?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.create_job(job, None).await
+    }
+
+    async fn job(&self, task_id: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
+        let (task_id, job_id) = (task_id.to_owned(), job_id.to_owned());
+        let data: Option<String> = self
+            .db
+            .call(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT data FROM jobs WHERE job_id = ?1 AND task_id = ?2",
+                        params![job_id, task_id],
+                        |row| row.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        Ok(data.map(|d| from_json(&d)).transpose()?)
+    }
+
+    async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        Ok(self
+            .db
+            .call(move |conn| {
+                let total: u64 = conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
+                let mut stmt = conn.prepare(
+                    "SELECT t.task_id, t.created_at, t.last_modified_at,
+                            (SELECT COUNT(*) FROM jobs j WHERE j.task_id = t.task_id)
+                     FROM tasks t ORDER BY t.rowid LIMIT ?1 OFFSET ?2",
+                )?;
+                let rows = stmt.query_map(params![limit, offset], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, u64>(3)?,
+                    ))
+                })?;
+                let mut tasks = Vec::new();
+                for row in rows {
+                    let (task_id, created, modified, jobs_count) = row?;
+                    tasks.push(TaskSummary {
+                        task: Task {
+                            task_id,
+                            created_at: parse_ts(&created)?,
+                            last_modified_at: parse_ts(&modified)?,
+                        },
+                        jobs_count,
+                    });
+                }
+                Ok((tasks, total))
+            })
+            .await?)
+    }
+
+    async fn task(&self, task_id: &str) -> Result<Option<(Task, Vec<JobSummary>)>, StoreError> {
+        let task_id = task_id.to_owned();
+        Ok(self
+            .db
+            .call(move |conn| {
+                let row: Option<(String, String)> = conn
+                    .query_row(
+                        "SELECT created_at, last_modified_at FROM tasks WHERE task_id = ?1",
+                        params![task_id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let Some((created, modified)) = row else {
+                    return Ok(None);
+                };
+                let mut stmt = conn.prepare(
+                    "SELECT data FROM jobs WHERE task_id = ?1 ORDER BY last_modified_at DESC",
+                )?;
+                let mut jobs = Vec::new();
+                for data in stmt.query_map(params![task_id], |r| r.get::<_, String>(0))? {
+                    let job: Job = from_json(&data?)?;
+                    jobs.push(JobSummary {
+                        job_id: job.job_id,
+                        created_at: job.created_at,
+                    });
+                }
+                let task = Task {
+                    task_id,
+                    created_at: parse_ts(&created)?,
+                    last_modified_at: parse_ts(&modified)?,
+                };
+                Ok(Some((task, jobs)))
+            })
+            .await?)
+    }
+
+    async fn executions(
+        &self,
+        job_id: &str,
+        limit: u64,
+    ) -> Result<(Vec<Execution>, u64), StoreError> {
+        let job_id = job_id.to_owned();
+        Ok(self
+            .db
+            .call(move |conn| {
+                let total: u64 = conn.query_row(
+                    "SELECT COUNT(*) FROM executions WHERE job_id = ?1",
+                    params![job_id],
+                    |r| r.get(0),
+                )?;
+                let mut stmt = conn.prepare(
+                    "SELECT data FROM executions WHERE job_id = ?1
+                     ORDER BY created_at DESC, rowid DESC LIMIT ?2",
+                )?;
+                let mut executions = Vec::new();
+                for data in stmt.query_map(params![job_id, limit], |r| r.get::<_, String>(0))? {
+                    executions.push(from_json(&data?)?);
+                }
+                Ok((executions, total))
+            })
+            .await?)
+    }
+
+    async fn execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
+        let execution_id = execution_id.to_owned();
+        let data: Option<String> = self
+            .db
+            .call(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT data FROM executions WHERE execution_id = ?1",
+                        params![execution_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        Ok(data.map(|d| from_json(&d)).transpose()?)
+    }
+
+    async fn save_execution(
+        &self,
+        execution: &Execution,
+        retry: Option<(&Job, &Execution)>,
+    ) -> Result<(), StoreError> {
+        let execution = execution.clone();
+        let retry = retry.map(|(job, next)| (job.clone(), next.clone()));
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                upsert_execution(&tx, &execution)?;
+                if let Some((job, next)) = &retry {
+                    upsert_job(&tx, job)?;
+                    upsert_execution(&tx, next)?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError> {
+        Ok(self
+            .db
+            .call(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT data FROM executions
+                     WHERE status IN ('enqueued', 'pulling', 'running') ORDER BY created_at",
+                )?;
+                let mut executions = Vec::new();
+                for data in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                    executions.push(from_json(&data?)?);
+                }
+                Ok(executions)
+            })
+            .await?)
+    }
+
+    async fn counts(&self) -> Result<(u64, u64), StoreError> {
+        Ok(self
+            .db
+            .call(|conn| {
+                let tasks = conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
+                let jobs = conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?;
+                Ok((tasks, jobs))
+            })
+            .await?)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await?;
+        Ok(())
+    }
+}

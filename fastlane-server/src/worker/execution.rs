@@ -1,0 +1,313 @@
+//! The life of one execution, step by step. Each step is stored before the
+//! next begins, and each can be repeated safely, so `drive` can resume an
+//! execution wherever a previous worker left it:
+//!
+//! | stored state | what `drive` does |
+//! |---|---|
+//! | `enqueued` | check expiration, choose a host → `pulling` |
+//! | `pulling` | ready the image, start the container (finding one already started) → `running` |
+//! | `running` | wait for the exit (or the timeout), collect output → final status |
+//! | final | tidy up the container |
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use fastlane_sdk::{
+    ErrorKind, Execution, ExecutionSpec, ExecutionStatus, Job, PluginError, RunHandle,
+};
+
+use crate::queue::{JOBS, Work};
+use crate::services::Services;
+
+/// What the worker should do with the message once `drive` returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The execution reached a final status (or no longer exists): ack.
+    Finished,
+    /// A passing problem: deliver the message again after the delay.
+    Later(Duration),
+    /// The process is shutting down: leave the message leased.
+    Interrupted,
+}
+
+/// Why a step could not complete.
+enum StepError {
+    Plugin(PluginError),
+    Internal(String),
+}
+
+impl From<PluginError> for StepError {
+    fn from(err: PluginError) -> Self {
+        Self::Plugin(err)
+    }
+}
+
+impl From<crate::store::StoreError> for StepError {
+    fn from(err: crate::store::StoreError) -> Self {
+        Self::Internal(err.to_string())
+    }
+}
+
+impl From<crate::queue::QueueError> for StepError {
+    fn from(err: crate::queue::QueueError) -> Self {
+        Self::Internal(err.to_string())
+    }
+}
+
+/// Back-off for passing problems: 1 s, 2 s, 4 s … capped at a minute.
+fn later(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6))
+}
+
+/// Drives the execution `execution_id` as far as it can go.
+pub async fn drive(services: &Services, execution_id: &str, attempts: u32) -> Outcome {
+    let loaded = async {
+        let execution = services.store.execution(execution_id).await?;
+        let Some(execution) = execution else {
+            return Ok(None);
+        };
+        let job = services
+            .store
+            .job(&execution.task_id, &execution.job_id)
+            .await?;
+        Ok::<_, StepError>(job.map(|job| (job, execution)))
+    }
+    .await;
+    let (job, mut execution) = match loaded {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            warn!(
+                execution = execution_id,
+                "execution or job no longer exists; dropping its message"
+            );
+            return Outcome::Finished;
+        }
+        Err(_) => return Outcome::Later(later(attempts)),
+    };
+    match steps(services, &job, &mut execution).await {
+        Ok(outcome) => outcome,
+        Err(StepError::Plugin(err))
+            if matches!(err.kind(), ErrorKind::Retryable | ErrorKind::Unavailable) =>
+        {
+            warn!(execution = execution_id, error = %err, attempts, "will try again");
+            Outcome::Later(later(attempts))
+        }
+        Err(StepError::Plugin(err)) => {
+            warn!(execution = execution_id, error = %err, "execution failed");
+            execution.status = ExecutionStatus::Failed;
+            execution.finished_at = Some(Utc::now());
+            execution.error = Some(err.message().to_owned());
+            finish(services, &job, execution).await
+        }
+        Err(StepError::Internal(err)) => {
+            warn!(execution = execution_id, error = %err, attempts, "will try again");
+            Outcome::Later(later(attempts))
+        }
+    }
+}
+
+fn spec(job: &Job, execution: &Execution) -> Result<ExecutionSpec, PluginError> {
+    let argv = shlex::split(&execution.command)
+        .filter(|words| !words.is_empty())
+        .ok_or_else(|| {
+            PluginError::permanent(format!(
+                "the command {:?} cannot be split into words",
+                execution.command
+            ))
+        })?;
+    Ok(ExecutionSpec {
+        execution_id: execution.execution_id.clone(),
+        job_id: job.job_id.clone(),
+        task_id: job.task_id.clone(),
+        image: execution.image.clone(),
+        argv,
+        envs: job.spec.envs.clone(),
+        extra_hosts: job.spec.additional_dns_entries.clone(),
+    })
+}
+
+async fn steps(
+    services: &Services,
+    job: &Job,
+    execution: &mut Execution,
+) -> Result<Outcome, StepError> {
+    let store = &services.store;
+    let executor = &services.executor;
+    if execution.status.is_final() {
+        release(services, execution).await;
+        return Ok(Outcome::Finished);
+    }
+    let spec = spec(job, execution)?;
+
+    if execution.status == ExecutionStatus::Enqueued
+        && let Some(expiration) = job.spec.expiration
+        && Utc::now() > expiration
+    {
+        let now = Utc::now();
+        execution.status = ExecutionStatus::Expired;
+        execution.finished_at = Some(now);
+        execution.error = Some(format!(
+            "Job was supposed to be done before {}, but was started at {}.",
+            expiration.to_rfc3339(),
+            now.to_rfc3339()
+        ));
+        return Ok(finish(services, job, execution.clone()).await);
+    }
+
+    let placement = match &execution.placement {
+        Some(placement) => placement.clone(),
+        None => {
+            let placement = executor.place(&spec).await?;
+            execution.placement = Some(placement.clone());
+            execution.status = ExecutionStatus::Pulling;
+            store.save_execution(execution, None).await?;
+            placement
+        }
+    };
+
+    let handle = match &execution.handle {
+        Some(handle) => handle.clone(),
+        None => {
+            executor.prepare(&spec, &placement).await?;
+            let started_at = Utc::now();
+            let handle = executor.start(&spec, &placement).await?;
+            execution.started_at.get_or_insert(started_at);
+            execution.handle = Some(handle.clone());
+            execution.status = ExecutionStatus::Running;
+            store.save_execution(execution, None).await?;
+            info!(execution = %execution.execution_id, host = %handle.host, container = %handle.id, "running");
+            handle
+        }
+    };
+
+    let timeout = job
+        .spec
+        .timeout_seconds
+        .min(services.config.hard_execution_timeout_seconds);
+    let started_at = execution.started_at.unwrap_or_else(Utc::now);
+    let deadline =
+        started_at + chrono::Duration::seconds(i64::try_from(timeout).unwrap_or(i64::MAX));
+    let remaining = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+
+    match tokio::time::timeout(remaining, executor.wait(&handle)).await {
+        Ok(Err(err)) if err.kind() == ErrorKind::NotFound => {
+            execution.status = ExecutionStatus::Failed;
+            execution.finished_at = Some(Utc::now());
+            execution.error = Some(format!(
+                "the container of this execution disappeared from {}: {}",
+                handle.host,
+                err.message()
+            ));
+        }
+        Ok(exit) => {
+            let exit = exit?;
+            let output = executor.output(&handle).await?;
+            execution.exit_code = Some(exit.code);
+            execution.stdout = Some(output.stdout);
+            execution.stderr = Some(output.stderr);
+            execution.error = exit.error;
+            execution.finished_at = Some(Utc::now());
+            execution.status = if exit.code == 0 {
+                ExecutionStatus::Done
+            } else {
+                ExecutionStatus::Failed
+            };
+        }
+        Err(_elapsed) => {
+            let grace = Duration::from_secs(services.config.stop_grace_seconds);
+            executor.stop(&handle, grace).await?;
+            let output = executor.output(&handle).await.unwrap_or_default();
+            execution.stdout = Some(output.stdout);
+            execution.stderr = Some(output.stderr);
+            execution.finished_at = Some(Utc::now());
+            execution.status = ExecutionStatus::Timedout;
+            execution.error = Some(format!("Job execution timed out after {timeout} seconds."));
+        }
+    }
+    Ok(finish(services, job, execution.clone()).await)
+}
+
+/// Stores a final execution (with the next attempt, when the job has
+/// retries left), queues that attempt, and tidies up the container.
+async fn finish(services: &Services, job: &Job, execution: Execution) -> Outcome {
+    let retry = (execution.status == ExecutionStatus::Failed
+        && execution.exit_code.is_some_and(|c| c != 0)
+        && job.retry_count < job.spec.retries)
+        .then(|| next_attempt(services, job, &execution));
+    let saved = services
+        .store
+        .save_execution(&execution, retry.as_ref().map(|(j, e, _)| (j, e)))
+        .await;
+    if let Err(err) = saved {
+        warn!(execution = %execution.execution_id, error = %err, "cannot store the result; will try again");
+        return Outcome::Later(later(1));
+    }
+    info!(
+        execution = %execution.execution_id,
+        status = %execution.status,
+        exit_code = ?execution.exit_code,
+        "finished"
+    );
+    if let Some((_, next, due)) = &retry {
+        let work = Work::RunExecution {
+            execution_id: next.execution_id.clone(),
+        };
+        if let Err(err) = services.queue.enqueue(JOBS, &work, Some(*due)).await {
+            // The retry is stored as enqueued; start-up reconciliation queues it.
+            warn!(execution = %next.execution_id, error = %err, "cannot queue the retry");
+        }
+    }
+    release(services, &execution).await;
+    Outcome::Finished
+}
+
+/// The job with one more retry counted, the retry's execution, and when it
+/// is due: `EXPONENTIAL_BACKOFF_MIN_MS × FACTOR^(retry − 1)`.
+fn next_attempt(
+    services: &Services,
+    job: &Job,
+    failed: &Execution,
+) -> (Job, Execution, chrono::DateTime<Utc>) {
+    let now = Utc::now();
+    let mut job = job.clone();
+    job.retry_count += 1;
+    job.last_modified_at = now;
+    let config = &services.config;
+    let delay_ms = config.exponential_backoff_min_ms as f64
+        * config
+            .exponential_backoff_factor
+            .powi(i32::try_from(job.retry_count - 1).unwrap_or(i32::MAX));
+    let delay = chrono::Duration::milliseconds(delay_ms.min(86_400_000.0) as i64);
+    let next = Execution {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        job_id: job.job_id.clone(),
+        task_id: job.task_id.clone(),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        image: failed.image.clone(),
+        command: failed.command.clone(),
+        status: ExecutionStatus::Enqueued,
+        exit_code: None,
+        stdout: None,
+        stderr: None,
+        error: None,
+        placement: None,
+        handle: None,
+        request_ip: None,
+    };
+    (job, next, now + delay)
+}
+
+/// Tells the executor the result is stored (the container is renamed
+/// `defunct-…`). Failing here loses nothing, so it is only logged.
+async fn release(services: &Services, execution: &Execution) {
+    let Some(handle): Option<&RunHandle> = execution.handle.as_ref() else {
+        return;
+    };
+    if let Err(err) = services.executor.release(handle).await {
+        warn!(execution = %execution.execution_id, error = %err, "cannot release the container");
+    }
+}

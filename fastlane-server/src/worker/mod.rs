@@ -1,0 +1,115 @@
+//! The worker: takes messages off the queue and drives each execution to its
+//! end, several at once.
+//!
+//! Every step of an execution is persisted before the next one starts (see
+//! [`execution`]), so a worker can be killed at any point: the message's
+//! lease lapses (or, in standalone mode, is taken back at the next start)
+//! and whichever worker receives it again carries on from the last step
+//! stored.
+
+pub mod execution;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::queue::{Delivery, JOBS, Work};
+use crate::services::Services;
+use execution::Outcome;
+
+/// Runs until `shutdown` fires, then returns once the executions in hand
+/// have stopped where they were (their messages stay leased, to be taken
+/// back on the next start).
+pub async fn run(services: Services, shutdown: CancellationToken) {
+    let services = Arc::new(services);
+    let slots = Arc::new(Semaphore::new(services.config.worker_concurrency));
+    let lease = Duration::from_secs(services.config.queue_lease_seconds);
+    let mut in_flight = JoinSet::new();
+    info!(
+        concurrency = services.config.worker_concurrency,
+        "worker started"
+    );
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let delivery = match services.queue.dequeue(JOBS, lease, &shutdown).await {
+            Ok(Some(delivery)) => delivery,
+            Ok(None) => break,
+            Err(err) => {
+                warn!(error = %err, "cannot read the queue; trying again in 1s");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let services = Arc::clone(&services);
+        let shutdown = shutdown.clone();
+        in_flight.spawn(async move {
+            handle(&services, delivery, lease, &shutdown).await;
+            drop(permit);
+        });
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+    info!("worker stopped");
+}
+
+/// Works on one message under its lease, then acks it or gives it back.
+async fn handle(
+    services: &Services,
+    delivery: Delivery,
+    lease: Duration,
+    shutdown: &CancellationToken,
+) {
+    let Work::RunExecution { execution_id } = &delivery.work;
+    let keep_lease = async {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            if let Err(err) = services.queue.extend(&delivery, lease).await {
+                // Someone else may hold the message now: stop working on it.
+                warn!(message = %delivery.id, error = %err, "lost the lease");
+                break;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = execution::drive(services, execution_id, delivery.attempts) => outcome,
+        () = keep_lease => Outcome::Interrupted,
+        () = shutdown.cancelled() => Outcome::Interrupted,
+    };
+    let result = match outcome {
+        Outcome::Finished => services.queue.ack(&delivery).await,
+        Outcome::Later(delay) => services.queue.retry_later(&delivery, delay).await,
+        Outcome::Interrupted => Ok(()),
+    };
+    if let Err(err) = result {
+        warn!(message = %delivery.id, error = %err, "cannot settle queue message; it will be delivered again");
+    }
+}
+
+/// Puts every unfinished execution back in the queue (a no-op for those
+/// already there): nothing the API accepted waits forever because a process
+/// died between storing an execution and queueing it.
+pub async fn reconcile(services: &Services) -> anyhow::Result<usize> {
+    let unfinished = services.store.unfinished_executions().await?;
+    let mut requeued = 0;
+    for execution in unfinished {
+        let work = Work::RunExecution {
+            execution_id: execution.execution_id.clone(),
+        };
+        if services.queue.enqueue(JOBS, &work, None).await? {
+            requeued += 1;
+        }
+    }
+    Ok(requeued)
+}

@@ -1,0 +1,165 @@
+//! What the operator configures: farms of hosts, routed by task id.
+
+use serde::Deserialize;
+
+use fastlane_sdk::PluginError;
+
+use crate::host::HostAddr;
+
+/// One farm: hosts that run the tasks whose id matches `match`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Farm {
+    /// A regular expression matched at the start of the task id; empty
+    /// matches every task.
+    #[serde(rename = "match", default)]
+    pub pattern: String,
+    /// The farm's Docker API hosts: `host:port`, `tcp://host:port`,
+    /// `http://host:port` or `unix:///path/to/socket`.
+    pub hosts: Vec<String>,
+    /// How many executions the farm runs at once.
+    #[serde(rename = "maxRunning", default = "default_max_running")]
+    pub max_running: u32,
+}
+
+fn default_max_running() -> u32 {
+    10
+}
+
+/// The executor's configuration: the `DOCKER_HOSTS` farms and a few knobs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DockerExecutorConfig {
+    /// The farms, in the order they are matched.
+    pub farms: Vec<Farm>,
+    /// Seconds to wait for a Docker API response's headers.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_seconds: u64,
+}
+
+fn default_request_timeout() -> u64 {
+    120
+}
+
+/// `DOCKER_HOSTS` may be one farm or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(Farm),
+    Many(Vec<Farm>),
+}
+
+impl DockerExecutorConfig {
+    /// Reads and checks a configuration: every pattern compiles, every host
+    /// parses, every farm has a host.
+    pub fn from_json(value: serde_json::Value) -> Result<Self, PluginError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct Raw {
+            farms: OneOrMany,
+            #[serde(default = "default_request_timeout")]
+            request_timeout_seconds: u64,
+        }
+        let raw: Raw = serde_json::from_value(value)
+            .map_err(|e| PluginError::invalid_config(format!("docker executor: {e}")))?;
+        let farms = match raw.farms {
+            OneOrMany::One(farm) => vec![farm],
+            OneOrMany::Many(farms) => farms,
+        };
+        let config = Self {
+            farms,
+            request_timeout_seconds: raw.request_timeout_seconds,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), PluginError> {
+        if self.farms.is_empty() {
+            return Err(PluginError::invalid_config(
+                "DOCKER_HOSTS: at least one farm is needed",
+            ));
+        }
+        for (i, farm) in self.farms.iter().enumerate() {
+            regex::Regex::new(&farm.pattern).map_err(|e| {
+                PluginError::invalid_config(format!(
+                    "DOCKER_HOSTS[{i}].match {:?} is not a valid regular expression: {e}",
+                    farm.pattern
+                ))
+            })?;
+            if farm.hosts.is_empty() {
+                return Err(PluginError::invalid_config(format!(
+                    "DOCKER_HOSTS[{i}].hosts is empty"
+                )));
+            }
+            if farm.max_running == 0 {
+                return Err(PluginError::invalid_config(format!(
+                    "DOCKER_HOSTS[{i}].maxRunning must be at least 1"
+                )));
+            }
+            for host in &farm.hosts {
+                HostAddr::parse(host).map_err(|e| {
+                    PluginError::invalid_config(format!("DOCKER_HOSTS[{i}].hosts: {e}"))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_single_farm_object_is_a_list_of_one() {
+        let config = DockerExecutorConfig::from_json(json!({
+            "farms": {"match": "", "hosts": ["localhost:2375"], "maxRunning": 2}
+        }))
+        .expect("valid");
+        assert_eq!(config.farms.len(), 1);
+        assert_eq!(config.farms[0].max_running, 2);
+    }
+
+    #[test]
+    fn max_running_defaults_to_ten() {
+        let config = DockerExecutorConfig::from_json(json!({
+            "farms": [{"hosts": ["unix:///run/docker.sock"]}]
+        }))
+        .expect("valid");
+        assert_eq!(config.farms[0].max_running, 10);
+        assert_eq!(config.farms[0].pattern, "");
+    }
+
+    #[test]
+    fn bad_farms_are_refused_with_the_place_named() {
+        let cases = [
+            (json!({"farms": []}), "at least one farm"),
+            (
+                json!({"farms": [{"match": "(", "hosts": ["a:1"]}]}),
+                "DOCKER_HOSTS[0].match",
+            ),
+            (
+                json!({"farms": [{"hosts": []}]}),
+                "DOCKER_HOSTS[0].hosts is empty",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"]}, {"hosts": ["a:b"]}]}),
+                "DOCKER_HOSTS[1].hosts",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "maxRunning": 0}]}),
+                "maxRunning",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "max": 3}]}),
+                "unknown field",
+            ),
+        ];
+        for (value, expected) in cases {
+            let err = DockerExecutorConfig::from_json(value.clone()).expect_err("invalid");
+            assert!(err.message().contains(expected), "{value}: {err}");
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! [`DockerExecutor`]: the [`Executor`] on a pool of Docker API hosts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    LogsOptions, RenameContainerOptions, StopContainerOptions, WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use regex::Regex;
+use tracing::{debug, info, warn};
+
+use fastlane_sdk::{
+    ExecutionSpec, Executor, ExecutorStatus, ExitStatus, HostStatus, Placement, PluginError,
+    RunHandle, RunOutput, RunningContainer,
+};
+
+use crate::config::DockerExecutorConfig;
+use crate::host::{Host, HostAddr};
+use crate::image::ImageRef;
+
+/// Prefix of the name of every container fastlane starts.
+pub const CONTAINER_PREFIX: &str = "fastlane-job-";
+/// Prefix a container gets once its result is stored.
+pub const DEFUNCT_PREFIX: &str = "defunct-";
+/// Label carrying the execution id; fastlane only ever lists containers
+/// that have it (the engine may serve others too).
+pub const LABEL_EXECUTION: &str = "fastlane.execution";
+/// Label carrying the job id.
+pub const LABEL_JOB: &str = "fastlane.job";
+/// Label carrying the task id.
+pub const LABEL_TASK: &str = "fastlane.task";
+
+#[derive(Debug)]
+struct FarmHosts {
+    pattern: String,
+    matcher: Regex,
+    hosts: Vec<usize>,
+}
+
+/// Runs executions as containers on the configured farms.
+#[derive(Debug)]
+pub struct DockerExecutor {
+    farms: Vec<FarmHosts>,
+    hosts: Vec<Host>,
+}
+
+/// Sorts a Docker API error into the SDK's kinds, naming the host.
+fn classify(host: &Host, what: &str, err: DockerError) -> PluginError {
+    match err {
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => PluginError::not_found(format!("{what} on {}: {message}", host.name)),
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } if status_code < 500 => PluginError::permanent(format!(
+            "{what} on {} was refused ({status_code}): {message}",
+            host.name
+        )),
+        DockerError::DockerResponseServerError { message, .. } => {
+            PluginError::retryable(format!("{what} on {} failed: {message}", host.name))
+        }
+        other => host.unavailable(&format_args!("{what}: {other}")),
+    }
+}
+
+fn name_in_use(err: &DockerError) -> bool {
+    // Docker answers 409; Podman's compat API answers 500 "name is already in use".
+    matches!(
+        err,
+        DockerError::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    ) || matches!(err, DockerError::DockerResponseServerError { message, .. } if message.contains("already in use"))
+}
+
+impl DockerExecutor {
+    /// An executor for `config`; no host is contacted until work arrives.
+    pub fn new(config: DockerExecutorConfig) -> Result<Self, PluginError> {
+        let mut hosts: Vec<Host> = Vec::new();
+        let mut farms = Vec::new();
+        for farm in &config.farms {
+            let matcher = Regex::new(&format!("^(?:{})", farm.pattern))
+                .map_err(|e| PluginError::invalid_config(format!("DOCKER_HOSTS match: {e}")))?;
+            let mut indexes = Vec::new();
+            for name in &farm.hosts {
+                let index = match hosts.iter().position(|h| &h.name == name) {
+                    Some(i) => i,
+                    None => {
+                        let addr = HostAddr::parse(name).map_err(PluginError::invalid_config)?;
+                        hosts.push(Host::new(name, addr, config.request_timeout_seconds));
+                        hosts.len() - 1
+                    }
+                };
+                indexes.push(index);
+            }
+            farms.push(FarmHosts {
+                pattern: farm.pattern.clone(),
+                matcher,
+                hosts: indexes,
+            });
+        }
+        Ok(Self { farms, hosts })
+    }
+
+    fn host(&self, name: &str) -> Result<&Host, PluginError> {
+        self.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
+            PluginError::not_found(format!("docker host {name} is no longer configured"))
+        })
+    }
+
+    /// The fastlane containers on `host` (running ones unless `all`).
+    async fn list(&self, host: &Host, all: bool) -> Result<Vec<RunningContainer>, PluginError> {
+        let docker = host.client().await?;
+        let filters = HashMap::from([("label".to_owned(), vec![LABEL_EXECUTION.to_owned()])]);
+        let options = ListContainersOptions {
+            all,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| classify(host, "listing containers", e))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                Some(RunningContainer {
+                    host: host.name.clone(),
+                    execution_id: c
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(LABEL_EXECUTION).cloned()),
+                    id: c.id?,
+                })
+            })
+            .collect())
+    }
+
+    async fn pull(&self, host: &Host, image: &str) -> Result<(), PluginError> {
+        let docker = host.client().await?;
+        let reference = ImageRef::parse(image);
+        let options = CreateImageOptions {
+            from_image: Some(reference.name.clone()),
+            tag: reference.tag.clone(),
+            ..Default::default()
+        };
+        let mut progress = docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            match step {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        return Err(PluginError::permanent(format!(
+                            "image {image:?} is not on docker host {} and could not be pulled: {detail}",
+                            host.name
+                        )));
+                    }
+                }
+                Err(DockerError::DockerResponseServerError { message, .. })
+                | Err(DockerError::DockerStreamError { error: message }) => {
+                    return Err(PluginError::permanent(format!(
+                        "image {image:?} is not on docker host {} and could not be pulled: {message}",
+                        host.name
+                    )));
+                }
+                Err(other) => return Err(host.unavailable(&other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the container of `execution_id` by name, starting it if it was
+    /// created but never started.
+    async fn adopt(&self, host: &Host, spec: &ExecutionSpec) -> Result<RunHandle, PluginError> {
+        let docker = host.client().await?;
+        let name = format!("{CONTAINER_PREFIX}{}", spec.execution_id);
+        let inspect = docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| classify(host, "inspecting an existing container", e))?;
+        let id = inspect.id.unwrap_or(name);
+        let status = inspect.state.and_then(|s| s.status);
+        info!(host = %host.name, container = %id, ?status, "adopting existing container");
+        let handle = RunHandle {
+            host: host.name.clone(),
+            id,
+        };
+        if status == Some(ContainerStateStatusEnum::CREATED) {
+            self.start_container(host, &handle).await?;
+        }
+        Ok(handle)
+    }
+
+    async fn start_container(&self, host: &Host, handle: &RunHandle) -> Result<(), PluginError> {
+        let docker = host.client().await?;
+        match docker.start_container(&handle.id, None).await {
+            Ok(()) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code,
+                message,
+            }) if status_code < 500
+                || message.contains("OCI")
+                || message.contains("executable") =>
+            {
+                // A command the image lacks: Podman answers 500 with an OCI
+                // runtime error, Docker 400. Either way it will never start.
+                Err(PluginError::permanent(format!(
+                    "the container could not start on {}: {message}",
+                    host.name
+                )))
+            }
+            Err(e) => Err(classify(host, "starting the container", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for DockerExecutor {
+    fn name(&self) -> &str {
+        crate::KIND
+    }
+
+    async fn place(&self, spec: &ExecutionSpec) -> Result<Placement, PluginError> {
+        let farm = self
+            .farms
+            .iter()
+            .find(|f| f.matcher.is_match(&spec.task_id))
+            .ok_or_else(|| {
+                PluginError::permanent(format!("no docker farm matches task id {:?}", spec.task_id))
+            })?;
+        let mut best: Option<(usize, &Host)> = None;
+        let mut last_error = None;
+        for &index in &farm.hosts {
+            let host = &self.hosts[index];
+            match self.list(host, false).await {
+                Ok(running) => {
+                    if best.is_none_or(|(n, _)| running.len() < n) {
+                        best = Some((running.len(), host));
+                    }
+                }
+                Err(err) => {
+                    warn!(host = %host.name, error = %err, "docker host unavailable for placement");
+                    last_error = Some(err);
+                }
+            }
+        }
+        match best {
+            Some((_, host)) => Ok(Placement {
+                host: host.name.clone(),
+            }),
+            None => Err(PluginError::unavailable(format!(
+                "no host of farm {:?} is reachable: {}",
+                farm.pattern,
+                last_error.map_or_else(String::new, |e| e.to_string())
+            ))),
+        }
+    }
+
+    async fn prepare(
+        &self,
+        spec: &ExecutionSpec,
+        placement: &Placement,
+    ) -> Result<(), PluginError> {
+        let host = self.host(&placement.host)?;
+        let docker = host.client().await?;
+        match docker.inspect_image(&spec.image).await {
+            Ok(_) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                debug!(host = %host.name, image = %spec.image, "image not present, pulling");
+                self.pull(host, &spec.image).await
+            }
+            Err(e) => Err(classify(host, "inspecting the image", e)),
+        }
+    }
+
+    async fn start(
+        &self,
+        spec: &ExecutionSpec,
+        placement: &Placement,
+    ) -> Result<RunHandle, PluginError> {
+        let host = self.host(&placement.host)?;
+        let docker = host.client().await?;
+        let name = format!("{CONTAINER_PREFIX}{}", spec.execution_id);
+        let labels = HashMap::from([
+            (LABEL_EXECUTION.to_owned(), spec.execution_id.clone()),
+            (LABEL_JOB.to_owned(), spec.job_id.clone()),
+            (LABEL_TASK.to_owned(), spec.task_id.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.argv.clone()),
+            env: Some(spec.envs.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                extra_hosts: Some(
+                    spec.extra_hosts
+                        .iter()
+                        .map(|(name, ip)| format!("{name}:{ip}"))
+                        .collect(),
+                ),
+                privileged: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name),
+            ..Default::default()
+        };
+        let created = match docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(e) if name_in_use(&e) => return self.adopt(host, spec).await,
+            Err(e) => return Err(classify(host, "creating the container", e)),
+        };
+        let handle = RunHandle {
+            host: host.name.clone(),
+            id: created.id,
+        };
+        self.start_container(host, &handle).await?;
+        debug!(host = %host.name, container = %handle.id, "container started");
+        Ok(handle)
+    }
+
+    async fn wait(&self, handle: &RunHandle) -> Result<ExitStatus, PluginError> {
+        let host = self.host(&handle.host)?;
+        let docker = host.client().await?;
+        loop {
+            let options = WaitContainerOptions {
+                condition: "not-running".to_owned(),
+            };
+            // bollard reports a non-zero exit as an error value; the exit code
+            // is read from inspect below either way, so both mean "it stopped".
+            match docker
+                .wait_container(&handle.id, Some(options))
+                .next()
+                .await
+            {
+                Some(Ok(_)) | Some(Err(DockerError::DockerContainerWaitError { .. })) | None => {}
+                Some(Err(e)) => return Err(classify(host, "waiting for the container", e)),
+            }
+            let inspect = docker
+                .inspect_container(&handle.id, None::<InspectContainerOptions>)
+                .await
+                .map_err(|e| classify(host, "inspecting the container", e))?;
+            let state = inspect.state.unwrap_or_default();
+            match state.status {
+                Some(ContainerStateStatusEnum::RUNNING)
+                | Some(ContainerStateStatusEnum::RESTARTING)
+                | Some(ContainerStateStatusEnum::PAUSED) => continue,
+                Some(ContainerStateStatusEnum::CREATED) => {
+                    return Err(PluginError::permanent(format!(
+                        "container {} on {} was created but never started",
+                        handle.id, handle.host
+                    )));
+                }
+                _ => {
+                    return Ok(ExitStatus {
+                        code: state.exit_code.unwrap_or(-1),
+                        error: state.error.filter(|e| !e.is_empty()),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn output(&self, handle: &RunHandle) -> Result<RunOutput, PluginError> {
+        let host = self.host(&handle.host)?;
+        let docker = host.client().await?;
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            follow: false,
+            tail: "all".to_owned(),
+            ..Default::default()
+        };
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut logs = docker.logs(&handle.id, Some(options));
+        while let Some(frame) = logs.next().await {
+            use bollard::container::LogOutput;
+            match frame.map_err(|e| classify(host, "reading the logs", e))? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    stdout.extend_from_slice(&message)
+                }
+                LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        Ok(RunOutput {
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+
+    async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), PluginError> {
+        let host = self.host(&handle.host)?;
+        let docker = host.client().await?;
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        match docker.stop_container(&handle.id, Some(options)).await {
+            Ok(())
+            | Err(DockerError::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(classify(host, "stopping the container", e)),
+        }
+    }
+
+    async fn release(&self, handle: &RunHandle) -> Result<(), PluginError> {
+        let host = self.host(&handle.host)?;
+        let docker = host.client().await?;
+        let inspect = match docker
+            .inspect_container(&handle.id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspect) => inspect,
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(()),
+            Err(e) => return Err(classify(host, "inspecting the container", e)),
+        };
+        let name = inspect.name.unwrap_or_default();
+        let name = name.trim_start_matches('/');
+        if !name.starts_with(CONTAINER_PREFIX) {
+            return Ok(()); // already renamed
+        }
+        let options = RenameContainerOptions {
+            name: format!("{DEFUNCT_PREFIX}{name}"),
+        };
+        docker
+            .rename_container(&handle.id, options)
+            .await
+            .map_err(|e| classify(host, "renaming the container", e))
+    }
+
+    async fn status(&self) -> ExecutorStatus {
+        let mut status = ExecutorStatus::default();
+        for farm in &self.farms {
+            for &index in &farm.hosts {
+                let host = &self.hosts[index];
+                let listed = self.list(host, false).await;
+                let (available, error, running) = match listed {
+                    Ok(running) => (true, None, running),
+                    Err(err) => (false, Some(err.to_string()), Vec::new()),
+                };
+                status.hosts.push(HostStatus {
+                    host: host.name.clone(),
+                    farm: farm.pattern.clone(),
+                    available,
+                    blacklisted: false,
+                    circuit: "closed".to_owned(),
+                    error,
+                    running: running.len() as u64,
+                });
+                if !status.running.iter().any(|r| r.host == host.name) {
+                    status.running.extend(running);
+                }
+            }
+        }
+        status
+    }
+}
