@@ -41,14 +41,6 @@ fn default_request_timeout() -> u64 {
     120
 }
 
-/// `DOCKER_HOSTS` may be one farm or a list of them.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(Farm),
-    Many(Vec<Farm>),
-}
-
 impl DockerExecutorConfig {
     /// Reads and checks a configuration: every pattern compiles, every host
     /// parses, every farm has a host.
@@ -56,16 +48,19 @@ impl DockerExecutorConfig {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields, rename_all = "camelCase")]
         struct Raw {
-            farms: OneOrMany,
+            /// `DOCKER_HOSTS`: one farm or a list of them.
+            farms: serde_json::Value,
             #[serde(default = "default_request_timeout")]
             request_timeout_seconds: u64,
         }
         let raw: Raw = serde_json::from_value(value)
             .map_err(|e| PluginError::invalid_config(format!("docker executor: {e}")))?;
         let farms = match raw.farms {
-            OneOrMany::One(farm) => vec![farm],
-            OneOrMany::Many(farms) => farms,
+            one @ serde_json::Value::Object(_) => serde_json::Value::Array(vec![one]),
+            many => many,
         };
+        let farms: Vec<Farm> = serde_json::from_value(farms)
+            .map_err(|e| PluginError::invalid_config(format!("DOCKER_HOSTS: {e}")))?;
         let config = Self {
             farms,
             request_timeout_seconds: raw.request_timeout_seconds,

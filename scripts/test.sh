@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with a Rust toolchain:
+# installs and starts what the tests need (scripts/services.sh: Podman as a
+# Docker API host, the busybox test image, Redis), builds the workspace once,
+# runs every test (unit and black-box, in parallel), then checks formatting
+# and clippy. CI (.ci/run) runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+eval "$(scripts/services.sh | sed 's/^/export /')"
+
+echo "== build" >&2
+cargo build --workspace --all-targets --locked
+
+export FASTLANE_BIN="$PWD/target/debug/fastlane"
+export FASTLANE_TEST_DOCKER_HOSTS="[{\"match\": \"\", \"hosts\": [\"$FASTLANE_TEST_DOCKER_UNIX\"], \"maxRunning\": 10}]"
+
+echo "== tests" >&2
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast --test-threads 4
+else
+    cargo test --workspace --no-fail-fast -- --test-threads 4
+fi
+
+echo "== fmt and clippy" >&2
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,0 +1,91 @@
+//! Nothing the API acknowledged is lost when the process dies: a restarted
+//! standalone finds the executions it left behind and finishes them.
+
+use std::time::Duration;
+
+use fastlane_tests::{Server, image};
+use serde_json::json;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_standalone_killed_while_a_job_runs_records_its_result_after_restart()
+-> anyhow::Result<()> {
+    let mut server = Server::start(&[]).await?;
+    let created = server
+        .submit(
+            "crash",
+            json!({"image": image(), "command": "sh -c 'echo before; sleep 3; echo after'"}),
+        )
+        .await?;
+    let url = created["executionUrl"].as_str().expect("url").to_owned();
+    server
+        .wait_for(&url, LIMIT, |e| e["status"] == "running")
+        .await?;
+
+    server.kill();
+    // The container goes on without us and exits while we are down.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    server.spawn()?;
+
+    let url = url.replace(
+        url.split("/tasks/").next().unwrap_or_default(),
+        &server.base,
+    );
+    let execution = server.wait_finished(&url, LIMIT).await?;
+    assert_eq!(execution["status"], "done", "{execution}");
+    assert_eq!(execution["log"], "before\nafter\n");
+    assert_eq!(execution["exitCode"], 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn jobs_queued_before_a_crash_run_after_the_restart() -> anyhow::Result<()> {
+    // One execution at a time, so most of the burst is still queued at the kill.
+    let mut server = Server::start(&[("WORKER_CONCURRENCY", "1")]).await?;
+    let mut paths = Vec::new();
+    for i in 0..5 {
+        let created = server
+            .submit(
+                "queued",
+                json!({"image": image(), "command": format!("sh -c 'sleep 1; echo run-{i}'")}),
+            )
+            .await?;
+        let url = created["executionUrl"].as_str().expect("url");
+        paths.push((i, url.trim_start_matches(&server.base).to_owned()));
+    }
+    server.kill();
+    server.spawn()?;
+    for (i, path) in paths {
+        let execution = server.wait_finished(&server.url(&path), LIMIT).await?;
+        assert_eq!(execution["status"], "done", "run {i}: {execution}");
+        assert_eq!(execution["log"], format!("run-{i}\n"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_stops_promptly_and_the_next_start_finishes_the_job() -> anyhow::Result<()> {
+    let mut server = Server::start(&[]).await?;
+    let created = server
+        .submit(
+            "term",
+            json!({"image": image(), "command": "sh -c 'sleep 2; echo finished'"}),
+        )
+        .await?;
+    let url = created["executionUrl"].as_str().expect("url");
+    let path = url.trim_start_matches(&server.base).to_owned();
+    server
+        .wait_for(url, LIMIT, |e| e["status"] == "running")
+        .await?;
+
+    let exit = server.terminate(Duration::from_secs(10));
+    let exit = exit.expect("exited within 10 s of SIGTERM");
+    assert!(exit.success(), "{exit:?}\n{}", server.log());
+
+    server.spawn()?;
+    let execution = server.wait_finished(&server.url(&path), LIMIT).await?;
+    assert_eq!(execution["status"], "done");
+    assert_eq!(execution["log"], "finished\n");
+    Ok(())
+}
