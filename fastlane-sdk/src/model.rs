@@ -254,6 +254,39 @@ pub struct Execution {
     pub request_ip: Option<String>,
 }
 
+impl Execution {
+    /// A new execution of `job`, waiting in the queue, running `image` and
+    /// `command` (the job's own for a first run; the previous execution's
+    /// for a retry).
+    pub fn enqueued(
+        job: &Job,
+        image: &str,
+        command: &str,
+        request_ip: Option<String>,
+        now: DateTime<Utc>,
+        execution_id: String,
+    ) -> Self {
+        Self {
+            execution_id,
+            job_id: job.job_id.clone(),
+            task_id: job.task_id.clone(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            image: image.to_owned(),
+            command: command.to_owned(),
+            status: ExecutionStatus::Enqueued,
+            exit_code: None,
+            stdout: None,
+            stderr: None,
+            error: None,
+            placement: None,
+            handle: None,
+            request_ip,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use poem_openapi::{
     payload::Json,
 };
 
-use fastlane_sdk::{Execution, ExecutionStatus, Job};
+use fastlane_sdk::{Execution, Job};
 
 use super::body::{BodyError, JobBody};
 use super::error::ApiError;
@@ -183,24 +183,14 @@ impl TasksApi {
             retry_count: 0,
             spec,
         };
-        let execution = Execution {
-            execution_id: uuid::Uuid::new_v4().to_string(),
-            job_id: job.job_id.clone(),
-            task_id: job.task_id.clone(),
-            created_at: now,
-            started_at: None,
-            finished_at: None,
-            image: job.spec.image.clone(),
-            command: job.spec.command.clone(),
-            status: ExecutionStatus::Enqueued,
-            exit_code: None,
-            stdout: None,
-            stderr: None,
-            error: None,
-            placement: None,
-            handle: None,
-            request_ip: ip,
-        };
+        let execution = Execution::enqueued(
+            &job,
+            &job.spec.image,
+            &job.spec.command,
+            ip,
+            now,
+            uuid::Uuid::new_v4().to_string(),
+        );
         services
             .store
             .create_job(&job, Some(&execution))

@@ -280,24 +280,14 @@ fn next_attempt(
             .exponential_backoff_factor
             .powi(i32::try_from(job.retry_count - 1).unwrap_or(i32::MAX));
     let delay = chrono::Duration::milliseconds(delay_ms.min(86_400_000.0) as i64);
-    let next = Execution {
-        execution_id: uuid::Uuid::new_v4().to_string(),
-        job_id: job.job_id.clone(),
-        task_id: job.task_id.clone(),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        image: failed.image.clone(),
-        command: failed.command.clone(),
-        status: ExecutionStatus::Enqueued,
-        exit_code: None,
-        stdout: None,
-        stderr: None,
-        error: None,
-        placement: None,
-        handle: None,
-        request_ip: None,
-    };
+    let next = Execution::enqueued(
+        &job,
+        &failed.image,
+        &failed.command,
+        None,
+        now,
+        uuid::Uuid::new_v4().to_string(),
+    );
     (job, next, now + delay)
 }
 

@@ -1,0 +1,156 @@
+//! The Docker executor against a real engine (the Podman service that
+//! `scripts/services.sh` starts; `FASTLANE_TEST_DOCKER_UNIX` names it).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fastlane_plugin_docker::DockerExecutorFactory;
+use fastlane_sdk::{ErrorKind, ExecutionSpec, Executor, ExecutorFactory};
+use serde_json::json;
+
+fn engine() -> String {
+    std::env::var("FASTLANE_TEST_DOCKER_UNIX")
+        .unwrap_or_else(|_| "unix:///run/fastlane/podman.sock".to_owned())
+}
+
+fn executor(farms: serde_json::Value) -> std::sync::Arc<dyn Executor> {
+    DockerExecutorFactory
+        .build(json!({ "farms": farms }))
+        .expect("valid config")
+}
+
+fn local() -> std::sync::Arc<dyn Executor> {
+    executor(json!([{"match": "", "hosts": [engine()]}]))
+}
+
+fn spec(argv: &[&str]) -> ExecutionSpec {
+    ExecutionSpec {
+        execution_id: uuid::Uuid::new_v4().to_string(),
+        job_id: uuid::Uuid::new_v4().to_string(),
+        task_id: "executor-test".to_owned(),
+        image: std::env::var("FASTLANE_TEST_IMAGE").unwrap_or_else(|_| "busybox".to_owned()),
+        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+        envs: BTreeMap::from([("WHO".to_owned(), "world".to_owned())]),
+        extra_hosts: vec![("db.internal".to_owned(), "10.1.2.3".to_owned())],
+    }
+}
+
+#[tokio::test]
+async fn a_run_reports_its_exit_code_and_keeps_stdout_and_stderr_apart() {
+    let executor = local();
+    let spec = spec(&[
+        "sh",
+        "-c",
+        "echo hello $WHO; grep db.internal /etc/hosts >&2; exit 7",
+    ]);
+    let placement = executor.place(&spec).await.expect("placed");
+    executor
+        .prepare(&spec, &placement)
+        .await
+        .expect("image ready");
+    let handle = executor.start(&spec, &placement).await.expect("started");
+    let exit = executor.wait(&handle).await.expect("exited");
+    assert_eq!(exit.code, 7);
+    let output = executor.output(&handle).await.expect("output");
+    assert_eq!(output.stdout, "hello world\n");
+    assert!(output.stderr.contains("10.1.2.3"), "{:?}", output.stderr);
+    executor.release(&handle).await.expect("released");
+}
+
+#[tokio::test]
+async fn starting_the_same_execution_twice_finds_the_first_container() {
+    let executor = local();
+    let spec = spec(&["sh", "-c", "sleep 1; echo once"]);
+    let placement = executor.place(&spec).await.expect("placed");
+    let first = executor.start(&spec, &placement).await.expect("started");
+    let second = executor.start(&spec, &placement).await.expect("adopted");
+    assert_eq!(first, second);
+    let exit = executor.wait(&second).await.expect("exited");
+    assert_eq!(exit.code, 0);
+    assert_eq!(
+        executor.output(&first).await.expect("output").stdout,
+        "once\n"
+    );
+    executor.release(&first).await.expect("released");
+    // Released twice is fine: the container is already defunct.
+    executor.release(&first).await.expect("released again");
+}
+
+#[tokio::test]
+async fn stop_ends_a_running_container_within_the_grace_period() {
+    let executor = local();
+    let spec = spec(&["sleep", "60"]);
+    let placement = executor.place(&spec).await.expect("placed");
+    let handle = executor.start(&spec, &placement).await.expect("started");
+    let began = Instant::now();
+    executor
+        .stop(&handle, Duration::from_secs(1))
+        .await
+        .expect("stopped");
+    let exit = executor.wait(&handle).await.expect("exited");
+    assert_ne!(exit.code, 0);
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+    executor.release(&handle).await.expect("released");
+}
+
+#[tokio::test]
+async fn a_command_the_image_lacks_is_a_permanent_error() {
+    let executor = local();
+    let spec = spec(&["no-such-binary-here"]);
+    let placement = executor.place(&spec).await.expect("placed");
+    let err = executor
+        .start(&spec, &placement)
+        .await
+        .expect_err("cannot start");
+    assert_eq!(err.kind(), ErrorKind::Permanent, "{err}");
+}
+
+#[tokio::test]
+async fn placement_errors_say_whether_to_wait_or_give_up() {
+    let executor = executor(json!([{"match": "only-this", "hosts": [engine()]}]));
+    let err = executor.place(&spec(&["true"])).await.expect_err("no farm");
+    assert_eq!(err.kind(), ErrorKind::Permanent);
+    assert!(err.message().contains("executor-test"), "{err}");
+
+    let executor = executor_down();
+    let err = executor
+        .place(&spec(&["true"]))
+        .await
+        .expect_err("host down");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("127.0.0.1:9"), "{err}");
+}
+
+fn executor_down() -> std::sync::Arc<dyn Executor> {
+    executor(json!({"match": "", "hosts": ["127.0.0.1:9"]}))
+}
+
+#[tokio::test]
+async fn status_lists_the_hosts_and_the_running_containers() {
+    let executor = local();
+    let spec = spec(&["sleep", "5"]);
+    let placement = executor.place(&spec).await.expect("placed");
+    let handle = executor.start(&spec, &placement).await.expect("started");
+    let status = executor.status().await;
+    assert!(
+        status
+            .hosts
+            .iter()
+            .any(|h| h.host == engine() && h.available)
+    );
+    assert!(
+        status
+            .running
+            .iter()
+            .any(|c| c.id == handle.id && c.execution_id.as_deref() == Some(&spec.execution_id))
+    );
+    executor
+        .stop(&handle, Duration::from_secs(0))
+        .await
+        .expect("stopped");
+    executor.release(&handle).await.expect("released");
+}
