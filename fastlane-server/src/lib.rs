@@ -21,6 +21,7 @@ pub mod embedded;
 pub mod plugins;
 pub mod queue;
 pub mod redact;
+pub mod schedule;
 pub mod services;
 pub mod standalone;
 pub mod store;
