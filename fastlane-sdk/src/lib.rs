@@ -44,8 +44,8 @@ pub use executor::{
 };
 pub use metrics::{Metric, MetricValue, MetricsSink, MetricsSinkFactory};
 pub use model::{
-    Execution, ExecutionStatus, Job, JobSpec, NotifyTargets, Schedule, Task, Webhook,
-    WebhookTargets,
+    Backoff, ConcurrencyPolicy, Execution, ExecutionStatus, Job, JobSpec, NotifyTargets, Schedule,
+    Task, Webhook, WebhookTargets,
 };
 pub use notifier::{Notification, NotificationEvent, Notifier, NotifierFactory};
 pub use registry::Registry;

@@ -90,6 +90,35 @@ pub struct WebhookTargets {
     pub finishes: Vec<Webhook>,
 }
 
+/// How long to wait before each automatic retry: `min_ms × factor^n`,
+/// capped at `max_ms`, optionally spread by up to `jitter` (a fraction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backoff {
+    /// Delay before the first retry, in milliseconds.
+    pub min_ms: u64,
+    /// Growth per retry.
+    pub factor: f64,
+    /// The longest delay, in milliseconds.
+    pub max_ms: u64,
+    /// Random spread: each delay is multiplied by a factor in `[1 − jitter, 1 + jitter]`.
+    #[serde(default)]
+    pub jitter: f64,
+}
+
+/// What a cron job does when a slot comes while its previous run still runs
+/// (the names Kubernetes CronJobs use).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConcurrencyPolicy {
+    /// Run anyway (the original's behaviour).
+    #[default]
+    Allow,
+    /// Skip the slot.
+    Forbid,
+    /// Stop the running execution and start the new one.
+    Replace,
+}
+
 /// What to run and how: everything a user said when submitting a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -122,6 +151,12 @@ pub struct JobSpec {
     /// Extra `hostname → IP` entries for the container's `/etc/hosts`.
     #[serde(default)]
     pub additional_dns_entries: Vec<(String, String)>,
+    /// Retry delays for this job; the server's defaults when absent.
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    /// What a cron slot does while a previous run is still live.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
 }
 
 /// A job: one submission, with the executions it produced.
@@ -141,6 +176,16 @@ pub struct Job {
     pub request_ip: Option<String>,
     /// How many automatic retries have been made.
     pub retry_count: u32,
+    /// Bumped whenever the job's schedule is replaced (`PUT`) or stopped:
+    /// scheduled firings of an older generation are ignored.
+    #[serde(default)]
+    pub generation: u32,
+    /// The next scheduled firing, for delayed and cron jobs that will fire again.
+    #[serde(default)]
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// True once a user stopped the job: no more firings, no more retries.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// Where an execution is in its life. The first three are live; the others

@@ -137,6 +137,13 @@ const KEYS: &[Key] = &[
         doc: "Delay before the first retry of a failed execution.",
     },
     Key {
+        name: "EXPONENTIAL_BACKOFF_MAX_MS",
+        section: "Worker",
+        kind: Kind::Integer,
+        default: Some("3600000"),
+        doc: "The longest delay between retries.",
+    },
+    Key {
         name: "EXPONENTIAL_BACKOFF_FACTOR",
         section: "Worker",
         kind: Kind::Float,
@@ -183,6 +190,8 @@ pub struct Config {
     pub exponential_backoff_min_ms: u64,
     /// Retry delay growth.
     pub exponential_backoff_factor: f64,
+    /// Longest retry delay.
+    pub exponential_backoff_max_ms: u64,
     /// Executions one worker drives at once.
     pub worker_concurrency: usize,
     /// Queue lease length.
@@ -338,6 +347,11 @@ impl Config {
                 0,
             )?,
             exponential_backoff_factor: factor,
+            exponential_backoff_max_ms: int(
+                "EXPONENTIAL_BACKOFF_MAX_MS",
+                take("EXPONENTIAL_BACKOFF_MAX_MS"),
+                1,
+            )?,
             worker_concurrency: int("WORKER_CONCURRENCY", take("WORKER_CONCURRENCY"), 1)? as usize,
             queue_lease_seconds: int("QUEUE_LEASE_SECONDS", take("QUEUE_LEASE_SECONDS"), 5)?,
         })

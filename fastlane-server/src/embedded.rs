@@ -16,7 +16,8 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS tasks (
     task_id          TEXT PRIMARY KEY,
     created_at       TEXT NOT NULL,
-    last_modified_at TEXT NOT NULL
+    last_modified_at TEXT NOT NULL,
+    words            TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS jobs (
     job_id           TEXT PRIMARY KEY,

@@ -17,11 +17,13 @@
 
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod embedded;
 pub mod plugins;
 pub mod queue;
 pub mod redact;
 pub mod schedule;
+pub mod scheduler;
 pub mod services;
 pub mod standalone;
 pub mod store;

@@ -21,7 +21,7 @@ use crate::embedded::Db;
 use crate::queue::sqlite::SqliteQueue;
 use crate::services::Services;
 use crate::store::sqlite::SqliteStore;
-use crate::{api, plugins, worker};
+use crate::{api, plugins, scheduler, worker};
 
 /// Builds the services of a standalone process.
 pub async fn services(config: Config) -> anyhow::Result<Services> {
@@ -68,6 +68,7 @@ pub async fn run(config: Config, bind: SocketAddr) -> anyhow::Result<()> {
     }
 
     let worker = tokio::spawn(worker::run(services.clone(), shutdown.clone()));
+    let scheduler = tokio::spawn(scheduler::run(services.clone(), shutdown.clone()));
     let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
         api::app(services),
         shutdown.clone().cancelled_owned(),
@@ -76,6 +77,7 @@ pub async fn run(config: Config, bind: SocketAddr) -> anyhow::Result<()> {
     let served = server.await;
     shutdown.cancel();
     worker.await.context("worker task")?;
+    scheduler.await.context("scheduler task")?;
     served.context("http server")?;
     info!("stopped");
     Ok(())

@@ -62,6 +62,12 @@ impl ApiError {
         ))
     }
 
+    /// 503.
+    pub fn unavailable(operation: &str, error: impl Into<String>) -> Self {
+        tracing::error!(operation, "unavailable");
+        Self::Unavailable(body(operation, error))
+    }
+
     /// 503 for a store failure, as a `map_err` argument.
     pub fn store(operation: &'static str) -> impl Fn(StoreError) -> Self {
         move |err| {

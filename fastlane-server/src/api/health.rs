@@ -1,13 +1,17 @@
 //! `GET /healthcheck` (and `/`): can fastlane reach its store and queue?
 //! `GET /status`: hosts, running containers, queue lengths and counts.
 
+use chrono::{DateTime, Utc};
+use poem::Request;
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
-use fastlane_sdk::{HostStatus, RunningContainer};
+use fastlane_sdk::{HostStatus, RunningContainer, Schedule};
 
 use super::ApiTags;
 use super::error::ApiError;
+use super::urls::Urls;
+use super::views::{Link, job_metadata};
 use crate::services::Services;
 
 /// One failed check.
@@ -93,13 +97,39 @@ pub struct Count {
     pub count: u64,
 }
 
+/// A job waiting for its next scheduled firing.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ScheduledJob {
+    /// The job id.
+    pub job_id: String,
+    /// The job's URL.
+    pub url: String,
+    /// POST here to stop the job for good.
+    pub stop_url: String,
+    /// The task.
+    pub task: Link,
+    /// The cron expression, for cron jobs.
+    pub cron: Option<String>,
+    /// The cron expression's time zone, when not UTC.
+    pub cron_timezone: Option<String>,
+    /// When it fires next.
+    pub next_scheduled_at: DateTime<Utc>,
+    /// The image it runs.
+    pub image: String,
+    /// The command it runs.
+    pub command: String,
+    /// The job's metadata, secret env values masked.
+    pub metadata: serde_json::Value,
+}
+
 /// Job counts.
 #[derive(Debug, Object)]
 pub struct JobCounts {
     /// How many jobs exist.
     pub count: u64,
-    /// Active cron jobs (none until cron scheduling ships).
-    pub scheduled: Vec<serde_json::Value>,
+    /// Jobs that will fire again (delayed and cron), soonest first.
+    pub scheduled: Vec<ScheduledJob>,
 }
 
 /// The server itself.
@@ -219,8 +249,44 @@ impl HealthApi {
         operation_id = "status",
         tag = "ApiTags::Health"
     )]
-    async fn status(&self, services: Data<&Services>) -> Result<Json<Status>, ApiError> {
+    async fn status(
+        &self,
+        request: &Request,
+        services: Data<&Services>,
+    ) -> Result<Json<Status>, ApiError> {
         const OP: &str = "status";
+        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let scheduled = services
+            .store
+            .scheduled_jobs()
+            .await
+            .map_err(ApiError::store(OP))?
+            .into_iter()
+            .filter_map(|job| {
+                let (cron, cron_timezone) = match &job.spec.schedule {
+                    Schedule::Cron {
+                        expression,
+                        timezone,
+                    } => (Some(expression.clone()), timezone.clone()),
+                    _ => (None, None),
+                };
+                Some(ScheduledJob {
+                    url: urls.job(&job.task_id, &job.job_id),
+                    stop_url: format!("{}stop/", urls.job(&job.task_id, &job.job_id)),
+                    task: Link {
+                        id: job.task_id.clone(),
+                        url: urls.task(&job.task_id),
+                    },
+                    cron,
+                    cron_timezone,
+                    next_scheduled_at: job.next_run_at?,
+                    metadata: job_metadata(&job, &services.config.env_blacklisted_words),
+                    image: job.spec.image,
+                    command: job.spec.command,
+                    job_id: job.job_id,
+                })
+            })
+            .collect();
         let (tasks, jobs) = services.store.counts().await.map_err(ApiError::store(OP))?;
         let lengths = services
             .queue
@@ -242,7 +308,7 @@ impl HealthApi {
             tasks: Count { count: tasks },
             jobs: JobCounts {
                 count: jobs,
-                scheduled: Vec::new(),
+                scheduled,
             },
             fastlane: About {
                 version: env!("CARGO_PKG_VERSION").to_owned(),

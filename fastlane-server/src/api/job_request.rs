@@ -13,7 +13,11 @@ use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use serde_json::{Map, Value};
 
-use fastlane_sdk::{JobSpec, NotifyTargets, Schedule, Webhook, WebhookTargets};
+use fastlane_sdk::{
+    Backoff, ConcurrencyPolicy, JobSpec, NotifyTargets, Schedule, Webhook, WebhookTargets,
+};
+
+use crate::schedule::{CronSchedule, parse_start_at, parse_start_in};
 
 /// Who to e-mail about an execution's end.
 #[derive(Debug, Object)]
@@ -53,6 +57,21 @@ pub struct WebhooksRequest {
     finishes: Option<Vec<WebhookRequest>>,
 }
 
+/// Per-job retry delays: `minMs × factor^n`, at most `maxMs`, spread by ±`jitter`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+#[allow(dead_code)] // documents the schema; bodies are read by `parse`
+pub struct BackoffRequest {
+    /// Delay before the first retry, in milliseconds.
+    min_ms: Option<u64>,
+    /// Growth per retry (at least 1).
+    factor: Option<f64>,
+    /// The longest delay, in milliseconds.
+    max_ms: Option<u64>,
+    /// Random spread, a fraction from 0 to 1.
+    jitter: Option<f64>,
+}
+
 /// A job to run.
 #[derive(Debug, Object)]
 #[oai(example)]
@@ -83,6 +102,25 @@ pub struct JobRequest {
     /// Extra `hostname → IP` entries for the container's `/etc/hosts`.
     #[oai(rename = "additionalDNSEntries")]
     additional_dns_entries: Option<BTreeMap<String, String>>,
+    /// Run after this delay: `10s`, `2m30s`, `4h30m25s`, `240h`, `1d`.
+    #[oai(rename = "startIn")]
+    start_in: Option<String>,
+    /// Run at this unix time (seconds, UTC); a past time runs now.
+    #[oai(rename = "startAt")]
+    start_at: Option<i64>,
+    /// Run on this cron expression: 5 fields (or 6 with leading seconds) or
+    /// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`. At most one of
+    /// `startIn`, `startAt` and `cron`.
+    cron: Option<String>,
+    /// The IANA time zone `cron` is read in; UTC by default.
+    #[oai(rename = "cronTimezone")]
+    cron_timezone: Option<String>,
+    /// For cron jobs, what a slot does while the previous run is live:
+    /// `Allow` (default), `Forbid` (skip it) or `Replace` (stop the old run).
+    #[oai(rename = "concurrencyPolicy")]
+    concurrency_policy: Option<String>,
+    /// Retry delays for this job; the server's defaults when absent.
+    backoff: Option<BackoffRequest>,
 }
 
 impl poem_openapi::types::Example for JobRequest {
@@ -101,6 +139,12 @@ impl poem_openapi::types::Example for JobRequest {
             notify: None,
             webhooks: None,
             additional_dns_entries: None,
+            start_in: None,
+            start_at: None,
+            cron: None,
+            cron_timezone: None,
+            concurrency_policy: None,
+            backoff: None,
         }
     }
 }
@@ -116,24 +160,24 @@ const FIELDS: &[&str] = &[
     "notify",
     "webhooks",
     "additionalDNSEntries",
+    "startIn",
+    "startAt",
+    "cron",
+    "cronTimezone",
+    "concurrencyPolicy",
+    "backoff",
 ];
-const SCHEDULING: &[&str] = &["startIn", "startAt", "cron"];
 const OUTCOMES: &[&str] = &["succeeds", "fails", "finishes"];
 const MAX_RETRIES: u64 = 100;
 
 /// The largest task id accepted, in bytes.
 pub const MAX_TASK_ID: usize = 256;
 
-/// Reads a job request, or says what is wrong with it.
-pub fn parse(body: &Value, hard_timeout: u64) -> Result<JobSpec, String> {
+/// Reads a job request received at `now`, or says what is wrong with it.
+pub fn parse(body: &Value, hard_timeout: u64, now: DateTime<Utc>) -> Result<JobSpec, String> {
     let Value::Object(body) = body else {
         return Err("the request body must be a JSON object".to_owned());
     };
-    if let Some(field) = body.keys().find(|k| SCHEDULING.contains(&k.as_str())) {
-        return Err(format!(
-            "{field}: scheduled and cron jobs are not available in this version of fastlane yet"
-        ));
-    }
     if let Some(field) = body.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(format!(
             "unknown field {field:?} (the fields are: {})",
@@ -165,7 +209,18 @@ pub fn parse(body: &Value, hard_timeout: u64) -> Result<JobSpec, String> {
             (seconds.ceil() as u64).min(hard_timeout)
         }
     };
+    let schedule = schedule(&present, now)?;
+    let concurrency_policy = match present("concurrencyPolicy").map(|v| v.as_str()) {
+        None => ConcurrencyPolicy::Allow,
+        Some(Some("Allow")) => ConcurrencyPolicy::Allow,
+        Some(Some("Forbid")) => ConcurrencyPolicy::Forbid,
+        Some(Some("Replace")) => ConcurrencyPolicy::Replace,
+        Some(_) => return Err("concurrencyPolicy must be Allow, Forbid or Replace".to_owned()),
+    };
     Ok(JobSpec {
+        schedule,
+        concurrency_policy,
+        backoff: present("backoff").map(backoff).transpose()?,
         image,
         command,
         envs: present("envs").map(envs).transpose()?.unwrap_or_default(),
@@ -173,7 +228,6 @@ pub fn parse(body: &Value, hard_timeout: u64) -> Result<JobSpec, String> {
         retries: present("retries").map(retries).transpose()?.unwrap_or(0),
         timeout_seconds,
         expiration: present("expiration").map(expiration).transpose()?,
-        schedule: Schedule::Now,
         notify: present("notify")
             .map(notify)
             .transpose()?
@@ -186,6 +240,102 @@ pub fn parse(body: &Value, hard_timeout: u64) -> Result<JobSpec, String> {
             .map(dns_entries)
             .transpose()?
             .unwrap_or_default(),
+    })
+}
+
+fn schedule<'a>(
+    present: &impl Fn(&str) -> Option<&'a Value>,
+    now: DateTime<Utc>,
+) -> Result<Schedule, String> {
+    let given: Vec<&str> = ["startIn", "startAt", "cron"]
+        .into_iter()
+        .filter(|f| present(f).is_some())
+        .collect();
+    if given.len() > 1 {
+        return Err(
+            "Only ONE of 'startAt', 'startIn' and 'cron' should be in the request.".to_owned(),
+        );
+    }
+    if present("cronTimezone").is_some() && present("cron").is_none() {
+        return Err("cronTimezone only goes with cron".to_owned());
+    }
+    if let Some(value) = present("startIn") {
+        let text = value
+            .as_str()
+            .ok_or("startIn must be a string like 5m or 1h30m")?;
+        let delay = parse_start_in(text)?;
+        let delay = chrono::Duration::from_std(delay).map_err(|e| e.to_string())?;
+        return Ok(Schedule::At { at: now + delay });
+    }
+    if let Some(value) = present("startAt") {
+        return Ok(Schedule::At {
+            at: parse_start_at(value)?.max(now),
+        });
+    }
+    if let Some(value) = present("cron") {
+        let expression = value
+            .as_str()
+            .ok_or("cron must be a string")?
+            .trim()
+            .to_owned();
+        let timezone = match present("cronTimezone") {
+            None => None,
+            Some(tz) => Some(
+                tz.as_str()
+                    .ok_or("cronTimezone must be a string")?
+                    .to_owned(),
+            ),
+        };
+        CronSchedule::parse(&expression, timezone.as_deref())?;
+        return Ok(Schedule::Cron {
+            expression,
+            timezone,
+        });
+    }
+    Ok(Schedule::Now)
+}
+
+fn backoff(value: &Value) -> Result<Backoff, String> {
+    let map = object("backoff", value)?;
+    if let Some(key) = map
+        .keys()
+        .find(|k| !["minMs", "factor", "maxMs", "jitter"].contains(&k.as_str()))
+    {
+        return Err(format!("backoff: unknown key {key:?}"));
+    }
+    let get = |k: &str| map.get(k).filter(|v| !v.is_null());
+    let min_ms = match get("minMs") {
+        None => 1000,
+        Some(v) => v
+            .as_u64()
+            .ok_or("backoff.minMs must be a whole number of milliseconds")?,
+    };
+    let factor = match get("factor") {
+        None => 2.0,
+        Some(v) => v
+            .as_f64()
+            .filter(|f| (1.0..=100.0).contains(f))
+            .ok_or("backoff.factor must be a number from 1 to 100")?,
+    };
+    let max_ms = match get("maxMs") {
+        None => 3_600_000,
+        Some(v) => v
+            .as_u64()
+            .filter(|m| *m >= min_ms)
+            .ok_or("backoff.maxMs must be a whole number of milliseconds, at least minMs")?,
+    };
+    let jitter = match get("jitter") {
+        None => 0.0,
+        Some(v) => v
+            .as_f64()
+            .filter(|j| (0.0..=1.0).contains(j))
+            .ok_or("backoff.jitter must be a number from 0 to 1")?,
+    };
+    Ok(Backoff {
+        min_ms,
+        factor,
+        max_ms,
+        jitter,
     })
 }
 
@@ -382,7 +532,7 @@ mod tests {
     use serde_json::json;
 
     fn error(body: Value) -> String {
-        parse(&body, 1800).expect_err("invalid")
+        parse(&body, 1800, Utc::now()).expect_err("invalid")
     }
 
     #[test]
@@ -397,6 +547,7 @@ mod tests {
                 "additionalDNSEntries": {"db": "10.0.0.1"}
             }),
             1800,
+            Utc::now(),
         )
         .expect("valid");
         assert_eq!(spec.envs["N"], "3");
@@ -477,9 +628,26 @@ mod tests {
                 with("additionalDNSEntries", json!({"db": "nope"})),
                 "additionalDNSEntries.db",
             ),
+            (with("startIn", json!("5")), "startIn \"5\" is not a delay"),
+            (with("startIn", json!(5)), "startIn must be a string"),
+            (with("startAt", json!("noon")), "startAt"),
+            (with("cron", json!("* * *")), "must have 5 fields"),
             (
-                with("startIn", json!("5m")),
-                "startIn: scheduled and cron jobs",
+                with("cron", json!("61 * * * *")),
+                "is not a valid cron expression",
+            ),
+            (
+                with("cronTimezone", json!("UTC")),
+                "cronTimezone only goes with cron",
+            ),
+            (
+                with("concurrencyPolicy", json!("Sometimes")),
+                "concurrencyPolicy",
+            ),
+            (with("backoff", json!({"factor": 0.5})), "backoff.factor"),
+            (
+                with("backoff", json!({"minMs": 10, "maxMs": 5})),
+                "backoff.maxMs",
             ),
         ];
         for (body, expected) in cases {
@@ -489,10 +657,49 @@ mod tests {
     }
 
     #[test]
+    fn one_schedule_at_most_and_each_form_is_read() {
+        let now = Utc::now();
+        let job = |extra: Value| {
+            let mut body = json!({"image": "busybox", "command": "true"});
+            for (k, v) in extra.as_object().expect("object") {
+                body[k] = v.clone();
+            }
+            parse(&body, 1800, now)
+        };
+        let both = job(json!({"startIn": "5m", "cron": "* * * * *"})).expect_err("two");
+        assert_eq!(
+            both,
+            "Only ONE of 'startAt', 'startIn' and 'cron' should be in the request."
+        );
+        assert_eq!(
+            job(json!({"startIn": "2m30s"})).expect("valid").schedule,
+            Schedule::At {
+                at: now + chrono::Duration::seconds(150)
+            }
+        );
+        assert_eq!(
+            job(json!({"startAt": 1})).expect("valid").schedule,
+            Schedule::At { at: now },
+            "a past startAt means now"
+        );
+        let cron = job(json!({"cron": "*/5 * * * *", "cronTimezone": "Europe/Paris", "concurrencyPolicy": "Forbid"}))
+            .expect("valid");
+        assert_eq!(
+            cron.schedule,
+            Schedule::Cron {
+                expression: "*/5 * * * *".into(),
+                timezone: Some("Europe/Paris".into())
+            }
+        );
+        assert_eq!(cron.concurrency_policy, ConcurrencyPolicy::Forbid);
+    }
+
+    #[test]
     fn nulls_mean_absent() {
         let spec = parse(
             &json!({"image": "busybox", "command": "true", "envs": null, "timeout": null}),
             1800,
+            Utc::now(),
         )
         .expect("valid");
         assert!(spec.envs.is_empty());

@@ -6,6 +6,7 @@
 //! `{"error": …, "operation": …}`.
 
 mod body;
+mod control;
 mod error;
 mod executions;
 mod health;
@@ -37,6 +38,7 @@ pub enum ApiTags {
 type Apis = (
     health::HealthApi,
     tasks::TasksApi,
+    control::ControlApi,
     executions::ExecutionsApi,
 );
 
@@ -46,6 +48,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
         (
             health::HealthApi,
             tasks::TasksApi,
+            control::ControlApi,
             executions::ExecutionsApi,
         ),
         "fastlane",

@@ -20,7 +20,8 @@ use super::views::{
     execution_view, job_metadata,
 };
 use super::{ApiTags, client_ip};
-use crate::queue::{JOBS, Work};
+use crate::queue::{JOBS, SCHEDULE, Work};
+use crate::scheduler;
 use crate::services::Services;
 
 /// How many executions job details show.
@@ -49,53 +50,16 @@ impl TasksApi {
         page: Query<Option<String>>,
     ) -> Result<Json<TaskPage>, ApiError> {
         const OP: &str = "get_tasks";
-        let page = match page.0.as_deref() {
-            None | Some("") => 1,
-            Some(text) => text
-                .parse::<u64>()
-                .ok()
-                .filter(|p| *p >= 1)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        OP,
-                        "Tasks pagination page param should be a positive integer.",
-                    )
-                })?,
-        };
+        let page = page_number(page.0.as_deref(), OP)?;
         let per_page = u64::from(services.config.pagination_per_page);
         let (tasks, total) = services
             .store
             .tasks((page - 1).saturating_mul(per_page), per_page)
             .await
             .map_err(ApiError::store(OP))?;
-        let pages = total.div_ceil(per_page);
-        if page > pages && page != 1 {
-            return Err(ApiError::not_found(
-                OP,
-                format!("page {page} does not exist: there are {pages} pages"),
-            ));
-        }
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
-        Ok(Json(TaskPage {
-            items: tasks
-                .into_iter()
-                .map(|t| TaskItem {
-                    url: urls.task(&t.task.task_id),
-                    task_id: t.task.task_id,
-                    created_at: t.task.created_at,
-                    last_modified_at: t.task.last_modified_at,
-                    jobs_count: t.jobs_count,
-                })
-                .collect(),
-            total,
-            page,
-            pages,
-            per_page,
-            has_next: page < pages,
-            has_prev: page > 1,
-            next_url: (page < pages).then(|| urls.tasks_page(page + 1)),
-            prev_url: (page > 1).then(|| urls.tasks_page(page - 1)),
-        }))
+        let link = |n: u64| urls.tasks_page(n);
+        task_page(tasks, total, page, per_page, &urls, link, OP).map(Json)
     }
 
     /// Read a task
@@ -153,69 +117,102 @@ impl TasksApi {
         body: JobBody,
     ) -> Result<Json<JobCreated>, ApiError> {
         const OP: &str = "create_job";
-        let body = match body.0 {
-            Ok(body) => body,
-            Err(BodyError::TooLarge(limit)) => return Err(ApiError::too_large(OP, limit)),
-            Err(BodyError::Unparseable) => {
-                return Err(ApiError::bad_request(
-                    OP,
-                    "Failed to enqueue task because JSON body could not be parsed.",
-                ));
-            }
-        };
-        if task_id.trim().is_empty() || task_id.len() > MAX_TASK_ID {
+        let body = read_body(body, OP)?;
+        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let job_id = uuid::Uuid::new_v4().to_string();
+        submit(&services, &urls, request, &task_id, job_id, None, &body, OP)
+            .await
+            .map(Json)
+    }
+
+    /// Create or replace a job
+    ///
+    /// Like submitting a job, with a job id of your choosing (a UUID). When
+    /// the job exists, its spec and schedule are replaced: firings of the
+    /// old schedule never happen, and its retry count starts again from 0.
+    /// Executions already made are kept.
+    #[oai(
+        path = "/tasks/:task_id/jobs/:job_id",
+        method = "put",
+        operation_id = "putJob",
+        tag = "ApiTags::Jobs"
+    )]
+    async fn put_job(
+        &self,
+        request: &Request,
+        services: Data<&Services>,
+        #[oai(name = "taskId")] task_id: Path<String>,
+        #[oai(name = "jobId")] job_id: Path<String>,
+        body: JobBody,
+    ) -> Result<Json<JobCreated>, ApiError> {
+        const OP: &str = "create_or_update_job";
+        let Ok(uuid) = uuid::Uuid::parse_str(&job_id) else {
             return Err(ApiError::bad_request(
                 OP,
-                format!("taskId must be 1 to {MAX_TASK_ID} bytes long"),
+                format!(
+                    "The job_id {} is not a valid UUID4. All job IDs must be UUID4.",
+                    job_id.0
+                ),
             ));
-        }
-        let spec = job_request::parse(&body, services.config.hard_execution_timeout_seconds)
-            .map_err(|message| ApiError::bad_request(OP, message))?;
-
-        let now = Utc::now();
-        let ip = client_ip(request);
-        let job = Job {
-            job_id: uuid::Uuid::new_v4().to_string(),
-            task_id: task_id.0.clone(),
-            created_at: now,
-            last_modified_at: now,
-            request_ip: ip.clone(),
-            retry_count: 0,
-            spec,
         };
-        let execution = Execution::enqueued(
-            &job,
-            &job.spec.image,
-            &job.spec.command,
-            ip,
-            now,
-            uuid::Uuid::new_v4().to_string(),
-        );
-        services
+        let body = read_body(body, OP)?;
+        let job_id = uuid.hyphenated().to_string();
+        let existing = services
             .store
-            .create_job(&job, Some(&execution))
+            .find_job(&job_id)
             .await
             .map_err(ApiError::store(OP))?;
-        let work = Work::RunExecution {
-            execution_id: execution.execution_id.clone(),
-        };
-        services
-            .queue
-            .enqueue(JOBS, &work, None)
-            .await
-            .map_err(ApiError::queue(OP))?;
-        tracing::info!(task = %job.task_id, job = %job.job_id, execution = %execution.execution_id, "job submitted");
-
+        if let Some(job) = &existing
+            && job.task_id != task_id.0
+        {
+            return Err(ApiError::bad_request(
+                OP,
+                format!("job {job_id} belongs to task {:?}", job.task_id),
+            ));
+        }
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
-        Ok(Json(JobCreated {
-            execution_url: Some(urls.execution(&job.task_id, &job.job_id, &execution.execution_id)),
-            queue_job_id: Some(work.message_id()),
-            execution_id: Some(execution.execution_id),
-            job_url: urls.job(&job.task_id, &job.job_id),
-            task_url: urls.task(&job.task_id),
-            task_id: job.task_id,
-            job_id: job.job_id,
-        }))
+        submit(
+            &services, &urls, request, &task_id, job_id, existing, &body, OP,
+        )
+        .await
+        .map(Json)
+    }
+
+    /// Search tasks
+    ///
+    /// Tasks whose id contains `query` as a whole word (ids are split into
+    /// words at characters other than letters and digits), case-insensitive;
+    /// paginated like `GET /tasks`.
+    #[oai(
+        path = "/search",
+        method = "get",
+        operation_id = "searchTasks",
+        tag = "ApiTags::Tasks"
+    )]
+    async fn search_tasks(
+        &self,
+        request: &Request,
+        services: Data<&Services>,
+        /// The word to look for.
+        query: Query<Option<String>>,
+        /// Page number, from 1.
+        page: Query<Option<String>>,
+    ) -> Result<Json<TaskPage>, ApiError> {
+        const OP: &str = "search_tasks";
+        let words = crate::store::task_words(query.0.as_deref().unwrap_or_default());
+        let Some(word) = words.first() else {
+            return Err(ApiError::bad_request(OP, "The query param is required."));
+        };
+        let page = page_number(page.0.as_deref(), OP)?;
+        let per_page = u64::from(services.config.pagination_per_page);
+        let (tasks, total) = services
+            .store
+            .search_tasks(word, (page - 1).saturating_mul(per_page), per_page)
+            .await
+            .map_err(ApiError::store(OP))?;
+        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let link = |n: u64| urls.search_page(word, n);
+        task_page(tasks, total, page, per_page, &urls, link, OP).map(Json)
     }
 
     /// Read a job
@@ -261,7 +258,7 @@ impl TasksApi {
                     .map(|e| execution_view(e, &urls))
                     .collect(),
                 execution_count,
-                scheduled: false,
+                scheduled: job.next_run_at.is_some() && !job.stopped,
                 image: job.spec.image,
                 command: job.spec.command,
                 created_at: job.created_at,
@@ -272,4 +269,162 @@ impl TasksApi {
             },
         }))
     }
+}
+
+/// The body as JSON, or the 400/413 that says why not.
+fn read_body(body: JobBody, operation: &str) -> Result<serde_json::Value, ApiError> {
+    match body.0 {
+        Ok(body) => Ok(body),
+        Err(BodyError::TooLarge(limit)) => Err(ApiError::too_large(operation, limit)),
+        Err(BodyError::Unparseable) => Err(ApiError::bad_request(
+            operation,
+            "Failed to enqueue task because JSON body could not be parsed.",
+        )),
+    }
+}
+
+/// Validates and stores a job (new, or replacing `existing`), then queues
+/// its first run now or schedules its first firing.
+#[allow(clippy::too_many_arguments)]
+async fn submit(
+    services: &Services,
+    urls: &Urls,
+    request: &Request,
+    task_id: &str,
+    job_id: String,
+    existing: Option<Job>,
+    body: &serde_json::Value,
+    operation: &'static str,
+) -> Result<JobCreated, ApiError> {
+    if task_id.trim().is_empty() || task_id.len() > MAX_TASK_ID {
+        return Err(ApiError::bad_request(
+            operation,
+            format!("taskId must be 1 to {MAX_TASK_ID} bytes long"),
+        ));
+    }
+    let now = Utc::now();
+    let spec = job_request::parse(body, services.config.hard_execution_timeout_seconds, now)
+        .map_err(|message| ApiError::bad_request(operation, message))?;
+    let ip = client_ip(request);
+    let mut job = match existing {
+        Some(mut job) => {
+            job.spec = spec;
+            job.generation += 1;
+            job.retry_count = 0;
+            job.stopped = false;
+            job.last_modified_at = now;
+            job.request_ip = ip.clone();
+            job
+        }
+        None => Job {
+            job_id,
+            task_id: task_id.to_owned(),
+            created_at: now,
+            last_modified_at: now,
+            request_ip: ip.clone(),
+            retry_count: 0,
+            generation: 0,
+            next_run_at: None,
+            stopped: false,
+            spec,
+        },
+    };
+    job.next_run_at = scheduler::first_slot(&job.spec.schedule, now);
+
+    let (work, queue, due, execution) = match job.next_run_at {
+        None => {
+            let execution = Execution::enqueued(
+                &job,
+                &job.spec.image,
+                &job.spec.command,
+                ip,
+                now,
+                uuid::Uuid::new_v4().to_string(),
+            );
+            let work = Work::RunExecution {
+                execution_id: execution.execution_id.clone(),
+            };
+            (work, JOBS, None, Some(execution))
+        }
+        Some(slot) => (scheduler::firing(&job, slot), SCHEDULE, Some(slot), None),
+    };
+    services
+        .store
+        .create_job(&job, execution.as_ref())
+        .await
+        .map_err(ApiError::store(operation))?;
+    services
+        .queue
+        .enqueue(queue, &work, due)
+        .await
+        .map_err(ApiError::queue(operation))?;
+    tracing::info!(
+        task = %job.task_id,
+        job = %job.job_id,
+        next_run_at = ?job.next_run_at,
+        "job submitted"
+    );
+    Ok(JobCreated {
+        execution_url: execution
+            .as_ref()
+            .map(|e| urls.execution(&job.task_id, &job.job_id, &e.execution_id)),
+        execution_id: execution.map(|e| e.execution_id),
+        queue_job_id: Some(work.message_id()),
+        job_url: urls.job(&job.task_id, &job.job_id),
+        task_url: urls.task(&job.task_id),
+        task_id: job.task_id,
+        job_id: job.job_id,
+    })
+}
+
+/// Reads `?page=`: a whole number from 1, or a 400.
+fn page_number(text: Option<&str>, operation: &str) -> Result<u64, ApiError> {
+    match text {
+        None | Some("") => Ok(1),
+        Some(text) => text.parse::<u64>().ok().filter(|p| *p >= 1).ok_or_else(|| {
+            ApiError::bad_request(
+                operation,
+                "Tasks pagination page param should be a positive integer.",
+            )
+        }),
+    }
+}
+
+/// One page of a task listing, with links to its neighbours.
+fn task_page(
+    tasks: Vec<crate::store::TaskSummary>,
+    total: u64,
+    page: u64,
+    per_page: u64,
+    urls: &Urls,
+    link: impl Fn(u64) -> String,
+    operation: &str,
+) -> Result<TaskPage, ApiError> {
+    let pages = total.div_ceil(per_page);
+    if page > pages && page != 1 {
+        return Err(ApiError::not_found(
+            operation,
+            format!("page {page} does not exist: there are {pages} pages"),
+        ));
+    }
+    Ok(TaskPage {
+        items: tasks
+            .into_iter()
+            .map(|t| TaskItem {
+                url: urls.task(&t.task.task_id),
+                task_id: t.task.task_id,
+                created_at: t.task.created_at,
+                last_modified_at: t.task.last_modified_at,
+                jobs_count: t.jobs_count,
+            })
+            .collect(),
+        total,
+        page,
+        pages,
+        per_page,
+        has_next: page < pages,
+        has_prev: page > 1,
+        next_url: (page < pages).then(|| link(page + 1)),
+        prev_url: (page > 1).then(|| link(page - 1)),
+    })
 }

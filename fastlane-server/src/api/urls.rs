@@ -45,6 +45,11 @@ impl Urls {
         format!("{}/tasks/?page={page}", self.base)
     }
 
+    /// `…/search/?query=Q&page=N`.
+    pub fn search_page(&self, query: &str, page: u64) -> String {
+        format!("{}/search/?query={}&page={page}", self.base, segment(query))
+    }
+
     /// `…/tasks/<task>/`.
     pub fn task(&self, task_id: &str) -> String {
         format!("{}/tasks/{}/", self.base, segment(task_id))

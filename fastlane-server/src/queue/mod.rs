@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The queue executions wait in.
 pub const JOBS: &str = "jobs";
+/// The queue scheduled firings (delayed and cron jobs) wait in, due at
+/// their slot.
+pub const SCHEDULE: &str = "schedule";
 
 /// A queue failure.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +43,34 @@ pub enum Work {
         /// The execution.
         execution_id: String,
     },
+    /// Fire a delayed or cron job for one slot: create its execution and,
+    /// for cron jobs, schedule the next slot.
+    #[serde(rename_all = "camelCase")]
+    FireJob {
+        /// The job's task.
+        task_id: String,
+        /// The job.
+        job_id: String,
+        /// The job's schedule generation this firing belongs to; a firing of
+        /// an older generation (the job was replaced or stopped) does nothing.
+        generation: u32,
+        /// The slot.
+        slot: DateTime<Utc>,
+    },
 }
 
 impl Work {
-    /// The message id for this work: one message per execution.
+    /// The message id for this work: one message per execution, one per
+    /// (job, generation, slot), so enqueuing the same work twice is a no-op.
     pub fn message_id(&self) -> String {
         match self {
             Work::RunExecution { execution_id } => execution_id.clone(),
+            Work::FireJob {
+                job_id,
+                generation,
+                slot,
+                ..
+            } => format!("fire:{job_id}:{generation}:{}", slot.timestamp_millis()),
         }
     }
 }

@@ -39,6 +39,15 @@ pub struct JobSummary {
     pub created_at: DateTime<Utc>,
 }
 
+/// The words of a task id, lower-cased, as search matches them.
+pub fn task_words(task_id: &str) -> Vec<String> {
+    task_id
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
 /// Persistent state of tasks, jobs and executions.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -48,6 +57,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Saves a changed job.
     async fn save_job(&self, job: &Job) -> Result<(), StoreError>;
+
+    /// The job `job_id`, whatever its task.
+    async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError>;
 
     /// The job `job_id` of task `task_id`.
     async fn job(&self, task_id: &str, job_id: &str) -> Result<Option<Job>, StoreError>;
@@ -69,13 +81,51 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// One execution.
     async fn execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError>;
 
-    /// Saves an execution's new state; with `retry`, also saves the job and
-    /// adds the retry's execution, in the same transaction.
+    /// Saves an execution's new state; with `retry`, also adds the retry's
+    /// execution and counts one more retry on the job, in one transaction.
     async fn save_execution(
         &self,
         execution: &Execution,
-        retry: Option<(&Job, &Execution)>,
+        retry: Option<&Execution>,
     ) -> Result<(), StoreError>;
+
+    /// Marks a live execution `stopped` at `at` with `reason` and returns
+    /// it; `None` when it had already reached a final status. Once stopped,
+    /// an execution stays stopped: later saves may add its output but not
+    /// change its status.
+    async fn mark_stopped(
+        &self,
+        execution_id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Execution>, StoreError>;
+
+    /// Adds an execution unless one with its id exists; true when added.
+    async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError>;
+
+    /// Records a job's next scheduled firing, unless the job has moved on to
+    /// another `generation` (was replaced or stopped); true when recorded.
+    async fn set_next_run(
+        &self,
+        job_id: &str,
+        generation: u32,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError>;
+
+    /// A job's executions that have not reached a final status.
+    async fn live_executions(&self, job_id: &str) -> Result<Vec<Execution>, StoreError>;
+
+    /// Jobs that will fire again (delayed or cron, not stopped).
+    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError>;
+
+    /// Tasks whose id contains `word` as a whole word (ids split at
+    /// characters other than letters and digits), case-insensitive.
+    async fn search_tasks(
+        &self,
+        word: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskSummary>, u64), StoreError>;
 
     /// Executions that have not reached a final status.
     async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError>;

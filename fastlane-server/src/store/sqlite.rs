@@ -8,7 +8,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use fastlane_sdk::{Execution, Job, Task};
 
-use super::{JobSummary, Store, StoreError, TaskSummary};
+use super::{JobSummary, Store, StoreError, TaskSummary, task_words};
 use crate::embedded::{Db, DbError};
 
 /// The embedded store.
@@ -55,10 +55,11 @@ impl From<DbError> for StoreError {
 }
 
 fn upsert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), DbError> {
+    let words = format!(" {} ", task_words(&job.task_id).join(" "));
     tx.execute(
-        "INSERT INTO tasks (task_id, created_at, last_modified_at) VALUES (?1, ?2, ?2)
+        "INSERT INTO tasks (task_id, created_at, last_modified_at, words) VALUES (?1, ?2, ?2, ?3)
          ON CONFLICT (task_id) DO UPDATE SET last_modified_at = excluded.last_modified_at",
-        params![job.task_id, ts(job.last_modified_at)],
+        params![job.task_id, ts(job.last_modified_at), words],
     )?;
     tx.execute(
         "INSERT INTO jobs (job_id, task_id, last_modified_at, data) VALUES (?1, ?2, ?3, ?4)
@@ -78,7 +79,8 @@ fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result<(), D
     tx.execute(
         "INSERT INTO executions (execution_id, job_id, created_at, status, data)
          VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (execution_id) DO UPDATE SET status = excluded.status, data = excluded.data",
+         ON CONFLICT (execution_id) DO UPDATE SET status = excluded.status, data = excluded.data
+         WHERE executions.status != 'stopped' OR excluded.status = 'stopped'",
         params![
             execution.execution_id,
             execution.job_id,
@@ -113,6 +115,23 @@ impl Store for SqliteStore {
         self.create_job(job, None).await
     }
 
+    async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
+        let job_id = job_id.to_owned();
+        let data: Option<String> = self
+            .db
+            .call(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT data FROM jobs WHERE job_id = ?1",
+                        params![job_id],
+                        |row| row.get(0),
+                    )
+                    .optional()?)
+            })
+            .await?;
+        Ok(data.map(|d| from_json(&d)).transpose()?)
+    }
+
     async fn job(&self, task_id: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
         let (task_id, job_id) = (task_id.to_owned(), job_id.to_owned());
         let data: Option<String> = self
@@ -131,40 +150,132 @@ impl Store for SqliteStore {
     }
 
     async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        self.task_page(None, offset, limit).await
+    }
+
+    async fn search_tasks(
+        &self,
+        word: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        self.task_page(Some(word.to_lowercase()), offset, limit)
+            .await
+    }
+
+    async fn mark_stopped(
+        &self,
+        execution_id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Execution>, StoreError> {
+        let (execution_id, reason) = (execution_id.to_owned(), reason.to_owned());
+        let at = serde_json::to_string(&at).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let data: Option<String> = self
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let updated = tx.execute(
+                    "UPDATE executions SET status = 'stopped',
+                         data = json_set(data, '$.status', 'stopped', '$.finished_at', json(?1),
+                                         '$.error', ?2)
+                     WHERE execution_id = ?3 AND status IN ('enqueued', 'pulling', 'running')",
+                    params![at, reason, execution_id],
+                )?;
+                let data = if updated > 0 {
+                    Some(tx.query_row(
+                        "SELECT data FROM executions WHERE execution_id = ?1",
+                        params![execution_id],
+                        |r| r.get(0),
+                    )?)
+                } else {
+                    None
+                };
+                tx.commit()?;
+                Ok(data)
+            })
+            .await?;
+        Ok(data.map(|d| from_json(&d)).transpose()?)
+    }
+
+    async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
+        let execution = execution.clone();
         Ok(self
             .db
             .call(move |conn| {
-                let total: u64 = conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
-                let mut stmt = conn.prepare(
-                    "SELECT t.task_id, t.created_at, t.last_modified_at,
-                            (SELECT COUNT(*) FROM jobs j WHERE j.task_id = t.task_id)
-                     FROM tasks t ORDER BY t.rowid LIMIT ?1 OFFSET ?2",
+                let added = conn.execute(
+                    "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (execution_id) DO NOTHING",
+                    params![
+                        execution.execution_id,
+                        execution.job_id,
+                        ts(execution.created_at),
+                        execution.status.as_str(),
+                        to_json(&execution)?
+                    ],
                 )?;
-                let rows = stmt.query_map(params![limit, offset], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, u64>(3)?,
-                    ))
-                })?;
-                let mut tasks = Vec::new();
-                for row in rows {
-                    let (task_id, created, modified, jobs_count) = row?;
-                    tasks.push(TaskSummary {
-                        task: Task {
-                            task_id,
-                            created_at: parse_ts(&created)?,
-                            last_modified_at: parse_ts(&modified)?,
-                        },
-                        jobs_count,
-                    });
-                }
-                Ok((tasks, total))
+                Ok(added > 0)
             })
             .await?)
     }
 
+    async fn set_next_run(
+        &self,
+        job_id: &str,
+        generation: u32,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let job_id = job_id.to_owned();
+        let next =
+            serde_json::to_string(&next_run_at).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(self
+            .db
+            .call(move |conn| {
+                let updated = conn.execute(
+                    "UPDATE jobs SET data = json_set(data, '$.next_run_at', json(?1))
+                     WHERE job_id = ?2 AND COALESCE(json_extract(data, '$.generation'), 0) = ?3",
+                    params![next, job_id, generation],
+                )?;
+                Ok(updated > 0)
+            })
+            .await?)
+    }
+
+    async fn live_executions(&self, job_id: &str) -> Result<Vec<Execution>, StoreError> {
+        let job_id = job_id.to_owned();
+        Ok(self
+            .db
+            .call(move |conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT data FROM executions WHERE job_id = ?1
+                     AND status IN ('enqueued', 'pulling', 'running') ORDER BY created_at",
+                )?;
+                let mut executions = Vec::new();
+                for data in stmt.query_map(params![job_id], |r| r.get::<_, String>(0))? {
+                    executions.push(from_json(&data?)?);
+                }
+                Ok(executions)
+            })
+            .await?)
+    }
+
+    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        Ok(self
+            .db
+            .call(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT data FROM jobs WHERE json_extract(data, '$.next_run_at') IS NOT NULL
+                     AND COALESCE(json_extract(data, '$.stopped'), 0) = 0
+                     ORDER BY json_extract(data, '$.next_run_at')",
+                )?;
+                let mut jobs = Vec::new();
+                for data in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                    jobs.push(from_json(&data?)?);
+                }
+                Ok(jobs)
+            })
+            .await?)
+    }
     async fn task(&self, task_id: &str) -> Result<Option<(Task, Vec<JobSummary>)>, StoreError> {
         let task_id = task_id.to_owned();
         Ok(self
@@ -248,16 +359,21 @@ impl Store for SqliteStore {
     async fn save_execution(
         &self,
         execution: &Execution,
-        retry: Option<(&Job, &Execution)>,
+        retry: Option<&Execution>,
     ) -> Result<(), StoreError> {
         let execution = execution.clone();
-        let retry = retry.map(|(job, next)| (job.clone(), next.clone()));
+        let retry = retry.cloned();
         self.db
             .call(move |conn| {
                 let tx = conn.transaction()?;
                 upsert_execution(&tx, &execution)?;
-                if let Some((job, next)) = &retry {
-                    upsert_job(&tx, job)?;
+                if let Some(next) = &retry {
+                    tx.execute(
+                        "UPDATE jobs SET data = json_set(data, '$.retry_count',
+                             COALESCE(json_extract(data, '$.retry_count'), 0) + 1)
+                         WHERE job_id = ?1",
+                        params![next.job_id],
+                    )?;
                     upsert_execution(&tx, next)?;
                 }
                 tx.commit()?;
@@ -300,5 +416,56 @@ impl Store for SqliteStore {
             .call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await?;
         Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// A page of tasks in creation order, all of them or those having `word`.
+    async fn task_page(
+        &self,
+        word: Option<String>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        let pattern = word.map_or_else(
+            || "%".to_owned(),
+            |w| format!("% {} %", w.replace(['%', '_'], "")),
+        );
+        Ok(self
+            .db
+            .call(move |conn| {
+                let total: u64 = conn.query_row(
+                    "SELECT COUNT(*) FROM tasks WHERE words LIKE ?1",
+                    params![pattern],
+                    |r| r.get(0),
+                )?;
+                let mut stmt = conn.prepare(
+                    "SELECT t.task_id, t.created_at, t.last_modified_at,
+                            (SELECT COUNT(*) FROM jobs j WHERE j.task_id = t.task_id)
+                     FROM tasks t WHERE t.words LIKE ?3 ORDER BY t.rowid LIMIT ?1 OFFSET ?2",
+                )?;
+                let rows = stmt.query_map(params![limit, offset, pattern], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, u64>(3)?,
+                    ))
+                })?;
+                let mut tasks = Vec::new();
+                for row in rows {
+                    let (task_id, created, modified, jobs_count) = row?;
+                    tasks.push(TaskSummary {
+                        task: Task {
+                            task_id,
+                            created_at: parse_ts(&created)?,
+                            last_modified_at: parse_ts(&modified)?,
+                        },
+                        jobs_count,
+                    });
+                }
+                Ok((tasks, total))
+            })
+            .await?)
     }
 }

@@ -178,6 +178,13 @@ async fn steps(
             execution.status = ExecutionStatus::Running;
             store.save_execution(execution, None).await?;
             info!(execution = %execution.execution_id, host = %handle.host, container = %handle.id, "running");
+            // A stop that came while the container was starting found no
+            // container to stop: stop it now.
+            let stored = store.execution(&execution.execution_id).await?;
+            if stored.is_some_and(|e| e.status == ExecutionStatus::Stopped) {
+                let grace = Duration::from_secs(services.config.stop_grace_seconds);
+                executor.stop(&handle, grace).await?;
+            }
             handle
         }
     };
@@ -231,14 +238,33 @@ async fn steps(
 
 /// Stores a final execution (with the next attempt, when the job has
 /// retries left), queues that attempt, and tidies up the container.
-async fn finish(services: &Services, job: &Job, execution: Execution) -> Outcome {
+async fn finish(services: &Services, job: &Job, mut execution: Execution) -> Outcome {
+    // A user may have stopped the execution (or the job) meanwhile: that
+    // status and reason stand, and a stopped run is not retried.
+    let (stored, current_job) = match tokio::try_join!(
+        services.store.execution(&execution.execution_id),
+        services.store.job(&job.task_id, &job.job_id),
+    ) {
+        Ok(found) => found,
+        Err(err) => {
+            warn!(execution = %execution.execution_id, error = %err, "cannot read back; will try again");
+            return Outcome::Later(later(1));
+        }
+    };
+    if let Some(stored) = stored.filter(|e| e.status == ExecutionStatus::Stopped) {
+        execution.status = ExecutionStatus::Stopped;
+        execution.error = stored.error;
+        execution.finished_at = stored.finished_at;
+    }
+    let job = current_job.as_ref().unwrap_or(job);
     let retry = (execution.status == ExecutionStatus::Failed
         && execution.exit_code.is_some_and(|c| c != 0)
+        && !job.stopped
         && job.retry_count < job.spec.retries)
         .then(|| next_attempt(services, job, &execution));
     let saved = services
         .store
-        .save_execution(&execution, retry.as_ref().map(|(j, e, _)| (j, e)))
+        .save_execution(&execution, retry.as_ref().map(|(e, _)| e))
         .await;
     if let Err(err) = saved {
         warn!(execution = %execution.execution_id, error = %err, "cannot store the result; will try again");
@@ -250,7 +276,7 @@ async fn finish(services: &Services, job: &Job, execution: Execution) -> Outcome
         exit_code = ?execution.exit_code,
         "finished"
     );
-    if let Some((_, next, due)) = &retry {
+    if let Some((next, due)) = &retry {
         let work = Work::RunExecution {
             execution_id: next.execution_id.clone(),
         };
@@ -263,32 +289,76 @@ async fn finish(services: &Services, job: &Job, execution: Execution) -> Outcome
     Outcome::Finished
 }
 
-/// The job with one more retry counted, the retry's execution, and when it
-/// is due: `EXPONENTIAL_BACKOFF_MIN_MS × FACTOR^(retry − 1)`.
+/// The retry's execution and when it is due: the job's `backoff`, or the
+/// server's `EXPONENTIAL_BACKOFF_*`, for retry number `retry_count + 1`.
 fn next_attempt(
     services: &Services,
     job: &Job,
     failed: &Execution,
-) -> (Job, Execution, chrono::DateTime<Utc>) {
+) -> (Execution, chrono::DateTime<Utc>) {
     let now = Utc::now();
-    let mut job = job.clone();
-    job.retry_count += 1;
-    job.last_modified_at = now;
     let config = &services.config;
-    let delay_ms = config.exponential_backoff_min_ms as f64
-        * config
-            .exponential_backoff_factor
-            .powi(i32::try_from(job.retry_count - 1).unwrap_or(i32::MAX));
-    let delay = chrono::Duration::milliseconds(delay_ms.min(86_400_000.0) as i64);
+    let backoff = job.spec.backoff.clone().unwrap_or(fastlane_sdk::Backoff {
+        min_ms: config.exponential_backoff_min_ms,
+        factor: config.exponential_backoff_factor,
+        max_ms: config.exponential_backoff_max_ms,
+        jitter: 0.0,
+    });
+    let delay = retry_delay(&backoff, job.retry_count, random_unit());
     let next = Execution::enqueued(
-        &job,
+        job,
         &failed.image,
         &failed.command,
         None,
         now,
         uuid::Uuid::new_v4().to_string(),
     );
-    (job, next, now + delay)
+    (next, now + delay)
+}
+
+/// A number in `[0, 1)`, from the operating system's randomness (by way of
+/// a v4 UUID), for jitter.
+fn random_unit() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
+/// `min(max, min × factor^retry)`, spread by ±jitter (`unit` in `[0, 1)`).
+pub fn retry_delay(backoff: &fastlane_sdk::Backoff, retry: u32, unit: f64) -> chrono::Duration {
+    let exponent = i32::try_from(retry).unwrap_or(i32::MAX);
+    let base = (backoff.min_ms as f64 * backoff.factor.powi(exponent)).min(backoff.max_ms as f64);
+    let spread = 1.0 + backoff.jitter * (2.0 * unit - 1.0);
+    chrono::Duration::milliseconds((base * spread).max(0.0) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_by_the_factor_up_to_the_cap_and_jitter_stays_in_bounds() {
+        let backoff = fastlane_sdk::Backoff {
+            min_ms: 1000,
+            factor: 2.0,
+            max_ms: 5000,
+            jitter: 0.0,
+        };
+        let ms = |retry| retry_delay(&backoff, retry, 0.5).num_milliseconds();
+        assert_eq!(
+            [ms(0), ms(1), ms(2), ms(3), ms(10)],
+            [1000, 2000, 4000, 5000, 5000]
+        );
+
+        let jittery = fastlane_sdk::Backoff {
+            jitter: 0.5,
+            ..backoff
+        };
+        assert_eq!(retry_delay(&jittery, 0, 0.0).num_milliseconds(), 500);
+        assert_eq!(retry_delay(&jittery, 0, 0.999_999).num_milliseconds(), 1499);
+        for _ in 0..1000 {
+            let d = retry_delay(&jittery, 1, random_unit()).num_milliseconds();
+            assert!((1000..=3000).contains(&d), "{d}");
+        }
+    }
 }
 
 /// Tells the executor the result is stored (the container is renamed

@@ -71,7 +71,11 @@ async fn handle(
     lease: Duration,
     shutdown: &CancellationToken,
 ) {
-    let Work::RunExecution { execution_id } = &delivery.work;
+    let Work::RunExecution { execution_id } = &delivery.work else {
+        warn!(message = %delivery.id, "not work for the worker; dropping it");
+        let _ = services.queue.ack(&delivery).await;
+        return;
+    };
     let keep_lease = async {
         loop {
             tokio::time::sleep(lease / 3).await;

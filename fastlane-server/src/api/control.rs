@@ -1,0 +1,226 @@
+//! Job control routes: stop a job, stop one execution, retry a job.
+
+use chrono::Utc;
+use poem::Request;
+use poem::web::Data;
+use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
+
+use fastlane_sdk::{Execution, Schedule};
+
+use super::error::ApiError;
+use super::urls::Urls;
+use super::views::Link;
+use super::{ApiTags, client_ip};
+use crate::control::{self, STOPPED_BY_USER};
+use crate::queue::{JOBS, Work};
+use crate::services::Services;
+
+/// A job, after a stop or a retry.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct JobControlled {
+    /// The task id.
+    pub task_id: String,
+    /// The job id.
+    pub job_id: String,
+    /// The job's URL.
+    pub job_url: String,
+    /// The task's URL.
+    pub task_url: String,
+    /// The new execution (retry only).
+    pub execution_id: Option<String>,
+    /// The new execution's URL (retry only).
+    pub execution_url: Option<String>,
+}
+
+/// An execution, after a stop.
+#[derive(Debug, Object)]
+pub struct ExecutionStopped {
+    /// The task.
+    pub task: Link,
+    /// The job.
+    pub job: Link,
+    /// The execution.
+    pub execution: Link,
+}
+
+/// Job control routes.
+#[derive(Debug)]
+pub struct ControlApi;
+
+#[OpenApi]
+impl ControlApi {
+    /// Stop a job
+    ///
+    /// For good: its schedule (delayed or cron) never fires again, it is not
+    /// retried, and its live executions end `stopped` (running containers are
+    /// stopped).
+    #[oai(
+        path = "/tasks/:task_id/jobs/:job_id/stop",
+        method = "post",
+        operation_id = "stopJob",
+        tag = "ApiTags::Jobs"
+    )]
+    async fn stop_job(
+        &self,
+        request: &Request,
+        services: Data<&Services>,
+        #[oai(name = "taskId")] task_id: Path<String>,
+        #[oai(name = "jobId")] job_id: Path<String>,
+    ) -> Result<Json<JobControlled>, ApiError> {
+        const OP: &str = "stop_job";
+        let job = services
+            .store
+            .job(&task_id, &job_id)
+            .await
+            .map_err(ApiError::store(OP))?
+            .ok_or_else(|| ApiError::not_found(OP, "Job not found in task."))?;
+        let job = control::stop_job(&services, job)
+            .await
+            .map_err(|e| ApiError::unavailable(OP, e.to_string()))?;
+        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        Ok(Json(JobControlled {
+            job_url: urls.job(&job.task_id, &job.job_id),
+            task_url: urls.task(&job.task_id),
+            task_id: job.task_id,
+            job_id: job.job_id,
+            execution_id: None,
+            execution_url: None,
+        }))
+    }
+
+    /// Retry a job
+    ///
+    /// Queues a new execution of the last execution's image and command.
+    /// 400 when the job has no execution yet or waits for its scheduled start.
+    #[oai(
+        path = "/tasks/:task_id/jobs/:job_id/retry",
+        method = "post",
+        operation_id = "retryJob",
+        tag = "ApiTags::Jobs"
+    )]
+    async fn retry_job(
+        &self,
+        request: &Request,
+        services: Data<&Services>,
+        #[oai(name = "taskId")] task_id: Path<String>,
+        #[oai(name = "jobId")] job_id: Path<String>,
+    ) -> Result<Json<JobControlled>, ApiError> {
+        const OP: &str = "retry_job";
+        let job = services
+            .store
+            .job(&task_id, &job_id)
+            .await
+            .map_err(ApiError::store(OP))?
+            .ok_or_else(|| ApiError::not_found(OP, "Job not found in task."))?;
+        if matches!(job.spec.schedule, Schedule::At { .. })
+            && job.next_run_at.is_some()
+            && !job.stopped
+        {
+            return Err(ApiError::bad_request(OP, "Can't retry a scheduled job."));
+        }
+        let (mut last, _) = services
+            .store
+            .executions(&job.job_id, 1)
+            .await
+            .map_err(ApiError::store(OP))?;
+        let last = last
+            .pop()
+            .ok_or_else(|| ApiError::bad_request(OP, "No execution yet to retry."))?;
+        let execution = Execution::enqueued(
+            &job,
+            &last.image,
+            &last.command,
+            client_ip(request),
+            Utc::now(),
+            uuid::Uuid::new_v4().to_string(),
+        );
+        services
+            .store
+            .insert_execution(&execution)
+            .await
+            .map_err(ApiError::store(OP))?;
+        let work = Work::RunExecution {
+            execution_id: execution.execution_id.clone(),
+        };
+        services
+            .queue
+            .enqueue(JOBS, &work, None)
+            .await
+            .map_err(ApiError::queue(OP))?;
+        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        Ok(Json(JobControlled {
+            job_url: urls.job(&job.task_id, &job.job_id),
+            task_url: urls.task(&job.task_id),
+            execution_url: Some(urls.execution(&job.task_id, &job.job_id, &execution.execution_id)),
+            execution_id: Some(execution.execution_id),
+            task_id: job.task_id,
+            job_id: job.job_id,
+        }))
+    }
+
+    /// Stop an execution
+    ///
+    /// Ends that execution `stopped` (stopping its container); the job's
+    /// schedule goes on.
+    #[oai(
+        path = "/tasks/:task_id/jobs/:job_id/executions/:execution_id/stop",
+        method = "post",
+        operation_id = "stopExecution",
+        tag = "ApiTags::Executions"
+    )]
+    async fn stop_execution(
+        &self,
+        request: &Request,
+        services: Data<&Services>,
+        #[oai(name = "taskId")] task_id: Path<String>,
+        #[oai(name = "jobId")] job_id: Path<String>,
+        #[oai(name = "executionId")] execution_id: Path<String>,
+    ) -> Result<Json<ExecutionStopped>, ApiError> {
+        const OP: &str = "stop_job_execution";
+        services
+            .store
+            .job(&task_id, &job_id)
+            .await
+            .map_err(ApiError::store(OP))?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    OP,
+                    format!("Task ({}) or Job ({}) not found.", task_id.0, job_id.0),
+                )
+            })?;
+        let execution = services
+            .store
+            .execution(&execution_id)
+            .await
+            .map_err(ApiError::store(OP))?
+            .filter(|e| e.job_id == job_id.0)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    OP,
+                    format!(
+                        "Job Execution ({}) not found in Job ({}).",
+                        execution_id.0, job_id.0
+                    ),
+                )
+            })?;
+        control::stop_execution(&services, &execution, STOPPED_BY_USER)
+            .await
+            .map_err(|e| ApiError::unavailable(OP, e.to_string()))?;
+        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        Ok(Json(ExecutionStopped {
+            task: Link {
+                id: task_id.0.clone(),
+                url: urls.task(&task_id),
+            },
+            job: Link {
+                id: job_id.0.clone(),
+                url: urls.job(&task_id, &job_id),
+            },
+            execution: Link {
+                url: urls.execution(&task_id, &job_id, &execution_id),
+                id: execution_id.0,
+            },
+        }))
+    }
+}

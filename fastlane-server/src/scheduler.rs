@@ -1,0 +1,178 @@
+//! The scheduler: fires delayed and cron jobs at their slots.
+//!
+//! A firing is a queue message due at its slot on the `schedule` queue
+//! ([`Work::FireJob`]); the queue wakes its consumer at the due time, so a
+//! job starts within milliseconds of its slot rather than on a polling tick.
+//!
+//! Every step of a firing is idempotent, which makes each slot fire exactly
+//! once however often its message is delivered and however many schedulers
+//! run: the slot's execution has an id derived from (job, generation, slot)
+//! and is only inserted if absent, and the next slot's message id is derived
+//! the same way. Replacing a job's schedule (`PUT`) or stopping it bumps the
+//! job's generation, and firings of older generations do nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use fastlane_sdk::{ConcurrencyPolicy, Execution, ExecutionStatus, Job, Schedule};
+
+use crate::queue::{JOBS, SCHEDULE, Work};
+use crate::schedule::CronSchedule;
+use crate::services::Services;
+
+/// Namespace of the UUIDs of scheduled executions.
+const SLOT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6661_7374_6c61_6e65_2d73_6c6f_7473_0001);
+
+/// The execution id of `job`'s run for `slot`: the same on every delivery.
+pub fn slot_execution_id(job_id: &str, generation: u32, slot: DateTime<Utc>) -> String {
+    let name = format!("{job_id}/{generation}/{}", slot.timestamp_millis());
+    uuid::Uuid::new_v5(&SLOT_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// The first slot of a delayed or cron job, from `now`.
+pub fn first_slot(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match schedule {
+        Schedule::Now => None,
+        Schedule::At { at } => Some(*at),
+        Schedule::Cron {
+            expression,
+            timezone,
+        } => CronSchedule::parse(expression, timezone.as_deref())
+            .ok()?
+            .next_after(now),
+    }
+}
+
+/// The message that fires `job` at `slot`.
+pub fn firing(job: &Job, slot: DateTime<Utc>) -> Work {
+    Work::FireJob {
+        task_id: job.task_id.clone(),
+        job_id: job.job_id.clone(),
+        generation: job.generation,
+        slot,
+    }
+}
+
+/// Consumes the schedule queue until `shutdown`.
+pub async fn run(services: Services, shutdown: CancellationToken) {
+    let services = Arc::new(services);
+    let lease = Duration::from_secs(services.config.queue_lease_seconds);
+    info!("scheduler started");
+    loop {
+        let delivery = match services.queue.dequeue(SCHEDULE, lease, &shutdown).await {
+            Ok(Some(delivery)) => delivery,
+            Ok(None) => break,
+            Err(err) => {
+                warn!(error = %err, "cannot read the schedule queue; trying again in 1s");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let settled = match fire(&services, &delivery.work).await {
+            Ok(()) => services.queue.ack(&delivery).await,
+            Err(err) => {
+                warn!(message = %delivery.id, error = %err, "firing failed; will try again");
+                services
+                    .queue
+                    .retry_later(&delivery, Duration::from_secs(1))
+                    .await
+            }
+        };
+        if let Err(err) = settled {
+            warn!(message = %delivery.id, error = %err, "cannot settle schedule message");
+        }
+    }
+    info!("scheduler stopped");
+}
+
+/// Fires one slot. Safe to repeat.
+async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
+    let Work::FireJob {
+        task_id,
+        job_id,
+        generation,
+        slot,
+    } = work
+    else {
+        anyhow::bail!("not a firing: {work:?}");
+    };
+    let Some(job) = services.store.job(task_id, job_id).await? else {
+        return Ok(());
+    };
+    if job.generation != *generation || job.stopped {
+        info!(job = %job_id, "firing of a replaced or stopped schedule ignored");
+        return Ok(());
+    }
+    let now = Utc::now();
+    let lateness_ms = (now - *slot).num_milliseconds();
+    let expired = job.spec.expiration.is_some_and(|e| now > e);
+    let execution_id = slot_execution_id(job_id, *generation, *slot);
+    let mut execution = Execution::enqueued(
+        &job,
+        &job.spec.image,
+        &job.spec.command,
+        None,
+        now,
+        execution_id.clone(),
+    );
+
+    let live = services.store.live_executions(job_id).await?;
+    let skip = !expired
+        && !live.is_empty()
+        && job.spec.concurrency_policy == ConcurrencyPolicy::Forbid
+        && !live.iter().any(|e| e.execution_id == execution_id);
+    if expired {
+        execution.status = ExecutionStatus::Expired;
+        execution.finished_at = Some(now);
+        execution.error = Some(format!(
+            "Job was supposed to be done before {}, but was started at {}.",
+            job.spec
+                .expiration
+                .map(|e| e.to_rfc3339())
+                .unwrap_or_default(),
+            now.to_rfc3339()
+        ));
+        services.store.insert_execution(&execution).await?;
+    } else if skip {
+        info!(job = %job_id, %slot, "slot skipped: the previous run is still live (concurrencyPolicy Forbid)");
+    } else {
+        if job.spec.concurrency_policy == ConcurrencyPolicy::Replace {
+            for old in live.iter().filter(|e| e.execution_id != execution_id) {
+                crate::control::stop_execution(services, old, "replaced by the next cron run")
+                    .await?;
+            }
+        }
+        services.store.insert_execution(&execution).await?;
+        let run = Work::RunExecution { execution_id };
+        services.queue.enqueue(JOBS, &run, None).await?;
+        info!(job = %job_id, %slot, lateness_ms, "fired");
+    }
+
+    // The next slot (none for one-shot jobs, nor for jobs past expiration).
+    let next = match &job.spec.schedule {
+        Schedule::Cron {
+            expression,
+            timezone,
+        } if !expired => CronSchedule::parse(expression, timezone.as_deref())
+            .map_err(anyhow::Error::msg)?
+            .next_after(now.max(*slot)),
+        _ => None,
+    };
+    if let Some(next) = next {
+        services
+            .queue
+            .enqueue(SCHEDULE, &firing(&job, next), Some(next))
+            .await?;
+    }
+    services
+        .store
+        .set_next_run(job_id, *generation, next)
+        .await?;
+    Ok(())
+}
