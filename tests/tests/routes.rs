@@ -144,7 +144,7 @@ async fn status_shows_the_hosts_the_queue_and_the_counts() -> anyhow::Result<()>
     assert_eq!(status, 200);
     assert_eq!(body["tasks"]["count"], 1);
     assert_eq!(body["jobs"]["count"], 1);
-    assert_eq!(body["hosts"][0]["available"], true);
+    assert_eq!(body["hosts"][0]["available"], true, "{body}");
     assert_eq!(body["fastlane"]["executor"], "docker");
     let ours: Vec<&Value> = body["containers"]["running"]
         .as_array()

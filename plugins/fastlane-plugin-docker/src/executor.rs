@@ -125,10 +125,25 @@ impl DockerExecutor {
             filters: Some(filters),
             ..Default::default()
         };
-        let containers = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| classify(host, "listing containers", e))?;
+        // Under load a listing can fail without the host being down: Podman
+        // answers 500 when a container vanishes mid-listing, and a busy
+        // socket can refuse a connection. Try again before calling the host
+        // unavailable.
+        let mut attempt = 0;
+        let containers = loop {
+            attempt += 1;
+            match docker.list_containers(Some(options.clone())).await {
+                Ok(containers) => break containers,
+                Err(e)
+                    if attempt < 3
+                        && !matches!(&e, DockerError::DockerResponseServerError { status_code, .. } if *status_code < 500) =>
+                {
+                    debug!(host = %host.name, error = %e, "listing containers failed; again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(classify(host, "listing containers", e)),
+            }
+        };
         Ok(containers
             .into_iter()
             .filter_map(|c| {
