@@ -176,3 +176,123 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use fastlane_sdk::{Job, JobSpec, Schedule};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::embedded::Db;
+    use crate::queue::sqlite::SqliteQueue;
+    use crate::store::sqlite::SqliteStore;
+
+    async fn services() -> Services {
+        let dir = std::env::temp_dir().join(format!("fastlane-scheduler-{}", uuid::Uuid::new_v4()));
+        let env = std::collections::HashMap::from([(
+            "DOCKER_HOSTS".to_owned(),
+            r#"[{"hosts": ["127.0.0.1:9"]}]"#.to_owned(),
+        )]);
+        let mut config = Config::load(None, &env).expect("config");
+        config.data_dir = dir.clone();
+        let db = Db::open(&dir).expect("db");
+        let registry = crate::plugins::builtin().expect("plugins");
+        Services {
+            executor: registry
+                .build_executor("docker", serde_json::json!({"farms": config.docker_hosts}))
+                .expect("executor"),
+            store: Arc::new(SqliteStore::new(db.clone())),
+            queue: Arc::new(SqliteQueue::new(db).await.expect("queue")),
+            config: Arc::new(config),
+        }
+    }
+
+    fn cron_job() -> Job {
+        let now = Utc::now();
+        Job {
+            job_id: uuid::Uuid::new_v4().to_string(),
+            task_id: "cron".to_owned(),
+            created_at: now,
+            last_modified_at: now,
+            request_ip: None,
+            retry_count: 0,
+            generation: 3,
+            next_run_at: None,
+            stopped: false,
+            spec: JobSpec {
+                image: "busybox".to_owned(),
+                command: "true".to_owned(),
+                envs: Default::default(),
+                custom: None,
+                retries: 0,
+                timeout_seconds: 60,
+                expiration: None,
+                schedule: Schedule::Cron {
+                    expression: "0 * * * *".to_owned(),
+                    timezone: None,
+                },
+                notify: Default::default(),
+                webhooks: Default::default(),
+                additional_dns_entries: Vec::new(),
+                backoff: None,
+                concurrency_policy: Default::default(),
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slot_delivered_many_times_at_once_fires_once() {
+        let services = services().await;
+        let job = cron_job();
+        services.store.create_job(&job, None).await.expect("stored");
+        let slot = Utc::now();
+        let work = firing(&job, slot);
+        // Four schedulers receive the same firing at the same time.
+        let fired = futures_util::future::join_all((0..4).map(|_| fire(&services, &work))).await;
+        assert!(fired.iter().all(Result::is_ok), "{fired:?}");
+
+        let (executions, total) = services
+            .store
+            .executions(&job.job_id, 10)
+            .await
+            .expect("read");
+        assert_eq!(total, 1, "{executions:?}");
+        assert_eq!(
+            executions[0].execution_id,
+            slot_execution_id(&job.job_id, 3, slot)
+        );
+        let lengths = services.queue.lengths().await.expect("lengths");
+        assert_eq!(lengths.get(JOBS), Some(&1), "one run queued");
+        assert_eq!(lengths.get(SCHEDULE), Some(&1), "one next slot scheduled");
+        let stored = services
+            .store
+            .job(&job.task_id, &job.job_id)
+            .await
+            .expect("read")
+            .expect("job");
+        let next = stored.next_run_at.expect("next slot recorded");
+        assert!(next > slot && next.timestamp() % 3600 == 0, "{next}");
+    }
+
+    #[tokio::test]
+    async fn a_firing_of_a_replaced_generation_does_nothing() {
+        let services = services().await;
+        let mut job = cron_job();
+        services.store.create_job(&job, None).await.expect("stored");
+        let stale = firing(&job, Utc::now());
+        job.generation += 1;
+        services.store.save_job(&job).await.expect("replaced");
+        fire(&services, &stale).await.expect("fired");
+        let (_, total) = services
+            .store
+            .executions(&job.job_id, 10)
+            .await
+            .expect("read");
+        assert_eq!(total, 0);
+        let lengths = services.queue.lengths().await.expect("lengths");
+        assert_eq!(lengths.get(SCHEDULE).copied().unwrap_or(0), 0);
+    }
+}
