@@ -14,6 +14,19 @@ fi
 
 eval "$(scripts/services.sh | sed 's/^/export /')"
 
+# Python tools the tests call (OpenAPI validation, Schemathesis), from PyPI,
+# in a virtual environment under target/.
+venv=target/test-venv
+if [ ! -x "$venv/bin/schemathesis" ]; then
+    echo "== python tools" >&2
+    python3 -m venv "$venv" 2>/dev/null || {
+        apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"
+    }
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0'
+fi
+export PATH="$PWD/$venv/bin:$PATH"
+
 echo "== build" >&2
 cargo build --workspace --all-targets --locked
 

@@ -28,8 +28,10 @@ pub struct JobControlled {
     /// The task's URL.
     pub task_url: String,
     /// The new execution (retry only).
+    #[oai(nullable)]
     pub execution_id: Option<String>,
     /// The new execution's URL (retry only).
+    #[oai(nullable)]
     pub execution_url: Option<String>,
 }
 
@@ -56,7 +58,7 @@ impl ControlApi {
     /// retried, and its live executions end `stopped` (running containers are
     /// stopped).
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/stop",
+        path = "/tasks/:taskId/jobs/:jobId/stop",
         method = "post",
         operation_id = "stopJob",
         tag = "ApiTags::Jobs"
@@ -94,7 +96,7 @@ impl ControlApi {
     /// Queues a new execution of the last execution's image and command.
     /// 400 when the job has no execution yet or waits for its scheduled start.
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/retry",
+        path = "/tasks/:taskId/jobs/:jobId/retry",
         method = "post",
         operation_id = "retryJob",
         tag = "ApiTags::Jobs"
@@ -164,7 +166,7 @@ impl ControlApi {
     /// Ends that execution `stopped` (stopping its container); the job's
     /// schedule goes on.
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/executions/:execution_id/stop",
+        path = "/tasks/:taskId/jobs/:jobId/executions/:executionId/stop",
         method = "post",
         operation_id = "stopExecution",
         tag = "ApiTags::Executions"

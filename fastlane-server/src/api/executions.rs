@@ -113,7 +113,7 @@ pub struct ExecutionsApi;
 impl ExecutionsApi {
     /// Read an execution
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/executions/:execution_id",
+        path = "/tasks/:taskId/jobs/:jobId/executions/:executionId",
         method = "get",
         operation_id = "getExecution",
         tag = "ApiTags::Executions"
@@ -150,7 +150,7 @@ impl ExecutionsApi {
 
     /// Standard output of a job's last execution
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/stdout",
+        path = "/tasks/:taskId/jobs/:jobId/stdout",
         method = "get",
         operation_id = "getJobStdout",
         tag = "ApiTags::Executions"
@@ -169,7 +169,7 @@ impl ExecutionsApi {
 
     /// Standard error of a job's last execution
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/stderr",
+        path = "/tasks/:taskId/jobs/:jobId/stderr",
         method = "get",
         operation_id = "getJobStderr",
         tag = "ApiTags::Executions"
@@ -188,7 +188,7 @@ impl ExecutionsApi {
 
     /// Stdout, `-=-`, then stderr of a job's last execution
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/logs",
+        path = "/tasks/:taskId/jobs/:jobId/logs",
         method = "get",
         operation_id = "getJobLogs",
         tag = "ApiTags::Executions"
@@ -207,7 +207,7 @@ impl ExecutionsApi {
 
     /// Standard output of an execution
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/executions/:execution_id/stdout",
+        path = "/tasks/:taskId/jobs/:jobId/executions/:executionId/stdout",
         method = "get",
         operation_id = "getExecutionStdout",
         tag = "ApiTags::Executions"
@@ -225,7 +225,7 @@ impl ExecutionsApi {
 
     /// Standard error of an execution
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/executions/:execution_id/stderr",
+        path = "/tasks/:taskId/jobs/:jobId/executions/:executionId/stderr",
         method = "get",
         operation_id = "getExecutionStderr",
         tag = "ApiTags::Executions"
@@ -243,7 +243,7 @@ impl ExecutionsApi {
 
     /// Stdout, `-=-`, then stderr of an execution
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id/executions/:execution_id/logs",
+        path = "/tasks/:taskId/jobs/:jobId/executions/:executionId/logs",
         method = "get",
         operation_id = "getExecutionLogs",
         tag = "ApiTags::Executions"

@@ -68,6 +68,7 @@ pub struct RunningView {
     /// The container id.
     pub id: String,
     /// The execution it runs.
+    #[oai(nullable)]
     pub execution_id: Option<String>,
 }
 
@@ -85,6 +86,7 @@ pub struct HostView {
     /// `closed`, `open` or `half-open`.
     pub circuit: String,
     /// Why it is unavailable.
+    #[oai(nullable)]
     pub error: Option<String>,
     /// Executions running there.
     pub running: u64,
@@ -110,8 +112,10 @@ pub struct ScheduledJob {
     /// The task.
     pub task: Link,
     /// The cron expression, for cron jobs.
+    #[oai(nullable)]
     pub cron: Option<String>,
     /// The cron expression's time zone, when not UTC.
+    #[oai(nullable)]
     pub cron_timezone: Option<String>,
     /// When it fires next.
     pub next_scheduled_at: DateTime<Utc>,

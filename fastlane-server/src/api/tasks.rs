@@ -66,7 +66,7 @@ impl TasksApi {
     ///
     /// The task's jobs, most recently changed first.
     #[oai(
-        path = "/tasks/:task_id",
+        path = "/tasks/:taskId",
         method = "get",
         operation_id = "getTask",
         tag = "ApiTags::Tasks"
@@ -104,7 +104,7 @@ impl TasksApi {
     /// first execution. The body is read as JSON whatever its content type.
     /// A bad body gets a 400 naming the field, and nothing is stored.
     #[oai(
-        path = "/tasks/:task_id",
+        path = "/tasks/:taskId",
         method = "post",
         operation_id = "createJob",
         tag = "ApiTags::Jobs"
@@ -132,7 +132,7 @@ impl TasksApi {
     /// old schedule never happen, and its retry count starts again from 0.
     /// Executions already made are kept.
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id",
+        path = "/tasks/:taskId/jobs/:jobId",
         method = "put",
         operation_id = "putJob",
         tag = "ApiTags::Jobs"
@@ -220,7 +220,7 @@ impl TasksApi {
     /// The job, its metadata (secret env values masked) and its 20 newest
     /// executions, newest first.
     #[oai(
-        path = "/tasks/:task_id/jobs/:job_id",
+        path = "/tasks/:taskId/jobs/:jobId",
         method = "get",
         operation_id = "getJob",
         tag = "ApiTags::Jobs"

@@ -29,10 +29,13 @@ pub struct JobCreated {
     /// The new job's UUID.
     pub job_id: String,
     /// The first execution's UUID.
+    #[oai(nullable)]
     pub execution_id: Option<String>,
     /// The first execution's URL.
+    #[oai(nullable)]
     pub execution_url: Option<String>,
     /// The id of the queue message that will run it.
+    #[oai(nullable)]
     pub queue_job_id: Option<String>,
     /// The job's URL.
     pub job_url: String,
@@ -75,8 +78,10 @@ pub struct TaskPage {
     /// True when a previous page exists.
     pub has_prev: bool,
     /// The next page's URL.
+    #[oai(nullable)]
     pub next_url: Option<String>,
     /// The previous page's URL.
+    #[oai(nullable)]
     pub prev_url: Option<String>,
 }
 
@@ -149,10 +154,13 @@ pub struct ExecutionView {
     pub created_at: DateTime<Utc>,
     /// The address that asked for it.
     #[oai(rename = "requestIPAddress")]
+    #[oai(nullable)]
     pub request_ip_address: Option<String>,
     /// When its container started.
+    #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
     /// When its result was collected.
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
     /// The image it ran.
     pub image: String,
@@ -163,11 +171,14 @@ pub struct ExecutionView {
     /// Its status.
     pub status: StatusView,
     /// The exit code, once it exited.
+    #[oai(nullable)]
     pub exit_code: Option<i64>,
     /// Its standard output, once collected.
+    #[oai(nullable)]
     pub log: Option<String>,
     /// Its standard error; when fastlane itself ended the execution (an
     /// unknown image, a timeout…) the reason comes first.
+    #[oai(nullable)]
     pub error: Option<String>,
     /// Its URL.
     pub url: String,
@@ -197,6 +208,7 @@ pub struct JobView {
     pub execution_count: u64,
     /// The address it was submitted from.
     #[oai(rename = "requestIPAddress")]
+    #[oai(nullable)]
     pub request_ip_address: Option<String>,
     /// `retries`, `retry_count`, `timeout`, `expiration`, `envs` (secrets
     /// masked), `notify`, `webhooks`, `additional_dns_entries`, `custom`.

@@ -330,6 +330,17 @@ pub fn retry_delay(backoff: &fastlane_sdk::Backoff, retry: u32, unit: f64) -> ch
     chrono::Duration::milliseconds((base * spread).max(0.0) as i64)
 }
 
+/// Tells the executor the result is stored (the container is renamed
+/// `defunct-…`). Failing here loses nothing, so it is only logged.
+async fn release(services: &Services, execution: &Execution) {
+    let Some(handle): Option<&RunHandle> = execution.handle.as_ref() else {
+        return;
+    };
+    if let Err(err) = services.executor.release(handle).await {
+        warn!(execution = %execution.execution_id, error = %err, "cannot release the container");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,16 +369,5 @@ mod tests {
             let d = retry_delay(&jittery, 1, random_unit()).num_milliseconds();
             assert!((1000..=3000).contains(&d), "{d}");
         }
-    }
-}
-
-/// Tells the executor the result is stored (the container is renamed
-/// `defunct-…`). Failing here loses nothing, so it is only logged.
-async fn release(services: &Services, execution: &Execution) {
-    let Some(handle): Option<&RunHandle> = execution.handle.as_ref() else {
-        return;
-    };
-    if let Err(err) = services.executor.release(handle).await {
-        warn!(execution = %execution.execution_id, error = %err, "cannot release the container");
     }
 }
