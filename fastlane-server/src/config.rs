@@ -49,6 +49,7 @@ pub enum ConfigError {
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
+    Bool,
     Text,
     Integer,
     Float,
@@ -96,6 +97,42 @@ const KEYS: &[Key] = &[
         kind: Kind::Integer,
         default: Some("1048576"),
         doc: "Largest request body accepted; larger ones get 413.",
+    },
+    Key {
+        name: "ENABLE_CORS",
+        section: "API",
+        kind: Kind::Bool,
+        default: Some("true"),
+        doc: "Answer browsers' cross-origin requests (CORS).",
+    },
+    Key {
+        name: "CORS_ORIGINS",
+        section: "API",
+        kind: Kind::Text,
+        default: Some("*"),
+        doc: "Comma-separated origins allowed to call the API from a browser; * allows any.",
+    },
+    Key {
+        name: "BASIC_AUTH_USERNAME",
+        section: "API",
+        kind: Kind::Text,
+        default: None,
+        doc: "With BASIC_AUTH_PASSWORD, every HTTP route asks for these credentials \
+              (HTTP Basic authentication).",
+    },
+    Key {
+        name: "BASIC_AUTH_PASSWORD",
+        section: "API",
+        kind: Kind::Text,
+        default: None,
+        doc: "The password that goes with BASIC_AUTH_USERNAME.",
+    },
+    Key {
+        name: "BASIC_AUTH_REALM",
+        section: "API",
+        kind: Kind::Text,
+        default: Some(""),
+        doc: "The realm named in the WWW-Authenticate header of a 401.",
     },
     Key {
         name: "ENV_BLACKLISTED_WORDS",
@@ -178,6 +215,14 @@ pub struct Config {
     pub pagination_per_page: u32,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Whether to answer CORS requests.
+    pub enable_cors: bool,
+    /// Origins allowed by CORS; empty means any.
+    pub cors_origins: Vec<String>,
+    /// Basic-auth credentials every HTTP route asks for, when set.
+    pub basic_auth: Option<(String, String)>,
+    /// The realm of the basic-auth challenge.
+    pub basic_auth_realm: String,
     /// Lower-cased words that mark an env var as secret.
     pub env_blacklisted_words: Vec<String>,
     /// The `DOCKER_HOSTS` farms (or the detected local engine).
@@ -214,6 +259,7 @@ fn parse(key: &Key, raw: Raw) -> Result<serde_json::Value, ConfigError> {
         Raw::File(value) => match (key.kind, value) {
             (_, toml::Value::String(s)) => s,
             (Kind::Integer, toml::Value::Integer(i)) => return Ok(i.into()),
+            (Kind::Bool, toml::Value::Boolean(b)) => return Ok(b.into()),
             (Kind::Float, toml::Value::Integer(i)) => return Ok((i as f64).into()),
             (Kind::Float, toml::Value::Float(f)) => return Ok(f.into()),
             (Kind::Json, value) => {
@@ -226,6 +272,13 @@ fn parse(key: &Key, raw: Raw) -> Result<serde_json::Value, ConfigError> {
     };
     let trimmed = text.trim();
     match key.kind {
+        Kind::Bool => match trimmed.to_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true.into()),
+            "false" | "0" | "no" | "off" => Ok(false.into()),
+            _ => Err(invalid(format!(
+                "{text:?} is not a boolean (true or false)"
+            ))),
+        },
         Kind::Text => Ok(text.into()),
         Kind::Integer => trimmed
             .parse::<u64>()
@@ -322,7 +375,29 @@ impl Config {
                 message: "must be at least 1".to_owned(),
             });
         }
+        let basic_auth = match (
+            text(take("BASIC_AUTH_USERNAME")),
+            text(take("BASIC_AUTH_PASSWORD")),
+        ) {
+            (Some(user), Some(password)) => Some((user, password)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "BASIC_AUTH_PASSWORD",
+                    message: "BASIC_AUTH_USERNAME and BASIC_AUTH_PASSWORD go together".to_owned(),
+                });
+            }
+        };
         Ok(Self {
+            enable_cors: take("ENABLE_CORS").as_bool().unwrap_or(true),
+            cors_origins: text(take("CORS_ORIGINS"))
+                .unwrap_or_default()
+                .split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty() && o != "*")
+                .collect(),
+            basic_auth,
+            basic_auth_realm: text(take("BASIC_AUTH_REALM")).unwrap_or_default(),
             data_dir: PathBuf::from(text(take("FASTLANE_DATA_DIR")).unwrap_or_default()),
             public_base_url,
             pagination_per_page: int("PAGINATION_PER_PAGE", take("PAGINATION_PER_PAGE"), 1)?
@@ -417,6 +492,8 @@ mod tests {
     #[test]
     fn defaults_load() {
         let config = Config::load(None, &env(&[("DOCKER_HOST", "tcp://d:1")])).expect("defaults");
+        assert!(config.enable_cors && config.cors_origins.is_empty());
+        assert!(config.basic_auth.is_none());
         assert_eq!(config.hard_execution_timeout_seconds, 1800);
         assert_eq!(config.pagination_per_page, 10);
         assert_eq!(
@@ -444,6 +521,12 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_key() {
+        let err = Config::load(None, &env(&[("ENABLE_CORS", "maybe")])).expect_err("bad");
+        assert!(err.to_string().contains("ENABLE_CORS"), "{err}");
+        let err = Config::load(None, &env(&[("BASIC_AUTH_USERNAME", "u")])).expect_err("bad");
+        assert!(err.to_string().contains("go together"), "{err}");
+        let config = Config::load(None, &env(&[("ENABLE_CORS", "False")])).expect("valid");
+        assert!(!config.enable_cors);
         let err = Config::load(None, &env(&[("WORKER_CONCURRENCY", "many")])).expect_err("bad");
         assert!(
             err.to_string()

@@ -193,3 +193,69 @@ async fn the_committed_openapi_document_is_what_the_server_serves() -> anyhow::R
     assert!(docs.text().await?.contains("swagger"));
     Ok(())
 }
+
+#[tokio::test]
+async fn browsers_get_cors_headers_and_clients_get_gzip() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let response = server
+        .client()
+        .get(server.url("/tasks/"))
+        .header("origin", "http://ui.example.com")
+        .header("accept-encoding", "gzip")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://ui.example.com"
+    );
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+
+    let restricted = Server::start(&[("CORS_ORIGINS", "http://allowed.example.com")]).await?;
+    let response = restricted
+        .client()
+        .get(restricted.url("/tasks/"))
+        .header("origin", "http://other.example.com")
+        .send()
+        .await?;
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_basic_auth_configured_every_route_asks_for_credentials() -> anyhow::Result<()> {
+    let server = Server::start(&[
+        ("BASIC_AUTH_USERNAME", "test"),
+        ("BASIC_AUTH_PASSWORD", "auth"),
+        ("BASIC_AUTH_REALM", "fastlane"),
+    ])
+    .await?;
+    for path in ["/healthcheck", "/tasks/", "/status"] {
+        let response = server.client().get(server.url(path)).send().await?;
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Basic realm=\"fastlane\""
+        );
+        let wrong = server
+            .client()
+            .get(server.url(path))
+            .basic_auth("test", Some("nope"))
+            .send()
+            .await?;
+        assert_eq!(wrong.status(), 401, "{path}");
+    }
+    let response = server
+        .client()
+        .get(server.url("/tasks/"))
+        .header("authorization", "Basic dGVzdDphdXRo")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    Ok(())
+}

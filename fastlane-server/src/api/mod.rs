@@ -15,8 +15,10 @@ mod tasks;
 mod urls;
 mod views;
 
-use poem::middleware::{NormalizePath, TrailingSlash};
-use poem::{Endpoint, EndpointExt, Request, Route};
+use poem::http::{StatusCode, header};
+use poem::middleware::{Compression, Cors, NormalizePath, TrailingSlash};
+use poem::web::headers::{Authorization, HeaderMapExt, authorization::Basic};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::services::Services;
@@ -71,14 +73,57 @@ pub fn app(services: Services) -> impl Endpoint {
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     let limit = BodyLimit(services.config.max_body_bytes);
+    let config = &services.config;
+    let cors = config
+        .cors_origins
+        .iter()
+        .fold(Cors::new(), |cors, origin| {
+            cors.allow_origin(origin.as_str())
+        });
+    let auth = config
+        .basic_auth
+        .clone()
+        .map(|(user, password)| (user, password, config.basic_auth_realm.clone()));
     Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", api)
         .with(NormalizePath::new(TrailingSlash::Trim))
         .catch_all_error(|err| async move { error::framework_error(err) })
+        .with(Compression::new())
+        .with_if(config.enable_cors, cors)
+        .around(move |endpoint, request| {
+            let auth = auth.clone();
+            async move {
+                if let Some((user, password, realm)) = &auth
+                    && !authorized(&request, user, password)
+                {
+                    return Ok(unauthorized(realm));
+                }
+                Ok(endpoint.call(request).await?.into_response())
+            }
+        })
         .data(services)
         .data(limit)
+}
+
+/// True when the request carries the configured basic-auth credentials.
+fn authorized(request: &Request, user: &str, password: &str) -> bool {
+    request
+        .headers()
+        .typed_get::<Authorization<Basic>>()
+        .is_some_and(|auth| auth.username() == user && auth.password() == password)
+}
+
+/// 401 with a challenge, as the original answered.
+fn unauthorized(realm: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header(
+            header::WWW_AUTHENTICATE,
+            format!("Basic realm=\"{}\"", realm.replace('"', "")),
+        )
+        .finish()
 }
 
 /// The client's address: `X-Real-Ip`, else the first `X-Forwarded-For`
