@@ -44,10 +44,10 @@ pub use executor::{
 };
 pub use metrics::{Metric, MetricValue, MetricsSink, MetricsSinkFactory};
 pub use model::{
-    Backoff, ConcurrencyPolicy, Execution, ExecutionStatus, Job, JobSpec, NotifyTargets, Schedule,
-    Task, Webhook, WebhookTargets,
+    Backoff, ConcurrencyPolicy, DispatchRecord, Execution, ExecutionStatus, Job, JobSpec,
+    NotifyTargets, Schedule, Task, Webhook, WebhookTargets,
 };
-pub use notifier::{Notification, NotificationEvent, Notifier, NotifierFactory};
+pub use notifier::{Delivery, DeliveryReport, NotificationEvent, Notifier, NotifierFactory};
 pub use registry::Registry;
 
 /// The version of this SDK, compared with a plugin's when it is loaded.

@@ -60,6 +60,27 @@ pub struct NotifyTargets {
     pub finishes: Vec<String>,
 }
 
+/// One attempt to deliver a notification, as recorded with its execution
+/// (`metadata.webhookDispatch` for webhooks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DispatchRecord {
+    /// When the attempt ended.
+    pub timestamp: DateTime<Utc>,
+    /// The notifier (`webhook`, `email`).
+    pub notifier: String,
+    /// The event (`starts`, `succeeds`, `fails`, `finishes`).
+    pub event: String,
+    /// Where it went: the URL or the address.
+    pub target: String,
+    /// Which attempt this was, from 1.
+    pub attempt: u32,
+    /// The response status, for HTTP targets.
+    pub status_code: Option<u16>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
 /// One HTTP endpoint to call about an execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Webhook {
@@ -79,6 +100,9 @@ pub struct Webhook {
 /// Webhooks to call about an execution, by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookTargets {
+    /// Called when an execution's container starts.
+    #[serde(default)]
+    pub starts: Vec<Webhook>,
     /// Called when an execution ends `done`.
     #[serde(default)]
     pub succeeds: Vec<Webhook>,
@@ -297,6 +321,9 @@ pub struct Execution {
     pub handle: Option<RunHandle>,
     /// The address that asked for this execution, if it came from the API.
     pub request_ip: Option<String>,
+    /// Every notification attempt made about this execution.
+    #[serde(default)]
+    pub dispatches: Vec<DispatchRecord>,
 }
 
 impl Execution {
@@ -328,6 +355,7 @@ impl Execution {
             placement: None,
             handle: None,
             request_ip,
+            dispatches: Vec::new(),
         }
     }
 }

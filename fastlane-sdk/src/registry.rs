@@ -158,6 +158,11 @@ impl Registry {
         find("metrics sink", &self.metrics_sinks, kind)?.build(config)
     }
 
+    /// The notifier kinds registered, sorted.
+    pub fn notifier_kinds(&self) -> Vec<&'static str> {
+        self.notifiers.keys().copied().collect()
+    }
+
     /// The executor kinds registered, sorted.
     pub fn executor_kinds(&self) -> Vec<&'static str> {
         self.executors.keys().copied().collect()

@@ -188,6 +188,50 @@ const KEYS: &[Key] = &[
         doc: "Each further retry waits this many times longer than the previous one.",
     },
     Key {
+        name: "WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS",
+        section: "Notifications",
+        kind: Kind::Integer,
+        default: Some("5000"),
+        doc: "Delay before a failed webhook call is tried again.",
+    },
+    Key {
+        name: "WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR",
+        section: "Notifications",
+        kind: Kind::Float,
+        default: Some("2"),
+        doc: "Each further webhook retry waits this many times longer.",
+    },
+    Key {
+        name: "WEBHOOKS_TIMEOUT_SECONDS",
+        section: "Notifications",
+        kind: Kind::Integer,
+        default: Some("10"),
+        doc: "How long a webhook call may take before it counts as failed.",
+    },
+    Key {
+        name: "WEBHOOKS_VERIFY_TLS",
+        section: "Notifications",
+        kind: Kind::Bool,
+        default: Some("true"),
+        doc: "Check webhook receivers' TLS certificates.",
+    },
+    Key {
+        name: "WEBHOOKS_SIGNING_SECRET",
+        section: "Notifications",
+        kind: Kind::Text,
+        default: None,
+        doc: "When set, every webhook body is signed with HMAC-SHA256 under this secret, \
+              in the header Fastlane-Signature: sha256=<hex>.",
+    },
+    Key {
+        name: "NOTIFICATION_MAX_LOG_BYTES",
+        section: "Notifications",
+        kind: Kind::Integer,
+        default: Some("65536"),
+        doc: "Largest stdout or stderr included in a notification; longer ones are cut \
+              and marked as truncated.",
+    },
+    Key {
         name: "WORKER_CONCURRENCY",
         section: "Worker",
         kind: Kind::Integer,
@@ -237,6 +281,12 @@ pub struct Config {
     pub exponential_backoff_factor: f64,
     /// Longest retry delay.
     pub exponential_backoff_max_ms: u64,
+    /// First webhook retry delay.
+    pub webhooks_backoff_min_ms: u64,
+    /// Webhook retry delay growth.
+    pub webhooks_backoff_factor: f64,
+    /// The webhook notifier's own configuration.
+    pub webhook_notifier: serde_json::Value,
     /// Executions one worker drives at once.
     pub worker_concurrency: usize,
     /// Queue lease length.
@@ -388,7 +438,29 @@ impl Config {
                 });
             }
         };
+        let webhooks_backoff_factor = take("WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR")
+            .as_f64()
+            .unwrap_or(2.0);
+        if webhooks_backoff_factor < 1.0 {
+            return Err(ConfigError::Invalid {
+                key: "WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR",
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        let webhook_notifier = serde_json::json!({
+            "timeoutSeconds": int("WEBHOOKS_TIMEOUT_SECONDS", take("WEBHOOKS_TIMEOUT_SECONDS"), 1)?,
+            "verifyTls": take("WEBHOOKS_VERIFY_TLS").as_bool().unwrap_or(true),
+            "signingSecret": text(take("WEBHOOKS_SIGNING_SECRET")).filter(|s| !s.is_empty()),
+            "maxLogBytes": int("NOTIFICATION_MAX_LOG_BYTES", take("NOTIFICATION_MAX_LOG_BYTES"), 1)?,
+        });
         Ok(Self {
+            webhooks_backoff_min_ms: int(
+                "WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS",
+                take("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS"),
+                0,
+            )?,
+            webhooks_backoff_factor,
+            webhook_notifier,
             enable_cors: take("ENABLE_CORS").as_bool().unwrap_or(true),
             cors_origins: text(take("CORS_ORIGINS"))
                 .unwrap_or_default()

@@ -32,6 +32,16 @@ pub async fn stop_execution(
         return Ok(false);
     };
     info!(execution = %stopped.execution_id, reason, "execution stopped");
+    if stopped.handle.is_none() {
+        // Never started: no worker will finish it, so announce it here.
+        if let Some(job) = services
+            .store
+            .job(&stopped.task_id, &stopped.job_id)
+            .await?
+        {
+            crate::notify::announce(services, &job, &stopped).await?;
+        }
+    }
     if let Some(handle) = &stopped.handle {
         let grace = Duration::from_secs(services.config.stop_grace_seconds);
         if let Err(err) = services.executor.stop(handle, grace).await {

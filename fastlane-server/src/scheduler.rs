@@ -138,6 +138,7 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
                 .unwrap_or_default(),
             now.to_rfc3339()
         ));
+        crate::notify::announce(services, &job, &execution).await?;
         services.store.insert_execution(&execution).await?;
     } else if skip {
         info!(job = %job_id, %slot, "slot skipped: the previous run is still live (concurrencyPolicy Forbid)");
@@ -201,6 +202,7 @@ mod tests {
         let db = Db::open(&dir).expect("db");
         let registry = crate::plugins::builtin().expect("plugins");
         Services {
+            notifiers: Default::default(),
             executor: registry
                 .build_executor("docker", serde_json::json!({"farms": config.docker_hosts}))
                 .expect("executor"),

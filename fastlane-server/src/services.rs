@@ -1,9 +1,10 @@
 //! [`Services`]: everything the API and the worker share, built once at
 //! start-up from the configuration.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fastlane_sdk::Executor;
+use fastlane_sdk::{Executor, Notifier};
 
 use crate::config::Config;
 use crate::queue::Queue;
@@ -20,4 +21,6 @@ pub struct Services {
     pub queue: Arc<dyn Queue>,
     /// Runs executions.
     pub executor: Arc<dyn Executor>,
+    /// Delivers notifications, by the kind of target they serve (`webhook`).
+    pub notifiers: BTreeMap<String, Arc<dyn Notifier>>,
 }

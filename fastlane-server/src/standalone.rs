@@ -21,7 +21,7 @@ use crate::embedded::Db;
 use crate::queue::sqlite::SqliteQueue;
 use crate::services::Services;
 use crate::store::sqlite::SqliteStore;
-use crate::{api, plugins, scheduler, worker};
+use crate::{api, notify, plugins, scheduler, worker};
 
 /// Builds the services of a standalone process.
 pub async fn services(config: Config) -> anyhow::Result<Services> {
@@ -33,7 +33,15 @@ pub async fn services(config: Config) -> anyhow::Result<Services> {
             serde_json::json!({ "farms": config.docker_hosts }),
         )
         .context("configuring the docker executor")?;
+    let mut notifiers = std::collections::BTreeMap::new();
+    if registry.notifier_kinds().contains(&"webhook") {
+        let webhook = registry
+            .build_notifier("webhook", config.webhook_notifier.clone())
+            .context("configuring webhooks")?;
+        notifiers.insert("webhook".to_owned(), webhook);
+    }
     Ok(Services {
+        notifiers,
         store: Arc::new(SqliteStore::new(db.clone())),
         queue: Arc::new(SqliteQueue::new(db).await?),
         executor,
@@ -69,6 +77,7 @@ pub async fn run(config: Config, bind: SocketAddr) -> anyhow::Result<()> {
 
     let worker = tokio::spawn(worker::run(services.clone(), shutdown.clone()));
     let scheduler = tokio::spawn(scheduler::run(services.clone(), shutdown.clone()));
+    let notifications = tokio::spawn(notify::run(services.clone(), shutdown.clone()));
     let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
         api::app(services),
         shutdown.clone().cancelled_owned(),
@@ -78,6 +87,7 @@ pub async fn run(config: Config, bind: SocketAddr) -> anyhow::Result<()> {
     shutdown.cancel();
     worker.await.context("worker task")?;
     scheduler.await.context("scheduler task")?;
+    notifications.await.context("notification task")?;
     served.context("http server")?;
     info!("stopped");
     Ok(())

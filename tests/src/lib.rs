@@ -11,6 +11,8 @@
 //!   (default: the Podman socket `scripts/services.sh` starts).
 //! - `FASTLANE_TEST_IMAGE`: the image jobs run (default `busybox`).
 
+pub mod receiver;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

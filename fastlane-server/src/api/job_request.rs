@@ -45,10 +45,12 @@ pub struct WebhookRequest {
     method: Option<String>,
 }
 
-/// Webhooks by outcome.
+/// Webhooks by event.
 #[derive(Debug, Object)]
 #[allow(dead_code)] // documents the schema; bodies are read by `parse`
 pub struct WebhooksRequest {
+    /// Called when an execution's container starts.
+    starts: Option<Vec<WebhookRequest>>,
     /// Called when an execution ends `done`.
     succeeds: Option<Vec<WebhookRequest>>,
     /// Called when an execution ends `failed`.
@@ -168,6 +170,7 @@ const FIELDS: &[&str] = &[
     "backoff",
 ];
 const OUTCOMES: &[&str] = &["succeeds", "fails", "finishes"];
+const WEBHOOK_EVENTS: &[&str] = &["starts", "succeeds", "fails", "finishes"];
 const MAX_RETRIES: u64 = 100;
 
 /// The largest task id accepted, in bytes.
@@ -402,14 +405,16 @@ fn expiration(value: &Value) -> Result<DateTime<Utc>, String> {
 fn outcome_lists<'a>(
     field: &str,
     value: &'a Value,
+    outcomes: &[&'static str],
 ) -> Result<Vec<(&'static str, &'a Vec<Value>)>, String> {
     let map = object(field, value)?;
-    if let Some(key) = map.keys().find(|k| !OUTCOMES.contains(&k.as_str())) {
+    if let Some(key) = map.keys().find(|k| !outcomes.contains(&k.as_str())) {
         return Err(format!(
-            "{field}: unknown key {key:?} (expected succeeds, fails or finishes)"
+            "{field}: unknown key {key:?} (expected {})",
+            outcomes.join(", ")
         ));
     }
-    OUTCOMES
+    outcomes
         .iter()
         .filter_map(|outcome| {
             map.get(*outcome)
@@ -426,7 +431,7 @@ fn outcome_lists<'a>(
 
 fn notify(value: &Value) -> Result<NotifyTargets, String> {
     let mut targets = NotifyTargets::default();
-    for (outcome, list) in outcome_lists("notify", value)? {
+    for (outcome, list) in outcome_lists("notify", value, OUTCOMES)? {
         let addresses = list
             .iter()
             .map(|v| {
@@ -495,13 +500,14 @@ fn webhook(place: &str, value: &Value) -> Result<Webhook, String> {
 
 fn webhooks(value: &Value) -> Result<WebhookTargets, String> {
     let mut targets = WebhookTargets::default();
-    for (outcome, list) in outcome_lists("webhooks", value)? {
+    for (outcome, list) in outcome_lists("webhooks", value, WEBHOOK_EVENTS)? {
         let hooks = list
             .iter()
             .enumerate()
             .map(|(i, v)| webhook(&format!("webhooks.{outcome}[{i}]"), v))
             .collect::<Result<Vec<_>, _>>()?;
         match outcome {
+            "starts" => targets.starts = hooks,
             "succeeds" => targets.succeeds = hooks,
             "fails" => targets.fails = hooks,
             _ => targets.finishes = hooks,

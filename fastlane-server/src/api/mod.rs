@@ -23,6 +23,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::services::Services;
 pub use body::BodyLimit;
+pub use urls::Urls;
 
 /// Groups of operations in the document.
 #[derive(Debug, Tags)]

@@ -40,6 +40,17 @@ impl Urls {
         Self { base }
     }
 
+    /// URLs outside a request: on `PUBLIC_BASE_URL`, else on
+    /// `http://localhost:10000`.
+    pub fn with_base(public_base_url: Option<&str>) -> Self {
+        Self {
+            base: public_base_url
+                .unwrap_or("http://localhost:10000")
+                .trim_end_matches('/')
+                .to_owned(),
+        }
+    }
+
     /// `…/tasks/?page=N`.
     pub fn tasks_page(&self, page: u64) -> String {
         format!("{}/tasks/?page={page}", self.base)

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The queue executions wait in.
 pub const JOBS: &str = "jobs";
+/// The queue notification deliveries wait in.
+pub const NOTIFY: &str = "notify";
 /// The queue scheduled firings (delayed and cron jobs) wait in, due at
 /// their slot.
 pub const SCHEDULE: &str = "schedule";
@@ -43,6 +45,22 @@ pub enum Work {
         /// The execution.
         execution_id: String,
     },
+    /// Deliver one notification to one target.
+    #[serde(rename_all = "camelCase")]
+    Deliver {
+        /// The execution the notification is about.
+        execution_id: String,
+        /// Its task.
+        task_id: String,
+        /// Its job.
+        job_id: String,
+        /// The notifier (`webhook`).
+        notifier: String,
+        /// The event (`starts`, `succeeds`, `fails`, `finishes`).
+        event: fastlane_sdk::NotificationEvent,
+        /// The target's position in the job's list for that event.
+        index: usize,
+    },
     /// Fire a delayed or cron job for one slot: create its execution and,
     /// for cron jobs, schedule the next slot.
     #[serde(rename_all = "camelCase")]
@@ -65,6 +83,16 @@ impl Work {
     pub fn message_id(&self) -> String {
         match self {
             Work::RunExecution { execution_id } => execution_id.clone(),
+            Work::Deliver {
+                execution_id,
+                notifier,
+                event,
+                index,
+                ..
+            } => format!(
+                "deliver:{execution_id}:{notifier}:{}:{index}",
+                event.as_str()
+            ),
             Work::FireJob {
                 job_id,
                 generation,

@@ -100,6 +100,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         at: DateTime<Utc>,
     ) -> Result<Option<Execution>, StoreError>;
 
+    /// Adds a notification attempt to an execution's record. Attempts are
+    /// only ever added this way: saving an execution keeps them.
+    async fn append_dispatch(
+        &self,
+        execution_id: &str,
+        record: &fastlane_sdk::DispatchRecord,
+    ) -> Result<(), StoreError>;
+
     /// Adds an execution unless one with its id exists; true when added.
     async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError>;
 

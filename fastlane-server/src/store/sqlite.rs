@@ -79,7 +79,9 @@ fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result<(), D
     tx.execute(
         "INSERT INTO executions (execution_id, job_id, created_at, status, data)
          VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (execution_id) DO UPDATE SET status = excluded.status, data = excluded.data
+         ON CONFLICT (execution_id) DO UPDATE SET status = excluded.status,
+             data = json_set(excluded.data, '$.dispatches',
+                             json(COALESCE(json_extract(executions.data, '$.dispatches'), '[]')))
          WHERE executions.status != 'stopped' OR excluded.status = 'stopped'",
         params![
             execution.execution_id,
@@ -196,6 +198,29 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(data.map(|d| from_json(&d)).transpose()?)
+    }
+
+    async fn append_dispatch(
+        &self,
+        execution_id: &str,
+        record: &fastlane_sdk::DispatchRecord,
+    ) -> Result<(), StoreError> {
+        let execution_id = execution_id.to_owned();
+        let record =
+            serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.db
+            .call(move |conn| {
+                conn.execute(
+                    "UPDATE executions SET data = json_set(data, '$.dispatches',
+                         json_insert(COALESCE(json_extract(data, '$.dispatches'), json('[]')),
+                                     '$[#]', json(?1)))
+                     WHERE execution_id = ?2",
+                    params![record, execution_id],
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
     }
 
     async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError> {

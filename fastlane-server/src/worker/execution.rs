@@ -50,6 +50,12 @@ impl From<crate::store::StoreError> for StepError {
     }
 }
 
+impl From<anyhow::Error> for StepError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Internal(format!("{err:#}"))
+    }
+}
+
 impl From<crate::queue::QueueError> for StepError {
     fn from(err: crate::queue::QueueError) -> Self {
         Self::Internal(err.to_string())
@@ -178,6 +184,7 @@ async fn steps(
             execution.status = ExecutionStatus::Running;
             store.save_execution(execution, None).await?;
             info!(execution = %execution.execution_id, host = %handle.host, container = %handle.id, "running");
+            crate::notify::announce(services, job, execution).await?;
             // A stop that came while the container was starting found no
             // container to stop: stop it now.
             let stored = store.execution(&execution.execution_id).await?;
@@ -262,6 +269,12 @@ async fn finish(services: &Services, job: &Job, mut execution: Execution) -> Out
         && !job.stopped
         && job.retry_count < job.spec.retries)
         .then(|| next_attempt(services, job, &execution));
+    // Announced before the final status is stored, so that a crash between
+    // the two cannot lose the notifications (announcing is idempotent).
+    if let Err(err) = crate::notify::announce(services, job, &execution).await {
+        warn!(execution = %execution.execution_id, error = %err, "cannot queue notifications; will try again");
+        return Outcome::Later(later(1));
+    }
     let saved = services
         .store
         .save_execution(&execution, retry.as_ref().map(|(e, _)| e))

@@ -116,6 +116,32 @@ impl DockerExecutor {
         })
     }
 
+    /// Inspects a container. Podman briefly reports a container that is
+    /// exiting as `stopped`, a state bollard's model does not know; such an
+    /// answer is asked again until the container settles.
+    async fn inspect(
+        &self,
+        host: &Host,
+        id: &str,
+        what: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse, PluginError> {
+        let docker = host.client().await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match docker
+                .inspect_container(id, None::<InspectContainerOptions>)
+                .await
+            {
+                Ok(inspect) => return Ok(inspect),
+                Err(e) if attempt < 100 && e.to_string().contains("unknown variant `stopped`") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(classify(host, what, e)),
+            }
+        }
+    }
+
     /// The fastlane containers on `host` (running ones unless `all`).
     async fn list(&self, host: &Host, all: bool) -> Result<Vec<RunningContainer>, PluginError> {
         let docker = host.client().await?;
@@ -194,12 +220,10 @@ impl DockerExecutor {
     /// Finds the container of `execution_id` by name, starting it if it was
     /// created but never started.
     async fn adopt(&self, host: &Host, spec: &ExecutionSpec) -> Result<RunHandle, PluginError> {
-        let docker = host.client().await?;
         let name = format!("{CONTAINER_PREFIX}{}", spec.execution_id);
-        let inspect = docker
-            .inspect_container(&name, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| classify(host, "inspecting an existing container", e))?;
+        let inspect = self
+            .inspect(host, &name, "inspecting an existing container")
+            .await?;
         let id = inspect.id.unwrap_or(name);
         let status = inspect.state.and_then(|s| s.status);
         info!(host = %host.name, container = %id, ?status, "adopting existing container");
@@ -365,10 +389,9 @@ impl Executor for DockerExecutor {
                 Some(Ok(_)) | Some(Err(DockerError::DockerContainerWaitError { .. })) | None => {}
                 Some(Err(e)) => return Err(classify(host, "waiting for the container", e)),
             }
-            let inspect = docker
-                .inspect_container(&handle.id, None::<InspectContainerOptions>)
-                .await
-                .map_err(|e| classify(host, "inspecting the container", e))?;
+            let inspect = self
+                .inspect(host, &handle.id, "inspecting the container")
+                .await?;
             let state = inspect.state.unwrap_or_default();
             match state.status {
                 Some(ContainerStateStatusEnum::RUNNING)
@@ -439,15 +462,13 @@ impl Executor for DockerExecutor {
     async fn release(&self, handle: &RunHandle) -> Result<(), PluginError> {
         let host = self.host(&handle.host)?;
         let docker = host.client().await?;
-        let inspect = match docker
-            .inspect_container(&handle.id, None::<InspectContainerOptions>)
+        let inspect = match self
+            .inspect(host, &handle.id, "inspecting the container")
             .await
         {
             Ok(inspect) => inspect,
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(()),
-            Err(e) => return Err(classify(host, "inspecting the container", e)),
+            Err(e) if e.kind() == fastlane_sdk::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
         };
         let name = inspect.name.unwrap_or_default();
         let name = name.trim_start_matches('/');
