@@ -17,13 +17,13 @@ eval "$(scripts/services.sh | sed 's/^/export /')"
 # Python tools the tests call (OpenAPI validation, Schemathesis), from PyPI,
 # in a virtual environment under target/.
 venv=target/test-venv
-if [ ! -x "$venv/bin/schemathesis" ]; then
+if [ ! -x "$venv/bin/schemathesis" ] || [ ! -x "$venv/bin/aiosmtpd" ]; then
     echo "== python tools" >&2
     python3 -m venv "$venv" 2>/dev/null || {
         apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"
     }
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0'
+        'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0' 'aiosmtpd==1.4.6'
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

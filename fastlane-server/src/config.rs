@@ -224,6 +224,69 @@ const KEYS: &[Key] = &[
               in the header Fastlane-Signature: sha256=<hex>.",
     },
     Key {
+        name: "SMTP_HOST",
+        section: "Email",
+        kind: Kind::Text,
+        default: None,
+        doc: "The SMTP server that sends notification e-mails; e-mails are off when unset.",
+    },
+    Key {
+        name: "SMTP_PORT",
+        section: "Email",
+        kind: Kind::Integer,
+        default: Some("25"),
+        doc: "The SMTP server's port.",
+    },
+    Key {
+        name: "SMTP_USER",
+        section: "Email",
+        kind: Kind::Text,
+        default: None,
+        doc: "Login user for the SMTP server (with SMTP_PASSWORD).",
+    },
+    Key {
+        name: "SMTP_PASSWORD",
+        section: "Email",
+        kind: Kind::Text,
+        default: None,
+        doc: "Login password for the SMTP server.",
+    },
+    Key {
+        name: "SMTP_FROM",
+        section: "Email",
+        kind: Kind::Text,
+        default: None,
+        doc: "The sender address of notification e-mails (needed with SMTP_HOST).",
+    },
+    Key {
+        name: "SMTP_USE_SSL",
+        section: "Email",
+        kind: Kind::Bool,
+        default: Some("false"),
+        doc: "Upgrade SMTP connections with STARTTLS.",
+    },
+    Key {
+        name: "SMTP_IMPLICIT_TLS",
+        section: "Email",
+        kind: Kind::Bool,
+        default: Some("false"),
+        doc: "Connect to the SMTP server over TLS from the start (SMTPS, usually port 465).",
+    },
+    Key {
+        name: "SMTP_RETRY_MIN_MS",
+        section: "Email",
+        kind: Kind::Integer,
+        default: Some("5000"),
+        doc: "Delay before a failed e-mail is tried again; it doubles each time, up to 10 minutes.",
+    },
+    Key {
+        name: "SMTP_MAX_ATTEMPTS",
+        section: "Email",
+        kind: Kind::Integer,
+        default: Some("30"),
+        doc: "How many times an e-mail is tried before it is given up.",
+    },
+    Key {
         name: "NOTIFICATION_MAX_LOG_BYTES",
         section: "Notifications",
         kind: Kind::Integer,
@@ -255,6 +318,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Base of absolute URLs in responses, without a trailing slash.
     pub public_base_url: Option<String>,
+    /// Base of absolute URLs built outside a request (notifications) when
+    /// `PUBLIC_BASE_URL` is unset: the address the server listens on. Set at
+    /// start-up, not configured.
+    pub listen_base_url: Option<String>,
     /// Tasks per page.
     pub pagination_per_page: u32,
     /// Largest accepted request body.
@@ -287,6 +354,12 @@ pub struct Config {
     pub webhooks_backoff_factor: f64,
     /// The webhook notifier's own configuration.
     pub webhook_notifier: serde_json::Value,
+    /// The e-mail notifier's configuration, when `SMTP_HOST` is set.
+    pub email_notifier: Option<serde_json::Value>,
+    /// First e-mail retry delay.
+    pub smtp_retry_min_ms: u64,
+    /// Tries per e-mail.
+    pub smtp_max_attempts: u32,
     /// Executions one worker drives at once.
     pub worker_concurrency: usize,
     /// Queue lease length.
@@ -447,13 +520,47 @@ impl Config {
                 message: "must be at least 1".to_owned(),
             });
         }
+        let max_log_bytes = int(
+            "NOTIFICATION_MAX_LOG_BYTES",
+            take("NOTIFICATION_MAX_LOG_BYTES"),
+            1,
+        )?;
+        let smtp_port = int("SMTP_PORT", take("SMTP_PORT"), 1)?;
+        if smtp_port > u64::from(u16::MAX) {
+            return Err(ConfigError::Invalid {
+                key: "SMTP_PORT",
+                message: format!("{smtp_port} is not a port"),
+            });
+        }
+        let email_notifier = match text(take("SMTP_HOST")).filter(|h| !h.trim().is_empty()) {
+            None => None,
+            Some(host) => {
+                let from = text(take("SMTP_FROM")).filter(|f| !f.is_empty()).ok_or(
+                    ConfigError::Invalid {
+                        key: "SMTP_FROM",
+                        message: "is needed when SMTP_HOST is set".to_owned(),
+                    },
+                )?;
+                Some(serde_json::json!({
+                    "host": host,
+                    "port": smtp_port,
+                    "from": from,
+                    "user": text(take("SMTP_USER")),
+                    "password": text(take("SMTP_PASSWORD")),
+                    "startTls": take("SMTP_USE_SSL").as_bool().unwrap_or(false),
+                    "implicitTls": take("SMTP_IMPLICIT_TLS").as_bool().unwrap_or(false),
+                    "maxLogBytes": max_log_bytes,
+                }))
+            }
+        };
         let webhook_notifier = serde_json::json!({
             "timeoutSeconds": int("WEBHOOKS_TIMEOUT_SECONDS", take("WEBHOOKS_TIMEOUT_SECONDS"), 1)?,
             "verifyTls": take("WEBHOOKS_VERIFY_TLS").as_bool().unwrap_or(true),
             "signingSecret": text(take("WEBHOOKS_SIGNING_SECRET")).filter(|s| !s.is_empty()),
-            "maxLogBytes": int("NOTIFICATION_MAX_LOG_BYTES", take("NOTIFICATION_MAX_LOG_BYTES"), 1)?,
+            "maxLogBytes": max_log_bytes,
         });
         Ok(Self {
+            listen_base_url: None,
             webhooks_backoff_min_ms: int(
                 "WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS",
                 take("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS"),
@@ -461,6 +568,10 @@ impl Config {
             )?,
             webhooks_backoff_factor,
             webhook_notifier,
+            email_notifier,
+            smtp_retry_min_ms: int("SMTP_RETRY_MIN_MS", take("SMTP_RETRY_MIN_MS"), 0)?,
+            smtp_max_attempts: int("SMTP_MAX_ATTEMPTS", take("SMTP_MAX_ATTEMPTS"), 1)?.min(1000)
+                as u32,
             enable_cors: take("ENABLE_CORS").as_bool().unwrap_or(true),
             cors_origins: text(take("CORS_ORIGINS"))
                 .unwrap_or_default()

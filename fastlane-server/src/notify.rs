@@ -1,16 +1,19 @@
 //! Notifications: who hears about an execution, and their delivery.
 //!
 //! [`announce`] queues one `Deliver` message per target the job names for an
-//! event (message ids are derived from execution, notifier, event and
-//! target, so announcing twice is harmless). [`run`] consumes them: it
-//! hands each to its notifier plugin, records the attempt with the
-//! execution, and gives failed ones back to the queue with back-off until
-//! the target's `retries` are used up. Deliveries never hold up jobs.
+//! event: its webhooks (`webhooks.<event>`, notifier `webhook`) and its
+//! e-mail addresses (`notify.<event>`, notifier `email`). Message ids are
+//! derived from execution, notifier, event and target position, so
+//! announcing twice is harmless. [`run`] consumes them: it hands each to its
+//! notifier plugin, records the attempt with the execution, and gives failed
+//! ones back to the queue with back-off until the target's attempts are used
+//! up. Deliveries never hold up jobs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,12 +23,15 @@ use fastlane_sdk::{
     Delivery, DispatchRecord, ErrorKind, Execution, ExecutionStatus, Job, NotificationEvent,
 };
 
+use crate::config::Config;
 use crate::queue::{Delivery as QueueDelivery, NOTIFY, Work};
 use crate::redact::redact_envs;
 use crate::services::Services;
 
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 8;
+/// The longest wait between two tries of one delivery.
+const MAX_DELAY: Duration = Duration::from_secs(600);
 
 /// The events an execution in `status` announces.
 pub fn events_for(status: ExecutionStatus) -> &'static [NotificationEvent] {
@@ -40,30 +46,84 @@ pub fn events_for(status: ExecutionStatus) -> &'static [NotificationEvent] {
     }
 }
 
-/// The webhook targets of `job` for `event`.
-fn webhooks(job: &Job, event: NotificationEvent) -> &[fastlane_sdk::Webhook] {
-    let hooks = &job.spec.webhooks;
-    match event {
-        NotificationEvent::Starts => &hooks.starts,
-        NotificationEvent::Succeeds => &hooks.succeeds,
-        NotificationEvent::Fails => &hooks.fails,
-        NotificationEvent::Finishes => &hooks.finishes,
+/// One place to send a notification.
+struct Target {
+    /// As the plugin takes it.
+    value: Value,
+    /// As records show it (a URL, an address).
+    label: String,
+    /// How many tries it gets.
+    attempts_allowed: u32,
+}
+
+/// The targets of `job` that `notifier` serves for `event`.
+fn targets(job: &Job, notifier: &str, event: NotificationEvent, config: &Config) -> Vec<Target> {
+    match notifier {
+        "webhook" => {
+            let hooks = &job.spec.webhooks;
+            let list = match event {
+                NotificationEvent::Starts => &hooks.starts,
+                NotificationEvent::Succeeds => &hooks.succeeds,
+                NotificationEvent::Fails => &hooks.fails,
+                NotificationEvent::Finishes => &hooks.finishes,
+            };
+            list.iter()
+                .map(|hook| Target {
+                    value: serde_json::to_value(hook).unwrap_or_default(),
+                    label: hook.url.clone(),
+                    attempts_allowed: hook.retries.saturating_add(1),
+                })
+                .collect()
+        }
+        "email" => {
+            let notify = &job.spec.notify;
+            let list: &[String] = match event {
+                NotificationEvent::Starts => &[],
+                NotificationEvent::Succeeds => &notify.succeeds,
+                NotificationEvent::Fails => &notify.fails,
+                NotificationEvent::Finishes => &notify.finishes,
+            };
+            list.iter()
+                .map(|address| Target {
+                    value: Value::String(address.clone()),
+                    label: address.clone(),
+                    attempts_allowed: config.smtp_max_attempts,
+                })
+                .collect()
+        }
+        _ => Vec::new(),
     }
+}
+
+/// The delay before try number `attempt + 1` of a `notifier` delivery.
+fn backoff(notifier: &str, attempt: u32, config: &Config) -> Duration {
+    let (min_ms, factor) = match notifier {
+        "email" => (config.smtp_retry_min_ms, 2.0),
+        _ => (
+            config.webhooks_backoff_min_ms,
+            config.webhooks_backoff_factor,
+        ),
+    };
+    let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
+    let ms = (min_ms as f64 * factor.powi(exponent)).min(MAX_DELAY.as_millis() as f64);
+    Duration::from_millis(ms as u64)
 }
 
 /// Queues the notifications `execution`'s current status calls for.
 pub async fn announce(services: &Services, job: &Job, execution: &Execution) -> anyhow::Result<()> {
     for &event in events_for(execution.status) {
-        for index in 0..webhooks(job, event).len() {
-            let work = Work::Deliver {
-                execution_id: execution.execution_id.clone(),
-                task_id: job.task_id.clone(),
-                job_id: job.job_id.clone(),
-                notifier: "webhook".to_owned(),
-                event,
-                index,
-            };
-            services.queue.enqueue(NOTIFY, &work, None).await?;
+        for notifier in ["webhook", "email"] {
+            for index in 0..targets(job, notifier, event, &services.config).len() {
+                let work = Work::Deliver {
+                    execution_id: execution.execution_id.clone(),
+                    task_id: job.task_id.clone(),
+                    job_id: job.job_id.clone(),
+                    notifier: notifier.to_owned(),
+                    event,
+                    index,
+                };
+                services.queue.enqueue(NOTIFY, &work, None).await?;
+            }
         }
     }
     Ok(())
@@ -140,14 +200,11 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
     if *event != NotificationEvent::Starts && !execution.status.is_final() {
         return Ok(Some(Duration::from_millis(200)));
     }
-    let Some(hook) = webhooks(&job, *event).get(*index).cloned() else {
-        return Ok(None);
-    };
-    let Some(plugin) = services.notifiers.get(notifier.as_str()) else {
-        warn!(
-            notifier,
-            "no such notifier is configured; dropping the delivery"
-        );
+    let config = &services.config;
+    let Some(target) = targets(&job, notifier, *event, config)
+        .into_iter()
+        .nth(*index)
+    else {
         return Ok(None);
     };
     // Attempts are counted from the execution's record, not from queue
@@ -156,20 +213,36 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
     let attempt = 1 + execution
         .dispatches
         .iter()
-        .filter(|d| d.notifier == *notifier && d.event == event.as_str() && d.target == hook.url)
+        .filter(|d| {
+            d.notifier == *notifier && d.event == event.as_str() && d.target == target.label
+        })
         .count() as u32;
-    job.spec.envs = redact_envs(&job.spec.envs, &services.config.env_blacklisted_words);
-    let urls = crate::api::Urls::with_base(services.config.public_base_url.as_deref());
-    let delivery = Delivery {
-        event: *event,
-        task_url: urls.task(&job.task_id),
-        job_url: urls.job(&job.task_id, &job.job_id),
-        target: serde_json::to_value(&hook)?,
-        job,
-        execution,
-        attempt,
+    let outcome = match services.notifiers.get(notifier.as_str()) {
+        None => Err(fastlane_sdk::PluginError::permanent(
+            match notifier.as_str() {
+                "email" => "e-mail is not configured on this server (SMTP_HOST)".to_owned(),
+                other => format!("no {other} notifier is configured on this server"),
+            },
+        )),
+        Some(plugin) => {
+            job.spec.envs = redact_envs(&job.spec.envs, &config.env_blacklisted_words);
+            let base = config
+                .public_base_url
+                .as_ref()
+                .or(config.listen_base_url.as_ref());
+            let urls = crate::api::Urls::with_base(base.map(String::as_str));
+            let delivery = Delivery {
+                event: *event,
+                task_url: urls.task(&job.task_id),
+                job_url: urls.job(&job.task_id, &job.job_id),
+                target: target.value.clone(),
+                job,
+                execution,
+                attempt,
+            };
+            plugin.deliver(&delivery).await
+        }
     };
-    let outcome = plugin.deliver(&delivery).await;
     let (accepted, status_code, error, retryable) = match &outcome {
         Ok(report) => (
             report.accepted,
@@ -188,7 +261,7 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
         timestamp: Utc::now(),
         notifier: notifier.clone(),
         event: event.as_str().to_owned(),
-        target: hook.url.clone(),
+        target: target.label.clone(),
         attempt,
         status_code,
         error,
@@ -197,20 +270,13 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
         .store
         .append_dispatch(execution_id, &record)
         .await?;
-    let attempts_allowed = hook.retries.saturating_add(1);
     if accepted {
-        info!(execution = %execution_id, event = event.as_str(), url = %hook.url, "notified");
+        info!(execution = %execution_id, notifier, event = event.as_str(), target = %target.label, "notified");
         return Ok(None);
     }
-    if !retryable || attempt >= attempts_allowed {
-        warn!(execution = %execution_id, url = %hook.url, attempt, "giving up on a notification");
+    if !retryable || attempt >= target.attempts_allowed {
+        warn!(execution = %execution_id, notifier, target = %target.label, attempt, "giving up on a notification");
         return Ok(None);
     }
-    let config = &services.config;
-    let exponent = i32::try_from(attempt - 1).unwrap_or(i32::MAX);
-    let delay_ms =
-        config.webhooks_backoff_min_ms as f64 * config.webhooks_backoff_factor.powi(exponent);
-    Ok(Some(Duration::from_millis(
-        delay_ms.min(86_400_000.0) as u64
-    )))
+    Ok(Some(backoff(notifier, attempt, config)))
 }

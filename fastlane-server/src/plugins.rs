@@ -31,6 +31,8 @@ pub fn builtin() -> Result<Registry, PluginError> {
     let mut registry = Registry::new();
     #[cfg(feature = "plugin-docker")]
     fastlane_plugin_docker::register(&mut registry)?;
+    #[cfg(feature = "plugin-email")]
+    fastlane_plugin_email::register(&mut registry)?;
     #[cfg(feature = "plugin-webhook")]
     fastlane_plugin_webhook::register(&mut registry)?;
     #[cfg(not(feature = "plugin-docker"))]

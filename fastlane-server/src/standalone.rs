@@ -40,6 +40,12 @@ pub async fn services(config: Config) -> anyhow::Result<Services> {
             .context("configuring webhooks")?;
         notifiers.insert("webhook".to_owned(), webhook);
     }
+    if let Some(email) = &config.email_notifier {
+        let email = registry
+            .build_notifier("email", email.clone())
+            .context("configuring e-mail (SMTP_*)")?;
+        notifiers.insert("email".to_owned(), email);
+    }
     Ok(Services {
         notifiers,
         store: Arc::new(SqliteStore::new(db.clone())),
@@ -50,8 +56,25 @@ pub async fn services(config: Config) -> anyhow::Result<Services> {
 }
 
 /// Runs until SIGTERM or SIGINT.
-pub async fn run(config: Config, bind: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, bind: SocketAddr) -> anyhow::Result<()> {
     info!(data_dir = %config.data_dir.display(), docker_hosts = %config.docker_hosts, "starting standalone");
+    let acceptor = TcpListener::bind(bind)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let local = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied());
+    if let Some(addr) = local {
+        let host = if addr.ip().is_unspecified() {
+            "localhost".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        config.listen_base_url = Some(format!("http://{host}:{}", addr.port()));
+    }
+
     let services = services(config).await?;
     let requeued = worker::reconcile(&services).await?;
     if requeued > 0 {
@@ -60,16 +83,7 @@ pub async fn run(config: Config, bind: SocketAddr) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signals(shutdown.clone()));
-
-    let acceptor = TcpListener::bind(bind)
-        .into_acceptor()
-        .await
-        .with_context(|| format!("cannot listen on {bind}"))?;
-    if let Some(addr) = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-    {
+    if let Some(addr) = local {
         // Machine-readable, for scripts and tests that asked for port 0.
         println!("listening on {addr}");
         info!(%addr, "listening");

@@ -12,6 +12,7 @@
 //! - `FASTLANE_TEST_IMAGE`: the image jobs run (default `busybox`).
 
 pub mod receiver;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

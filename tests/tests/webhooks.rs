@@ -68,6 +68,7 @@ async fn a_successful_job_calls_its_starts_succeeds_and_finishes_hooks_once_each
     let body = finishes.json();
     assert_eq!(body["executionId"], created["executionId"]);
     assert_eq!(body["job_id"], created["jobId"]);
+    assert_eq!(body["jobUrl"], created["jobUrl"]);
     assert_eq!(body["status"], "done");
     assert_eq!(body["exitCode"], 0);
     assert_eq!(body["log"], "hooked\n");

@@ -257,17 +257,22 @@ pub fn execution_view(execution: &Execution, urls: &Urls) -> ExecutionView {
     if let Some(handle) = &execution.handle {
         metadata["container_id"] = json!(handle.id);
     }
-    let webhooks: Vec<_> = execution
-        .dispatches
-        .iter()
-        .filter(|d| d.notifier == "webhook")
-        .map(|d| {
-            json!({"timestamp": d.timestamp, "url": d.target, "event": d.event,
-                   "attempt": d.attempt, "statusCode": d.status_code, "error": d.error})
-        })
-        .collect();
-    if !webhooks.is_empty() {
-        metadata["webhookDispatch"] = json!(webhooks);
+    for (notifier, key, target) in [
+        ("webhook", "webhookDispatch", "url"),
+        ("email", "emailDispatch", "address"),
+    ] {
+        let attempts: Vec<_> = execution
+            .dispatches
+            .iter()
+            .filter(|d| d.notifier == notifier)
+            .map(|d| {
+                json!({"timestamp": d.timestamp, target: d.target, "event": d.event,
+                       "attempt": d.attempt, "statusCode": d.status_code, "error": d.error})
+            })
+            .collect();
+        if !attempts.is_empty() {
+            metadata[key] = json!(attempts);
+        }
     }
     ExecutionView {
         execution_id: execution.execution_id.clone(),
