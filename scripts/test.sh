@@ -14,16 +14,17 @@ fi
 
 eval "$(scripts/services.sh | sed 's/^/export /')"
 
-# Python tools the tests call (OpenAPI validation, Schemathesis), from PyPI,
-# in a virtual environment under target/.
+# Python tools the tests call, from PyPI, in a virtual environment under
+# target/: OpenAPI validation, Schemathesis, an SMTP server (aiosmtpd) and
+# the Prometheus text parser (prometheus-client).
 venv=target/test-venv
-if [ ! -x "$venv/bin/schemathesis" ] || [ ! -x "$venv/bin/aiosmtpd" ]; then
+if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator, aiosmtpd, prometheus_client' 2>/dev/null; then
     echo "== python tools" >&2
     python3 -m venv "$venv" 2>/dev/null || {
         apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"
     }
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0' 'aiosmtpd==1.4.6'
+        'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0' 'aiosmtpd==1.4.6' 'prometheus-client==0.21.1'
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod control;
 pub mod embedded;
+pub mod metrics;
 pub mod notify;
 pub mod plugins;
 pub mod queue;

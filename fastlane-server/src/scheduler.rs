@@ -153,6 +153,11 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         let run = Work::RunExecution { execution_id };
         services.queue.enqueue(JOBS, &run, None).await?;
         info!(job = %job_id, %slot, lateness_ms, "fired");
+        services.metrics.observe(
+            "fastlane_schedule_lateness_seconds",
+            &[],
+            lateness_ms.max(0) as f64 / 1000.0,
+        );
     }
 
     // The next slot (none for one-shot jobs, nor for jobs past expiration).
@@ -203,6 +208,7 @@ mod tests {
         let registry = crate::plugins::builtin().expect("plugins");
         Services {
             notifiers: Default::default(),
+            metrics: Default::default(),
             executor: registry
                 .build_executor("docker", serde_json::json!({"farms": config.docker_hosts}))
                 .expect("executor"),

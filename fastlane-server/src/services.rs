@@ -23,4 +23,6 @@ pub struct Services {
     pub executor: Arc<dyn Executor>,
     /// Delivers notifications, by the kind of target they serve (`webhook`).
     pub notifiers: BTreeMap<String, Arc<dyn Notifier>>,
+    /// What the process measures.
+    pub metrics: crate::metrics::Metrics,
 }

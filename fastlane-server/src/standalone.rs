@@ -48,6 +48,7 @@ pub async fn services(config: Config) -> anyhow::Result<Services> {
     }
     Ok(Services {
         notifiers,
+        metrics: crate::metrics::Metrics::new(),
         store: Arc::new(SqliteStore::new(db.clone())),
         queue: Arc::new(SqliteQueue::new(db).await?),
         executor,

@@ -128,9 +128,10 @@ async fn task_and_job_details_link_everything_absolutely() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn status_shows_the_hosts_the_queue_and_the_counts() -> anyhow::Result<()> {
-    let server = Server::start(&[]).await?;
+    let server = Server::start(&[("STOP_GRACE_SECONDS", "0")]).await?;
+    // Long enough to be running whatever the machine's load; stopped below.
     let created = server
-        .submit("status", json!({"image": image(), "command": "sleep 3"}))
+        .submit("status", json!({"image": image(), "command": "sleep 60"}))
         .await?;
     let url = created["executionUrl"].as_str().expect("url");
     let running = server
@@ -158,6 +159,12 @@ async fn status_shows_the_hosts_the_queue_and_the_counts() -> anyhow::Result<()>
     let (status, health) = server.get("/healthcheck").await?;
     assert_eq!(status, 200);
     assert_eq!(health, json!({"store": true, "queue": true, "errors": []}));
+    let stop = server
+        .client()
+        .post(format!("{}stop", created["jobUrl"].as_str().expect("url")))
+        .send()
+        .await?;
+    assert_eq!(stop.status(), 200);
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    payload::{Json, PlainText},
+};
 
 use fastlane_sdk::{HostStatus, RunningContainer, Schedule};
 
@@ -242,6 +245,67 @@ impl HealthApi {
     )]
     async fn root(&self, services: Data<&Services>) -> HealthResponse {
         check(&services).await
+    }
+
+    /// Metrics
+    ///
+    /// Every `fastlane_…` metric in the Prometheus text format (see the
+    /// README for the list).
+    #[oai(
+        path = "/metrics",
+        method = "get",
+        operation_id = "metrics",
+        tag = "ApiTags::Health"
+    )]
+    async fn metrics(&self, services: Data<&Services>) -> Result<PlainText<String>, ApiError> {
+        const OP: &str = "metrics";
+        let metrics = &services.metrics;
+        let lengths = services
+            .queue
+            .lengths()
+            .await
+            .map_err(ApiError::queue(OP))?;
+        metrics.reset("fastlane_queue_messages");
+        for queue in [
+            crate::queue::JOBS,
+            crate::queue::SCHEDULE,
+            crate::queue::NOTIFY,
+        ] {
+            let length = lengths.get(queue).copied().unwrap_or(0);
+            metrics.gauge(
+                "fastlane_queue_messages",
+                &[("queue", queue)],
+                length as f64,
+            );
+        }
+        let executor = services.executor.status().await;
+        for name in [
+            "fastlane_executions_running",
+            "fastlane_docker_host_up",
+            "fastlane_docker_host_circuit",
+        ] {
+            metrics.reset(name);
+        }
+        for host in &executor.hosts {
+            let labels = [("host", host.host.as_str()), ("farm", host.farm.as_str())];
+            metrics.gauge("fastlane_executions_running", &labels, host.running as f64);
+            metrics.gauge(
+                "fastlane_docker_host_up",
+                &labels,
+                f64::from(u8::from(host.available)),
+            );
+            let circuit = [
+                ("host", host.host.as_str()),
+                ("state", host.circuit.as_str()),
+            ];
+            metrics.gauge("fastlane_docker_host_circuit", &circuit, 1.0);
+        }
+        metrics.render().map(PlainText).ok_or_else(|| {
+            ApiError::not_found(
+                OP,
+                "this fastlane was built without the plugin-prometheus feature",
+            )
+        })
     }
 
     /// Farm status

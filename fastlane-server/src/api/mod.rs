@@ -104,6 +104,22 @@ pub fn app(services: Services) -> impl Endpoint {
                 Ok(endpoint.call(request).await?.into_response())
             }
         })
+        .around(|endpoint, request| async move {
+            let method = request.method().to_string();
+            let route = crate::metrics::route_of(request.uri().path());
+            let metrics = request.data::<Services>().map(|s| s.metrics.clone());
+            let response = endpoint.call(request).await?.into_response();
+            if let Some(metrics) = metrics {
+                let status = response.status().as_u16().to_string();
+                let labels = [
+                    ("method", method.as_str()),
+                    ("route", route.as_str()),
+                    ("status", status.as_str()),
+                ];
+                metrics.count("fastlane_http_requests_total", &labels, 1);
+            }
+            Ok(response)
+        })
         .data(services)
         .data(limit)
 }

@@ -364,6 +364,9 @@ async fn submit(
         next_run_at = ?job.next_run_at,
         "job submitted"
     );
+    services
+        .metrics
+        .count("fastlane_jobs_submitted_total", &[], 1);
     Ok(JobCreated {
         execution_url: execution
             .as_ref()

@@ -185,6 +185,12 @@ async fn steps(
             store.save_execution(execution, None).await?;
             info!(execution = %execution.execution_id, host = %handle.host, container = %handle.id, "running");
             crate::notify::announce(services, job, execution).await?;
+            let waited = (started_at - execution.created_at)
+                .num_milliseconds()
+                .max(0);
+            services
+                .metrics
+                .observe("fastlane_queue_wait_seconds", &[], waited as f64 / 1000.0);
             // A stop that came while the container was starting found no
             // container to stop: stop it now.
             let stored = store.execution(&execution.execution_id).await?;
@@ -289,6 +295,21 @@ async fn finish(services: &Services, job: &Job, mut execution: Execution) -> Out
         exit_code = ?execution.exit_code,
         "finished"
     );
+    let status = execution.status.as_str();
+    let metrics = &services.metrics;
+    metrics.count(
+        "fastlane_executions_finished_total",
+        &[("status", status)],
+        1,
+    );
+    if let (Some(started), Some(finished)) = (execution.started_at, execution.finished_at) {
+        let seconds = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics.observe(
+            "fastlane_execution_duration_seconds",
+            &[("status", status)],
+            seconds,
+        );
+    }
     if let Some((next, due)) = &retry {
         let work = Work::RunExecution {
             execution_id: next.execution_id.clone(),

@@ -1,0 +1,127 @@
+//! `GET /metrics` speaks the Prometheus text format (checked by the
+//! `prometheus_client` parser from PyPI), and its counters move when jobs run.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fastlane_tests::{Server, image};
+use serde_json::{Value, json};
+
+/// The samples of `/metrics`, as prometheus_client parsed them.
+async fn scrape(server: &Server) -> anyhow::Result<Vec<Value>> {
+    let response = server.client().get(server.url("/metrics")).send().await?;
+    anyhow::ensure!(
+        response.status() == 200,
+        "GET /metrics answered {}",
+        response.status()
+    );
+    let text = response.text().await?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prom_parse.py");
+    let mut parser = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    parser
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(text.as_bytes())?;
+    let output = parser.wait_with_output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "prometheus_client could not parse /metrics: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+fn value(samples: &[Value], name: &str, labels: Value) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s["name"] == name)
+        .filter(|s| {
+            labels
+                .as_object()
+                .is_none_or(|want| want.iter().all(|(k, v)| &s["labels"][k] == v))
+        })
+        .map(|s| s["value"].as_f64().unwrap_or_default())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_when_jobs_run() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let before = scrape(&server).await?;
+    assert_eq!(
+        value(&before, "fastlane_jobs_submitted_total", json!({})),
+        0.0
+    );
+    assert_eq!(value(&before, "fastlane_docker_host_up", json!({})), 1.0);
+
+    let ok = server
+        .submit("metrics", json!({"image": image(), "command": "echo hi"}))
+        .await?;
+    let ko = server
+        .submit(
+            "metrics",
+            json!({"image": image(), "command": "sh -c 'exit 2'"}),
+        )
+        .await?;
+    for created in [&ok, &ko] {
+        server
+            .wait_finished(
+                created["executionUrl"].as_str().unwrap_or_default(),
+                Duration::from_secs(60),
+            )
+            .await?;
+    }
+    let after = scrape(&server).await?;
+    assert_eq!(
+        value(&after, "fastlane_jobs_submitted_total", json!({})),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "fastlane_executions_finished_total",
+            json!({"status": "done"})
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "fastlane_executions_finished_total",
+            json!({"status": "failed"})
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "fastlane_execution_duration_seconds_count",
+            json!({"status": "done"})
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "fastlane_queue_wait_seconds_count", json!({})),
+        2.0
+    );
+    assert_eq!(
+        value(&after, "fastlane_queue_messages", json!({"queue": "jobs"})),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "fastlane_http_requests_total",
+            json!({"method": "POST", "route": "/tasks/{taskId}", "status": "200"})
+        ),
+        2.0
+    );
+    Ok(())
+}
