@@ -295,6 +295,21 @@ const KEYS: &[Key] = &[
               and marked as truncated.",
     },
     Key {
+        name: "SENTRY_DSN",
+        section: "Errors",
+        kind: Kind::Text,
+        default: None,
+        doc: "Report failures (pulls, starts, lost containers, notifications given up) to this \
+              Sentry project; off when unset.",
+    },
+    Key {
+        name: "SENTRY_ENVIRONMENT",
+        section: "Errors",
+        kind: Kind::Text,
+        default: None,
+        doc: "The Sentry environment reports are filed under.",
+    },
+    Key {
         name: "WORKER_CONCURRENCY",
         section: "Worker",
         kind: Kind::Integer,
@@ -360,6 +375,10 @@ pub struct Config {
     pub smtp_retry_min_ms: u64,
     /// Tries per e-mail.
     pub smtp_max_attempts: u32,
+    /// The Sentry DSN, when reporting is on.
+    pub sentry_dsn: Option<String>,
+    /// The Sentry environment.
+    pub sentry_environment: Option<String>,
     /// Executions one worker drives at once.
     pub worker_concurrency: usize,
     /// Queue lease length.
@@ -560,6 +579,8 @@ impl Config {
             "maxLogBytes": max_log_bytes,
         });
         Ok(Self {
+            sentry_dsn: text(take("SENTRY_DSN")).filter(|d| !d.trim().is_empty()),
+            sentry_environment: text(take("SENTRY_ENVIRONMENT")).filter(|e| !e.is_empty()),
             listen_base_url: None,
             webhooks_backoff_min_ms: int(
                 "WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS",

@@ -24,6 +24,7 @@ pub mod notify;
 pub mod plugins;
 pub mod queue;
 pub mod redact;
+pub mod reporting;
 pub mod schedule;
 pub mod scheduler;
 pub mod services;

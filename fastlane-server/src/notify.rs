@@ -190,7 +190,7 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
     else {
         anyhow::bail!("not a delivery: {:?}", message.work);
     };
-    let (Some(execution), Some(mut job)) = (
+    let (Some(mut execution), Some(mut job)) = (
         services.store.execution(execution_id).await?,
         services.store.job(task_id, job_id).await?,
     ) else {
@@ -240,7 +240,9 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
                 execution,
                 attempt,
             };
-            plugin.deliver(&delivery).await
+            let outcome = plugin.deliver(&delivery).await;
+            execution = delivery.execution;
+            outcome
         }
     };
     let (accepted, status_code, error, retryable) = match &outcome {
@@ -275,7 +277,15 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
         return Ok(None);
     }
     if !retryable || attempt >= target.attempts_allowed {
-        warn!(execution = %execution_id, notifier, target = %target.label, attempt, "giving up on a notification");
+        let message = format!(
+            "gave up notifying {} ({notifier}, {}) after {attempt} attempts: {}",
+            target.label,
+            event.as_str(),
+            record.error.as_deref().unwrap_or_default()
+        );
+        services
+            .reporter
+            .report("dispatching", &message, &execution);
         return Ok(None);
     }
     Ok(Some(backoff(notifier, attempt, config)))

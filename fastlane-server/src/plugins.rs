@@ -33,6 +33,8 @@ pub fn builtin() -> Result<Registry, PluginError> {
     fastlane_plugin_docker::register(&mut registry)?;
     #[cfg(feature = "plugin-email")]
     fastlane_plugin_email::register(&mut registry)?;
+    #[cfg(feature = "plugin-sentry")]
+    fastlane_plugin_sentry::register(&mut registry)?;
     #[cfg(feature = "plugin-webhook")]
     fastlane_plugin_webhook::register(&mut registry)?;
     #[cfg(not(feature = "plugin-docker"))]

@@ -209,6 +209,7 @@ mod tests {
         Services {
             notifiers: Default::default(),
             metrics: Default::default(),
+            reporter: Default::default(),
             executor: registry
                 .build_executor("docker", serde_json::json!({"farms": config.docker_hosts}))
                 .expect("executor"),

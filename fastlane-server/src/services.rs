@@ -25,4 +25,6 @@ pub struct Services {
     pub notifiers: BTreeMap<String, Arc<dyn Notifier>>,
     /// What the process measures.
     pub metrics: crate::metrics::Metrics,
+    /// Where unhandled failures are reported.
+    pub reporter: crate::reporting::Reporter,
 }

@@ -46,7 +46,18 @@ pub async fn services(config: Config) -> anyhow::Result<Services> {
             .context("configuring e-mail (SMTP_*)")?;
         notifiers.insert("email".to_owned(), email);
     }
+    let mut handlers = Vec::new();
+    if let Some(dsn) = &config.sentry_dsn {
+        let sentry = registry
+            .build_error_handler(
+                "sentry",
+                serde_json::json!({"dsn": dsn, "environment": config.sentry_environment}),
+            )
+            .context("configuring Sentry (SENTRY_DSN)")?;
+        handlers.push(sentry);
+    }
     Ok(Services {
+        reporter: crate::reporting::Reporter::new(handlers),
         notifiers,
         metrics: crate::metrics::Metrics::new(),
         store: Arc::new(SqliteStore::new(db.clone())),

@@ -101,7 +101,9 @@ pub async fn drive(services: &Services, execution_id: &str, attempts: u32) -> Ou
             Outcome::Later(later(attempts))
         }
         Err(StepError::Plugin(err)) => {
-            warn!(execution = execution_id, error = %err, "execution failed");
+            services
+                .reporter
+                .report("running", err.message(), &execution);
             execution.status = ExecutionStatus::Failed;
             execution.finished_at = Some(Utc::now());
             execution.error = Some(err.message().to_owned());
@@ -220,6 +222,11 @@ async fn steps(
                 handle.host,
                 err.message()
             ));
+            services.reporter.report(
+                "monitoring",
+                execution.error.as_deref().unwrap_or_default(),
+                execution,
+            );
         }
         Ok(exit) => {
             let exit = exit?;
