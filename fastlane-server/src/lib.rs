@@ -16,6 +16,7 @@
 //! - [`redact`]: masking secret env values in output.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod embedded;

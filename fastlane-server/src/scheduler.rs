@@ -109,7 +109,7 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         info!(job = %job_id, "firing of a replaced or stopped schedule ignored");
         return Ok(());
     }
-    let now = Utc::now();
+    let now = crate::clock::now();
     let lateness_ms = (now - *slot).num_milliseconds();
     let expired = job.spec.expiration.is_some_and(|e| now > e);
     let execution_id = slot_execution_id(job_id, *generation, *slot);
@@ -196,7 +196,7 @@ mod tests {
     use crate::queue::sqlite::SqliteQueue;
     use crate::store::sqlite::SqliteStore;
 
-    async fn services() -> Services {
+    pub(super) async fn services() -> Services {
         let dir = std::env::temp_dir().join(format!("fastlane-scheduler-{}", uuid::Uuid::new_v4()));
         let env = std::collections::HashMap::from([(
             "DOCKER_HOSTS".to_owned(),
@@ -219,7 +219,7 @@ mod tests {
         }
     }
 
-    fn cron_job() -> Job {
+    pub(super) fn cron_job() -> Job {
         let now = Utc::now();
         Job {
             job_id: uuid::Uuid::new_v4().to_string(),
@@ -303,5 +303,106 @@ mod tests {
         assert_eq!(total, 0);
         let lengths = services.queue.lengths().await.expect("lengths");
         assert_eq!(lengths.get(SCHEDULE).copied().unwrap_or(0), 0);
+    }
+}
+
+/// The scheduler against paused time: firings happen exactly at their slot,
+/// every slot of a cron job fires once, and a crowd due at the same second
+/// all fires in that second.
+#[cfg(test)]
+mod timing_tests {
+    use std::time::Duration;
+
+    use fastlane_sdk::Schedule;
+    use tokio_util::sync::CancellationToken;
+
+    use super::tests::{cron_job, services};
+    use super::*;
+    use crate::clock;
+
+    async fn fired(services: &Services, job: &Job) -> Vec<DateTime<Utc>> {
+        let (executions, _) = services
+            .store
+            .executions(&job.job_id, 1000)
+            .await
+            .expect("read");
+        let mut times: Vec<_> = executions.iter().map(|e| e.created_at).collect();
+        times.sort();
+        times
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cron_job_fires_on_every_slot_exactly_on_time() {
+        let services = services().await;
+        let mut job = cron_job();
+        job.spec.schedule = Schedule::Cron {
+            expression: "*/10 * * * * *".to_owned(),
+            timezone: None,
+        };
+        let start = clock::now();
+        let first = first_slot(&job.spec.schedule, start).expect("fires");
+        job.next_run_at = Some(first);
+        services.store.create_job(&job, None).await.expect("stored");
+        services
+            .queue
+            .enqueue(SCHEDULE, &firing(&job, first), Some(first))
+            .await
+            .expect("queued");
+
+        let shutdown = CancellationToken::new();
+        let scheduler = tokio::spawn(run(services.clone(), shutdown.clone()));
+        tokio::time::sleep(Duration::from_secs(65)).await;
+        shutdown.cancel();
+        scheduler.await.expect("scheduler");
+
+        let end = start + chrono::Duration::seconds(65);
+        let mut slots = vec![first];
+        while let Some(next) = CronSchedule::parse("*/10 * * * * *", None)
+            .expect("cron")
+            .next_after(*slots.last().expect("a slot"))
+            .filter(|n| *n <= end)
+        {
+            slots.push(next);
+        }
+        let fired = fired(&services, &job).await;
+        assert_eq!(fired.len(), slots.len(), "one firing per slot: {fired:?}");
+        for (at, slot) in fired.iter().zip(&slots) {
+            // The queue keeps due times in milliseconds.
+            let late = (*at - *slot).num_microseconds().unwrap_or(i64::MAX);
+            assert!((0..1000).contains(&late), "fired {late} µs after {slot}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_due_in_the_same_second_all_fire_in_it() {
+        let services = services().await;
+        let due = clock::now() + chrono::Duration::seconds(5);
+        let mut jobs = Vec::new();
+        for _ in 0..50 {
+            let mut job = cron_job();
+            job.spec.schedule = Schedule::At { at: due };
+            services.store.create_job(&job, None).await.expect("stored");
+            services
+                .queue
+                .enqueue(SCHEDULE, &firing(&job, due), Some(due))
+                .await
+                .expect("queued");
+            jobs.push(job);
+        }
+        let shutdown = CancellationToken::new();
+        let scheduler = tokio::spawn(run(services.clone(), shutdown.clone()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        shutdown.cancel();
+        scheduler.await.expect("scheduler");
+        for job in &jobs {
+            assert_eq!(fired(&services, job).await, [due], "fired once, on time");
+        }
+        let lengths = services.queue.lengths().await.expect("lengths");
+        assert_eq!(lengths.get(JOBS), Some(&50));
+        assert_eq!(
+            lengths.get(SCHEDULE).copied().unwrap_or(0),
+            0,
+            "one-shot jobs schedule nothing more"
+        );
     }
 }

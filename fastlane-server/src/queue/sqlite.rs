@@ -36,8 +36,10 @@ impl From<DbError> for QueueError {
     }
 }
 
+/// Now in milliseconds. Read on the async side, never inside a database
+/// closure (those run on blocking threads, outside the test clock).
 fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    crate::clock::now().timestamp_millis()
 }
 
 fn ms(d: Duration) -> i64 {
@@ -47,12 +49,13 @@ fn ms(d: Duration) -> i64 {
 impl SqliteQueue {
     /// The queue on an open database; takes back the previous process's leases.
     pub async fn new(db: Db) -> Result<Self, QueueError> {
+        let now = now_ms();
         let released = db
-            .call(|conn| {
+            .call(move |conn| {
                 Ok(conn.execute(
                     "UPDATE queue SET lease_token = NULL, due_ms = MIN(due_ms, ?1)
                      WHERE lease_token IS NOT NULL",
-                    params![now_ms()],
+                    params![now],
                 )?)
             })
             .await?;
@@ -73,11 +76,11 @@ impl SqliteQueue {
     ) -> Result<Result<Delivery, Option<i64>>, QueueError> {
         let queue = queue.to_owned();
         let token = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
         Ok(self
             .db
             .call(move |conn| {
                 let tx = conn.transaction()?;
-                let now = now_ms();
                 let row: Option<(i64, String, String, u32)> = tx
                     .query_row(
                         "SELECT seq, id, payload, attempts FROM queue
@@ -170,12 +173,13 @@ impl Queue for SqliteQueue {
 
     async fn extend(&self, delivery: &Delivery, lease: Duration) -> Result<(), QueueError> {
         let (id, token) = (delivery.id.clone(), delivery.token.clone());
+        let until = now_ms() + ms(lease);
         let updated = self
             .db
             .call(move |conn| {
                 Ok(conn.execute(
                     "UPDATE queue SET due_ms = ?1 WHERE id = ?2 AND lease_token = ?3",
-                    params![now_ms() + ms(lease), id, token],
+                    params![until, id, token],
                 )?)
             })
             .await?;
@@ -203,12 +207,13 @@ impl Queue for SqliteQueue {
 
     async fn retry_later(&self, delivery: &Delivery, delay: Duration) -> Result<(), QueueError> {
         let (id, token) = (delivery.id.clone(), delivery.token.clone());
+        let due = now_ms() + ms(delay);
         self.db
             .call(move |conn| {
                 Ok(conn.execute(
                     "UPDATE queue SET due_ms = ?1, lease_token = NULL
                      WHERE id = ?2 AND lease_token = ?3",
-                    params![now_ms() + ms(delay), id, token],
+                    params![due, id, token],
                 )?)
             })
             .await?;
