@@ -28,6 +28,9 @@ if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator, aiosmtp
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 
+# Containers earlier runs left behind slow the engine's listings down.
+podman ps -aq --filter label=fastlane.execution | xargs -r podman rm -f >/dev/null 2>&1 || true
+
 echo "== build" >&2
 cargo build --workspace --all-targets --locked
 

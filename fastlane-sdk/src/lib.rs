@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod model;
 pub mod notifier;
 pub mod registry;
+pub mod text;
 
 pub use error::{ErrorKind, PluginError};
 pub use error_handler::{ErrorHandler, ErrorHandlerFactory, ErrorReport};

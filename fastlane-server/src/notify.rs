@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -24,6 +22,7 @@ use fastlane_sdk::{
 };
 
 use crate::config::Config;
+use crate::queue::consumer::consume;
 use crate::queue::{Delivery as QueueDelivery, NOTIFY, Work};
 use crate::redact::redact_envs;
 use crate::services::Services;
@@ -132,49 +131,28 @@ pub async fn announce(services: &Services, job: &Job, execution: &Execution) -> 
 /// Consumes the notification queue until `shutdown`.
 pub async fn run(services: Services, shutdown: CancellationToken) {
     let services = Arc::new(services);
-    let slots = Arc::new(Semaphore::new(CONCURRENCY));
     let lease = Duration::from_secs(services.config.queue_lease_seconds);
-    let mut in_flight = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let delivery = match services.queue.dequeue(NOTIFY, lease, &shutdown).await {
-            Ok(Some(delivery)) => delivery,
-            Ok(None) => break,
-            Err(err) => {
-                warn!(error = %err, "cannot read the notification queue; trying again in 1s");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = shutdown.cancelled() => break,
-                }
-            }
-        };
+    let queue = Arc::clone(&services.queue);
+    consume(queue, NOTIFY, CONCURRENCY, lease, shutdown, |message| {
         let services = Arc::clone(&services);
-        in_flight.spawn(async move {
-            let settled = match deliver(&services, &delivery).await {
-                Ok(None) => services.queue.ack(&delivery).await,
-                Ok(Some(delay)) => services.queue.retry_later(&delivery, delay).await,
+        async move {
+            let settled = match deliver(&services, &message).await {
+                Ok(None) => services.queue.ack(&message).await,
+                Ok(Some(delay)) => services.queue.retry_later(&message, delay).await,
                 Err(err) => {
-                    warn!(message = %delivery.id, error = %err, "delivery failed; will try again");
+                    warn!(message = %message.id, error = %err, "delivery failed; will try again");
                     services
                         .queue
-                        .retry_later(&delivery, Duration::from_secs(1))
+                        .retry_later(&message, Duration::from_secs(1))
                         .await
                 }
             };
             if let Err(err) = settled {
-                warn!(message = %delivery.id, error = %err, "cannot settle notification message");
+                warn!(message = %message.id, error = %err, "cannot settle notification message");
             }
-            drop(permit);
-        });
-        while in_flight.try_join_next().is_some() {}
-    }
-    while in_flight.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 /// Makes one attempt; `Some(delay)` asks for another after the delay.

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use fastlane_sdk::{ConcurrencyPolicy, Execution, ExecutionStatus, Job, Schedule};
 
+use crate::queue::consumer::consume;
 use crate::queue::{JOBS, SCHEDULE, Work};
 use crate::schedule::CronSchedule;
 use crate::services::Services;
@@ -57,37 +58,31 @@ pub fn firing(job: &Job, slot: DateTime<Utc>) -> Work {
     }
 }
 
-/// Consumes the schedule queue until `shutdown`.
+/// Consumes the schedule queue until `shutdown`, one firing at a time.
 pub async fn run(services: Services, shutdown: CancellationToken) {
     let services = Arc::new(services);
     let lease = Duration::from_secs(services.config.queue_lease_seconds);
     info!("scheduler started");
-    loop {
-        let delivery = match services.queue.dequeue(SCHEDULE, lease, &shutdown).await {
-            Ok(Some(delivery)) => delivery,
-            Ok(None) => break,
-            Err(err) => {
-                warn!(error = %err, "cannot read the schedule queue; trying again in 1s");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = shutdown.cancelled() => break,
+    let queue = Arc::clone(&services.queue);
+    consume(queue, SCHEDULE, 1, lease, shutdown, |delivery| {
+        let services = Arc::clone(&services);
+        async move {
+            let settled = match fire(&services, &delivery.work).await {
+                Ok(()) => services.queue.ack(&delivery).await,
+                Err(err) => {
+                    warn!(message = %delivery.id, error = %err, "firing failed; will try again");
+                    services
+                        .queue
+                        .retry_later(&delivery, Duration::from_secs(1))
+                        .await
                 }
+            };
+            if let Err(err) = settled {
+                warn!(message = %delivery.id, error = %err, "cannot settle schedule message");
             }
-        };
-        let settled = match fire(&services, &delivery.work).await {
-            Ok(()) => services.queue.ack(&delivery).await,
-            Err(err) => {
-                warn!(message = %delivery.id, error = %err, "firing failed; will try again");
-                services
-                    .queue
-                    .retry_later(&delivery, Duration::from_secs(1))
-                    .await
-            }
-        };
-        if let Err(err) = settled {
-            warn!(message = %delivery.id, error = %err, "cannot settle schedule message");
         }
-    }
+    })
+    .await;
     info!("scheduler stopped");
 }
 

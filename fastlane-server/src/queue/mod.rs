@@ -6,6 +6,7 @@
 //! enqueuing an id that is already queued does nothing, which makes
 //! re-enqueuing after a crash safe.
 
+pub mod consumer;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

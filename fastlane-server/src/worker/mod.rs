@@ -12,11 +12,10 @@ pub mod execution;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::queue::consumer::consume;
 use crate::queue::{Delivery, JOBS, Work};
 use crate::services::Services;
 use execution::Outcome;
@@ -26,41 +25,23 @@ use execution::Outcome;
 /// back on the next start).
 pub async fn run(services: Services, shutdown: CancellationToken) {
     let services = Arc::new(services);
-    let slots = Arc::new(Semaphore::new(services.config.worker_concurrency));
+    let concurrency = services.config.worker_concurrency;
     let lease = Duration::from_secs(services.config.queue_lease_seconds);
-    let mut in_flight = JoinSet::new();
-    info!(
-        concurrency = services.config.worker_concurrency,
-        "worker started"
-    );
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let delivery = match services.queue.dequeue(JOBS, lease, &shutdown).await {
-            Ok(Some(delivery)) => delivery,
-            Ok(None) => break,
-            Err(err) => {
-                warn!(error = %err, "cannot read the queue; trying again in 1s");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = shutdown.cancelled() => break,
-                }
-            }
-        };
-        let services = Arc::clone(&services);
-        let shutdown = shutdown.clone();
-        in_flight.spawn(async move {
-            handle(&services, delivery, lease, &shutdown).await;
-            drop(permit);
-        });
-        while in_flight.try_join_next().is_some() {}
-    }
-    while in_flight.join_next().await.is_some() {}
+    info!(concurrency, "worker started");
+    let queue = Arc::clone(&services.queue);
+    consume(
+        queue,
+        JOBS,
+        concurrency,
+        lease,
+        shutdown.clone(),
+        |delivery| {
+            let services = Arc::clone(&services);
+            let shutdown = shutdown.clone();
+            async move { handle(&services, delivery, lease, &shutdown).await }
+        },
+    )
+    .await;
     info!("worker stopped");
 }
 

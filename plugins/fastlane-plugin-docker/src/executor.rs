@@ -27,6 +27,8 @@ use crate::image::ImageRef;
 pub const CONTAINER_PREFIX: &str = "fastlane-job-";
 /// Prefix a container gets once its result is stored.
 pub const DEFUNCT_PREFIX: &str = "defunct-";
+/// How long `status` waits for each host.
+const STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Label carrying the execution id; fastlane only ever lists containers
 /// that have it (the engine may serve others too).
 pub const LABEL_EXECUTION: &str = "fastlane.execution";
@@ -485,27 +487,41 @@ impl Executor for DockerExecutor {
     }
 
     async fn status(&self) -> ExecutorStatus {
+        // Every host at once, each given a few seconds: a slow or hung engine
+        // shows as unavailable instead of holding up /status and /metrics.
+        let pairs: Vec<(&FarmHosts, &Host)> = self
+            .farms
+            .iter()
+            .flat_map(|farm| farm.hosts.iter().map(move |&i| (farm, &self.hosts[i])))
+            .collect();
+        let listings = futures_util::future::join_all(
+            pairs
+                .iter()
+                .map(|(_, host)| tokio::time::timeout(STATUS_TIMEOUT, self.list(host, false))),
+        )
+        .await;
         let mut status = ExecutorStatus::default();
-        for farm in &self.farms {
-            for &index in &farm.hosts {
-                let host = &self.hosts[index];
-                let listed = self.list(host, false).await;
-                let (available, error, running) = match listed {
-                    Ok(running) => (true, None, running),
-                    Err(err) => (false, Some(err.to_string()), Vec::new()),
-                };
-                status.hosts.push(HostStatus {
-                    host: host.name.clone(),
-                    farm: farm.pattern.clone(),
-                    available,
-                    blacklisted: false,
-                    circuit: "closed".to_owned(),
-                    error,
-                    running: running.len() as u64,
-                });
-                if !status.running.iter().any(|r| r.host == host.name) {
-                    status.running.extend(running);
-                }
+        for ((farm, host), listed) in pairs.into_iter().zip(listings) {
+            let (available, error, running) = match listed {
+                Ok(Ok(running)) => (true, None, running),
+                Ok(Err(err)) => (false, Some(err.to_string()), Vec::new()),
+                Err(_) => (
+                    false,
+                    Some(format!("no answer within {} s", STATUS_TIMEOUT.as_secs())),
+                    Vec::new(),
+                ),
+            };
+            status.hosts.push(HostStatus {
+                host: host.name.clone(),
+                farm: farm.pattern.clone(),
+                available,
+                blacklisted: false,
+                circuit: "closed".to_owned(),
+                error,
+                running: running.len() as u64,
+            });
+            if !status.running.iter().any(|r| r.host == host.name) {
+                status.running.extend(running);
             }
         }
         status

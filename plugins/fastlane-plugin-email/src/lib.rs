@@ -134,18 +134,7 @@ pub fn subject(delivery: &Delivery) -> String {
 }
 
 fn cap(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}\n[truncated: {} more bytes]",
-        &text[..end],
-        text.len() - end
-    )
+    fastlane_sdk::text::truncate(text, max).0
 }
 
 fn details(execution: &Execution, max_log_bytes: usize) -> String {

@@ -91,25 +91,7 @@ pub fn register(registry: &mut Registry) -> Result<(), PluginError> {
     registry.register_notifier(Box::new(WebhookNotifierFactory))
 }
 
-/// `text` cut to at most `max` bytes on a character boundary, and whether
-/// it was cut.
-fn cap(text: &str, max: usize) -> (String, bool) {
-    if text.len() <= max {
-        return (text.to_owned(), false);
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    (
-        format!(
-            "{}\n[truncated: {} more bytes]",
-            &text[..end],
-            text.len() - end
-        ),
-        true,
-    )
-}
+use fastlane_sdk::text::truncate as cap;
 
 /// The body sent for `delivery`: the original's execution JSON (with the
 /// job's custom metadata and `job_id`), plus the event and the task.
@@ -212,13 +194,5 @@ mod tests {
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
-    }
-
-    #[test]
-    fn long_logs_are_cut_on_a_character_boundary_and_say_so() {
-        let (text, cut) = cap("héllo", 2);
-        assert!(cut);
-        assert_eq!(text, "h\n[truncated: 5 more bytes]");
-        assert_eq!(cap("short", 10), ("short".to_owned(), false));
     }
 }

@@ -1,0 +1,59 @@
+//! [`consume`]: the loop every queue consumer runs (the worker, the
+//! scheduler, the notification sender). It leases messages from one queue
+//! and hands each to a handler, at most `concurrency` at once, until
+//! shutdown; then it waits for the handlers in flight. Handlers settle their
+//! own messages (ack, or give back for later).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{Delivery, Queue};
+
+/// Consumes `queue_name` until `shutdown` fires.
+pub async fn consume<F, Fut>(
+    queue: Arc<dyn Queue>,
+    queue_name: &'static str,
+    concurrency: usize,
+    lease: Duration,
+    shutdown: CancellationToken,
+    handler: F,
+) where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut in_flight = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let delivery = match queue.dequeue(queue_name, lease, &shutdown).await {
+            Ok(Some(delivery)) => delivery,
+            Ok(None) => break,
+            Err(err) => {
+                warn!(queue = queue_name, error = %err, "cannot read the queue; trying again in 1s");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let handled = handler(delivery);
+        in_flight.spawn(async move {
+            handled.await;
+            drop(permit);
+        });
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+}
