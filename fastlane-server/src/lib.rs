@@ -23,6 +23,7 @@ pub mod embedded;
 pub mod metrics;
 pub mod notify;
 pub mod plugins;
+pub mod prune;
 pub mod queue;
 pub mod redact;
 pub mod reporting;

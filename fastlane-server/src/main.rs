@@ -37,6 +37,14 @@ enum Command {
         #[arg(short, long = "config-file")]
         config: Option<PathBuf>,
     },
+    /// Remove the containers of finished executions
+    /// (`defunct-fastlane-job-…`) from every configured Docker host, printing
+    /// one JSON line per container removed.
+    Prune {
+        /// A TOML configuration file (see `fastlane config`).
+        #[arg(short, long = "config-file")]
+        config: Option<PathBuf>,
+    },
     /// Print the annotated default configuration.
     Config,
     /// Print the OpenAPI document the server serves.
@@ -70,6 +78,17 @@ fn main() -> ExitCode {
             println!("{}", fastlane_server::api::spec_json());
             ExitCode::SUCCESS
         }
+        Command::Prune { config } => {
+            init_logging(cli.verbose);
+            match prune(config) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(err) => {
+                    eprintln!("fastlane: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Version => {
             println!("fastlane {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -91,4 +110,11 @@ fn standalone(bind: SocketAddr, file: Option<PathBuf>) -> anyhow::Result<()> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = Config::load(file.as_deref(), &env)?;
     tokio::runtime::Runtime::new()?.block_on(fastlane_server::standalone::run(config, bind))
+}
+
+/// Prunes defunct containers; false when some host could not be pruned.
+fn prune(file: Option<PathBuf>) -> anyhow::Result<bool> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = Config::load(file.as_deref(), &env)?;
+    tokio::runtime::Runtime::new()?.block_on(fastlane_server::prune::run(&config))
 }

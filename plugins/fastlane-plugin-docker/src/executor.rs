@@ -44,6 +44,19 @@ struct FarmHosts {
     hosts: Vec<usize>,
 }
 
+/// A container `prune_defunct` removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PrunedContainer {
+    /// The host it was on.
+    pub host: String,
+    /// Its name, `defunct-fastlane-job-<executionId>`.
+    pub name: String,
+    /// Its id.
+    pub id: String,
+    /// Its image.
+    pub image: String,
+}
+
 /// Runs executions as containers on the configured farms.
 #[derive(Debug)]
 pub struct DockerExecutor {
@@ -116,6 +129,74 @@ impl DockerExecutor {
         self.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
             PluginError::not_found(format!("docker host {name} is no longer configured"))
         })
+    }
+
+    /// Removes every container that fastlane started and renamed
+    /// `defunct-fastlane-job-…` (its result is stored) on every configured
+    /// host, and says what it removed. Containers without fastlane's label,
+    /// and fastlane containers not yet defunct, are left alone. Hosts that
+    /// do not answer are reported and skipped.
+    pub async fn prune_defunct(&self) -> (Vec<PrunedContainer>, Vec<PluginError>) {
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        for host in &self.hosts {
+            let docker = match host.client().await {
+                Ok(docker) => docker,
+                Err(err) => {
+                    errors.push(err);
+                    continue;
+                }
+            };
+            let filters = HashMap::from([
+                ("label".to_owned(), vec![LABEL_EXECUTION.to_owned()]),
+                (
+                    "name".to_owned(),
+                    vec![format!("{DEFUNCT_PREFIX}{CONTAINER_PREFIX}")],
+                ),
+            ]);
+            let options = ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            };
+            let containers = match docker.list_containers(Some(options)).await {
+                Ok(containers) => containers,
+                Err(e) => {
+                    errors.push(classify(host, "listing defunct containers", e));
+                    continue;
+                }
+            };
+            for container in containers {
+                let name = container
+                    .names
+                    .as_ref()
+                    .and_then(|n| n.first())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default();
+                let Some(id) = container.id.clone() else {
+                    continue;
+                };
+                if !name.starts_with(&format!("{DEFUNCT_PREFIX}{CONTAINER_PREFIX}")) {
+                    continue;
+                }
+                match docker
+                    .remove_container(
+                        &id,
+                        None::<bollard::query_parameters::RemoveContainerOptions>,
+                    )
+                    .await
+                {
+                    Ok(()) => removed.push(PrunedContainer {
+                        host: host.name.clone(),
+                        name,
+                        id,
+                        image: container.image.unwrap_or_default(),
+                    }),
+                    Err(e) => errors.push(classify(host, "removing a defunct container", e)),
+                }
+            }
+        }
+        (removed, errors)
     }
 
     /// Inspects a container. Podman briefly reports a container that is
