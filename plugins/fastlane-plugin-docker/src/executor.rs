@@ -360,6 +360,13 @@ impl Executor for DockerExecutor {
             .ok_or_else(|| {
                 PluginError::permanent(format!("no docker farm matches task id {:?}", spec.task_id))
             })?;
+        if let [only] = farm.hosts.as_slice() {
+            // Nothing to choose between: whether the host answers shows in
+            // `prepare`, which sends work back to the queue if it does not.
+            return Ok(Placement {
+                host: self.hosts[*only].name.clone(),
+            });
+        }
         let mut best: Option<(usize, &Host)> = None;
         let mut last_error = None;
         for &index in &farm.hosts {

@@ -116,13 +116,21 @@ async fn placement_errors_say_whether_to_wait_or_give_up() {
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(err.message().contains("executor-test"), "{err}");
 
+    // A lone host that is down is found out when the image is readied.
     let executor = executor_down();
+    let spec = spec(&["true"]);
+    let placement = executor.place(&spec).await.expect("the only host");
     let err = executor
-        .place(&spec(&["true"]))
+        .prepare(&spec, &placement)
         .await
         .expect_err("host down");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.message().contains("127.0.0.1:9"), "{err}");
+
+    // With a choice to make, every host of the farm is asked first.
+    let farm_down = self::executor(json!({"match": "", "hosts": ["127.0.0.1:9", "127.0.0.1:11"]}));
+    let err = farm_down.place(&spec).await.expect_err("farm down");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
 
 fn executor_down() -> std::sync::Arc<dyn Executor> {
