@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::PluginError;
 
 /// Everything an executor needs to know to run one execution.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionSpec {
     /// The execution's UUID; names the container.
     pub execution_id: String,
@@ -42,6 +42,10 @@ pub struct ExecutionSpec {
     pub envs: BTreeMap<String, String>,
     /// Extra `hostname → IP` entries.
     pub extra_hosts: Vec<(String, String)>,
+    /// CPUs the run may use, when limited.
+    pub cpu_limit: Option<f64>,
+    /// Bytes of memory the run may use, when limited.
+    pub memory_limit: Option<u64>,
 }
 
 /// Where an execution was placed, recorded before anything is started so a

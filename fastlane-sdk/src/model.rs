@@ -181,6 +181,13 @@ pub struct JobSpec {
     /// What a cron slot does while a previous run is still live.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
+    /// CPUs the container may use (`1.5` = one and a half); the farm's
+    /// default when absent.
+    #[serde(default)]
+    pub cpu_limit: Option<f64>,
+    /// Bytes of memory the container may use; the farm's default when absent.
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
 }
 
 /// A job: one submission, with the executions it produced.

@@ -243,6 +243,8 @@ mod tests {
                 additional_dns_entries: Vec::new(),
                 backoff: None,
                 concurrency_policy: Default::default(),
+                cpu_limit: None,
+                memory_limit: None,
             },
         }
     }

@@ -304,3 +304,20 @@ fn chrono_seconds(text: &str) -> f64 {
         .map(|p| p.parse::<f64>().unwrap_or_default())
         .fold(0.0, |acc, p| acc * 60.0 + p)
 }
+
+#[tokio::test]
+async fn a_job_s_memory_and_cpu_limits_apply_inside_its_container() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let created = server
+        .submit(
+            "limits",
+            json!({"image": image(), "memoryLimit": "64m", "cpuLimit": 0.5, "command":
+                "sh -c 'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes'"}),
+        )
+        .await?;
+    let execution = server
+        .wait_finished(created["executionUrl"].as_str().expect("url"), LIMIT)
+        .await?;
+    assert_eq!(execution["log"], "67108864\n");
+    Ok(())
+}

@@ -123,6 +123,13 @@ pub struct JobRequest {
     concurrency_policy: Option<String>,
     /// Retry delays for this job; the server's defaults when absent.
     backoff: Option<BackoffRequest>,
+    /// CPUs the container may use (`0.5`, `2`); the farm's default when absent.
+    #[oai(rename = "cpuLimit")]
+    cpu_limit: Option<f64>,
+    /// Memory the container may use: bytes, or a size like `256m` or `1g`;
+    /// the farm's default when absent.
+    #[oai(rename = "memoryLimit")]
+    memory_limit: Option<String>,
 }
 
 impl poem_openapi::types::Example for JobRequest {
@@ -147,6 +154,8 @@ impl poem_openapi::types::Example for JobRequest {
             cron_timezone: None,
             concurrency_policy: None,
             backoff: None,
+            cpu_limit: None,
+            memory_limit: None,
         }
     }
 }
@@ -168,6 +177,8 @@ const FIELDS: &[&str] = &[
     "cronTimezone",
     "concurrencyPolicy",
     "backoff",
+    "cpuLimit",
+    "memoryLimit",
 ];
 const OUTCOMES: &[&str] = &["succeeds", "fails", "finishes"];
 const WEBHOOK_EVENTS: &[&str] = &["starts", "succeeds", "fails", "finishes"];
@@ -221,6 +232,8 @@ pub fn parse(body: &Value, hard_timeout: u64, now: DateTime<Utc>) -> Result<JobS
         Some(_) => return Err("concurrencyPolicy must be Allow, Forbid or Replace".to_owned()),
     };
     Ok(JobSpec {
+        cpu_limit: present("cpuLimit").map(cpu_limit).transpose()?,
+        memory_limit: present("memoryLimit").map(memory_limit).transpose()?,
         schedule,
         concurrency_policy,
         backoff: present("backoff").map(backoff).transpose()?,
@@ -296,6 +309,48 @@ fn schedule<'a>(
         });
     }
     Ok(Schedule::Now)
+}
+
+fn cpu_limit(value: &Value) -> Result<f64, String> {
+    value
+        .as_f64()
+        .filter(|c| *c >= 0.01 && *c <= 1024.0)
+        .ok_or_else(|| "cpuLimit must be a number of CPUs from 0.01 to 1024".to_owned())
+}
+
+/// Bytes, from a number or a string with a `k`, `m` or `g` suffix (1024-based).
+fn memory_limit(value: &Value) -> Result<u64, String> {
+    const MIN: u64 = 6 * 1024 * 1024;
+    let error = || {
+        format!("memoryLimit must be at least 6m: bytes, or a size like 256m or 1g (got {value})")
+    };
+    let bytes = match value {
+        Value::Number(n) => n.as_u64().ok_or_else(error)?,
+        Value::String(text) => {
+            let text = text.trim().to_lowercase();
+            let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+                Some((i, _)) => text.split_at(i),
+                None => (text.as_str(), ""),
+            };
+            let multiplier: u64 = match unit.trim_end_matches('b') {
+                "" => 1,
+                "k" => 1024,
+                "m" => 1024 * 1024,
+                "g" => 1024 * 1024 * 1024,
+                _ => return Err(error()),
+            };
+            digits
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(multiplier))
+                .ok_or_else(error)?
+        }
+        _ => return Err(error()),
+    };
+    if bytes < MIN {
+        return Err(error());
+    }
+    Ok(bytes)
 }
 
 fn backoff(value: &Value) -> Result<Backoff, String> {
@@ -655,6 +710,9 @@ mod tests {
                 with("backoff", json!({"minMs": 10, "maxMs": 5})),
                 "backoff.maxMs",
             ),
+            (with("cpuLimit", json!(0)), "cpuLimit"),
+            (with("memoryLimit", json!("lots")), "memoryLimit"),
+            (with("memoryLimit", json!("1k")), "at least 6m"),
         ];
         for (body, expected) in cases {
             let message = error(body.clone());

@@ -133,6 +133,8 @@ fn spec(job: &Job, execution: &Execution) -> Result<ExecutionSpec, PluginError> 
         argv,
         envs: job.spec.envs.clone(),
         extra_hosts: job.spec.additional_dns_entries.clone(),
+        cpu_limit: job.spec.cpu_limit,
+        memory_limit: job.spec.memory_limit,
     })
 }
 

@@ -7,7 +7,7 @@ use fastlane_sdk::PluginError;
 use crate::host::HostAddr;
 
 /// One farm: hosts that run the tasks whose id matches `match`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Farm {
     /// A regular expression matched at the start of the task id; empty
@@ -20,6 +20,12 @@ pub struct Farm {
     /// How many executions the farm runs at once.
     #[serde(rename = "maxRunning", default = "default_max_running")]
     pub max_running: u32,
+    /// CPUs a container may use when its job sets no `cpuLimit`.
+    #[serde(rename = "cpuLimit", default)]
+    pub cpu_limit: Option<f64>,
+    /// Bytes of memory a container may use when its job sets no `memoryLimit`.
+    #[serde(rename = "memoryLimit", default)]
+    pub memory_limit: Option<u64>,
 }
 
 fn default_max_running() -> u32 {
@@ -27,7 +33,7 @@ fn default_max_running() -> u32 {
 }
 
 /// The executor's configuration: the `DOCKER_HOSTS` farms and a few knobs.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DockerExecutorConfig {
     /// The farms, in the order they are matched.

@@ -42,6 +42,8 @@ struct FarmHosts {
     pattern: String,
     matcher: Regex,
     hosts: Vec<usize>,
+    cpu_limit: Option<f64>,
+    memory_limit: Option<u64>,
 }
 
 /// A container `prune_defunct` removed.
@@ -120,6 +122,8 @@ impl DockerExecutor {
                 pattern: farm.pattern.clone(),
                 matcher,
                 hosts: indexes,
+                cpu_limit: farm.cpu_limit,
+                memory_limit: farm.memory_limit,
             });
         }
         Ok(Self { farms, hosts })
@@ -422,6 +426,12 @@ impl Executor for DockerExecutor {
         let host = self.host(&placement.host)?;
         let docker = host.client().await?;
         let name = format!("{CONTAINER_PREFIX}{}", spec.execution_id);
+        let farm = self
+            .farms
+            .iter()
+            .find(|f| f.matcher.is_match(&spec.task_id));
+        let cpu_limit = spec.cpu_limit.or(farm.and_then(|f| f.cpu_limit));
+        let memory_limit = spec.memory_limit.or(farm.and_then(|f| f.memory_limit));
         let labels = HashMap::from([
             (LABEL_EXECUTION.to_owned(), spec.execution_id.clone()),
             (LABEL_JOB.to_owned(), spec.job_id.clone()),
@@ -440,6 +450,8 @@ impl Executor for DockerExecutor {
                         .collect(),
                 ),
                 privileged: Some(false),
+                nano_cpus: cpu_limit.map(|cpus| (cpus * 1e9) as i64),
+                memory: memory_limit.map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
                 ..Default::default()
             }),
             ..Default::default()

@@ -32,6 +32,8 @@ fn spec(argv: &[&str]) -> ExecutionSpec {
         argv: argv.iter().map(|s| (*s).to_owned()).collect(),
         envs: BTreeMap::from([("WHO".to_owned(), "world".to_owned())]),
         extra_hosts: vec![("db.internal".to_owned(), "10.1.2.3".to_owned())],
+        cpu_limit: None,
+        memory_limit: None,
     }
 }
 
@@ -161,4 +163,34 @@ async fn status_lists_the_hosts_and_the_running_containers() {
         .await
         .expect("stopped");
     executor.release(&handle).await.expect("released");
+}
+
+/// The container's own view of its memory and CPU limits (cgroup v2, else v1).
+const READ_LIMITS: &str = "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+     cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us";
+
+async fn limits_seen_by(executor: &std::sync::Arc<dyn Executor>, spec: &ExecutionSpec) -> String {
+    let placement = executor.place(spec).await.expect("placed");
+    let handle = executor.start(spec, &placement).await.expect("started");
+    executor.wait(&handle).await.expect("exited");
+    let output = executor.output(&handle).await.expect("output");
+    executor.release(&handle).await.expect("released");
+    output.stdout
+}
+
+#[tokio::test]
+async fn a_job_s_cpu_and_memory_limits_reach_the_container_and_farm_defaults_fill_in() {
+    let mut limited = spec(&["sh", "-c", READ_LIMITS]);
+    limited.memory_limit = Some(64 * 1024 * 1024);
+    limited.cpu_limit = Some(0.5);
+    let seen = limits_seen_by(&local(), &limited).await;
+    assert!(seen.starts_with("67108864\n"), "{seen:?}");
+    assert!(seen.contains("50000"), "half a CPU: {seen:?}");
+
+    let with_defaults = executor(json!([{
+        "match": "", "hosts": [engine()], "memoryLimit": 33554432, "cpuLimit": 0.25
+    }]));
+    let seen = limits_seen_by(&with_defaults, &spec(&["sh", "-c", READ_LIMITS])).await;
+    assert!(seen.starts_with("33554432\n"), "{seen:?}");
+    assert!(seen.contains("25000"), "a quarter CPU: {seen:?}");
 }
