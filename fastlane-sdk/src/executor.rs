@@ -129,6 +129,15 @@ pub trait Executor: Send + Sync + fmt::Debug {
     /// The name the executor was registered under.
     fn name(&self) -> &str;
 
+    /// Says whether this executor can ever run work of `task_id` (a farm
+    /// matches it, say), so that the API can refuse a job it could never
+    /// run instead of accepting it and failing it later. Everything is
+    /// accepted unless an executor says otherwise.
+    fn accepts(&self, task_id: &str) -> Result<(), PluginError> {
+        let _ = task_id;
+        Ok(())
+    }
+
     /// Chooses where `spec` runs. An [`crate::ErrorKind::Unavailable`] error
     /// means no host can take it now; the host retries later.
     async fn place(&self, spec: &ExecutionSpec) -> Result<Placement, PluginError>;

@@ -129,3 +129,39 @@ async fn bad_configuration_stops_the_server_naming_the_key() -> anyhow::Result<(
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_task_id_no_farm_serves_is_refused_at_submit_time() -> anyhow::Result<()> {
+    let hosts =
+        fastlane_tests::docker_hosts().replace("\"match\": \"\"", "\"match\": \"reports-\"");
+    let server = Server::start(&[("DOCKER_HOSTS", &hosts)]).await?;
+    let (status, error) = server
+        .post_raw(
+            "billing-run",
+            json!({"image": image(), "command": "true"}).to_string(),
+        )
+        .await?;
+    assert_eq!(status, 400, "{error}");
+    let message = error["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no docker farm matches task id \"billing-run\""),
+        "{message}"
+    );
+    let (_, tasks) = server.get("/tasks/").await?;
+    assert_eq!(tasks["total"], 0);
+
+    let created = server
+        .submit(
+            "reports-daily",
+            json!({"image": image(), "command": "echo routed"}),
+        )
+        .await?;
+    let execution = server
+        .wait_finished(
+            created["executionUrl"].as_str().expect("url"),
+            std::time::Duration::from_secs(60),
+        )
+        .await?;
+    assert_eq!(execution["log"], "routed\n");
+    Ok(())
+}

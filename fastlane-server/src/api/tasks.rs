@@ -305,6 +305,10 @@ async fn submit(
     let now = Utc::now();
     let spec = job_request::parse(body, services.config.hard_execution_timeout_seconds, now)
         .map_err(|message| ApiError::bad_request(operation, message))?;
+    services
+        .executor
+        .accepts(task_id)
+        .map_err(|err| ApiError::bad_request(operation, err.message()))?;
     let ip = client_ip(request);
     let mut job = match existing {
         Some(mut job) => {

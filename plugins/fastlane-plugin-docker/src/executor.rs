@@ -135,6 +135,23 @@ impl DockerExecutor {
         })
     }
 
+    /// The first farm whose pattern matches the start of `task_id`.
+    fn farm_for(&self, task_id: &str) -> Result<&FarmHosts, PluginError> {
+        self.farms
+            .iter()
+            .find(|f| f.matcher.is_match(task_id))
+            .ok_or_else(|| {
+                PluginError::permanent(format!(
+                    "no docker farm matches task id {task_id:?} (farms match: {})",
+                    self.farms
+                        .iter()
+                        .map(|f| format!("{:?}", f.pattern))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+
     /// Removes every container that fastlane started and renamed
     /// `defunct-fastlane-job-…` (its result is stored) on every configured
     /// host, and says what it removed. Containers without fastlane's label,
@@ -356,14 +373,12 @@ impl Executor for DockerExecutor {
         crate::KIND
     }
 
+    fn accepts(&self, task_id: &str) -> Result<(), PluginError> {
+        self.farm_for(task_id).map(|_| ())
+    }
+
     async fn place(&self, spec: &ExecutionSpec) -> Result<Placement, PluginError> {
-        let farm = self
-            .farms
-            .iter()
-            .find(|f| f.matcher.is_match(&spec.task_id))
-            .ok_or_else(|| {
-                PluginError::permanent(format!("no docker farm matches task id {:?}", spec.task_id))
-            })?;
+        let farm = self.farm_for(&spec.task_id)?;
         if let [only] = farm.hosts.as_slice() {
             // Nothing to choose between: whether the host answers shows in
             // `prepare`, which sends work back to the queue if it does not.
