@@ -41,6 +41,13 @@ async fn routes_answer_with_and_without_a_trailing_slash_and_errors_are_json() -
 
     let response = server.client().delete(server.url("/tasks/")).send().await?;
     assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
+    let other = server
+        .client()
+        .delete(server.url("/tasks/t/jobs/j"))
+        .send()
+        .await?;
+    assert_eq!(other.headers()["allow"], "GET, PUT");
     let body: Value = response.json().await?;
     assert!(body["error"].is_string(), "{body}");
 

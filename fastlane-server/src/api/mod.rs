@@ -105,6 +105,18 @@ pub fn app(services: Services) -> impl Endpoint {
             }
         })
         .around(|endpoint, request| async move {
+            // A 405 says which methods the route does answer (RFC 9110).
+            let path = request.uri().path().to_owned();
+            let mut response = endpoint.call(request).await?.into_response();
+            if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                && let Some(allow) = allowed_methods(&path)
+                && let Ok(value) = header::HeaderValue::from_str(&allow)
+            {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            Ok(response)
+        })
+        .around(|endpoint, request| async move {
             let method = request.method().to_string();
             let route = crate::metrics::route_of(request.uri().path());
             let metrics = request.data::<Services>().map(|s| s.metrics.clone());
@@ -122,6 +134,46 @@ pub fn app(services: Services) -> impl Endpoint {
         })
         .data(services)
         .data(limit)
+}
+
+/// The methods the route matching `path` answers, from the OpenAPI
+/// document (read once).
+fn allowed_methods(path: &str) -> Option<String> {
+    type Routes = Vec<(Vec<String>, String)>;
+    static ROUTES: std::sync::OnceLock<Routes> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        let spec: serde_json::Value = serde_json::from_str(&spec_json()).unwrap_or_default();
+        let Some(paths) = spec["paths"].as_object() else {
+            return Vec::new();
+        };
+        paths
+            .iter()
+            .map(|(template, item)| {
+                let segments = template
+                    .trim_matches('/')
+                    .split('/')
+                    .map(str::to_owned)
+                    .collect();
+                let mut methods: Vec<String> = item
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_uppercase()).collect())
+                    .unwrap_or_default();
+                methods.sort();
+                (segments, methods.join(", "))
+            })
+            .collect()
+    });
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    routes
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t.starts_with('{') || t == s)
+        })
+        .map(|(_, methods)| methods.clone())
 }
 
 /// True when the request carries the configured basic-auth credentials.
