@@ -138,6 +138,13 @@ pub trait Executor: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Takes these hosts out of rotation (an operator's blacklist): they get
+    /// no new work, while runs already on them are followed to their end.
+    /// Replaces the previous list. Executors without hosts ignore it.
+    fn set_blacklist(&self, hosts: &[String]) {
+        let _ = hosts;
+    }
+
     /// Chooses where `spec` runs. An [`crate::ErrorKind::Unavailable`] error
     /// means no host can take it now; the host retries later.
     async fn place(&self, spec: &ExecutionSpec) -> Result<Placement, PluginError>;

@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS queue (
     attempts    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_by_due ON queue (queue, due_ms, seq);
+CREATE TABLE IF NOT EXISTS blacklist (
+    host TEXT PRIMARY KEY
+);
 "#;
 
 /// An open embedded database.

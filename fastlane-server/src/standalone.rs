@@ -88,6 +88,9 @@ pub async fn run(mut config: Config, bind: SocketAddr) -> anyhow::Result<()> {
     }
 
     let services = services(config).await?;
+    services
+        .executor
+        .set_blacklist(&services.store.blacklist().await?);
     let requeued = worker::reconcile(&services).await?;
     if requeued > 0 {
         info!(requeued, "queued unfinished executions again");

@@ -1,6 +1,7 @@
-//! [`JobBody`]: a request body read as JSON whatever its content type
+//! [`JsonBody`]: a request body read as JSON whatever its content type
 //! (`curl -d` sends `application/x-www-form-urlencoded`), with a size limit,
-//! and documented with the [`JobRequest`] schema.
+//! and documented with the schema `S` (the handler validates it by hand, to
+//! name the field at fault).
 
 use poem::{Request, RequestBody, error::ReadBodyError};
 use poem_openapi::{
@@ -10,6 +11,8 @@ use poem_openapi::{
     types::Type,
 };
 use serde_json::Value;
+
+use std::marker::PhantomData;
 
 use super::job_request::JobRequest;
 
@@ -26,11 +29,14 @@ pub enum BodyError {
     TooLarge(usize),
 }
 
-/// A request body parsed as JSON, or why it could not be.
+/// A request body parsed as JSON, or why it could not be; documented as `S`.
 #[derive(Debug)]
-pub struct JobBody(pub Result<Value, BodyError>);
+pub struct JsonBody<S>(pub Result<Value, BodyError>, PhantomData<S>);
 
-impl Payload for JobBody {
+/// The body of a job submission.
+pub type JobBody = JsonBody<JobRequest>;
+
+impl<S: Type + Send> Payload for JsonBody<S> {
     const CONTENT_TYPE: &'static str = "application/json";
 
     fn check_content_type(_content_type: &str) -> bool {
@@ -38,15 +44,15 @@ impl Payload for JobBody {
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        JobRequest::schema_ref()
+        S::schema_ref()
     }
 
     fn register(registry: &mut Registry) {
-        JobRequest::register(registry);
+        S::register(registry);
     }
 }
 
-impl ParsePayload for JobBody {
+impl<S: Type + Send> ParsePayload for JsonBody<S> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
@@ -54,20 +60,20 @@ impl ParsePayload for JobBody {
             .data::<BodyLimit>()
             .map_or(1024 * 1024, |limit| limit.0);
         let Ok(body) = body.take() else {
-            return Ok(Self(Err(BodyError::Unparseable)));
+            return Ok(Self(Err(BodyError::Unparseable), PhantomData));
         };
         let parsed = match body.into_bytes_limit(limit).await {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| BodyError::Unparseable),
             Err(ReadBodyError::PayloadTooLarge) => Err(BodyError::TooLarge(limit)),
             Err(_) => Err(BodyError::Unparseable),
         };
-        Ok(Self(parsed))
+        Ok(Self(parsed, PhantomData))
     }
 }
 
 // Like poem-openapi's payload extractors, minus their refusal of requests
 // without a JSON content type.
-impl<'a> ApiExtractor<'a> for JobBody {
+impl<'a, S: Type + Send> ApiExtractor<'a> for JsonBody<S> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
 
     type ParamType = ();

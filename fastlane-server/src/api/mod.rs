@@ -5,6 +5,7 @@
 //! (the framework's own 404 and 405 included) is JSON
 //! `{"error": …, "operation": …}`.
 
+mod blacklist;
 mod body;
 mod control;
 mod error;
@@ -43,6 +44,7 @@ type Apis = (
     tasks::TasksApi,
     control::ControlApi,
     executions::ExecutionsApi,
+    blacklist::BlacklistApi,
 );
 
 /// The OpenAPI service: the operations and their document.
@@ -53,6 +55,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             tasks::TasksApi,
             control::ControlApi,
             executions::ExecutionsApi,
+            blacklist::BlacklistApi,
         ),
         "fastlane",
         env!("CARGO_PKG_VERSION"),

@@ -138,6 +138,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Executions that have not reached a final status.
     async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError>;
 
+    /// The Docker hosts an operator took out of rotation.
+    async fn blacklist(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Adds `host` to the blacklist (`true`) or removes it (`false`).
+    async fn set_blacklisted(&self, host: &str, blacklisted: bool) -> Result<(), StoreError>;
+
     /// How many tasks and jobs there are.
     async fn counts(&self) -> Result<(u64, u64), StoreError>;
 

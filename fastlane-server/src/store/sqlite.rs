@@ -425,6 +425,37 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn blacklist(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .db
+            .call(|conn| {
+                let mut stmt = conn.prepare("SELECT host FROM blacklist ORDER BY host")?;
+                let hosts = stmt
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(hosts)
+            })
+            .await?)
+    }
+
+    async fn set_blacklisted(&self, host: &str, blacklisted: bool) -> Result<(), StoreError> {
+        let host = host.to_owned();
+        self.db
+            .call(move |conn| {
+                if blacklisted {
+                    conn.execute(
+                        "INSERT INTO blacklist (host) VALUES (?1) ON CONFLICT (host) DO NOTHING",
+                        params![host],
+                    )?;
+                } else {
+                    conn.execute("DELETE FROM blacklist WHERE host = ?1", params![host])?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn counts(&self) -> Result<(u64, u64), StoreError> {
         Ok(self
             .db

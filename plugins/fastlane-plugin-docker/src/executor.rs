@@ -64,6 +64,8 @@ pub struct PrunedContainer {
 pub struct DockerExecutor {
     farms: Vec<FarmHosts>,
     hosts: Vec<Host>,
+    /// Hosts an operator took out of rotation.
+    blacklist: std::sync::RwLock<std::collections::BTreeSet<String>>,
 }
 
 /// Sorts a Docker API error into the SDK's kinds, naming the host.
@@ -126,13 +128,24 @@ impl DockerExecutor {
                 memory_limit: farm.memory_limit,
             });
         }
-        Ok(Self { farms, hosts })
+        Ok(Self {
+            farms,
+            hosts,
+            blacklist: Default::default(),
+        })
     }
 
     fn host(&self, name: &str) -> Result<&Host, PluginError> {
         self.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
             PluginError::not_found(format!("docker host {name} is no longer configured"))
         })
+    }
+
+    fn blacklisted(&self, host: &str) -> bool {
+        self.blacklist
+            .read()
+            .map(|b| b.contains(host))
+            .unwrap_or(false)
     }
 
     /// The first farm whose pattern matches the start of `task_id`.
@@ -377,9 +390,28 @@ impl Executor for DockerExecutor {
         self.farm_for(task_id).map(|_| ())
     }
 
+    fn set_blacklist(&self, hosts: &[String]) {
+        if let Ok(mut blacklist) = self.blacklist.write() {
+            *blacklist = hosts.iter().cloned().collect();
+        }
+    }
+
     async fn place(&self, spec: &ExecutionSpec) -> Result<Placement, PluginError> {
         let farm = self.farm_for(&spec.task_id)?;
-        if let [only] = farm.hosts.as_slice() {
+        let open: Vec<usize> = farm
+            .hosts
+            .iter()
+            .copied()
+            .filter(|&i| !self.blacklisted(&self.hosts[i].name))
+            .collect();
+        if open.is_empty() {
+            // Not a failure: the job waits until a host is back in rotation.
+            return Err(PluginError::unavailable(format!(
+                "every host of farm {:?} is blacklisted",
+                farm.pattern
+            )));
+        }
+        if let [only] = open.as_slice() {
             // Nothing to choose between: whether the host answers shows in
             // `prepare`, which sends work back to the queue if it does not.
             return Ok(Placement {
@@ -388,7 +420,7 @@ impl Executor for DockerExecutor {
         }
         let mut best: Option<(usize, &Host)> = None;
         let mut last_error = None;
-        for &index in &farm.hosts {
+        for &index in &open {
             let host = &self.hosts[index];
             match self.list(host, false).await {
                 Ok(running) => {
@@ -626,11 +658,17 @@ impl Executor for DockerExecutor {
                     Vec::new(),
                 ),
             };
+            let blacklisted = self.blacklisted(&host.name);
+            let (available, error) = if blacklisted {
+                (false, Some("server is blacklisted".to_owned()))
+            } else {
+                (available, error)
+            };
             status.hosts.push(HostStatus {
                 host: host.name.clone(),
                 farm: farm.pattern.clone(),
                 available,
-                blacklisted: false,
+                blacklisted,
                 circuit: "closed".to_owned(),
                 error,
                 running: running.len() as u64,
