@@ -15,18 +15,26 @@ fi
 eval "$(scripts/services.sh | sed 's/^/export /')"
 
 # Python tools the tests call, from PyPI, in a virtual environment under
-# target/: OpenAPI validation, Schemathesis, an SMTP server (aiosmtpd) and
-# the Prometheus text parser (prometheus-client).
+# target/: OpenAPI validation, Schemathesis, an SMTP server (aiosmtpd), the
+# Prometheus text parser (prometheus-client) and a client generator
+# (openapi-python-client).
 venv=target/test-venv
-if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator, aiosmtpd, prometheus_client' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator, aiosmtpd, prometheus_client, openapi_python_client' 2>/dev/null; then
     echo "== python tools" >&2
     python3 -m venv "$venv" 2>/dev/null || {
         apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$venv"
     }
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0' 'aiosmtpd==1.4.6' 'prometheus-client==0.21.1'
+        'schemathesis==4.32.5' 'openapi-spec-validator==0.9.0' 'aiosmtpd==1.4.6' 'prometheus-client==0.21.1' \
+        'openapi-python-client==0.29.1'
 fi
 export PATH="$PWD/$venv/bin:$PATH"
+
+# The Python client, generated from the committed OpenAPI document.
+rm -rf target/python-client
+openapi-python-client generate --path openapi/fastlane.json \
+    --output-path target/python-client/fastlane_client --meta none >/dev/null
+export FASTLANE_PYTHON_CLIENT="$PWD/target/python-client"
 
 # Containers earlier runs left behind slow the engine's listings down.
 podman ps -aq --filter label=fastlane.execution | xargs -r podman rm -f >/dev/null 2>&1 || true

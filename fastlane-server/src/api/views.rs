@@ -168,7 +168,8 @@ pub struct ExecutionView {
     pub command: String,
     /// Where it ran: `docker_host`, `container_id`.
     pub metadata: Value,
-    /// Its status.
+    // No doc comment: a described enum field becomes `allOf`, which some
+    // client generators cannot read (the enum's own description stands).
     pub status: StatusView,
     /// The exit code, once it exited.
     #[oai(nullable)]
