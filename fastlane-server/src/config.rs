@@ -153,6 +153,28 @@ const KEYS: &[Key] = &[
               /run/podman/podman.sock and /run/fastlane/podman.sock that exists.",
     },
     Key {
+        name: "PRUNE_INTERVAL_SECONDS",
+        section: "Docker Executor",
+        kind: Kind::Integer,
+        default: Some("0"),
+        doc: "Every this many seconds, remove the containers of finished executions \
+              (as `fastlane prune` does); 0 turns the background pruner off.",
+    },
+    Key {
+        name: "PRUNE_KEEP_NEWEST",
+        section: "Docker Executor",
+        kind: Kind::Integer,
+        default: Some("0"),
+        doc: "The background pruner keeps this many of the newest finished containers on each host.",
+    },
+    Key {
+        name: "PRUNE_KEEP_YOUNGER_THAN_SECONDS",
+        section: "Docker Executor",
+        kind: Kind::Integer,
+        default: Some("0"),
+        doc: "The background pruner keeps finished containers created less than this long ago.",
+    },
+    Key {
         name: "HARD_EXECUTION_TIMEOUT_SECONDS",
         section: "Worker",
         kind: Kind::Integer,
@@ -353,6 +375,12 @@ pub struct Config {
     pub env_blacklisted_words: Vec<String>,
     /// The `DOCKER_HOSTS` farms (or the detected local engine).
     pub docker_hosts: serde_json::Value,
+    /// Seconds between background prunes; 0 means none.
+    pub prune_interval_seconds: u64,
+    /// Finished containers the background pruner keeps per host.
+    pub prune_keep_newest: u64,
+    /// Finished containers younger than this are kept by the background pruner.
+    pub prune_keep_younger_than_seconds: u64,
     /// The cap on (and default of) job timeouts.
     pub hard_execution_timeout_seconds: u64,
     /// SIGTERM-to-SIGKILL grace when stopping containers.
@@ -579,6 +607,17 @@ impl Config {
             "maxLogBytes": max_log_bytes,
         });
         Ok(Self {
+            prune_interval_seconds: int(
+                "PRUNE_INTERVAL_SECONDS",
+                take("PRUNE_INTERVAL_SECONDS"),
+                0,
+            )?,
+            prune_keep_newest: int("PRUNE_KEEP_NEWEST", take("PRUNE_KEEP_NEWEST"), 0)?,
+            prune_keep_younger_than_seconds: int(
+                "PRUNE_KEEP_YOUNGER_THAN_SECONDS",
+                take("PRUNE_KEEP_YOUNGER_THAN_SECONDS"),
+                0,
+            )?,
             sentry_dsn: text(take("SENTRY_DSN")).filter(|d| !d.trim().is_empty()),
             sentry_environment: text(take("SENTRY_ENVIRONMENT")).filter(|e| !e.is_empty()),
             listen_base_url: None,

@@ -1,8 +1,52 @@
-//! `fastlane prune`: removes the containers of finished executions
-//! (renamed `defunct-fastlane-job-<executionId>` once their result was
-//! stored) from every configured Docker host.
+//! `fastlane prune` and the background pruner: they remove the containers of
+//! finished executions (renamed `defunct-fastlane-job-<executionId>` once
+//! their result was stored) from every configured Docker host.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+
+/// Every `PRUNE_INTERVAL_SECONDS` until `shutdown`, removes finished
+/// containers, sparing the newest `PRUNE_KEEP_NEWEST` and those younger than
+/// `PRUNE_KEEP_YOUNGER_THAN_SECONDS` on each host. Does nothing when the
+/// interval is 0.
+pub async fn background(config: std::sync::Arc<Config>, shutdown: CancellationToken) {
+    if config.prune_interval_seconds == 0 {
+        return;
+    }
+    #[cfg(feature = "plugin-docker")]
+    {
+        use fastlane_plugin_docker::{DockerExecutor, DockerExecutorConfig, PruneKeep};
+        let farms = serde_json::json!({ "farms": config.docker_hosts });
+        let executor = match DockerExecutorConfig::from_json(farms).and_then(DockerExecutor::new) {
+            Ok(executor) => executor,
+            Err(err) => {
+                tracing::warn!(error = %err, "background pruner off");
+                return;
+            }
+        };
+        let keep = PruneKeep {
+            newest: usize::try_from(config.prune_keep_newest).unwrap_or(usize::MAX),
+            younger_than_seconds: config.prune_keep_younger_than_seconds,
+        };
+        let interval = Duration::from_secs(config.prune_interval_seconds);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let (removed, errors) = executor.prune_defunct_keeping(&keep).await;
+            if !removed.is_empty() {
+                tracing::info!(removed = removed.len(), "pruned finished containers");
+            }
+            for error in errors {
+                tracing::warn!(error = %error, "pruning failed on a host");
+            }
+        }
+    }
+}
 
 /// Prunes every host of `DOCKER_HOSTS`, printing one JSON line per
 /// container removed and one error line per host that failed. Returns false

@@ -107,6 +107,10 @@ pub async fn run(mut config: Config, bind: SocketAddr) -> anyhow::Result<()> {
     let worker = tokio::spawn(worker::run(services.clone(), shutdown.clone()));
     let scheduler = tokio::spawn(scheduler::run(services.clone(), shutdown.clone()));
     let notifications = tokio::spawn(notify::run(services.clone(), shutdown.clone()));
+    tokio::spawn(crate::prune::background(
+        services.config.clone(),
+        shutdown.clone(),
+    ));
     let server = Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
         api::app(services),
         shutdown.clone().cancelled_owned(),

@@ -46,6 +46,15 @@ struct FarmHosts {
     memory_limit: Option<u64>,
 }
 
+/// What a prune spares on each host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneKeep {
+    /// The newest defunct containers to keep.
+    pub newest: usize,
+    /// Keep defunct containers created less than this many seconds ago.
+    pub younger_than_seconds: u64,
+}
+
 /// A container `prune_defunct` removed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PrunedContainer {
@@ -171,6 +180,16 @@ impl DockerExecutor {
     /// and fastlane containers not yet defunct, are left alone. Hosts that
     /// do not answer are reported and skipped.
     pub async fn prune_defunct(&self) -> (Vec<PrunedContainer>, Vec<PluginError>) {
+        self.prune_defunct_keeping(&PruneKeep::default()).await
+    }
+
+    /// Like [`Self::prune_defunct`], sparing on each host the newest
+    /// `keep.newest` defunct containers and those created less than
+    /// `keep.younger_than_seconds` ago.
+    pub async fn prune_defunct_keeping(
+        &self,
+        keep: &PruneKeep,
+    ) -> (Vec<PrunedContainer>, Vec<PluginError>) {
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         for host in &self.hosts {
@@ -193,13 +212,23 @@ impl DockerExecutor {
                 filters: Some(filters),
                 ..Default::default()
             };
-            let containers = match docker.list_containers(Some(options)).await {
+            let mut containers = match docker.list_containers(Some(options)).await {
                 Ok(containers) => containers,
                 Err(e) => {
                     errors.push(classify(host, "listing defunct containers", e));
                     continue;
                 }
             };
+            // Newest first, then spare what the policy keeps.
+            containers.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let min_age = i64::try_from(keep.younger_than_seconds).unwrap_or(i64::MAX);
+            let containers = containers
+                .into_iter()
+                .skip(keep.newest)
+                .filter(|c| now.saturating_sub(c.created.unwrap_or(now)) >= min_age);
             for container in containers {
                 let name = container
                     .names

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use fastlane_sdk::{Executor, ExecutorFactory, PluginError, Registry};
 
 pub use config::{DockerExecutorConfig, Farm};
-pub use executor::DockerExecutor;
+pub use executor::{DockerExecutor, PruneKeep, PrunedContainer};
 
 /// The kind this executor registers under.
 pub const KIND: &str = "docker";

@@ -194,3 +194,36 @@ async fn a_job_s_cpu_and_memory_limits_reach_the_container_and_farm_defaults_fil
     assert!(seen.starts_with("33554432\n"), "{seen:?}");
     assert!(seen.contains("25000"), "a quarter CPU: {seen:?}");
 }
+
+#[tokio::test]
+async fn a_prune_policy_spares_the_newest_and_the_young() {
+    use fastlane_plugin_docker::{DockerExecutor, DockerExecutorConfig, PruneKeep};
+    let executor = local();
+    let spec = spec(&["true"]);
+    let placement = executor.place(&spec).await.expect("placed");
+    let handle = executor.start(&spec, &placement).await.expect("started");
+    executor.wait(&handle).await.expect("exited");
+    executor.release(&handle).await.expect("now defunct");
+
+    let pruner = DockerExecutor::new(
+        DockerExecutorConfig::from_json(json!({"farms": [{"hosts": [engine()]}]})).expect("config"),
+    )
+    .expect("executor");
+    for keep in [
+        PruneKeep {
+            newest: usize::MAX,
+            younger_than_seconds: 0,
+        },
+        PruneKeep {
+            newest: 0,
+            younger_than_seconds: 3600,
+        },
+    ] {
+        let (removed, errors) = pruner.prune_defunct_keeping(&keep).await;
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(
+            !removed.iter().any(|r| r.id == handle.id),
+            "{keep:?} removed the fresh container"
+        );
+    }
+}
