@@ -134,9 +134,7 @@ impl BlacklistApi {
         services: Data<&Services>,
         body: HostBody,
     ) -> Result<poem_openapi::payload::Json<Blacklist>, ApiError> {
-        const OP: &str = "add_to_blacklist";
-        let host = host(body, OP, "add host to blacklist")?;
-        change(&services, host, true, OP).await
+        self.add(services, body).await
     }
 
     /// Put a Docker host back in rotation

@@ -10,7 +10,7 @@ use fastlane_sdk::{Execution, Schedule};
 use super::error::ApiError;
 use super::urls::Urls;
 use super::views::Link;
-use super::{ApiTags, client_ip};
+use super::{ApiTags, JOB_NOT_FOUND, client_ip, find_job, task_or_job_not_found};
 use crate::control::{self, STOPPED_BY_USER};
 use crate::queue::{JOBS, Work};
 use crate::services::Services;
@@ -71,12 +71,7 @@ impl ControlApi {
         #[oai(name = "jobId")] job_id: Path<String>,
     ) -> Result<Json<JobControlled>, ApiError> {
         const OP: &str = "stop_job";
-        let job = services
-            .store
-            .job(&task_id, &job_id)
-            .await
-            .map_err(ApiError::store(OP))?
-            .ok_or_else(|| ApiError::not_found(OP, "Job not found in task."))?;
+        let job = find_job(&services, &task_id, &job_id, OP, || JOB_NOT_FOUND.into()).await?;
         let job = control::stop_job(&services, job)
             .await
             .map_err(|e| ApiError::unavailable(OP, e.to_string()))?;
@@ -109,12 +104,7 @@ impl ControlApi {
         #[oai(name = "jobId")] job_id: Path<String>,
     ) -> Result<Json<JobControlled>, ApiError> {
         const OP: &str = "retry_job";
-        let job = services
-            .store
-            .job(&task_id, &job_id)
-            .await
-            .map_err(ApiError::store(OP))?
-            .ok_or_else(|| ApiError::not_found(OP, "Job not found in task."))?;
+        let job = find_job(&services, &task_id, &job_id, OP, || JOB_NOT_FOUND.into()).await?;
         if matches!(job.spec.schedule, Schedule::At { .. })
             && job.next_run_at.is_some()
             && !job.stopped
@@ -180,17 +170,10 @@ impl ControlApi {
         #[oai(name = "executionId")] execution_id: Path<String>,
     ) -> Result<Json<ExecutionStopped>, ApiError> {
         const OP: &str = "stop_job_execution";
-        services
-            .store
-            .job(&task_id, &job_id)
-            .await
-            .map_err(ApiError::store(OP))?
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    OP,
-                    format!("Task ({}) or Job ({}) not found.", task_id.0, job_id.0),
-                )
-            })?;
+        find_job(&services, &task_id, &job_id, OP, || {
+            task_or_job_not_found(&task_id, &job_id)
+        })
+        .await?;
         let execution = services
             .store
             .execution(&execution_id)

@@ -7,10 +7,10 @@ use poem_openapi::{ApiResponse, OpenApi, param::Path, payload::Json, payload::Pl
 
 use fastlane_sdk::Execution;
 
-use super::ApiTags;
 use super::error::ApiError;
 use super::urls::Urls;
 use super::views::{ExecutionDetails, Link, error_text, execution_view};
+use super::{ApiTags, find_job, task_or_job_not_found};
 use crate::services::Services;
 
 const OP: &str = "retrieve_execution_details";
@@ -55,14 +55,10 @@ async fn last_execution(
     task_id: &str,
     job_id: &str,
 ) -> Result<Execution, ApiError> {
-    services
-        .store
-        .job(task_id, job_id)
-        .await
-        .map_err(ApiError::store(OP))?
-        .ok_or_else(|| {
-            ApiError::not_found(OP, format!("Task ({task_id}) or Job ({job_id}) not found."))
-        })?;
+    find_job(services, task_id, job_id, OP, || {
+        task_or_job_not_found(task_id, job_id)
+    })
+    .await?;
     let (mut newest, _) = services
         .store
         .executions(job_id, 1)
@@ -80,17 +76,10 @@ async fn one_execution(
     job_id: &str,
     execution_id: &str,
 ) -> Result<Execution, ApiError> {
-    services
-        .store
-        .job(task_id, job_id)
-        .await
-        .map_err(ApiError::store(operation))?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                operation,
-                format!("Task ({task_id}) or Job ({job_id}) not found."),
-            )
-        })?;
+    find_job(services, task_id, job_id, operation, || {
+        task_or_job_not_found(task_id, job_id)
+    })
+    .await?;
     services
         .store
         .execution(execution_id)

@@ -198,6 +198,30 @@ fn unauthorized(realm: &str) -> Response {
         .finish()
 }
 
+/// The job `job_id` of task `task_id`, or the 404 saying `not_found`.
+async fn find_job(
+    services: &Services,
+    task_id: &str,
+    job_id: &str,
+    operation: &'static str,
+    not_found: impl FnOnce() -> String,
+) -> Result<fastlane_sdk::Job, error::ApiError> {
+    services
+        .store
+        .job(task_id, job_id)
+        .await
+        .map_err(error::ApiError::store(operation))?
+        .ok_or_else(|| error::ApiError::not_found(operation, not_found()))
+}
+
+/// The 404 message of job routes.
+const JOB_NOT_FOUND: &str = "Job not found in task.";
+
+/// The 404 message of execution routes.
+fn task_or_job_not_found(task_id: &str, job_id: &str) -> String {
+    format!("Task ({task_id}) or Job ({job_id}) not found.")
+}
+
 /// The client's address: `X-Real-Ip`, else the first `X-Forwarded-For`
 /// entry, else the peer.
 fn client_ip(request: &Request) -> Option<String> {

@@ -19,7 +19,7 @@ use super::views::{
     JobCreated, JobDetails, JobView, Link, TaskDetails, TaskItem, TaskJob, TaskPage,
     execution_view, job_metadata,
 };
-use super::{ApiTags, client_ip};
+use super::{ApiTags, JOB_NOT_FOUND, client_ip, find_job};
 use crate::queue::{JOBS, SCHEDULE, Work};
 use crate::scheduler;
 use crate::services::Services;
@@ -233,12 +233,7 @@ impl TasksApi {
         #[oai(name = "jobId")] job_id: Path<String>,
     ) -> Result<Json<JobDetails>, ApiError> {
         const OP: &str = "get_job";
-        let job = services
-            .store
-            .job(&task_id, &job_id)
-            .await
-            .map_err(ApiError::store(OP))?
-            .ok_or_else(|| ApiError::not_found(OP, "Job not found in task."))?;
+        let job = find_job(&services, &task_id, &job_id, OP, || JOB_NOT_FOUND.into()).await?;
         let (executions, execution_count) = services
             .store
             .executions(&job.job_id, EXECUTIONS_SHOWN)
