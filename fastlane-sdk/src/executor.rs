@@ -188,3 +188,9 @@ pub trait ExecutorFactory: Send + Sync {
     /// and name the bad key.
     fn build(&self, config: serde_json::Value) -> Result<Arc<dyn Executor>, PluginError>;
 }
+
+impl fmt::Debug for dyn ExecutorFactory + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExecutorFactory({})", self.kind())
+    }
+}

@@ -23,11 +23,17 @@
 //!   its factory each.
 //! - [`registry`]: the explicit list of factories a server knows.
 //!
-//! The crate is `#![forbid(unsafe_code)]`; plugins loaded from a dynamic
-//! library will go through a separate loader that holds all `unsafe`.
+//! - [`dynamic`]: what a plugin library exports ([`declare_plugin!`]) and
+//!   the fingerprint a server checks before using it.
+//! - [`runtime`]: sleep, time out and spawn the way plugins must.
+//! - `testing` (feature `testing`): the compliance kit plugin authors run.
+//!
+//! The crate is `#![forbid(unsafe_code)]`; the server's `fastlane-loader`
+//! crate holds the `unsafe` that loading a library takes.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dynamic;
 pub mod error;
 pub mod error_handler;
 pub mod executor;
@@ -35,6 +41,9 @@ pub mod metrics;
 pub mod model;
 pub mod notifier;
 pub mod registry;
+pub mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod text;
 
 pub use error::{ErrorKind, PluginError};

@@ -190,6 +190,53 @@ pub struct JobSpec {
     pub memory_limit: Option<u64>,
 }
 
+impl JobSpec {
+    /// A job that runs `command` in `image` now, once, with everything else
+    /// at its default (no retries, no notifications, a one-hour timeout).
+    pub fn new(image: impl Into<String>, command: impl Into<String>) -> Self {
+        Self {
+            image: image.into(),
+            command: command.into(),
+            envs: BTreeMap::new(),
+            custom: None,
+            retries: 0,
+            timeout_seconds: 3600,
+            expiration: None,
+            schedule: Schedule::Now,
+            notify: NotifyTargets::default(),
+            webhooks: WebhookTargets::default(),
+            additional_dns_entries: Vec::new(),
+            backoff: None,
+            concurrency_policy: ConcurrencyPolicy::Allow,
+            cpu_limit: None,
+            memory_limit: None,
+        }
+    }
+}
+
+impl Job {
+    /// A new job of `task_id` with a fresh `job_id`, created `now`.
+    pub fn new(
+        task_id: impl Into<String>,
+        job_id: impl Into<String>,
+        spec: JobSpec,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            job_id: job_id.into(),
+            task_id: task_id.into(),
+            created_at: now,
+            last_modified_at: now,
+            spec,
+            request_ip: None,
+            retry_count: 0,
+            generation: 0,
+            next_run_at: None,
+            stopped: false,
+        }
+    }
+}
+
 /// A job: one submission, with the executions it produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {

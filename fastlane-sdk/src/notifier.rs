@@ -93,3 +93,9 @@ pub trait NotifierFactory: Send + Sync {
     /// Builds the notifier from its configuration section.
     fn build(&self, config: serde_json::Value) -> Result<Arc<dyn Notifier>, PluginError>;
 }
+
+impl fmt::Debug for dyn NotifierFactory + '_ {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NotifierFactory({})", self.kind())
+    }
+}

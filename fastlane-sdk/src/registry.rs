@@ -18,10 +18,10 @@ use crate::notifier::{Notifier, NotifierFactory};
 /// Factories by kind, one map per trait.
 #[derive(Default)]
 pub struct Registry {
-    executors: BTreeMap<&'static str, Box<dyn ExecutorFactory>>,
-    notifiers: BTreeMap<&'static str, Box<dyn NotifierFactory>>,
-    error_handlers: BTreeMap<&'static str, Box<dyn ErrorHandlerFactory>>,
-    metrics_sinks: BTreeMap<&'static str, Box<dyn MetricsSinkFactory>>,
+    pub(crate) executors: BTreeMap<&'static str, Box<dyn ExecutorFactory>>,
+    pub(crate) notifiers: BTreeMap<&'static str, Box<dyn NotifierFactory>>,
+    pub(crate) error_handlers: BTreeMap<&'static str, Box<dyn ErrorHandlerFactory>>,
+    pub(crate) metrics_sinks: BTreeMap<&'static str, Box<dyn MetricsSinkFactory>>,
 }
 
 impl fmt::Debug for Registry {
@@ -156,6 +156,57 @@ impl Registry {
         config: serde_json::Value,
     ) -> Result<Arc<dyn MetricsSink>, PluginError> {
         find("metrics sink", &self.metrics_sinks, kind)?.build(config)
+    }
+
+    /// Moves every factory of `other` into this registry, refusing the whole
+    /// of `other` if one of its names is already taken here. Returns what
+    /// was added, as `(trait, kind)` pairs such as `("executor", "local")`.
+    pub fn merge(
+        &mut self,
+        other: Registry,
+    ) -> Result<Vec<(&'static str, &'static str)>, PluginError> {
+        let taken = other
+            .executors
+            .keys()
+            .filter(|k| self.executors.contains_key(*k))
+            .map(|k| ("executor", *k))
+            .chain(
+                other
+                    .notifiers
+                    .keys()
+                    .filter(|k| self.notifiers.contains_key(*k))
+                    .map(|k| ("notifier", *k)),
+            )
+            .chain(
+                other
+                    .error_handlers
+                    .keys()
+                    .filter(|k| self.error_handlers.contains_key(*k))
+                    .map(|k| ("error handler", *k)),
+            )
+            .chain(
+                other
+                    .metrics_sinks
+                    .keys()
+                    .filter(|k| self.metrics_sinks.contains_key(*k))
+                    .map(|k| ("metrics sink", *k)),
+            )
+            .next();
+        if let Some((what, kind)) = taken {
+            return Err(PluginError::invalid_config(format!(
+                "{what} {kind:?} is registered twice"
+            )));
+        }
+        let mut added = Vec::new();
+        added.extend(other.executors.keys().map(|k| ("executor", *k)));
+        added.extend(other.notifiers.keys().map(|k| ("notifier", *k)));
+        added.extend(other.error_handlers.keys().map(|k| ("error handler", *k)));
+        added.extend(other.metrics_sinks.keys().map(|k| ("metrics sink", *k)));
+        self.executors.extend(other.executors);
+        self.notifiers.extend(other.notifiers);
+        self.error_handlers.extend(other.error_handlers);
+        self.metrics_sinks.extend(other.metrics_sinks);
+        Ok(added)
     }
 
     /// The notifier kinds registered, sorted.

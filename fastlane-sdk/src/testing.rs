@@ -1,0 +1,365 @@
+//! The compliance kit (feature `testing`): checks that a plugin keeps the
+//! contract the server relies on. Call the checks from a `#[tokio::test]`
+//! with your factory; each panics with a message naming the broken rule.
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn my_executor_keeps_the_contract() {
+//!     fastlane_sdk::testing::check_executor(&ExecutorSubject {
+//!         factory: &MyExecutorFactory,
+//!         config: serde_json::json!({}),
+//!         invalid_config: serde_json::json!({"no such key": 1}),
+//!         image: "busybox".into(),
+//!         task_id: "compliance".into(),
+//!     })
+//!     .await;
+//! }
+//! ```
+//!
+//! Executor checks run real commands through `sh -c` (so the image, or the
+//! machine for a process executor, needs a POSIX shell with `sleep`):
+//! a run that exits 0 reports code 0 (the server marks it `done`); a
+//! non-zero exit keeps its code; stdout and stderr stay apart; `start` is
+//! idempotent; `stop` ends a running run; dropping a `wait` (cancellation)
+//! leaves the run alone; an unknown run and a bad configuration give errors
+//! of the right kind.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::ErrorKind;
+use crate::executor::{ExecutionSpec, Executor, ExecutorFactory, RunHandle};
+use crate::model::{Execution, ExecutionStatus, Job, JobSpec};
+use crate::notifier::{Delivery, DeliveryReport, NotificationEvent, NotifierFactory};
+
+/// An executor under test and how to build it.
+#[derive(Debug, Clone)]
+pub struct ExecutorSubject<'a> {
+    /// The factory under test.
+    pub factory: &'a dyn ExecutorFactory,
+    /// A configuration it accepts.
+    pub config: serde_json::Value,
+    /// A configuration it must refuse with [`ErrorKind::InvalidConfig`].
+    pub invalid_config: serde_json::Value,
+    /// The image runs use (ignored by executors without images).
+    pub image: String,
+    /// The task id runs belong to.
+    pub task_id: String,
+}
+
+/// How long a check waits for a run that should end by itself.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs every executor check, one after another.
+pub async fn check_executor(subject: &ExecutorSubject<'_>) {
+    refuses_invalid_config(subject);
+    let executor = build(subject);
+    exit_zero_reports_success(subject, &executor).await;
+    nonzero_exit_keeps_its_code(subject, &executor).await;
+    start_is_idempotent(subject, &executor).await;
+    stop_ends_a_running_run(subject, &executor).await;
+    dropping_wait_leaves_the_run_alone(subject, &executor).await;
+    an_unknown_run_is_an_error(subject, &executor).await;
+}
+
+/// Builds the executor from the subject's good configuration.
+pub fn build(subject: &ExecutorSubject<'_>) -> Arc<dyn Executor> {
+    match subject.factory.build(subject.config.clone()) {
+        Ok(executor) => executor,
+        Err(err) => panic!(
+            "executor {:?} refused its valid configuration {}: {err}",
+            subject.factory.kind(),
+            subject.config
+        ),
+    }
+}
+
+/// A bad configuration is an [`ErrorKind::InvalidConfig`] error.
+pub fn refuses_invalid_config(subject: &ExecutorSubject<'_>) {
+    match subject.factory.build(subject.invalid_config.clone()) {
+        Ok(_) => panic!(
+            "executor {:?} accepted the invalid configuration {}",
+            subject.factory.kind(),
+            subject.invalid_config
+        ),
+        Err(err) => assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidConfig,
+            "a bad configuration must be an InvalidConfig error, got: {err}"
+        ),
+    }
+}
+
+/// A spec running `script` with `sh -c`, with a fresh execution id.
+pub fn spec(subject: &ExecutorSubject<'_>, script: &str) -> ExecutionSpec {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let execution_id = format!("compliance-{}-{nanos}-{n}", std::process::id());
+    ExecutionSpec {
+        job_id: format!("{execution_id}-job"),
+        execution_id,
+        task_id: subject.task_id.clone(),
+        image: subject.image.clone(),
+        argv: vec!["sh".into(), "-c".into(), script.into()],
+        envs: [("FASTLANE_COMPLIANCE".to_owned(), "1".to_owned())].into(),
+        extra_hosts: Vec::new(),
+        cpu_limit: None,
+        memory_limit: None,
+    }
+}
+
+/// Places, prepares and starts `spec`, as the server does.
+pub async fn start(executor: &Arc<dyn Executor>, spec: &ExecutionSpec) -> RunHandle {
+    let placement = match executor.place(spec).await {
+        Ok(placement) => placement,
+        Err(err) => panic!("place failed: {err}"),
+    };
+    if let Err(err) = executor.prepare(spec, &placement).await {
+        panic!("prepare failed: {err}");
+    }
+    match executor.start(spec, &placement).await {
+        Ok(handle) => handle,
+        Err(err) => panic!("start failed: {err}"),
+    }
+}
+
+async fn wait_code(executor: &Arc<dyn Executor>, handle: &RunHandle) -> i64 {
+    match tokio::time::timeout(PATIENCE, executor.wait(handle)).await {
+        Ok(Ok(status)) => status.code,
+        Ok(Err(err)) => panic!("wait failed: {err}"),
+        Err(_) => panic!("the run did not end within {PATIENCE:?}"),
+    }
+}
+
+async fn release(executor: &Arc<dyn Executor>, handle: &RunHandle) {
+    if let Err(err) = executor.release(handle).await {
+        panic!("release failed: {err}");
+    }
+}
+
+/// A run that exits 0 reports code 0, and what it wrote, stdout and stderr
+/// apart.
+pub async fn exit_zero_reports_success(
+    subject: &ExecutorSubject<'_>,
+    executor: &Arc<dyn Executor>,
+) {
+    let spec = spec(
+        subject,
+        "echo to-stdout; echo to-stderr >&2; echo \"$FASTLANE_COMPLIANCE\"",
+    );
+    let handle = start(executor, &spec).await;
+    assert_eq!(
+        wait_code(executor, &handle).await,
+        0,
+        "`exit 0` must report code 0"
+    );
+    let output = match executor.output(&handle).await {
+        Ok(output) => output,
+        Err(err) => panic!("output failed: {err}"),
+    };
+    assert_eq!(
+        output.stdout, "to-stdout\n1\n",
+        "stdout (with the env var) is kept whole and apart"
+    );
+    assert_eq!(
+        output.stderr, "to-stderr\n",
+        "stderr is kept apart from stdout"
+    );
+    release(executor, &handle).await;
+}
+
+/// A non-zero exit keeps its code.
+pub async fn nonzero_exit_keeps_its_code(
+    subject: &ExecutorSubject<'_>,
+    executor: &Arc<dyn Executor>,
+) {
+    let spec = spec(subject, "exit 3");
+    let handle = start(executor, &spec).await;
+    assert_eq!(
+        wait_code(executor, &handle).await,
+        3,
+        "`exit 3` must report code 3"
+    );
+    // Waiting again on a finished run answers at once, with the same code.
+    assert_eq!(
+        wait_code(executor, &handle).await,
+        3,
+        "a second wait must give the same code"
+    );
+    release(executor, &handle).await;
+}
+
+/// Starting the same execution twice finds the first run.
+pub async fn start_is_idempotent(subject: &ExecutorSubject<'_>, executor: &Arc<dyn Executor>) {
+    let spec = spec(subject, "sleep 1; exit 5");
+    let first = start(executor, &spec).await;
+    let second = start(executor, &spec).await;
+    assert_eq!(
+        first, second,
+        "a second start of one execution id must return the first run"
+    );
+    assert_eq!(wait_code(executor, &first).await, 5);
+    release(executor, &first).await;
+}
+
+/// `stop` ends a running run within its grace period (plus slack).
+pub async fn stop_ends_a_running_run(subject: &ExecutorSubject<'_>, executor: &Arc<dyn Executor>) {
+    let spec = spec(subject, "sleep 300");
+    let handle = start(executor, &spec).await;
+    let began = Instant::now();
+    if let Err(err) = executor.stop(&handle, Duration::from_secs(1)).await {
+        panic!("stop failed: {err}");
+    }
+    let code = wait_code(executor, &handle).await;
+    assert_ne!(code, 0, "a stopped run must not report success");
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "stop took {:?} to end a `sleep 300`",
+        began.elapsed()
+    );
+    release(executor, &handle).await;
+}
+
+/// Dropping a `wait` future (the server cancels waits on shutdown) leaves
+/// the run going; a later wait sees its end.
+pub async fn dropping_wait_leaves_the_run_alone(
+    subject: &ExecutorSubject<'_>,
+    executor: &Arc<dyn Executor>,
+) {
+    let spec = spec(subject, "sleep 2; exit 4");
+    let handle = start(executor, &spec).await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), executor.wait(&handle)).await;
+    assert!(
+        cancelled.is_err(),
+        "wait returned before the run ended: {cancelled:?}"
+    );
+    assert_eq!(
+        wait_code(executor, &handle).await,
+        4,
+        "the run must go on after a dropped wait"
+    );
+    release(executor, &handle).await;
+}
+
+/// Waiting on a run the executor never started is a `NotFound` or
+/// `Permanent` error, not a hang and not a success.
+pub async fn an_unknown_run_is_an_error(
+    subject: &ExecutorSubject<'_>,
+    executor: &Arc<dyn Executor>,
+) {
+    let spec = spec(subject, "true");
+    let placement = match executor.place(&spec).await {
+        Ok(placement) => placement,
+        Err(err) => panic!("place failed: {err}"),
+    };
+    let handle = RunHandle {
+        host: placement.host,
+        id: spec.execution_id,
+    };
+    match tokio::time::timeout(PATIENCE, executor.wait(&handle)).await {
+        Ok(Err(err)) => assert!(
+            matches!(err.kind(), ErrorKind::NotFound | ErrorKind::Permanent),
+            "an unknown run must be NotFound or Permanent, got {:?}: {err}",
+            err.kind()
+        ),
+        Ok(Ok(status)) => panic!("waiting on an unknown run succeeded: {status:?}"),
+        Err(_) => panic!("waiting on an unknown run hung"),
+    }
+}
+
+/// A notifier under test.
+#[derive(Debug, Clone)]
+pub struct NotifierSubject<'a> {
+    /// The factory under test.
+    pub factory: &'a dyn NotifierFactory,
+    /// A configuration it accepts.
+    pub config: serde_json::Value,
+    /// A configuration it must refuse with [`ErrorKind::InvalidConfig`].
+    pub invalid_config: serde_json::Value,
+    /// The target deliveries go to (a webhook object, an address, …).
+    pub target: serde_json::Value,
+}
+
+/// Refuses the bad configuration, then delivers one notification of every
+/// event to the target and asserts each was accepted. Returns the
+/// deliveries made, in order, for the caller to compare with what the
+/// target received.
+pub async fn check_notifier(subject: &NotifierSubject<'_>) -> Vec<Delivery> {
+    match subject.factory.build(subject.invalid_config.clone()) {
+        Ok(_) => panic!(
+            "notifier accepted the invalid configuration {}",
+            subject.invalid_config
+        ),
+        Err(err) => assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}"),
+    }
+    let notifier = match subject.factory.build(subject.config.clone()) {
+        Ok(notifier) => notifier,
+        Err(err) => panic!("notifier refused its valid configuration: {err}"),
+    };
+    let mut sent = Vec::new();
+    for (event, status, code) in [
+        (NotificationEvent::Starts, ExecutionStatus::Running, None),
+        (NotificationEvent::Succeeds, ExecutionStatus::Done, Some(0)),
+        (NotificationEvent::Fails, ExecutionStatus::Failed, Some(2)),
+        (
+            NotificationEvent::Finishes,
+            ExecutionStatus::Failed,
+            Some(2),
+        ),
+    ] {
+        let delivery = delivery(event, status, code, subject.target.clone());
+        let report: DeliveryReport = match notifier.deliver(&delivery).await {
+            Ok(report) => report,
+            Err(err) => panic!("delivering {} failed: {err}", event.as_str()),
+        };
+        assert!(
+            report.accepted,
+            "the target refused {}: {report:?}",
+            event.as_str()
+        );
+        sent.push(delivery);
+    }
+    sent
+}
+
+/// A delivery of `event` about an execution in `status`.
+pub fn delivery(
+    event: NotificationEvent,
+    status: ExecutionStatus,
+    exit_code: Option<i64>,
+    target: serde_json::Value,
+) -> Delivery {
+    let now = chrono::Utc::now();
+    let job = Job::new(
+        "compliance",
+        "00000000-0000-4000-8000-000000000001",
+        JobSpec::new("busybox", "true"),
+        now,
+    );
+    let mut execution = Execution::enqueued(
+        &job,
+        "busybox",
+        "true",
+        None,
+        now,
+        "00000000-0000-4000-8000-000000000002".to_owned(),
+    );
+    execution.status = status;
+    execution.exit_code = exit_code;
+    Delivery {
+        event,
+        job,
+        execution,
+        target,
+        task_url: "http://fastlane.invalid/tasks/compliance".to_owned(),
+        job_url:
+            "http://fastlane.invalid/tasks/compliance/jobs/00000000-0000-4000-8000-000000000001"
+                .to_owned(),
+        attempt: 1,
+    }
+}

@@ -1,0 +1,20 @@
+//! The SDK's compliance kit, run against the Docker executor on the real
+//! engine `scripts/services.sh` starts (`FASTLANE_TEST_DOCKER_UNIX`).
+
+use fastlane_plugin_docker::DockerExecutorFactory;
+use fastlane_sdk::testing::{ExecutorSubject, check_executor};
+use serde_json::json;
+
+#[tokio::test]
+async fn the_docker_executor_keeps_the_executor_contract() {
+    let engine = std::env::var("FASTLANE_TEST_DOCKER_UNIX")
+        .unwrap_or_else(|_| "unix:///run/fastlane/podman.sock".to_owned());
+    check_executor(&ExecutorSubject {
+        factory: &DockerExecutorFactory,
+        config: json!({"farms": [{"match": "", "hosts": [engine]}]}),
+        invalid_config: json!({"farms": [{"match": "(", "hosts": ["a:1"]}]}),
+        image: std::env::var("FASTLANE_TEST_IMAGE").unwrap_or_else(|_| "busybox".to_owned()),
+        task_id: "compliance".to_owned(),
+    })
+    .await;
+}
