@@ -346,6 +346,35 @@ const KEYS: &[Key] = &[
         doc: "A worker holds a queue message under a lease it renews while it works; \
               a message whose lease lapses is delivered again.",
     },
+    Key {
+        name: "PLUGINS",
+        section: "Plugins",
+        kind: Kind::Json,
+        default: Some("[]"),
+        doc: "Plugin libraries to load at start-up, as JSON: \
+              [{\"path\": \"/opt/fastlane/plugins/libmy_plugin.so\", \"config\": {...}}]. \
+              Each plugin the library registers is built with its `config`. A library \
+              built for another fastlane is refused (logged) and the server starts without it.",
+    },
+    Key {
+        name: "EXECUTORS",
+        section: "Plugins",
+        kind: Kind::Json,
+        default: Some("[]"),
+        doc: "Which executor runs which tasks, as JSON: \
+              [{\"match\": \"<task id regex>\", \"executor\": \"local\"}], tried in order \
+              (matched at the start of the task id); tasks no entry matches go to `docker`.",
+    },
+    Key {
+        name: "NOTIFIERS",
+        section: "Plugins",
+        kind: Kind::Json,
+        default: Some("[]"),
+        doc: "Notifier plugins that hear about every execution of matching tasks, as JSON: \
+              [{\"notifier\": \"file-events\", \"match\": \"<task id regex>\", \
+              \"events\": [\"starts\", \"finishes\"], \"target\": <any JSON>, \"retries\": 3}]. \
+              `events` defaults to all four, `retries` to 0.",
+    },
 ];
 
 /// The validated configuration.
@@ -411,6 +440,123 @@ pub struct Config {
     pub worker_concurrency: usize,
     /// Queue lease length.
     pub queue_lease_seconds: u64,
+    /// Plugin libraries to load.
+    pub plugins: Vec<PluginLibrary>,
+    /// Executor routing by task id.
+    pub executor_routes: Vec<ExecutorRoute>,
+    /// Notifier plugins subscribed to tasks.
+    pub notifier_subscriptions: Vec<NotifierSubscription>,
+}
+
+/// One `PLUGINS` entry.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLibrary {
+    /// The library file.
+    pub path: PathBuf,
+    /// What each of its plugins is built with.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// One `EXECUTORS` entry.
+#[derive(Debug, Clone)]
+pub struct ExecutorRoute {
+    /// Matched at the start of the task id.
+    pub pattern: regex::Regex,
+    /// The executor's registered name.
+    pub executor: String,
+}
+
+/// One `NOTIFIERS` entry.
+#[derive(Debug, Clone)]
+pub struct NotifierSubscription {
+    /// The notifier's registered name.
+    pub notifier: String,
+    /// Matched at the start of the task id.
+    pub pattern: regex::Regex,
+    /// The events it hears about.
+    pub events: Vec<fastlane_sdk::NotificationEvent>,
+    /// Handed to the notifier as the delivery's target.
+    pub target: serde_json::Value,
+    /// Tries after the first.
+    pub retries: u32,
+}
+
+/// A task-id pattern, anchored at the start as farms' are.
+fn task_pattern(key: &'static str, pattern: &str) -> Result<regex::Regex, ConfigError> {
+    regex::Regex::new(&format!("^(?:{pattern})")).map_err(|err| ConfigError::Invalid {
+        key,
+        message: format!("{pattern:?} is not a regular expression: {err}"),
+    })
+}
+
+/// `PLUGINS`, `EXECUTORS` and `NOTIFIERS`, parsed and checked.
+type PluginSettings = (
+    Vec<PluginLibrary>,
+    Vec<ExecutorRoute>,
+    Vec<NotifierSubscription>,
+);
+
+fn plugin_config(
+    plugins: serde_json::Value,
+    executors: serde_json::Value,
+    notifiers: serde_json::Value,
+) -> Result<PluginSettings, ConfigError> {
+    fn parse<T: serde::de::DeserializeOwned>(
+        key: &'static str,
+        value: serde_json::Value,
+    ) -> Result<T, ConfigError> {
+        serde_json::from_value(value).map_err(|err| ConfigError::Invalid {
+            key,
+            message: err.to_string(),
+        })
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Route {
+        #[serde(rename = "match")]
+        pattern: String,
+        executor: String,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Subscription {
+        notifier: String,
+        #[serde(rename = "match", default)]
+        pattern: String,
+        events: Option<Vec<fastlane_sdk::NotificationEvent>>,
+        #[serde(default)]
+        target: serde_json::Value,
+        #[serde(default)]
+        retries: u32,
+    }
+    let plugins: Vec<PluginLibrary> = parse("PLUGINS", plugins)?;
+    let routes = parse::<Vec<Route>>("EXECUTORS", executors)?
+        .into_iter()
+        .map(|route| {
+            Ok(ExecutorRoute {
+                pattern: task_pattern("EXECUTORS", &route.pattern)?,
+                executor: route.executor,
+            })
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    let subscriptions = parse::<Vec<Subscription>>("NOTIFIERS", notifiers)?
+        .into_iter()
+        .map(|sub| {
+            use fastlane_sdk::NotificationEvent::*;
+            Ok(NotifierSubscription {
+                pattern: task_pattern("NOTIFIERS", &sub.pattern)?,
+                notifier: sub.notifier,
+                events: sub
+                    .events
+                    .unwrap_or_else(|| vec![Starts, Succeeds, Fails, Finishes]),
+                target: sub.target,
+                retries: sub.retries.min(100),
+            })
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    Ok((plugins, routes, subscriptions))
 }
 
 /// A value as found: a string from the environment or a TOML value.
@@ -606,7 +752,12 @@ impl Config {
             "signingSecret": text(take("WEBHOOKS_SIGNING_SECRET")).filter(|s| !s.is_empty()),
             "maxLogBytes": max_log_bytes,
         });
+        let (plugins, executor_routes, notifier_subscriptions) =
+            plugin_config(take("PLUGINS"), take("EXECUTORS"), take("NOTIFIERS"))?;
         Ok(Self {
+            plugins,
+            executor_routes,
+            notifier_subscriptions,
             prune_interval_seconds: int(
                 "PRUNE_INTERVAL_SECONDS",
                 take("PRUNE_INTERVAL_SECONDS"),
@@ -730,6 +881,36 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn plugin_settings_are_typed_and_checked_at_load() {
+        let config = Config::load(
+            None,
+            &env(&[
+                ("PLUGINS", r#"[{"path": "/opt/p/libx.so", "config": {"a": 1}}]"#),
+                ("EXECUTORS", r#"[{"match": "local-", "executor": "local"}]"#),
+                ("NOTIFIERS", r#"[{"notifier": "file-events", "events": ["fails"]}]"#),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.plugins[0].path, PathBuf::from("/opt/p/libx.so"));
+        assert!(config.executor_routes[0].pattern.is_match("local-task"));
+        assert!(!config.executor_routes[0].pattern.is_match("not-local-task"));
+        let subscription = &config.notifier_subscriptions[0];
+        assert_eq!(subscription.events, [fastlane_sdk::NotificationEvent::Fails]);
+        assert!(subscription.pattern.is_match("anything"));
+
+        for (key, value, needle) in [
+            ("PLUGINS", r#"[{"config": {}}]"#, "missing field `path`"),
+            ("EXECUTORS", r#"[{"match": "(", "executor": "x"}]"#, "not a regular expression"),
+            ("NOTIFIERS", r#"[{"notifier": "n", "events": ["explodes"]}]"#, "unknown variant"),
+        ] {
+            let err = Config::load(None, &env(&[(key, value)])).expect_err("invalid");
+            let text = err.to_string();
+            assert!(text.starts_with(&format!("config key {key}: ")), "{text}");
+            assert!(text.contains(needle), "{text}");
+        }
     }
 
     #[test]

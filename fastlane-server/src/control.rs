@@ -44,7 +44,8 @@ pub async fn stop_execution(
     }
     if let Some(handle) = &stopped.handle {
         let grace = Duration::from_secs(services.config.stop_grace_seconds);
-        if let Err(err) = services.executor.stop(handle, grace).await {
+        let executor = services.executors.for_task(&stopped.task_id);
+        if let Err(err) = executor.stop(handle, grace).await {
             // The worker's own stop-on-sight check catches it if this fails.
             warn!(execution = %stopped.execution_id, error = %err, "cannot stop the container");
         }

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod embedded;
+pub mod executors;
 pub mod metrics;
 pub mod notify;
 pub mod plugins;

@@ -2,7 +2,8 @@
 //!
 //! [`announce`] queues one `Deliver` message per target the job names for an
 //! event: its webhooks (`webhooks.<event>`, notifier `webhook`) and its
-//! e-mail addresses (`notify.<event>`, notifier `email`). Message ids are
+//! e-mail addresses (`notify.<event>`, notifier `email`), and the notifier
+//! plugins the operator subscribed to the task (`NOTIFIERS`). Message ids are
 //! derived from execution, notifier, event and target position, so
 //! announcing twice is harmless. [`run`] consumes them: it hands each to its
 //! notifier plugin, records the attempt with the execution, and gives failed
@@ -90,8 +91,37 @@ fn targets(job: &Job, notifier: &str, event: NotificationEvent, config: &Config)
                 })
                 .collect()
         }
-        _ => Vec::new(),
+        plugin => config
+            .notifier_subscriptions
+            .iter()
+            .filter(|s| {
+                s.notifier == plugin
+                    && s.events.contains(&event)
+                    && s.pattern.is_match(&job.task_id)
+            })
+            .map(|s| Target {
+                value: s.target.clone(),
+                label: match &s.target {
+                    Value::String(text) => text.clone(),
+                    Value::Null => plugin.to_owned(),
+                    other => other.to_string(),
+                },
+                attempts_allowed: s.retries.saturating_add(1),
+            })
+            .collect(),
     }
+}
+
+/// Every notifier an execution may be announced to: the job's own targets
+/// (`webhook`, `email`) and the plugins `NOTIFIERS` subscribes.
+fn notifier_names(config: &Config) -> Vec<&str> {
+    let mut names = vec!["webhook", "email"];
+    for subscription in &config.notifier_subscriptions {
+        if !names.contains(&subscription.notifier.as_str()) {
+            names.push(&subscription.notifier);
+        }
+    }
+    names
 }
 
 /// The delay before try number `attempt + 1` of a `notifier` delivery.
@@ -111,7 +141,7 @@ fn backoff(notifier: &str, attempt: u32, config: &Config) -> Duration {
 /// Queues the notifications `execution`'s current status calls for.
 pub async fn announce(services: &Services, job: &Job, execution: &Execution) -> anyhow::Result<()> {
     for &event in events_for(execution.status) {
-        for notifier in ["webhook", "email"] {
+        for notifier in notifier_names(&services.config) {
             for index in 0..targets(job, notifier, event, &services.config).len() {
                 let work = Work::Deliver {
                     execution_id: execution.execution_id.clone(),

@@ -205,9 +205,11 @@ mod tests {
             notifiers: Default::default(),
             metrics: Default::default(),
             reporter: Default::default(),
-            executor: registry
-                .build_executor("docker", serde_json::json!({"farms": config.docker_hosts}))
-                .expect("executor"),
+            executors: crate::executors::Executors::single(
+                registry
+                    .build_executor("docker", serde_json::json!({"farms": config.docker_hosts}))
+                    .expect("executor"),
+            ),
             store: Arc::new(SqliteStore::new(db.clone())),
             queue: Arc::new(SqliteQueue::new(db).await.expect("queue")),
             config: Arc::new(config),

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fastlane_sdk::{Executor, Notifier};
+use fastlane_sdk::Notifier;
 
 use crate::config::Config;
+use crate::executors::Executors;
 use crate::queue::Queue;
 use crate::store::Store;
 
@@ -19,8 +20,8 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     /// Work waiting for a worker.
     pub queue: Arc<dyn Queue>,
-    /// Runs executions.
-    pub executor: Arc<dyn Executor>,
+    /// Runs executions: the executor of each task.
+    pub executors: Executors,
     /// Delivers notifications, by the kind of target they serve (`webhook`).
     pub notifiers: BTreeMap<String, Arc<dyn Notifier>>,
     /// What the process measures.

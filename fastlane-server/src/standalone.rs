@@ -18,6 +18,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::embedded::Db;
+use crate::executors::{self, Executors};
 use crate::queue::sqlite::SqliteQueue;
 use crate::services::Services;
 use crate::store::sqlite::SqliteStore;
@@ -26,19 +27,26 @@ use crate::{api, notify, plugins, scheduler, worker};
 /// Builds the services of a standalone process.
 pub async fn services(config: Config) -> anyhow::Result<Services> {
     let db = Db::open(&config.data_dir)?;
-    let registry = plugins::builtin()?;
-    let executor = registry
-        .build_executor(
-            "docker",
-            serde_json::json!({ "farms": config.docker_hosts }),
-        )
-        .context("configuring the docker executor")?;
+    let mut registry = plugins::builtin()?;
+    let libraries = plugins::load_libraries(&mut registry, &config.plugins);
+    let executors = executors(&registry, &libraries, &config)?;
     let mut notifiers = std::collections::BTreeMap::new();
-    if registry.notifier_kinds().contains(&"webhook") {
-        let webhook = registry
-            .build_notifier("webhook", config.webhook_notifier.clone())
-            .context("configuring webhooks")?;
-        notifiers.insert("webhook".to_owned(), webhook);
+    let webhook = registry
+        .build_notifier("webhook", config.webhook_notifier.clone())
+        .context("configuring webhooks")?;
+    notifiers.insert("webhook".to_owned(), webhook);
+    for subscription in &config.notifier_subscriptions {
+        let kind = subscription.notifier.as_str();
+        if notifiers.contains_key(kind) {
+            continue;
+        }
+        let plugin_config = plugins::library_config(&libraries, "notifier", kind)
+            .cloned()
+            .unwrap_or_default();
+        let notifier = registry
+            .build_notifier(kind, plugin_config)
+            .with_context(|| format!("configuring notifier {kind:?} (NOTIFIERS)"))?;
+        notifiers.insert(kind.to_owned(), notifier);
     }
     if let Some(email) = &config.email_notifier {
         let email = registry
@@ -62,9 +70,40 @@ pub async fn services(config: Config) -> anyhow::Result<Services> {
         metrics: crate::metrics::Metrics::new(),
         store: Arc::new(SqliteStore::new(db.clone())),
         queue: Arc::new(SqliteQueue::new(db).await?),
-        executor,
+        executors,
         config: Arc::new(config),
     })
+}
+
+/// The Docker executor, and every executor `EXECUTORS` routes to (built
+/// with the configuration of the library that registered it).
+fn executors(
+    registry: &fastlane_sdk::Registry,
+    libraries: &[plugins::LibraryStatus],
+    config: &Config,
+) -> anyhow::Result<Executors> {
+    let mut built = std::collections::BTreeMap::new();
+    let docker = registry
+        .build_executor(
+            executors::DEFAULT,
+            serde_json::json!({ "farms": config.docker_hosts }),
+        )
+        .context("configuring the docker executor")?;
+    built.insert(executors::DEFAULT.to_owned(), docker);
+    for route in &config.executor_routes {
+        let kind = route.executor.as_str();
+        if built.contains_key(kind) {
+            continue;
+        }
+        let plugin_config = plugins::library_config(libraries, "executor", kind)
+            .cloned()
+            .unwrap_or_default();
+        let executor = registry
+            .build_executor(kind, plugin_config)
+            .with_context(|| format!("configuring executor {kind:?} (EXECUTORS)"))?;
+        built.insert(kind.to_owned(), executor);
+    }
+    Ok(Executors::new(config.executor_routes.clone(), built)?)
 }
 
 /// Runs until SIGTERM or SIGINT.
@@ -89,7 +128,7 @@ pub async fn run(mut config: Config, bind: SocketAddr) -> anyhow::Result<()> {
 
     let services = services(config).await?;
     services
-        .executor
+        .executors
         .set_blacklist(&services.store.blacklist().await?);
     let requeued = worker::reconcile(&services).await?;
     if requeued > 0 {

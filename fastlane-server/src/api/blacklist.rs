@@ -86,7 +86,7 @@ async fn change(
         .blacklist()
         .await
         .map_err(ApiError::store(operation))?;
-    services.executor.set_blacklist(&list);
+    services.executors.set_blacklist(&list);
     tracing::info!(host, blacklisted, "blacklist changed");
     Ok(poem_openapi::payload::Json(Blacklist {
         host,

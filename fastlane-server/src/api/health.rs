@@ -144,7 +144,7 @@ pub struct JobCounts {
 pub struct About {
     /// fastlane's version.
     pub version: String,
-    /// The executor in use.
+    /// The executors in use (`docker`, and any a plugin library added), comma-separated.
     pub executor: String,
 }
 
@@ -278,7 +278,7 @@ impl HealthApi {
                 length as f64,
             );
         }
-        let executor = services.executor.status().await;
+        let executor = services.executors.status().await;
         for name in [
             "fastlane_executions_running",
             "fastlane_docker_host_up",
@@ -361,7 +361,7 @@ impl HealthApi {
             .lengths()
             .await
             .map_err(ApiError::queue(OP))?;
-        let executor = services.executor.status().await;
+        let executor = services.executors.status().await;
         let mut hosts: Vec<HostView> = executor.hosts.into_iter().map(Into::into).collect();
         hosts.sort_by_key(|h| !h.available);
         Ok(Json(Status {
@@ -380,7 +380,7 @@ impl HealthApi {
             },
             fastlane: About {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
-                executor: services.executor.name().to_owned(),
+                executor: services.executors.names().join(","),
             },
         }))
     }

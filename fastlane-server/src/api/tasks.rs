@@ -301,7 +301,8 @@ async fn submit(
     let spec = job_request::parse(body, services.config.hard_execution_timeout_seconds, now)
         .map_err(|message| ApiError::bad_request(operation, message))?;
     services
-        .executor
+        .executors
+        .for_task(task_id)
         .accepts(task_id)
         .map_err(|err| ApiError::bad_request(operation, err.message()))?;
     let ip = client_ip(request);

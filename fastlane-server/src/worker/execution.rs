@@ -144,7 +144,7 @@ async fn steps(
     execution: &mut Execution,
 ) -> Result<Outcome, StepError> {
     let store = &services.store;
-    let executor = &services.executor;
+    let executor = services.executors.for_task(&execution.task_id);
     if execution.status.is_final() {
         release(services, execution).await;
         return Ok(Outcome::Finished);
@@ -379,7 +379,8 @@ async fn release(services: &Services, execution: &Execution) {
     let Some(handle): Option<&RunHandle> = execution.handle.as_ref() else {
         return;
     };
-    if let Err(err) = services.executor.release(handle).await {
+    let executor = services.executors.for_task(&execution.task_id);
+    if let Err(err) = executor.release(handle).await {
         warn!(execution = %execution.execution_id, error = %err, "cannot release the container");
     }
 }
