@@ -888,9 +888,15 @@ mod tests {
         let config = Config::load(
             None,
             &env(&[
-                ("PLUGINS", r#"[{"path": "/opt/p/libx.so", "config": {"a": 1}}]"#),
+                (
+                    "PLUGINS",
+                    r#"[{"path": "/opt/p/libx.so", "config": {"a": 1}}]"#,
+                ),
                 ("EXECUTORS", r#"[{"match": "local-", "executor": "local"}]"#),
-                ("NOTIFIERS", r#"[{"notifier": "file-events", "events": ["fails"]}]"#),
+                (
+                    "NOTIFIERS",
+                    r#"[{"notifier": "file-events", "events": ["fails"]}]"#,
+                ),
             ]),
         )
         .expect("valid");
@@ -898,13 +904,24 @@ mod tests {
         assert!(config.executor_routes[0].pattern.is_match("local-task"));
         assert!(!config.executor_routes[0].pattern.is_match("not-local-task"));
         let subscription = &config.notifier_subscriptions[0];
-        assert_eq!(subscription.events, [fastlane_sdk::NotificationEvent::Fails]);
+        assert_eq!(
+            subscription.events,
+            [fastlane_sdk::NotificationEvent::Fails]
+        );
         assert!(subscription.pattern.is_match("anything"));
 
         for (key, value, needle) in [
             ("PLUGINS", r#"[{"config": {}}]"#, "missing field `path`"),
-            ("EXECUTORS", r#"[{"match": "(", "executor": "x"}]"#, "not a regular expression"),
-            ("NOTIFIERS", r#"[{"notifier": "n", "events": ["explodes"]}]"#, "unknown variant"),
+            (
+                "EXECUTORS",
+                r#"[{"match": "(", "executor": "x"}]"#,
+                "not a regular expression",
+            ),
+            (
+                "NOTIFIERS",
+                r#"[{"notifier": "n", "events": ["explodes"]}]"#,
+                "unknown variant",
+            ),
         ] {
             let err = Config::load(None, &env(&[(key, value)])).expect_err("invalid");
             let text = err.to_string();
