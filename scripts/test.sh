@@ -55,3 +55,5 @@ fi
 echo "== fmt and clippy" >&2
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The built-in plugins are optional features; the server must build without them.
+cargo check -p fastlane-server --no-default-features --locked

@@ -2,8 +2,6 @@
 //! finished executions (renamed `defunct-fastlane-job-<executionId>` once
 //! their result was stored) from every configured Docker host.
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -31,7 +29,7 @@ pub async fn background(config: std::sync::Arc<Config>, shutdown: CancellationTo
             newest: usize::try_from(config.prune_keep_newest).unwrap_or(usize::MAX),
             younger_than_seconds: config.prune_keep_younger_than_seconds,
         };
-        let interval = Duration::from_secs(config.prune_interval_seconds);
+        let interval = std::time::Duration::from_secs(config.prune_interval_seconds);
         loop {
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
@@ -45,6 +43,11 @@ pub async fn background(config: std::sync::Arc<Config>, shutdown: CancellationTo
                 tracing::warn!(error = %error, "pruning failed on a host");
             }
         }
+    }
+    #[cfg(not(feature = "plugin-docker"))]
+    {
+        let _ = shutdown;
+        tracing::warn!("background pruner off: this fastlane was built without `plugin-docker`");
     }
 }
 
