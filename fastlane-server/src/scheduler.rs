@@ -205,6 +205,7 @@ mod tests {
             notifiers: Default::default(),
             metrics: Default::default(),
             reporter: Default::default(),
+            libraries: Default::default(),
             executors: crate::executors::Executors::single(
                 registry
                     .build_executor("docker", serde_json::json!({"farms": config.docker_hosts}))

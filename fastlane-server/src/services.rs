@@ -28,4 +28,6 @@ pub struct Services {
     pub metrics: crate::metrics::Metrics,
     /// Where unhandled failures are reported.
     pub reporter: crate::reporting::Reporter,
+    /// The `PLUGINS` libraries and what became of them.
+    pub libraries: Arc<Vec<crate::plugins::LibraryStatus>>,
 }

@@ -71,6 +71,7 @@ pub async fn services(config: Config) -> anyhow::Result<Services> {
         store: Arc::new(SqliteStore::new(db.clone())),
         queue: Arc::new(SqliteQueue::new(db).await?),
         executors,
+        libraries: Arc::new(libraries),
         config: Arc::new(config),
     })
 }

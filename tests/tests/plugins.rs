@@ -285,6 +285,24 @@ async fn a_library_built_for_another_sdk_is_refused_and_the_server_starts_with_t
         "{log}"
     );
 
+    let (_, status) = server.get("/status").await?;
+    let plugins = status["plugins"].as_array().context("plugins in /status")?;
+    assert_eq!(plugins.len(), 3, "{status}");
+    assert_eq!(plugins[0]["loaded"], false);
+    assert!(
+        plugins[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("0.1.99"),
+        "{status}"
+    );
+    assert_eq!(plugins[1]["loaded"], false);
+    assert_eq!(plugins[2]["loaded"], true);
+    assert_eq!(
+        plugins[2]["registered"],
+        json!(["executor local", "notifier file-events"])
+    );
+
     let execution = run(&server, "local-after-refusals", "echo loaded").await?;
     assert_eq!(execution["log"], "loaded\n", "{execution}");
     Ok(())

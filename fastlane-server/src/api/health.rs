@@ -163,6 +163,36 @@ pub struct Status {
     pub jobs: JobCounts,
     /// Version and executor.
     pub fastlane: About,
+    /// The plugin libraries `PLUGINS` names, loaded or refused.
+    pub plugins: Vec<PluginLibraryView>,
+}
+
+/// A `PLUGINS` library, as `/status` shows it.
+#[derive(Debug, Object)]
+pub struct PluginLibraryView {
+    /// The library file.
+    pub path: String,
+    /// True when it was loaded.
+    pub loaded: bool,
+    /// What it registered, such as `executor local`.
+    pub registered: Vec<String>,
+    /// Why it was refused.
+    pub error: Option<String>,
+}
+
+impl From<&crate::plugins::LibraryStatus> for PluginLibraryView {
+    fn from(library: &crate::plugins::LibraryStatus) -> Self {
+        Self {
+            path: library.library.path.display().to_string(),
+            loaded: library.error.is_none(),
+            registered: library
+                .registered
+                .iter()
+                .map(|(what, kind)| format!("{what} {kind}"))
+                .collect(),
+            error: library.error.clone(),
+        }
+    }
 }
 
 impl From<HostStatus> for HostView {
@@ -382,6 +412,7 @@ impl HealthApi {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 executor: services.executors.names().join(","),
             },
+            plugins: services.libraries.iter().map(Into::into).collect(),
         }))
     }
 }
