@@ -93,16 +93,6 @@ pub struct Loaded {
     pub registered: Vec<(&'static str, &'static str)>,
 }
 
-impl Loaded {
-    /// The kinds registered for one trait (`executor`, `notifier`, …).
-    pub fn kinds<'a>(&'a self, what: &'a str) -> impl Iterator<Item = &'static str> + 'a {
-        self.registered
-            .iter()
-            .filter(move |(w, _)| *w == what)
-            .map(|(_, kind)| *kind)
-    }
-}
-
 /// Loads the library at `path` and registers its plugins into `registry`.
 /// Must be called inside the tokio runtime the plugins will run on.
 pub fn load(path: &Path, registry: &mut Registry) -> Result<Loaded, LoadError> {
@@ -118,19 +108,13 @@ pub fn load(path: &Path, registry: &mut Registry) -> Result<Loaded, LoadError> {
     // SAFETY: the symbol is looked up as an address only (`*const`), which
     // is what any exported static is; nothing is read through it here.
     let symbol = unsafe { library.get::<*const PluginDeclaration>(DECLARATION_SYMBOL.as_bytes()) };
-    let declaration: *const PluginDeclaration = match symbol {
-        Ok(symbol) => *symbol,
-        Err(_) => {
-            return Err(LoadError::NotAPlugin {
-                path: path.to_owned(),
-            });
-        }
-    };
-    if declaration.is_null() {
-        return Err(LoadError::NotAPlugin {
+    let declaration: *const PluginDeclaration = symbol
+        .ok()
+        .map(|symbol| *symbol)
+        .filter(|declaration| !declaration.is_null())
+        .ok_or_else(|| LoadError::NotAPlugin {
             path: path.to_owned(),
-        });
-    }
+        })?;
 
     // SAFETY: every ABI version of `PluginDeclaration` is `#[repr(C)]` and
     // starts with a `u32`, and the symbol is a static of the library, so the

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, PluginError};
 use crate::executor::{ExecutionSpec, Executor, ExecutorFactory, RunHandle};
 use crate::model::{Execution, ExecutionStatus, Job, JobSpec};
 use crate::notifier::{Delivery, DeliveryReport, NotificationEvent, NotifierFactory};
@@ -65,24 +65,38 @@ pub async fn check_executor(subject: &ExecutorSubject<'_>) {
 
 /// Builds the executor from the subject's good configuration.
 pub fn build(subject: &ExecutorSubject<'_>) -> Arc<dyn Executor> {
-    match subject.factory.build(subject.config.clone()) {
-        Ok(executor) => executor,
-        Err(err) => panic!(
-            "executor {:?} refused its valid configuration {}: {err}",
-            subject.factory.kind(),
-            subject.config
-        ),
-    }
+    let what = format!(
+        "executor {:?} building from its valid configuration {}",
+        subject.factory.kind(),
+        subject.config
+    );
+    succeeded(&what, subject.factory.build(subject.config.clone()))
 }
 
 /// A bad configuration is an [`ErrorKind::InvalidConfig`] error.
 pub fn refuses_invalid_config(subject: &ExecutorSubject<'_>) {
-    match subject.factory.build(subject.invalid_config.clone()) {
-        Ok(_) => panic!(
-            "executor {:?} accepted the invalid configuration {}",
-            subject.factory.kind(),
-            subject.invalid_config
-        ),
+    let what = format!("executor {:?}", subject.factory.kind());
+    refused(
+        &what,
+        &subject.invalid_config,
+        subject.factory.build(subject.invalid_config.clone()),
+    );
+}
+
+/// The value of a call that must succeed; panics naming `what` otherwise.
+#[track_caller]
+fn succeeded<T>(what: &str, result: Result<T, PluginError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(err) => panic!("{what} failed: {err}"),
+    }
+}
+
+/// Asserts that building from `config` was refused as `InvalidConfig`.
+#[track_caller]
+fn refused<T>(what: &str, config: &serde_json::Value, built: Result<T, PluginError>) {
+    match built {
+        Ok(_) => panic!("{what} accepted the invalid configuration {config}"),
         Err(err) => assert_eq!(
             err.kind(),
             ErrorKind::InvalidConfig,
@@ -115,17 +129,9 @@ pub fn spec(subject: &ExecutorSubject<'_>, script: &str) -> ExecutionSpec {
 
 /// Places, prepares and starts `spec`, as the server does.
 pub async fn start(executor: &Arc<dyn Executor>, spec: &ExecutionSpec) -> RunHandle {
-    let placement = match executor.place(spec).await {
-        Ok(placement) => placement,
-        Err(err) => panic!("place failed: {err}"),
-    };
-    if let Err(err) = executor.prepare(spec, &placement).await {
-        panic!("prepare failed: {err}");
-    }
-    match executor.start(spec, &placement).await {
-        Ok(handle) => handle,
-        Err(err) => panic!("start failed: {err}"),
-    }
+    let placement = succeeded("place", executor.place(spec).await);
+    succeeded("prepare", executor.prepare(spec, &placement).await);
+    succeeded("start", executor.start(spec, &placement).await)
 }
 
 async fn wait_code(executor: &Arc<dyn Executor>, handle: &RunHandle) -> i64 {
@@ -137,9 +143,7 @@ async fn wait_code(executor: &Arc<dyn Executor>, handle: &RunHandle) -> i64 {
 }
 
 async fn release(executor: &Arc<dyn Executor>, handle: &RunHandle) {
-    if let Err(err) = executor.release(handle).await {
-        panic!("release failed: {err}");
-    }
+    succeeded("release", executor.release(handle).await);
 }
 
 /// A run that exits 0 reports code 0, and what it wrote, stdout and stderr
@@ -158,10 +162,7 @@ pub async fn exit_zero_reports_success(
         0,
         "`exit 0` must report code 0"
     );
-    let output = match executor.output(&handle).await {
-        Ok(output) => output,
-        Err(err) => panic!("output failed: {err}"),
-    };
+    let output = succeeded("output", executor.output(&handle).await);
     assert_eq!(
         output.stdout, "to-stdout\n1\n",
         "stdout (with the env var) is kept whole and apart"
@@ -253,10 +254,7 @@ pub async fn an_unknown_run_is_an_error(
     executor: &Arc<dyn Executor>,
 ) {
     let spec = spec(subject, "true");
-    let placement = match executor.place(&spec).await {
-        Ok(placement) => placement,
-        Err(err) => panic!("place failed: {err}"),
-    };
+    let placement = succeeded("place", executor.place(&spec).await);
     let handle = RunHandle {
         host: placement.host,
         id: spec.execution_id,
@@ -290,17 +288,15 @@ pub struct NotifierSubject<'a> {
 /// deliveries made, in order, for the caller to compare with what the
 /// target received.
 pub async fn check_notifier(subject: &NotifierSubject<'_>) -> Vec<Delivery> {
-    match subject.factory.build(subject.invalid_config.clone()) {
-        Ok(_) => panic!(
-            "notifier accepted the invalid configuration {}",
-            subject.invalid_config
-        ),
-        Err(err) => assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}"),
-    }
-    let notifier = match subject.factory.build(subject.config.clone()) {
-        Ok(notifier) => notifier,
-        Err(err) => panic!("notifier refused its valid configuration: {err}"),
-    };
+    refused(
+        "notifier",
+        &subject.invalid_config,
+        subject.factory.build(subject.invalid_config.clone()),
+    );
+    let notifier = succeeded(
+        "building the notifier from its valid configuration",
+        subject.factory.build(subject.config.clone()),
+    );
     let mut sent = Vec::new();
     for (event, status, code) in [
         (NotificationEvent::Starts, ExecutionStatus::Running, None),
@@ -313,10 +309,10 @@ pub async fn check_notifier(subject: &NotifierSubject<'_>) -> Vec<Delivery> {
         ),
     ] {
         let delivery = delivery(event, status, code, subject.target.clone());
-        let report: DeliveryReport = match notifier.deliver(&delivery).await {
-            Ok(report) => report,
-            Err(err) => panic!("delivering {} failed: {err}", event.as_str()),
-        };
+        let report: DeliveryReport = succeeded(
+            &format!("delivering {}", event.as_str()),
+            notifier.deliver(&delivery).await,
+        );
         assert!(
             report.accepted,
             "the target refused {}: {report:?}",

@@ -3,6 +3,7 @@
 //! and tokio: they enter the server's runtime and catch the library's panics.
 
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -47,39 +48,34 @@ pub fn register_guarded(
     let mut own = Registry::new();
     catch("registering the plugin", || register(&mut own))?;
     let runtime = &host.runtime;
-    for (_, inner) in std::mem::take(&mut own.executors) {
-        let kind = inner.kind();
-        registry.register_executor(Box::new(Guarded {
-            kind,
-            inner,
-            runtime: runtime.clone(),
-        }))?;
+    for factory in guarded(&mut own.executors, runtime) {
+        registry.register_executor(Box::new(factory))?;
     }
-    for (_, inner) in std::mem::take(&mut own.notifiers) {
-        let kind = inner.kind();
-        registry.register_notifier(Box::new(Guarded {
-            kind,
-            inner,
-            runtime: runtime.clone(),
-        }))?;
+    for factory in guarded(&mut own.notifiers, runtime) {
+        registry.register_notifier(Box::new(factory))?;
     }
-    for (_, inner) in std::mem::take(&mut own.error_handlers) {
-        let kind = inner.kind();
-        registry.register_error_handler(Box::new(Guarded {
-            kind,
-            inner,
-            runtime: runtime.clone(),
-        }))?;
+    for factory in guarded(&mut own.error_handlers, runtime) {
+        registry.register_error_handler(Box::new(factory))?;
     }
-    for (_, inner) in std::mem::take(&mut own.metrics_sinks) {
-        let kind = inner.kind();
-        registry.register_metrics_sink(Box::new(Guarded {
-            kind,
-            inner,
-            runtime: runtime.clone(),
-        }))?;
+    for factory in guarded(&mut own.metrics_sinks, runtime) {
+        registry.register_metrics_sink(Box::new(factory))?;
     }
     Ok(())
+}
+
+/// Takes every factory out of one of a registry's maps, each guarded.
+fn guarded<F: ?Sized>(
+    factories: &mut BTreeMap<&'static str, Box<F>>,
+    runtime: &Handle,
+) -> Vec<Guarded<Box<F>>> {
+    std::mem::take(factories)
+        .into_iter()
+        .map(|(kind, inner)| Guarded {
+            kind,
+            inner,
+            runtime: runtime.clone(),
+        })
+        .collect()
 }
 
 /// A factory or plugin of a library, with the server's runtime.
@@ -98,6 +94,15 @@ impl<T> std::fmt::Debug for Guarded<T> {
 }
 
 impl<T> Guarded<T> {
+    /// `inner`, built by this factory, guarded the same way.
+    fn wrap<U>(&self, inner: U) -> Guarded<U> {
+        Guarded {
+            kind: self.kind,
+            inner,
+            runtime: self.runtime.clone(),
+        }
+    }
+
     /// Runs `f` inside the server's runtime, turning a panic into an error.
     fn call<'s, R>(
         &'s self,
@@ -211,11 +216,7 @@ impl ExecutorFactory for Guarded<Box<dyn ExecutorFactory>> {
 
     fn build(&self, config: serde_json::Value) -> Result<Arc<dyn Executor>, PluginError> {
         let inner = self.call("building an executor", |f| f.build(config))?;
-        Ok(Arc::new(Guarded {
-            kind: self.kind,
-            inner,
-            runtime: self.runtime.clone(),
-        }))
+        Ok(Arc::new(self.wrap(inner)))
     }
 }
 
@@ -291,11 +292,7 @@ impl NotifierFactory for Guarded<Box<dyn NotifierFactory>> {
 
     fn build(&self, config: serde_json::Value) -> Result<Arc<dyn Notifier>, PluginError> {
         let inner = self.call("building a notifier", |f| f.build(config))?;
-        Ok(Arc::new(Guarded {
-            kind: self.kind,
-            inner,
-            runtime: self.runtime.clone(),
-        }))
+        Ok(Arc::new(self.wrap(inner)))
     }
 }
 
@@ -318,11 +315,7 @@ impl ErrorHandlerFactory for Guarded<Box<dyn ErrorHandlerFactory>> {
 
     fn build(&self, config: serde_json::Value) -> Result<Arc<dyn ErrorHandler>, PluginError> {
         let inner = self.call("building an error handler", |f| f.build(config))?;
-        Ok(Arc::new(Guarded {
-            kind: self.kind,
-            inner,
-            runtime: self.runtime.clone(),
-        }))
+        Ok(Arc::new(self.wrap(inner)))
     }
 }
 
@@ -343,11 +336,7 @@ impl MetricsSinkFactory for Guarded<Box<dyn MetricsSinkFactory>> {
 
     fn build(&self, config: serde_json::Value) -> Result<Arc<dyn MetricsSink>, PluginError> {
         let inner = self.call("building a metrics sink", |f| f.build(config))?;
-        Ok(Arc::new(Guarded {
-            kind: self.kind,
-            inner,
-            runtime: self.runtime.clone(),
-        }))
+        Ok(Arc::new(self.wrap(inner)))
     }
 }
 

@@ -5,7 +5,7 @@ use poem::Request;
 use poem::web::Data;
 use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
 
-use fastlane_sdk::{Execution, Schedule};
+use fastlane_sdk::{Execution, Job, Schedule};
 
 use super::error::ApiError;
 use super::urls::Urls;
@@ -33,6 +33,22 @@ pub struct JobControlled {
     /// The new execution's URL (retry only).
     #[oai(nullable)]
     pub execution_url: Option<String>,
+}
+
+impl JobControlled {
+    /// `job`'s ids and URLs, with the execution a retry queued.
+    fn new(urls: &Urls, job: Job, execution_id: Option<String>) -> Self {
+        Self {
+            job_url: urls.job(&job.task_id, &job.job_id),
+            task_url: urls.task(&job.task_id),
+            execution_url: execution_id
+                .as_ref()
+                .map(|id| urls.execution(&job.task_id, &job.job_id, id)),
+            execution_id,
+            task_id: job.task_id,
+            job_id: job.job_id,
+        }
+    }
 }
 
 /// An execution, after a stop.
@@ -76,14 +92,7 @@ impl ControlApi {
             .await
             .map_err(|e| ApiError::unavailable(OP, e.to_string()))?;
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
-        Ok(Json(JobControlled {
-            job_url: urls.job(&job.task_id, &job.job_id),
-            task_url: urls.task(&job.task_id),
-            task_id: job.task_id,
-            job_id: job.job_id,
-            execution_id: None,
-            execution_url: None,
-        }))
+        Ok(Json(JobControlled::new(&urls, job, None)))
     }
 
     /// Retry a job
@@ -141,14 +150,11 @@ impl ControlApi {
             .await
             .map_err(ApiError::queue(OP))?;
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
-        Ok(Json(JobControlled {
-            job_url: urls.job(&job.task_id, &job.job_id),
-            task_url: urls.task(&job.task_id),
-            execution_url: Some(urls.execution(&job.task_id, &job.job_id, &execution.execution_id)),
-            execution_id: Some(execution.execution_id),
-            task_id: job.task_id,
-            job_id: job.job_id,
-        }))
+        Ok(Json(JobControlled::new(
+            &urls,
+            job,
+            Some(execution.execution_id),
+        )))
     }
 
     /// Stop an execution
