@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs (Debian packages) and starts what fastlane and its tests need on
 # one machine: a Podman service speaking the Docker API, the busybox test
-# image, and a Redis server. Idempotent: run it as often as you like.
+# image, a Redis server, a PostgreSQL cluster of its own (the Postgres store's
+# tests), and Chromium with chromedriver for the browser tests
+# (tests/src/browser.rs). Idempotent: run it as often as you like.
 #
 #   scripts/services.sh            # install + start everything
 #   scripts/services.sh engine     # only the container engine and the image
@@ -10,13 +12,21 @@
 #   FASTLANE_RUN_DIR      [/run/fastlane]        sockets, pid files, logs
 #   FASTLANE_PODMAN_TCP   [127.0.0.1:23750]      a second Docker API listener
 #   FASTLANE_REDIS_PORT   [6390]
+#   FASTLANE_POSTGRES_PORT [5433]  the `fastlane` cluster's port (when created)
 set -euo pipefail
 
 RUN_DIR=${FASTLANE_RUN_DIR:-/run/fastlane}
 PODMAN_SOCK="$RUN_DIR/podman.sock"
 PODMAN_TCP=${FASTLANE_PODMAN_TCP:-127.0.0.1:23750}
 REDIS_PORT=${FASTLANE_REDIS_PORT:-6390}
+POSTGRES_PORT=${FASTLANE_POSTGRES_PORT:-5433}
 what=${1:-all}
+
+# Stdout carries only the variables printed at the end; whatever the tools
+# below print (apt, pg_ctlcluster, podman) goes to stderr. The daemons started
+# below get fd 3 closed (`3>&-`): a daemon holding the caller's stdout open
+# would keep `$(scripts/services.sh)` waiting for ever.
+exec 3>&1 1>&2
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -29,6 +39,12 @@ install_packages() {
     [ -x /bin/busybox ] || missing+=(busybox-static)
     if [ "$what" = all ]; then
         command -v redis-server >/dev/null || missing+=(redis-server)
+        command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+        [ -x /usr/bin/chromium ] || missing+=(chromium)
+        [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+        # A TLS front for the engine, and certificates for it (TLS host tests).
+        command -v stunnel >/dev/null || missing+=(stunnel4)
+        command -v openssl >/dev/null || missing+=(openssl)
     fi
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
@@ -40,19 +56,28 @@ install_packages() {
 
 configure_podman() {
     # runc, because crun fails on this kernel's hybrid cgroups; equal soft and
-    # hard ulimits, because Podman's compat API swaps unequal ones.
-    local conf=/etc/containers/containers.conf
-    if ! grep -q 'fastlane' "$conf" 2>/dev/null; then
-        log "writing $conf"
-        as_root mkdir -p /etc/containers
-        as_root tee "$conf" >/dev/null <<'CONF'
+    # hard ulimits, because Podman's compat API swaps unequal ones; an events
+    # log that does not rotate during a test run (a rotation cuts the event
+    # streams the tests count container creations on).
+    local conf=/etc/containers/containers.conf wanted
+    wanted=$(cat <<'CONF'
 # written by fastlane scripts/services.sh
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 
 [engine]
 runtime = "runc"
+events_logfile_max_size = "200m"
 CONF
+)
+    if [ "$(cat "$conf" 2>/dev/null)" != "$wanted" ]; then
+        log "writing $conf"
+        as_root mkdir -p /etc/containers
+        printf '%s\n' "$wanted" | as_root tee "$conf" >/dev/null
+        # Services started with the old settings go, to start again below.
+        pkill -f "podman system service --time=0 unix://$PODMAN_SOCK" || true
+        pkill -f "podman system service --time=0 tcp:$PODMAN_TCP" || true
+        sleep 0.5
     fi
 }
 
@@ -64,12 +89,12 @@ start_podman() {
         log "starting podman on unix://$PODMAN_SOCK"
         rm -f "$PODMAN_SOCK"
         setsid nohup podman system service --time=0 "unix://$PODMAN_SOCK" \
-            >"$RUN_DIR/podman-unix.log" 2>&1 < /dev/null &
+            >"$RUN_DIR/podman-unix.log" 2>&1 </dev/null 3>&- &
     fi
     if ! api_up "http://$PODMAN_TCP/_ping"; then
         log "starting podman on tcp:$PODMAN_TCP"
         setsid nohup podman system service --time=0 "tcp:$PODMAN_TCP" \
-            >"$RUN_DIR/podman-tcp.log" 2>&1 < /dev/null &
+            >"$RUN_DIR/podman-tcp.log" 2>&1 </dev/null 3>&- &
     fi
     for _ in $(seq 1 100); do
         if api_up --unix-socket "$PODMAN_SOCK" http://d/_ping && api_up "http://$PODMAN_TCP/_ping"; then
@@ -104,17 +129,52 @@ start_redis() {
     log "starting redis on 127.0.0.1:$REDIS_PORT"
     mkdir -p "$RUN_DIR/redis"
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
-        --dir "$RUN_DIR/redis" --logfile "$RUN_DIR/redis.log" --save '' >/dev/null
+        --dir "$RUN_DIR/redis" --logfile "$RUN_DIR/redis.log" --save '' >/dev/null 3>&-
+}
+
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi; }
+
+# A cluster named `fastlane` on $POSTGRES_PORT, of the newest PostgreSQL
+# installed, with a role and a database `fastlane` (password `fastlane`).
+start_postgres() {
+    local version
+    version=$(ls -1 /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1 || true)
+    if [ -z "$version" ]; then
+        log "no PostgreSQL found under /usr/lib/postgresql"
+        return 1
+    fi
+    if [ ! -d "/etc/postgresql/$version/fastlane" ]; then
+        log "creating PostgreSQL $version cluster fastlane on port $POSTGRES_PORT"
+        as_root pg_createcluster "$version" fastlane -p "$POSTGRES_PORT" >/dev/null
+    fi
+    # The port the cluster was made with wins over a changed setting.
+    POSTGRES_PORT=$(pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "fastlane" { print $3 }')
+    if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "fastlane" { print $4 }' | grep -q online; then
+        log "starting PostgreSQL $version cluster fastlane"
+        as_root pg_ctlcluster "$version" fastlane start 3>&-
+    fi
+    local psql=(psql -p "$POSTGRES_PORT" -X -q -v ON_ERROR_STOP=1)
+    as_postgres "${psql[@]}" -c "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fastlane') THEN
+            CREATE ROLE fastlane LOGIN PASSWORD 'fastlane';
+        END IF; END \$\$" >/dev/null
+    if [ -z "$(as_postgres "${psql[@]}" -tA -c "SELECT 1 FROM pg_database WHERE datname = 'fastlane'")" ]; then
+        as_postgres "${psql[@]}" -c 'CREATE DATABASE fastlane OWNER fastlane' >/dev/null
+    fi
 }
 
 install_packages
 configure_podman
 start_podman
 build_image
-if [ "$what" = all ]; then start_redis; fi
+if [ "$what" = all ]; then
+    start_redis
+    start_postgres
+fi
 
-cat <<INFO
+cat >&3 <<INFO
 FASTLANE_TEST_DOCKER_UNIX=unix://$PODMAN_SOCK
 FASTLANE_TEST_DOCKER_TCP=$PODMAN_TCP
 FASTLANE_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+FASTLANE_TEST_POSTGRES_URL=postgres://fastlane:fastlane@127.0.0.1:$POSTGRES_PORT/fastlane
 INFO

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with a Rust toolchain:
 # installs and starts what the tests need (scripts/services.sh: Podman as a
-# Docker API host, the busybox test image, Redis), builds the workspace once,
-# runs every test (unit and black-box, in parallel), then checks formatting
-# and clippy. CI (.ci/run) runs exactly this.
+# Docker API host, the busybox test image, Redis, a PostgreSQL cluster,
+# Chromium and chromedriver), builds the workspace once, runs every test
+# (unit and black-box, in parallel), then checks formatting and clippy. CI
+# (.ci/run) runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,11 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-eval "$(scripts/services.sh | sed 's/^/export /')"
+# The services' addresses go through a file, not a pipe: nothing the services
+# leave running can hold this script up.
+mkdir -p target
+scripts/services.sh >target/services.env
+eval "$(grep -E '^FASTLANE_[A-Z_]+=' target/services.env | sed 's/^/export /')"
 
 # Python tools the tests call, from PyPI, in a virtual environment under
 # target/: OpenAPI validation, Schemathesis, an SMTP server (aiosmtpd), the
