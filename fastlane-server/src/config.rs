@@ -153,6 +153,53 @@ const KEYS: &[Key] = &[
               /run/podman/podman.sock and /run/fastlane/podman.sock that exists.",
     },
     Key {
+        name: "DOCKER_CIRCUIT_BREAKER_MAX_FAILS",
+        section: "Docker Executor",
+        kind: Kind::Integer,
+        default: Some("5"),
+        doc: "After this many connection failures in a row a host's circuit opens: it gets no \
+              new work, and executions running there fail (and are retried elsewhere, if they \
+              have retries left).",
+    },
+    Key {
+        name: "DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS",
+        section: "Docker Executor",
+        kind: Kind::Integer,
+        default: Some("60"),
+        doc: "How long an open circuit stays open; then one probe (half-open) decides \
+              whether the host is back.",
+    },
+    Key {
+        name: "DOCKER_TLS_CA_CERT",
+        section: "Docker Executor",
+        kind: Kind::Text,
+        default: None,
+        doc: "PEM file of the CA that signed the Docker hosts' certificates, for \
+              `https://host:port` hosts (and `tcp://` ones when DOCKER_TLS_VERIFY is on).",
+    },
+    Key {
+        name: "DOCKER_TLS_CERT",
+        section: "Docker Executor",
+        kind: Kind::Text,
+        default: None,
+        doc: "PEM file of the client certificate fastlane presents to TLS Docker hosts.",
+    },
+    Key {
+        name: "DOCKER_TLS_KEY",
+        section: "Docker Executor",
+        kind: Kind::Text,
+        default: None,
+        doc: "PEM file of the client certificate's private key.",
+    },
+    Key {
+        name: "DOCKER_TLS_VERIFY",
+        section: "Docker Executor",
+        kind: Kind::Bool,
+        default: Some("false"),
+        doc: "Speak TLS to `tcp://` and `host:port` hosts too (as Docker's own \
+              DOCKER_TLS_VERIFY does); `https://` hosts always do.",
+    },
+    Key {
         name: "PRUNE_INTERVAL_SECONDS",
         section: "Docker Executor",
         kind: Kind::Integer,
@@ -187,6 +234,25 @@ const KEYS: &[Key] = &[
         kind: Kind::Integer,
         default: Some("10"),
         doc: "When stopping a container (timeout), how long it gets between SIGTERM and SIGKILL.",
+    },
+    Key {
+        name: "TASK_CONCURRENCY",
+        section: "Worker",
+        kind: Kind::Json,
+        default: Some("[]"),
+        doc: "Limits on how many executions of one task run at once, as JSON: \
+              [{\"match\": \"<task id regex>\", \"maxConcurrent\": 2}] (matched at the start \
+              of the task id). Every task that matches gets the smallest limit that applies, \
+              and a job's own `maxConcurrent` can only lower it; executions over the limit \
+              wait in order.",
+    },
+    Key {
+        name: "EXECUTION_LOG_MAX_BYTES",
+        section: "Worker",
+        kind: Kind::Integer,
+        default: Some("10485760"),
+        doc: "The most an execution's stdout, and its stderr, keep each (the live log \
+              keeps this much of both together); what goes past is cut, and the cut is marked.",
     },
     Key {
         name: "EXPONENTIAL_BACKOFF_MIN_MS",
@@ -339,6 +405,49 @@ const KEYS: &[Key] = &[
         doc: "How many executions one worker process drives at once.",
     },
     Key {
+        name: "STORE_URL",
+        section: "Worker",
+        kind: Kind::Text,
+        default: None,
+        doc: "Keep tasks, jobs and executions in PostgreSQL (`postgres://user:password@host:port/db`) \
+              or MongoDB (`mongodb://user:password@host:port/db`, `mongodb+srv://…`; the database \
+              defaults to `fastlane`) instead of the embedded store.",
+    },
+    Key {
+        name: "MONGODB_CONFIG",
+        section: "Worker",
+        kind: Kind::Json,
+        default: None,
+        doc: "Keep tasks, jobs and executions in MongoDB, as the original fastlane's setting did: \
+              {\"host\": \"mongodb://host:port/fastlane\", \"db\": \"fastlane\"}. `host` is the \
+              connection URL (driver options go in its query string), `db` the database (else the \
+              URL's, else `fastlane`); other keys (`serverSelectionTimeoutMS`, `connect`, …) are \
+              ignored. The same as STORE_URL with a mongodb:// URL; set one or the other.",
+    },
+    Key {
+        name: "REDIS_URL",
+        section: "Worker",
+        kind: Kind::Text,
+        default: None,
+        doc: "Keep the queue in Redis instead of the embedded one. One server: \
+              `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS, certificate \
+              checked against the system roots or SSL_CERT_FILE), `unix:///path/redis.sock[?db=N]`. \
+              A master behind Sentinels, followed across failovers: \
+              `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db]` \
+              (Sentinel port 26379 by default; each queue write waits for one replica to have it, \
+              `?wait_replicas=N` to change, 0 for none). A Redis Cluster: \
+              `redis+cluster://[[user]:password@]host[:port][,host[:port]…]` (keys go in the \
+              `{REDIS_KEY_PREFIX}` hash tag).",
+    },
+    Key {
+        name: "REDIS_KEY_PREFIX",
+        section: "Worker",
+        kind: Kind::Text,
+        default: Some("fastlane"),
+        doc: "Every Redis key fastlane writes starts with this, so several fastlanes can \
+              share one Redis.",
+    },
+    Key {
         name: "QUEUE_LEASE_SECONDS",
         section: "Worker",
         kind: Kind::Integer,
@@ -404,6 +513,9 @@ pub struct Config {
     pub env_blacklisted_words: Vec<String>,
     /// The `DOCKER_HOSTS` farms (or the detected local engine).
     pub docker_hosts: serde_json::Value,
+    /// The Docker executor's settings besides its farms: the circuit
+    /// breaker and TLS.
+    pub docker_settings: serde_json::Value,
     /// Seconds between background prunes; 0 means none.
     pub prune_interval_seconds: u64,
     /// Finished containers the background pruner keeps per host.
@@ -414,6 +526,10 @@ pub struct Config {
     pub hard_execution_timeout_seconds: u64,
     /// SIGTERM-to-SIGKILL grace when stopping containers.
     pub stop_grace_seconds: u64,
+    /// The most an execution's stdout, stderr (each) and live log keep.
+    pub execution_log_max_bytes: u64,
+    /// `TASK_CONCURRENCY`: limits on executions of one task at once.
+    pub task_limits: Vec<TaskLimit>,
     /// First retry delay.
     pub exponential_backoff_min_ms: u64,
     /// Retry delay growth.
@@ -440,12 +556,179 @@ pub struct Config {
     pub worker_concurrency: usize,
     /// Queue lease length.
     pub queue_lease_seconds: u64,
+    /// `REDIS_URL`: the queue is in Redis when set.
+    pub redis_url: Option<String>,
+    /// `STORE_URL` or `MONGODB_CONFIG`: where the store is, when not
+    /// embedded.
+    pub store: Option<StoreLocation>,
+    /// `REDIS_KEY_PREFIX`.
+    pub redis_key_prefix: String,
     /// Plugin libraries to load.
     pub plugins: Vec<PluginLibrary>,
     /// Executor routing by task id.
     pub executor_routes: Vec<ExecutorRoute>,
     /// Notifier plugins subscribed to tasks.
     pub notifier_subscriptions: Vec<NotifierSubscription>,
+}
+
+/// Where the store is when it is not the embedded one (`STORE_URL`,
+/// `MONGODB_CONFIG`). Its `Debug` hides passwords.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A PostgreSQL database.
+    Postgres {
+        /// `postgres://…` or `postgresql://…`.
+        url: String,
+    },
+    /// A MongoDB database.
+    Mongo {
+        /// `mongodb://…` or `mongodb+srv://…`.
+        url: String,
+        /// The database's name.
+        database: String,
+    },
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Postgres { url } => f
+                .debug_struct("Postgres")
+                .field("url", &crate::redact::url_without_password(url))
+                .finish(),
+            Self::Mongo { url, database } => f
+                .debug_struct("Mongo")
+                .field("url", &crate::redact::url_without_password(url))
+                .field("database", database)
+                .finish(),
+        }
+    }
+}
+
+/// The URL schemes `STORE_URL` takes.
+const STORE_SCHEMES: &str = "postgres://, postgresql://, mongodb:// or mongodb+srv://";
+
+/// The store `STORE_URL` or `MONGODB_CONFIG` names, checked.
+fn store_location(
+    store_url: Option<String>,
+    mongodb_config: serde_json::Value,
+) -> Result<Option<StoreLocation>, ConfigError> {
+    let is_mongo = |url: &str| url.starts_with("mongodb://") || url.starts_with("mongodb+srv://");
+    match (store_url, mongodb_config) {
+        (None, serde_json::Value::Null) => Ok(None),
+        (Some(_), config) if !config.is_null() => Err(ConfigError::Invalid {
+            key: "MONGODB_CONFIG",
+            message: "STORE_URL is set too; set only one of them".to_owned(),
+        }),
+        (Some(url), _) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Some(StoreLocation::Postgres { url }))
+        }
+        (Some(url), _) if is_mongo(&url) => {
+            let database = database_in_url("STORE_URL", &url)?;
+            Ok(Some(StoreLocation::Mongo {
+                url,
+                database: database.unwrap_or_else(|| "fastlane".to_owned()),
+            }))
+        }
+        (Some(url), _) => Err(ConfigError::Invalid {
+            key: "STORE_URL",
+            message: format!(
+                "{:?} is not a {STORE_SCHEMES} URL",
+                crate::redact::url_without_password(&url)
+            ),
+        }),
+        (None, config) => {
+            let invalid = |message: String| ConfigError::Invalid {
+                key: "MONGODB_CONFIG",
+                message,
+            };
+            let serde_json::Value::Object(config) = config else {
+                return Err(invalid(format!(
+                    "must be a JSON object such as {{\"host\": \"mongodb://localhost:27017/fastlane\", \
+                     \"db\": \"fastlane\"}}, not {config}"
+                )));
+            };
+            let url = match config.get("host") {
+                Some(serde_json::Value::String(url)) if is_mongo(url) => url.clone(),
+                Some(serde_json::Value::String(url)) => {
+                    return Err(invalid(format!(
+                        "\"host\" {:?} is not a mongodb:// or mongodb+srv:// URL",
+                        crate::redact::url_without_password(url)
+                    )));
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        "\"host\" must be a string (a mongodb:// URL)".to_owned(),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        "needs \"host\", the server's URL (mongodb://host:port/db)".to_owned(),
+                    ));
+                }
+            };
+            let database = match config.get("db") {
+                None | Some(serde_json::Value::Null) => database_in_url("MONGODB_CONFIG", &url)?
+                    .unwrap_or_else(|| "fastlane".to_owned()),
+                Some(serde_json::Value::String(db)) => {
+                    check_database("MONGODB_CONFIG", db)?;
+                    db.clone()
+                }
+                Some(_) => return Err(invalid("\"db\" must be a string".to_owned())),
+            };
+            Ok(Some(StoreLocation::Mongo { url, database }))
+        }
+    }
+}
+
+/// The database a `mongodb://` URL names in its path, if any.
+fn database_in_url(key: &'static str, url: &str) -> Result<Option<String>, ConfigError> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let Some((_, path)) = rest.split_once('/') else {
+        return Ok(None);
+    };
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || ConfigError::Invalid {
+        key,
+        message: format!(
+            "{:?}: the database name is badly percent-encoded",
+            crate::redact::url_without_password(url)
+        ),
+    };
+    let mut bytes = Vec::with_capacity(path.len());
+    let mut rest = path.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = tail.get(..2).ok_or_else(invalid)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| invalid())?;
+            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| invalid())?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    let database = String::from_utf8(bytes).map_err(|_| invalid())?;
+    check_database(key, &database)?;
+    Ok(Some(database))
+}
+
+/// Refuses a name MongoDB would refuse for a database.
+fn check_database(key: &'static str, name: &str) -> Result<(), ConfigError> {
+    let bad =
+        name.is_empty() || name.len() >= 64 || name.contains(['/', '\\', '.', ' ', '"', '$', '\0']);
+    if bad {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!(
+                "{name:?} is not a MongoDB database name (1 to 63 bytes, none of / \\ . space \" $)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// One `PLUGINS` entry.
@@ -457,6 +740,45 @@ pub struct PluginLibrary {
     /// What each of its plugins is built with.
     #[serde(default)]
     pub config: serde_json::Value,
+}
+
+/// One `TASK_CONCURRENCY` entry.
+#[derive(Debug, Clone)]
+pub struct TaskLimit {
+    /// Matched at the start of the task id.
+    pub pattern: regex::Regex,
+    /// How many executions of each matching task run at once.
+    pub max_concurrent: u32,
+}
+
+/// `TASK_CONCURRENCY`, parsed and checked.
+fn task_limits(value: serde_json::Value) -> Result<Vec<TaskLimit>, ConfigError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        #[serde(rename = "match", default)]
+        pattern: String,
+        #[serde(rename = "maxConcurrent")]
+        max_concurrent: u32,
+    }
+    let raw: Vec<Raw> = serde_json::from_value(value).map_err(|err| ConfigError::Invalid {
+        key: "TASK_CONCURRENCY",
+        message: err.to_string(),
+    })?;
+    raw.into_iter()
+        .map(|limit| {
+            if limit.max_concurrent == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "TASK_CONCURRENCY",
+                    message: format!("maxConcurrent of {:?} must be at least 1", limit.pattern),
+                });
+            }
+            Ok(TaskLimit {
+                pattern: task_pattern("TASK_CONCURRENCY", &limit.pattern)?,
+                max_concurrent: limit.max_concurrent,
+            })
+        })
+        .collect()
 }
 
 /// One `EXECUTORS` entry.
@@ -612,6 +934,14 @@ fn parse(key: &Key, raw: Raw) -> Result<serde_json::Value, ConfigError> {
 }
 
 impl Config {
+    /// The Docker executor's configuration: the farms, the circuit
+    /// breaker and TLS.
+    pub fn docker_executor(&self) -> serde_json::Value {
+        let mut config = self.docker_settings.clone();
+        config["farms"] = self.docker_hosts.clone();
+        config
+    }
+
     /// Reads the file (if any) and the environment, and checks everything.
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut from_file = toml::Table::new();
@@ -684,6 +1014,26 @@ impl Config {
             serde_json::Value::Null => default_docker_hosts(env),
             value => value,
         };
+        let docker_settings = serde_json::json!({
+            "circuitBreaker": {
+                "maxFails": int(
+                    "DOCKER_CIRCUIT_BREAKER_MAX_FAILS",
+                    take("DOCKER_CIRCUIT_BREAKER_MAX_FAILS"),
+                    1,
+                )?,
+                "resetTimeoutSeconds": int(
+                    "DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS",
+                    take("DOCKER_CIRCUIT_BREAKER_RESET_TIMEOUT_SECONDS"),
+                    0,
+                )?,
+            },
+            "tls": {
+                "caCert": text(take("DOCKER_TLS_CA_CERT")),
+                "cert": text(take("DOCKER_TLS_CERT")),
+                "key": text(take("DOCKER_TLS_KEY")),
+                "verify": take("DOCKER_TLS_VERIFY").as_bool().unwrap_or(false),
+            },
+        });
         let factor = take("EXPONENTIAL_BACKOFF_FACTOR").as_f64().unwrap_or(2.0);
         if factor < 1.0 {
             return Err(ConfigError::Invalid {
@@ -754,7 +1104,7 @@ impl Config {
         });
         let (plugins, executor_routes, notifier_subscriptions) =
             plugin_config(take("PLUGINS"), take("EXECUTORS"), take("NOTIFIERS"))?;
-        Ok(Self {
+        Self {
             plugins,
             executor_routes,
             notifier_subscriptions,
@@ -804,12 +1154,19 @@ impl Config {
                 .filter(|w| !w.is_empty())
                 .collect(),
             docker_hosts,
+            docker_settings,
             hard_execution_timeout_seconds: int(
                 "HARD_EXECUTION_TIMEOUT_SECONDS",
                 take("HARD_EXECUTION_TIMEOUT_SECONDS"),
                 1,
             )?,
             stop_grace_seconds: int("STOP_GRACE_SECONDS", take("STOP_GRACE_SECONDS"), 0)?,
+            task_limits: task_limits(take("TASK_CONCURRENCY"))?,
+            execution_log_max_bytes: int(
+                "EXECUTION_LOG_MAX_BYTES",
+                take("EXECUTION_LOG_MAX_BYTES"),
+                1,
+            )?,
             exponential_backoff_min_ms: int(
                 "EXPONENTIAL_BACKOFF_MIN_MS",
                 take("EXPONENTIAL_BACKOFF_MIN_MS"),
@@ -823,7 +1180,37 @@ impl Config {
             )?,
             worker_concurrency: int("WORKER_CONCURRENCY", take("WORKER_CONCURRENCY"), 1)? as usize,
             queue_lease_seconds: int("QUEUE_LEASE_SECONDS", take("QUEUE_LEASE_SECONDS"), 5)?,
-        })
+            redis_url: match text(take("REDIS_URL")).filter(|url| !url.trim().is_empty()) {
+                Some(url) => Some(redis_url(&url)?),
+                None => None,
+            },
+            store: store_location(
+                text(take("STORE_URL")).filter(|url| !url.is_empty()),
+                take("MONGODB_CONFIG"),
+            )?,
+            redis_key_prefix: text(take("REDIS_KEY_PREFIX"))
+                .filter(|prefix| !prefix.is_empty())
+                .unwrap_or_else(|| "fastlane".to_owned()),
+        }
+        .checked()
+    }
+
+    /// Checks that go across keys.
+    fn checked(self) -> Result<Self, ConfigError> {
+        let cluster = self.redis_url.as_deref().is_some_and(|url| {
+            crate::queue::redis::url::RedisUrl::parse(url).is_ok_and(|u| u.is_cluster())
+        });
+        if cluster && self.redis_key_prefix.contains(['{', '}']) {
+            return Err(ConfigError::Invalid {
+                key: "REDIS_KEY_PREFIX",
+                message: format!(
+                    "{:?}: on a Redis Cluster fastlane puts the prefix in a hash tag, \
+                     `{{prefix}}`, so it cannot contain braces",
+                    self.redis_key_prefix
+                ),
+            });
+        }
+        Ok(self)
     }
 
     /// The annotated defaults, as `fastlane config` prints them: a TOML file
@@ -849,6 +1236,22 @@ impl Config {
             let _ = writeln!(out, "# {} = {default}", key.name);
         }
         out
+    }
+}
+
+/// `REDIS_URL`, checked: one of the forms [`crate::queue::redis::url`]
+/// reads. The error names the accepted forms and never the password.
+fn redis_url(url: &str) -> Result<String, ConfigError> {
+    match crate::queue::redis::url::RedisUrl::parse(url) {
+        Ok(_) => Ok(url.trim().to_owned()),
+        Err(err) => Err(ConfigError::Invalid {
+            key: "REDIS_URL",
+            message: format!(
+                "{:?}: {err}. Accepted forms: {}",
+                crate::redact::url_without_password(url.trim()),
+                crate::queue::redis::url::FORMS
+            ),
+        }),
     }
 }
 
@@ -978,6 +1381,184 @@ mod tests {
         assert!(err.to_string().contains("DOCKER_HOSTS"), "{err}");
         let err = Config::load(None, &env(&[("PUBLIC_BASE_URL", "example.com")])).expect_err("bad");
         assert!(err.to_string().contains("PUBLIC_BASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn store_url_selects_postgres_or_mongodb() {
+        let store = |url: &str| Config::load(None, &env(&[("STORE_URL", url)])).map(|c| c.store);
+        assert_eq!(Config::load(None, &env(&[])).expect("valid").store, None);
+        assert_eq!(store("").expect("valid"), None, "empty is unset");
+        assert_eq!(
+            store("postgresql://u:p@db/x").expect("valid"),
+            Some(StoreLocation::Postgres {
+                url: "postgresql://u:p@db/x".to_owned()
+            })
+        );
+        let mongo = |url: &str, database: &str| {
+            Some(StoreLocation::Mongo {
+                url: url.to_owned(),
+                database: database.to_owned(),
+            })
+        };
+        for (url, database) in [
+            (
+                "mongodb://u:p@h1:27017,h2:27017/jobs?replicaSet=rs0",
+                "jobs",
+            ),
+            ("mongodb://localhost:27017", "fastlane"),
+            ("mongodb://localhost:27017/", "fastlane"),
+            ("mongodb://localhost/?authSource=admin", "fastlane"),
+            (
+                "mongodb+srv://cluster0.example.net/fast%2Dlane",
+                "fast-lane",
+            ),
+        ] {
+            assert_eq!(store(url).expect(url), mongo(url, database), "{url}");
+        }
+        for (url, needle) in [
+            (
+                "redis://u:secret@h/0",
+                "is not a postgres://, postgresql://, mongodb:// or mongodb+srv:// URL",
+            ),
+            ("mongodb://u:secret@h/a.b", "is not a MongoDB database name"),
+            ("mongodb://u:secret@h/a%2", "badly percent-encoded"),
+        ] {
+            let err = store(url).expect_err(url).to_string();
+            assert!(err.starts_with("config key STORE_URL: "), "{err}");
+            assert!(err.contains(needle), "{err}");
+            assert!(!err.contains("secret"), "the password is hidden: {err}");
+        }
+        let debug = format!("{:?}", store("mongodb://u:secret@h/x").expect("valid"));
+        assert!(!debug.contains("secret"), "{debug}");
+    }
+
+    #[test]
+    fn mongodb_config_is_read_as_the_original_wrote_it() {
+        let config =
+            |value: &str| Config::load(None, &env(&[("MONGODB_CONFIG", value)])).map(|c| c.store);
+        assert_eq!(
+            config(
+                r#"{"host": "mongodb://localhost:27017/fastlane", "db": "queue",
+                    "serverSelectionTimeoutMS": 100, "connect": false}"#
+            )
+            .expect("valid"),
+            Some(StoreLocation::Mongo {
+                url: "mongodb://localhost:27017/fastlane".to_owned(),
+                database: "queue".to_owned(),
+            }),
+            "db wins over the URL's database; other keys are ignored"
+        );
+        assert_eq!(
+            config(r#"{"host": "mongodb://h/tasks"}"#).expect("valid"),
+            Some(StoreLocation::Mongo {
+                url: "mongodb://h/tasks".to_owned(),
+                database: "tasks".to_owned(),
+            })
+        );
+        assert_eq!(
+            config(r#"{"host": "mongodb+srv://h", "db": null}"#).expect("valid"),
+            Some(StoreLocation::Mongo {
+                url: "mongodb+srv://h".to_owned(),
+                database: "fastlane".to_owned(),
+            })
+        );
+        for (value, needle) in [
+            (r#""mongodb://h/x""#, "must be a JSON object"),
+            ("[1]", "must be a JSON object"),
+            ("{nope", "is not valid JSON"),
+            (r#"{"db": "x"}"#, "needs \"host\""),
+            (r#"{"host": 27017}"#, "\"host\" must be a string"),
+            (
+                r#"{"host": "localhost:27017"}"#,
+                "is not a mongodb:// or mongodb+srv:// URL",
+            ),
+            (
+                r#"{"host": "mongodb://h", "db": 5}"#,
+                "\"db\" must be a string",
+            ),
+            (
+                r#"{"host": "mongodb://h", "db": "a b"}"#,
+                "not a MongoDB database name",
+            ),
+        ] {
+            let err = config(value).expect_err(value).to_string();
+            assert!(err.starts_with("config key MONGODB_CONFIG: "), "{err}");
+            assert!(err.contains(needle), "{value}: {err}");
+        }
+        let both = Config::load(
+            None,
+            &env(&[
+                ("STORE_URL", "mongodb://h/x"),
+                ("MONGODB_CONFIG", r#"{"host": "mongodb://h/x"}"#),
+            ]),
+        )
+        .expect_err("both");
+        assert!(both.to_string().contains("set only one"), "{both}");
+    }
+
+    #[test]
+    fn mongodb_config_may_be_a_table_in_the_file() {
+        let dir =
+            std::env::temp_dir().join(format!("fastlane-mongo-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("fastlane.toml");
+        std::fs::write(
+            &path,
+            "MONGODB_CONFIG = { host = \"mongodb://h:1/a\", connect = false }\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path), &env(&[])).expect("valid");
+        assert_eq!(
+            config.store,
+            Some(StoreLocation::Mongo {
+                url: "mongodb://h:1/a".to_owned(),
+                database: "a".to_owned(),
+            })
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn redis_urls_are_checked_at_load() {
+        for url in [
+            "redis://127.0.0.1:6390/0",
+            "rediss://:pw@redis.example:6380/1",
+            "unix:///run/redis.sock?db=2",
+            "redis+sentinel://:pw@s1:26379,s2:26380/mymaster/0",
+            "redis+cluster://n1:7000,n2:7001,n3:7002",
+        ] {
+            let config = Config::load(None, &env(&[("REDIS_URL", url)])).expect(url);
+            assert_eq!(config.redis_url.as_deref(), Some(url));
+        }
+        let err = Config::load(
+            None,
+            &env(&[("REDIS_URL", "redis+sentinel://:hunter2@s1:26379,s2:26380")]),
+        )
+        .expect_err("no service");
+        let text = err.to_string();
+        assert!(text.starts_with("config key REDIS_URL: "), "{text}");
+        assert!(text.contains("service"), "{text}");
+        assert!(text.contains("Accepted forms: redis://"), "{text}");
+        assert!(text.contains("redis+cluster://"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = Config::load(None, &env(&[("REDIS_URL", "mongodb://db")])).expect_err("scheme");
+        assert!(err.to_string().contains("unknown scheme"), "{err}");
+
+        let err = Config::load(
+            None,
+            &env(&[
+                ("REDIS_URL", "redis+cluster://n1:7000"),
+                ("REDIS_KEY_PREFIX", "{fl}"),
+            ]),
+        )
+        .expect_err("braces");
+        assert!(err.to_string().contains("REDIS_KEY_PREFIX"), "{err}");
+        let config = Config::load(
+            None,
+            &env(&[("REDIS_URL", "redis://h/0"), ("REDIS_KEY_PREFIX", "{fl}")]),
+        )
+        .expect("braces are fine off a Cluster");
+        assert_eq!(config.redis_key_prefix, "{fl}");
     }
 
     #[test]

@@ -45,6 +45,30 @@ CREATE TABLE IF NOT EXISTS queue (
     attempts    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_by_due ON queue (queue, due_ms, seq);
+CREATE TABLE IF NOT EXISTS execution_logs (
+    execution_id TEXT NOT NULL,
+    start        INTEGER NOT NULL,
+    source       TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    raw_len      INTEGER NOT NULL,
+    PRIMARY KEY (execution_id, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS admission_slots (
+    gate         TEXT NOT NULL,
+    execution_id TEXT NOT NULL,
+    PRIMARY KEY (gate, execution_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS admission_slots_by_execution ON admission_slots (execution_id);
+CREATE TABLE IF NOT EXISTS admission_line (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id TEXT NOT NULL UNIQUE,
+    gates        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS host_health (
+    host  TEXT PRIMARY KEY,
+    since TEXT NOT NULL,
+    data  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blacklist (
     host TEXT PRIMARY KEY
 );

@@ -15,12 +15,16 @@
 //! - [`standalone`]: everything in one process.
 //! - [`redact`]: masking secret env values in output.
 
+pub mod admission;
 pub mod api;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod embedded;
 pub mod executors;
+pub mod hosts;
+pub mod logs;
 pub mod metrics;
 pub mod notify;
 pub mod plugins;
@@ -28,9 +32,9 @@ pub mod prune;
 pub mod queue;
 pub mod redact;
 pub mod reporting;
+pub mod roles;
 pub mod schedule;
 pub mod scheduler;
 pub mod services;
-pub mod standalone;
 pub mod store;
 pub mod worker;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use super::{Delivery, Queue};
 
@@ -49,10 +49,14 @@ pub async fn consume<F, Fut>(
             }
         };
         let handled = handler(delivery);
-        in_flight.spawn(async move {
-            handled.await;
-            drop(permit);
-        });
+        in_flight.spawn(
+            async move {
+                handled.await;
+                drop(permit);
+            }
+            // Handlers log under the consumer's span (the process's id).
+            .in_current_span(),
+        );
         while in_flight.try_join_next().is_some() {}
     }
     while in_flight.join_next().await.is_some() {}

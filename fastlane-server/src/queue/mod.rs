@@ -6,7 +6,10 @@
 //! enqueuing an id that is already queued does nothing, which makes
 //! re-enqueuing after a crash safe.
 
+#[cfg(test)]
+pub mod conformance;
 pub mod consumer;
+pub mod redis;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -19,8 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 /// The queue executions wait in.
 pub const JOBS: &str = "jobs";
-/// The queue notification deliveries wait in.
+/// The queue e-mail and plugin notification deliveries wait in.
 pub const NOTIFY: &str = "notify";
+/// The queue webhook deliveries wait in (apart, so that `fastlane worker
+/// --no-webhooks` and `--no-notify` can split them).
+pub const WEBHOOKS: &str = "webhooks";
 /// The queue scheduled firings (delayed and cron jobs) wait in, due at
 /// their slot.
 pub const SCHEDULE: &str = "schedule";
@@ -79,6 +85,11 @@ pub enum Work {
 }
 
 impl Work {
+    /// The message's payload, as queues keep it.
+    fn payload(&self) -> Result<String, QueueError> {
+        serde_json::to_string(self).map_err(|e| QueueError::Corrupt(e.to_string()))
+    }
+
     /// The message id for this work: one message per execution, one per
     /// (job, generation, slot), so enqueuing the same work twice is a no-op.
     pub fn message_id(&self) -> String {
@@ -102,6 +113,23 @@ impl Work {
             } => format!("fire:{job_id}:{generation}:{}", slot.timestamp_millis()),
         }
     }
+}
+
+/// Now in milliseconds, on the queues' clock (tokio's paused clock in unit
+/// tests). Read on the async side, never inside a database closure (those
+/// run on blocking threads, outside the test clock).
+fn now_ms() -> i64 {
+    crate::clock::now().timestamp_millis()
+}
+
+/// `due` in milliseconds; now when `None`.
+fn due_ms(due: Option<DateTime<Utc>>) -> i64 {
+    due.map_or_else(now_ms, |d| d.timestamp_millis())
+}
+
+/// `d` in milliseconds, saturating.
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A message handed to a consumer, with the lease that proves it holds it.

@@ -15,7 +15,7 @@ use rusqlite::{OptionalExtension, params};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Delivery, Queue, QueueError, Work};
+use super::{Delivery, Queue, QueueError, Work, due_ms, ms, now_ms};
 use crate::embedded::{Db, DbError};
 
 /// The longest a waiting consumer sleeps before looking again, as a guard
@@ -34,16 +34,6 @@ impl From<DbError> for QueueError {
     fn from(err: DbError) -> Self {
         QueueError::Unavailable(err.to_string())
     }
-}
-
-/// Now in milliseconds. Read on the async side, never inside a database
-/// closure (those run on blocking threads, outside the test clock).
-fn now_ms() -> i64 {
-    crate::clock::now().timestamp_millis()
-}
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl SqliteQueue {
@@ -126,9 +116,8 @@ impl Queue for SqliteQueue {
     ) -> Result<bool, QueueError> {
         let queue = queue.to_owned();
         let id = work.message_id();
-        let payload =
-            serde_json::to_string(work).map_err(|e| QueueError::Corrupt(e.to_string()))?;
-        let due_ms = due.map_or_else(now_ms, |d| d.timestamp_millis());
+        let payload = work.payload()?;
+        let due_ms = due_ms(due);
         let added = self
             .db
             .call(move |conn| {
@@ -269,75 +258,7 @@ mod tests {
         dir
     }
 
-    #[tokio::test]
-    async fn messages_come_out_in_the_order_they_went_in_and_once() {
-        let queue = open(&temp_dir("fifo")).await;
-        let cancel = CancellationToken::new();
-        for id in ["a", "b", "c"] {
-            assert!(queue.enqueue(JOBS, &run(id), None).await.expect("enqueue"));
-        }
-        assert!(!queue.enqueue(JOBS, &run("a"), None).await.expect("enqueue"));
-        let lease = Duration::from_secs(30);
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            let d = queue.dequeue(JOBS, lease, &cancel).await.expect("dequeue");
-            let d = d.expect("a message");
-            seen.push(d.work.clone());
-            queue.ack(&d).await.expect("ack");
-        }
-        assert_eq!(seen, [run("a"), run("b"), run("c")]);
-        assert_eq!(queue.lengths().await.expect("lengths")[JOBS], 0);
-    }
-
-    #[tokio::test]
-    async fn a_lapsed_lease_delivers_the_message_again() {
-        let queue = open(&temp_dir("lease")).await;
-        let cancel = CancellationToken::new();
-        queue.enqueue(JOBS, &run("x"), None).await.expect("enqueue");
-        let first = queue
-            .dequeue(JOBS, Duration::from_millis(50), &cancel)
-            .await
-            .expect("dequeue")
-            .expect("message");
-        let second = queue
-            .dequeue(JOBS, Duration::from_secs(30), &cancel)
-            .await
-            .expect("dequeue")
-            .expect("message again");
-        assert_eq!(second.id, first.id);
-        assert_eq!(second.attempts, 2);
-        // The first holder lost its lease: its ack must not remove the message.
-        queue.ack(&first).await.expect("ack");
-        assert_eq!(queue.lengths().await.expect("lengths")[JOBS], 1);
-        assert!(queue.extend(&first, Duration::from_secs(1)).await.is_err());
-        queue.ack(&second).await.expect("ack");
-        assert_eq!(queue.lengths().await.expect("lengths")[JOBS], 0);
-    }
-
-    #[tokio::test]
-    async fn a_waiting_consumer_wakes_when_work_arrives_or_falls_due() {
-        let queue = open(&temp_dir("wake")).await;
-        let cancel = CancellationToken::new();
-        let consumer = {
-            let queue = queue.clone();
-            let cancel = cancel.clone();
-            tokio::spawn(async move { queue.dequeue(JOBS, Duration::from_secs(30), &cancel).await })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let due = Utc::now() + chrono::Duration::milliseconds(300);
-        queue
-            .enqueue(JOBS, &run("later"), Some(due))
-            .await
-            .expect("enqueue");
-        let delivered = tokio::time::timeout(Duration::from_secs(3), consumer)
-            .await
-            .expect("woke in time")
-            .expect("task")
-            .expect("dequeue")
-            .expect("message");
-        assert_eq!(delivered.work, run("later"));
-        assert!(Utc::now() >= due, "delivered before it was due");
-    }
+    crate::queue_conformance!(async { std::sync::Arc::new(open(&temp_dir("conformance")).await) });
 
     #[tokio::test]
     async fn a_restart_takes_back_the_dead_process_leases() {

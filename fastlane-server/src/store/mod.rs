@@ -1,8 +1,15 @@
 //! Where tasks, jobs and executions are kept: the [`Store`] trait.
 //!
 //! The embedded implementation ([`sqlite::SqliteStore`]) serves standalone
-//! mode; networked stores implement the same trait.
+//! mode; networked stores ([`postgres::PostgresStore`], and
+//! `mongo::MongoStore` with the `store-mongo` feature) implement the same
+//! trait.
 
+#[cfg(test)]
+pub mod conformance;
+#[cfg(feature = "store-mongo")]
+pub mod mongo;
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -39,6 +46,185 @@ pub struct JobSummary {
     pub created_at: DateTime<Utc>,
 }
 
+/// Where a piece of an execution's log came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    /// The run's standard output.
+    Stdout,
+    /// The run's standard error.
+    Stderr,
+    /// fastlane's own words in the log (where it was cut).
+    Notice,
+}
+
+impl LogSource {
+    /// `stdout`, `stderr` or `notice`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+            Self::Notice => "notice",
+        }
+    }
+
+    /// The source named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "stdout" => Some(Self::Stdout),
+            "stderr" => Some(Self::Stderr),
+            "notice" => Some(Self::Notice),
+            _ => None,
+        }
+    }
+}
+
+/// A piece of an execution's log: what the run wrote to stdout and stderr,
+/// in the order it wrote it, as one text addressed by byte offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPiece {
+    /// Where `text` starts in the log, in bytes.
+    pub offset: u64,
+    /// Which stream it came from.
+    pub source: LogSource,
+    /// The text (whole UTF-8 characters).
+    pub text: String,
+    /// How many bytes of the run's own stream it stands for (0 for
+    /// notices; it differs from `text.len()` where bytes were not UTF-8).
+    pub raw_len: u64,
+}
+
+impl LogPiece {
+    /// The offset just past this piece.
+    pub fn end(&self) -> u64 {
+        self.offset + self.text.len() as u64
+    }
+}
+
+/// How much of an execution's log is kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogTotals {
+    /// The log's length in bytes (the next piece's offset).
+    pub bytes: u64,
+    /// Bytes of the run's stdout kept so far.
+    pub stdout: u64,
+    /// Bytes of the run's stderr kept so far.
+    pub stderr: u64,
+    /// True once the log reached its cap: nothing more is kept.
+    pub cut: bool,
+}
+
+/// A limit an execution must fit under before it is placed: at most
+/// `limit` executions holding `key` at once (a farm's `maxRunning`, a
+/// task's `maxConcurrent`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Gate {
+    /// What is limited: `pool:<executor>:<pool>` or `task:<task id>`.
+    pub key: String,
+    /// How many may hold it at once.
+    pub limit: u32,
+}
+
+/// The answer to [`Store::admit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The execution holds a slot of each of these gates (the keys of one
+    /// of its choices) until it is final.
+    Admitted {
+        /// The gates it holds.
+        gates: Vec<String>,
+    },
+    /// It waits in line; `ahead` executions waited before it.
+    Waiting {
+        /// Waiting executions ahead of it.
+        ahead: u64,
+    },
+}
+
+/// How full one gate is, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateUsage {
+    /// The gate's key.
+    pub key: String,
+    /// Executions holding a slot.
+    pub running: u64,
+    /// Executions waiting for one.
+    pub waiting: u64,
+}
+
+/// What an execution may pass: one of several sets of gates (a farm's
+/// pool with the task's limit, or the next farm's when work may fall
+/// through), preferred first.
+pub type Choices = Vec<Vec<Gate>>;
+
+/// Which of `waiters` (in the order they came) may take slots now, given
+/// the slots `held` of each gate: each in turn takes a slot of every gate
+/// of its first choice that has room for all of them under its limits, so
+/// that nobody later in line takes a slot an earlier execution can use.
+/// Returns `(waiter, choice)` indexes.
+pub fn admissible_in_order(
+    mut held: std::collections::HashMap<String, u32>,
+    waiters: &[Choices],
+) -> Vec<(usize, usize)> {
+    let mut admitted = Vec::new();
+    for (index, choices) in waiters.iter().enumerate() {
+        let fits = |gates: &Vec<Gate>| {
+            gates
+                .iter()
+                .all(|g| held.get(&g.key).copied().unwrap_or(0) < g.limit)
+        };
+        if let Some(choice) = choices.iter().position(fits) {
+            for gate in &choices[choice] {
+                *held.entry(gate.key.clone()).or_insert(0) += 1;
+            }
+            admitted.push((index, choice));
+        }
+    }
+    admitted
+}
+
+/// How full every gate is, given the slots `held` of each and the choices
+/// of the executions in `line`: a waiter counts once for each gate it could
+/// take.
+pub fn usage_of(held: std::collections::HashMap<String, u32>, line: &[Choices]) -> Vec<GateUsage> {
+    let mut usage: std::collections::BTreeMap<String, GateUsage> = held
+        .into_iter()
+        .map(|(key, running)| {
+            let usage = GateUsage {
+                key: key.clone(),
+                running: u64::from(running),
+                waiting: 0,
+            };
+            (key, usage)
+        })
+        .collect();
+    for gate in line.iter().flat_map(|choices| {
+        let mut keys: Vec<&Gate> = choices.iter().flatten().collect();
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
+        keys.dedup_by(|a, b| a.key == b.key);
+        keys
+    }) {
+        usage
+            .entry(gate.key.clone())
+            .or_insert_with(|| GateUsage {
+                key: gate.key.clone(),
+                running: 0,
+                waiting: 0,
+            })
+            .waiting += 1;
+    }
+    usage.into_values().collect()
+}
+
+/// The `LIKE` pattern task search matches against a task's words (kept
+/// as ` word word `): every task, or those having `word` whole. No escape
+/// character: `%` and `_` are taken out of the word instead.
+pub fn search_pattern(word: Option<String>) -> String {
+    word.map_or_else(
+        || "%".to_owned(),
+        |w| format!("% {} %", w.replace(['%', '_'], "")),
+    )
+}
+
 /// The words of a task id, lower-cased, as search matches them.
 pub fn task_words(task_id: &str) -> Vec<String> {
     task_id
@@ -46,6 +232,28 @@ pub fn task_words(task_id: &str) -> Vec<String> {
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect()
+}
+
+/// `pieces` (read from a piece at or before `from`) cut to start at byte
+/// `from`, or at the first character boundary after it.
+pub fn log_from(mut pieces: Vec<LogPiece>, from: u64) -> Vec<LogPiece> {
+    pieces.retain(|p| p.end() > from);
+    if let Some(first) = pieces.first_mut()
+        && first.offset < from
+    {
+        let mut skip = usize::try_from(from - first.offset).unwrap_or(usize::MAX);
+        while !first.text.is_char_boundary(skip) {
+            skip += 1;
+        }
+        first.text.drain(..skip);
+        first.offset += skip as u64;
+        if first.source != LogSource::Notice {
+            // What is left stands for the rest of the raw bytes, at most.
+            first.raw_len = first.raw_len.min(first.text.len() as u64);
+        }
+    }
+    pieces.retain(|p| !p.text.is_empty());
+    pieces
 }
 
 /// Persistent state of tasks, jobs and executions.
@@ -91,8 +299,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Marks a live execution `stopped` at `at` with `reason` and returns
     /// it; `None` when it had already reached a final status. Once stopped,
-    /// an execution stays stopped: later saves may add its output but not
-    /// change its status.
+    /// an execution stays stopped: a later save with another status is
+    /// ignored, and one that keeps it `stopped` (how the worker adds the
+    /// run's output) is stored.
     async fn mark_stopped(
         &self,
         execution_id: &str,
@@ -144,9 +353,90 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Adds `host` to the blacklist (`true`) or removes it (`false`).
     async fn set_blacklisted(&self, host: &str, blacklisted: bool) -> Result<(), StoreError>;
 
+    /// Keeps each of `reports` that is newer than what is kept for its
+    /// host, and returns the newest report of every host: how processes
+    /// share what they learnt of the Docker hosts' health.
+    async fn share_host_health(
+        &self,
+        reports: &[fastlane_sdk::HostHealth],
+    ) -> Result<Vec<fastlane_sdk::HostHealth>, StoreError>;
+
     /// How many tasks and jobs there are.
     async fn counts(&self) -> Result<(u64, u64), StoreError>;
 
+    /// Appends `pieces` to the log of `execution_id`. A piece whose offset
+    /// is already kept is ignored, so appending is idempotent.
+    async fn append_log(&self, execution_id: &str, pieces: &[LogPiece]) -> Result<(), StoreError>;
+
+    /// Up to `limit` pieces of the log of `execution_id`, from byte `from`
+    /// on (the first piece is cut to start there, at a character boundary).
+    async fn read_log(
+        &self,
+        execution_id: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<LogPiece>, StoreError>;
+
+    /// Lets `execution_id` take a slot of each gate of the first of its
+    /// `choices` with room, or puts it in line behind the executions that
+    /// asked before it. Idempotent: an execution holding slots is admitted
+    /// again with them, one in line keeps its place. Slots and places of
+    /// executions that reached a final status (or no longer exist) are
+    /// given back first. No choices, or an empty one, admits at once.
+    async fn admit(
+        &self,
+        execution_id: &str,
+        choices: &[Vec<Gate>],
+    ) -> Result<Admission, StoreError>;
+
+    /// The executions in line that would be admitted now, first come first.
+    async fn admissible(&self) -> Result<Vec<String>, StoreError>;
+
+    /// How full every gate in use is.
+    async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError>;
+
+    /// How much of the log of `execution_id` is kept.
+    async fn log_totals(&self, execution_id: &str) -> Result<LogTotals, StoreError>;
+
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(key: &str, limit: u32) -> Gate {
+        Gate {
+            key: key.to_owned(),
+            limit,
+        }
+    }
+
+    #[test]
+    fn an_execution_held_back_by_its_task_does_not_hold_back_other_tasks() {
+        let waiters = vec![
+            vec![vec![gate("pool", 3), gate("task:a", 1)]],
+            vec![vec![gate("pool", 3), gate("task:a", 1)]],
+            vec![vec![gate("pool", 3), gate("task:b", 5)]],
+            vec![vec![gate("pool", 3)]],
+        ];
+        let held = [("task:a".to_owned(), 1)].into();
+        // The two of task a wait for a's slot; b and the unlimited one go.
+        assert_eq!(admissible_in_order(held, &waiters), [(2, 0), (3, 0)]);
+        let held = [("pool".to_owned(), 2)].into();
+        // One pool slot left: the first in line takes it.
+        assert_eq!(admissible_in_order(held, &waiters), [(0, 0)]);
+    }
+
+    #[test]
+    fn work_falls_through_to_the_next_pool_only_when_the_first_is_full() {
+        let spill = vec![vec![gate("pool:a", 1)], vec![gate("pool:b", 1)]];
+        let waiters = vec![spill.clone(), spill.clone(), spill];
+        assert_eq!(
+            admissible_in_order(Default::default(), &waiters),
+            [(0, 0), (1, 1)],
+            "the first takes a, the second falls through to b, the third waits"
+        );
+    }
 }

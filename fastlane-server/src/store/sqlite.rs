@@ -8,7 +8,10 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use fastlane_sdk::{Execution, Job, Task};
 
-use super::{JobSummary, Store, StoreError, TaskSummary, task_words};
+use super::{
+    Admission, Choices, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Store,
+    StoreError, TaskSummary, admissible_in_order, task_words,
+};
 use crate::embedded::{Db, DbError};
 
 /// The embedded store.
@@ -456,6 +459,39 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn share_host_health(
+        &self,
+        reports: &[fastlane_sdk::HostHealth],
+    ) -> Result<Vec<fastlane_sdk::HostHealth>, StoreError> {
+        let rows = reports
+            .iter()
+            .map(|r| Ok((r.host.clone(), ts(r.since), to_json(r)?)))
+            .collect::<Result<Vec<_>, DbError>>()?;
+        Ok(self
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                for (host, since, data) in &rows {
+                    tx.execute(
+                        "INSERT INTO host_health (host, since, data) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (host) DO UPDATE SET since = excluded.since, data = excluded.data
+                         WHERE excluded.since > host_health.since",
+                        params![host, since, data],
+                    )?;
+                }
+                let mut shared = Vec::new();
+                {
+                    let mut stmt = tx.prepare_cached("SELECT data FROM host_health ORDER BY host")?;
+                    for data in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                        shared.push(from_json(&data?)?);
+                    }
+                }
+                tx.commit()?;
+                Ok(shared)
+            })
+            .await?)
+    }
+
     async fn counts(&self) -> Result<(u64, u64), StoreError> {
         Ok(self
             .db
@@ -463,6 +499,189 @@ impl Store for SqliteStore {
                 let tasks = conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
                 let jobs = conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?;
                 Ok((tasks, jobs))
+            })
+            .await?)
+    }
+
+    async fn append_log(&self, execution_id: &str, pieces: &[LogPiece]) -> Result<(), StoreError> {
+        let execution_id = execution_id.to_owned();
+        let pieces = pieces.to_vec();
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO execution_logs (execution_id, start, source, text, raw_len)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (execution_id, start) DO NOTHING",
+                    )?;
+                    for piece in &pieces {
+                        insert.execute(params![
+                            execution_id,
+                            piece.offset,
+                            piece.source.as_str(),
+                            piece.text,
+                            piece.raw_len
+                        ])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn read_log(
+        &self,
+        execution_id: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<LogPiece>, StoreError> {
+        let execution_id = execution_id.to_owned();
+        let rows: Vec<(u64, String, String, u64)> = self
+            .db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT start, source, text, raw_len FROM execution_logs
+                     WHERE execution_id = ?1
+                       AND start >= COALESCE((SELECT MAX(start) FROM execution_logs
+                                               WHERE execution_id = ?1 AND start <= ?2), 0)
+                     ORDER BY start LIMIT ?3",
+                )?;
+                let rows = stmt
+                    .query_map(params![execution_id, from, limit], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let mut pieces = Vec::with_capacity(rows.len());
+        for (offset, source, text, raw_len) in rows {
+            let source = LogSource::parse(&source)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown log source {source:?}")))?;
+            pieces.push(LogPiece {
+                offset,
+                source,
+                text,
+                raw_len,
+            });
+        }
+        Ok(super::log_from(pieces, from))
+    }
+
+    async fn log_totals(&self, execution_id: &str) -> Result<LogTotals, StoreError> {
+        let execution_id = execution_id.to_owned();
+        Ok(self
+            .db
+            .call(move |conn| {
+                Ok(conn.query_row(
+                    "SELECT COALESCE(MAX(start + length(CAST(text AS BLOB))), 0),
+                            COALESCE(SUM(CASE source WHEN 'stdout' THEN raw_len END), 0),
+                            COALESCE(SUM(CASE source WHEN 'stderr' THEN raw_len END), 0),
+                            COALESCE(MAX(source = 'notice'), 0)
+                     FROM execution_logs WHERE execution_id = ?1",
+                    params![execution_id],
+                    |row| {
+                        Ok(LogTotals {
+                            bytes: row.get(0)?,
+                            stdout: row.get(1)?,
+                            stderr: row.get(2)?,
+                            cut: row.get(3)?,
+                        })
+                    },
+                )?)
+            })
+            .await?)
+    }
+
+    async fn admit(
+        &self,
+        execution_id: &str,
+        choices: &[Vec<Gate>],
+    ) -> Result<Admission, StoreError> {
+        let execution_id = execution_id.to_owned();
+        let gates_json = to_json(&choices)?;
+        let unlimited = choices.is_empty() || choices.iter().any(Vec::is_empty);
+        Ok(self
+            .db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                give_back_finished(&tx)?;
+                let held: Vec<String> = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT gate FROM admission_slots WHERE execution_id = ?1 ORDER BY gate",
+                    )?;
+                    let rows = stmt.query_map(params![execution_id], |row| row.get(0))?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                if !held.is_empty() || unlimited {
+                    tx.commit()?;
+                    return Ok(Admission::Admitted { gates: held });
+                }
+                tx.execute(
+                    "INSERT INTO admission_line (execution_id, gates) VALUES (?1, ?2)
+                     ON CONFLICT (execution_id) DO UPDATE SET gates = excluded.gates",
+                    params![execution_id, gates_json],
+                )?;
+                let (ids, line) = read_line(&tx)?;
+                let position = ids.iter().position(|id| *id == execution_id).unwrap_or(0);
+                let choice = admissible_in_order(held_slots(&tx)?, &line)
+                    .into_iter()
+                    .find_map(|(waiter, choice)| (waiter == position).then_some(choice));
+                let Some(gates) = choice.and_then(|c| line.get(position)?.get(c)) else {
+                    tx.commit()?;
+                    return Ok(Admission::Waiting {
+                        ahead: position as u64,
+                    });
+                };
+                for gate in gates {
+                    tx.execute(
+                        "INSERT INTO admission_slots (gate, execution_id) VALUES (?1, ?2)
+                         ON CONFLICT DO NOTHING",
+                        params![gate.key, execution_id],
+                    )?;
+                }
+                tx.execute(
+                    "DELETE FROM admission_line WHERE execution_id = ?1",
+                    params![execution_id],
+                )?;
+                tx.commit()?;
+                Ok(Admission::Admitted {
+                    gates: gates.iter().map(|g| g.key.clone()).collect(),
+                })
+            })
+            .await?)
+    }
+
+    async fn admissible(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .db
+            .call(|conn| {
+                let tx = conn.transaction()?;
+                give_back_finished(&tx)?;
+                let (ids, line) = read_line(&tx)?;
+                let admissible = admissible_in_order(held_slots(&tx)?, &line);
+                tx.commit()?;
+                Ok(admissible
+                    .into_iter()
+                    .filter_map(|(i, _)| ids.get(i).cloned())
+                    .collect())
+            })
+            .await?)
+    }
+
+    async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
+        Ok(self
+            .db
+            .call(|conn| {
+                let tx = conn.transaction()?;
+                give_back_finished(&tx)?;
+                let held = held_slots(&tx)?;
+                let (_, line) = read_line(&tx)?;
+                tx.commit()?;
+                Ok(super::usage_of(held, &line))
             })
             .await?)
     }
@@ -475,6 +694,47 @@ impl Store for SqliteStore {
     }
 }
 
+/// Gives back the slots and places in line of executions that are final
+/// or gone.
+fn give_back_finished(tx: &Transaction<'_>) -> Result<(), DbError> {
+    for table in ["admission_slots", "admission_line"] {
+        tx.execute(
+            &format!(
+                "DELETE FROM {table} WHERE execution_id IN (
+                     SELECT t.execution_id FROM {table} t
+                     LEFT JOIN executions e ON e.execution_id = t.execution_id
+                     WHERE e.status IS NULL OR e.status NOT IN ('enqueued', 'pulling', 'running'))"
+            ),
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// Slots held, by gate.
+fn held_slots(tx: &Transaction<'_>) -> Result<std::collections::HashMap<String, u32>, DbError> {
+    let mut stmt = tx.prepare_cached("SELECT gate, COUNT(*) FROM admission_slots GROUP BY gate")?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The executions in line, first come first, with their choices of gates.
+fn read_line(tx: &Transaction<'_>) -> Result<(Vec<String>, Vec<Choices>), DbError> {
+    let mut stmt =
+        tx.prepare_cached("SELECT execution_id, gates FROM admission_line ORDER BY seq")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    let mut ids = Vec::new();
+    let mut line = Vec::new();
+    for row in rows {
+        let (id, gates) = row?;
+        ids.push(id);
+        line.push(from_json(&gates)?);
+    }
+    Ok((ids, line))
+}
+
 impl SqliteStore {
     /// A page of tasks in creation order, all of them or those having `word`.
     async fn task_page(
@@ -483,10 +743,7 @@ impl SqliteStore {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        let pattern = word.map_or_else(
-            || "%".to_owned(),
-            |w| format!("% {} %", w.replace(['%', '_'], "")),
-        );
+        let pattern = super::search_pattern(word);
         Ok(self
             .db
             .call(move |conn| {
@@ -524,4 +781,18 @@ impl SqliteStore {
             })
             .await?)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store on a database of its own.
+    async fn fresh() -> SqliteStore {
+        let dir = std::env::temp_dir().join(format!("fastlane-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        SqliteStore::new(Db::open(&dir).expect("open db"))
+    }
+
+    crate::store_conformance!(async { std::sync::Arc::new(fresh().await) });
 }

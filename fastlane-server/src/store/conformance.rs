@@ -1,0 +1,462 @@
+//! The behaviour every [`Store`] must have, as test functions each
+//! implementation's tests run against a fresh, empty store of its own (see
+//! the `store_conformance!` macro at the bottom).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use fastlane_sdk::{DispatchRecord, Execution, ExecutionStatus, Job, JobSpec};
+
+use super::{Admission, Gate, GateUsage, LogPiece, LogSource, LogTotals, Store};
+
+/// A fixed instant, so stored times compare exactly.
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
+}
+
+fn job(task: &str, created: i64) -> Job {
+    Job::new(
+        task,
+        uuid::Uuid::new_v4().to_string(),
+        JobSpec::new("busybox", "echo hi"),
+        at(created),
+    )
+}
+
+fn execution(job: &Job, created: i64) -> Execution {
+    Execution::enqueued(
+        job,
+        "busybox",
+        "echo hi",
+        None,
+        at(created),
+        uuid::Uuid::new_v4().to_string(),
+    )
+}
+
+/// A job of `task` with its first execution, stored.
+async fn stored(store: &dyn Store, task: &str, created: i64) -> (Job, Execution) {
+    let job = job(task, created);
+    let first = execution(&job, created);
+    store.create_job(&job, Some(&first)).await.expect("create");
+    (job, first)
+}
+
+/// Jobs are found by task and id, or by id alone, and tasks list them.
+pub async fn jobs_are_found_by_task_and_id(store: Arc<dyn Store>) {
+    let (job, first) = stored(store.as_ref(), "found", 0).await;
+    assert_eq!(
+        store.job("found", &job.job_id).await.expect("job"),
+        Some(job.clone())
+    );
+    assert_eq!(
+        store.find_job(&job.job_id).await.expect("find"),
+        Some(job.clone())
+    );
+    assert_eq!(store.job("other", &job.job_id).await.expect("job"), None);
+    assert_eq!(
+        store
+            .execution(&first.execution_id)
+            .await
+            .expect("execution"),
+        Some(first)
+    );
+    let (task, jobs) = store.task("found").await.expect("task").expect("the task");
+    assert_eq!(task.task_id, "found");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].job_id, job.job_id);
+    assert_eq!(store.counts().await.expect("counts"), (1, 1));
+    assert!(store.task("missing").await.expect("task").is_none());
+}
+
+/// Tasks come a page at a time in the order they were created, and search
+/// matches whole words of their ids, whatever the case.
+pub async fn tasks_come_in_pages_and_search_matches_whole_words(store: Arc<dyn Store>) {
+    for (i, task) in ["alpha-one", "Beta-two", "gamma.ALPHA"]
+        .into_iter()
+        .enumerate()
+    {
+        stored(store.as_ref(), task, i as i64).await;
+    }
+    let (page, total) = store.tasks(0, 2).await.expect("tasks");
+    let ids: Vec<&str> = page.iter().map(|t| t.task.task_id.as_str()).collect();
+    assert_eq!((ids, total), (vec!["alpha-one", "Beta-two"], 3));
+    let (page, _) = store.tasks(2, 2).await.expect("tasks");
+    assert_eq!(page[0].task.task_id, "gamma.ALPHA");
+    assert_eq!(page[0].jobs_count, 1);
+
+    let (found, total) = store.search_tasks("alpha", 0, 10).await.expect("search");
+    let mut ids: Vec<&str> = found.iter().map(|t| t.task.task_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!((ids, total), (vec!["alpha-one", "gamma.ALPHA"], 2));
+    let (found, total) = store.search_tasks("alp", 0, 10).await.expect("search");
+    assert!(found.is_empty() && total == 0, "only whole words match");
+}
+
+/// A job's executions come newest first; a failed one saved with its retry
+/// adds the retry and counts it on the job, together.
+pub async fn executions_come_newest_first_and_a_retry_is_counted(store: Arc<dyn Store>) {
+    let (job, mut first) = stored(store.as_ref(), "retried", 0).await;
+    first.status = ExecutionStatus::Failed;
+    first.exit_code = Some(1);
+    first.finished_at = Some(at(5));
+    let retry = execution(&job, 10);
+    store
+        .save_execution(&first, Some(&retry))
+        .await
+        .expect("save");
+    let (newest, total) = store.executions(&job.job_id, 10).await.expect("executions");
+    let ids: Vec<&str> = newest.iter().map(|e| e.execution_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [retry.execution_id.as_str(), first.execution_id.as_str()]
+    );
+    assert_eq!(total, 2);
+    assert_eq!(newest[1], first);
+    let (one, total) = store.executions(&job.job_id, 1).await.expect("executions");
+    assert_eq!((one.len(), total), (1, 2));
+    let job = store
+        .find_job(&job.job_id)
+        .await
+        .expect("find")
+        .expect("job");
+    assert_eq!(job.retry_count, 1);
+    let live = store.live_executions(&job.job_id).await.expect("live");
+    assert_eq!(live, std::slice::from_ref(&retry));
+    let unfinished = store.unfinished_executions().await.expect("unfinished");
+    assert!(
+        unfinished
+            .iter()
+            .any(|e| e.execution_id == retry.execution_id)
+    );
+    assert!(
+        !unfinished
+            .iter()
+            .any(|e| e.execution_id == first.execution_id)
+    );
+}
+
+/// A stopped execution stays stopped: a save with another status is
+/// ignored, one that keeps it stopped adds its output; stopping a final
+/// execution does nothing.
+pub async fn a_stopped_execution_stays_stopped(store: Arc<dyn Store>) {
+    let (_, mut first) = stored(store.as_ref(), "stopped", 0).await;
+    let stopped = store
+        .mark_stopped(&first.execution_id, "stopped by a user", at(3))
+        .await
+        .expect("stop")
+        .expect("it was live");
+    assert_eq!(stopped.status, ExecutionStatus::Stopped);
+    first.status = ExecutionStatus::Done;
+    first.exit_code = Some(0);
+    store.save_execution(&first, None).await.expect("save");
+    let read = || async {
+        store
+            .execution(&first.execution_id)
+            .await
+            .expect("read")
+            .expect("execution")
+    };
+    assert_eq!(read().await, stopped, "a save as done is ignored");
+    let mut with_output = stopped.clone();
+    with_output.stdout = Some("late output\n".to_owned());
+    store
+        .save_execution(&with_output, None)
+        .await
+        .expect("save");
+    assert_eq!(read().await.stdout.as_deref(), Some("late output\n"));
+    let again = store
+        .mark_stopped(&first.execution_id, "again", at(4))
+        .await
+        .expect("stop");
+    assert!(again.is_none(), "a final execution is not stopped again");
+}
+
+/// Notification attempts are only added, and saves keep them.
+pub async fn dispatches_survive_saves(store: Arc<dyn Store>) {
+    let (_, mut first) = stored(store.as_ref(), "dispatched", 0).await;
+    let record = DispatchRecord {
+        timestamp: at(1),
+        notifier: "webhook".to_owned(),
+        event: "finishes".to_owned(),
+        target: "http://receiver.invalid/".to_owned(),
+        attempt: 1,
+        status_code: Some(200),
+        error: None,
+    };
+    store
+        .append_dispatch(&first.execution_id, &record)
+        .await
+        .expect("append");
+    first.status = ExecutionStatus::Running;
+    store.save_execution(&first, None).await.expect("save");
+    let kept = store
+        .execution(&first.execution_id)
+        .await
+        .expect("read")
+        .expect("execution");
+    assert_eq!(kept.dispatches, [record]);
+    assert_eq!(kept.status, ExecutionStatus::Running);
+}
+
+/// An execution id is inserted once; a schedule is recorded only for the
+/// job's current generation, and scheduled jobs are listed.
+pub async fn inserts_are_idempotent_and_schedules_follow_generations(store: Arc<dyn Store>) {
+    let mut job = job("scheduled", 0);
+    store.create_job(&job, None).await.expect("create");
+    let slot = execution(&job, 60);
+    assert!(store.insert_execution(&slot).await.expect("insert"));
+    assert!(!store.insert_execution(&slot).await.expect("insert again"));
+
+    assert!(
+        store
+            .set_next_run(&job.job_id, 0, Some(at(120)))
+            .await
+            .expect("set")
+    );
+    let scheduled = store.scheduled_jobs().await.expect("scheduled");
+    assert_eq!(scheduled.len(), 1);
+    assert_eq!(scheduled[0].next_run_at, Some(at(120)));
+    job.generation = 1;
+    job.next_run_at = None;
+    store.save_job(&job).await.expect("save");
+    assert!(
+        !store
+            .set_next_run(&job.job_id, 0, Some(at(180)))
+            .await
+            .expect("set"),
+        "an older generation records nothing"
+    );
+    assert!(store.scheduled_jobs().await.expect("scheduled").is_empty());
+}
+
+/// The blacklist adds and removes hosts, each once.
+pub async fn the_blacklist_keeps_each_host_once(store: Arc<dyn Store>) {
+    store.set_blacklisted("a:1", true).await.expect("add");
+    store.set_blacklisted("a:1", true).await.expect("add again");
+    store.set_blacklisted("b:2", true).await.expect("add");
+    store.set_blacklisted("b:2", false).await.expect("remove");
+    store
+        .set_blacklisted("c:3", false)
+        .await
+        .expect("remove absent");
+    assert_eq!(store.blacklist().await.expect("blacklist"), ["a:1"]);
+}
+
+/// Host health reports are kept per host, the newest winning.
+pub async fn the_newest_host_health_report_wins(store: Arc<dyn Store>) {
+    let report = |since: i64, open: bool| fastlane_sdk::HostHealth {
+        host: "docker-1:2375".to_owned(),
+        since: at(since),
+        open_until: open.then(|| at(since + 60)),
+        error: open.then(|| "connection refused".to_owned()),
+    };
+    assert_eq!(
+        store
+            .share_host_health(&[report(10, true)])
+            .await
+            .expect("share"),
+        [report(10, true)]
+    );
+    assert_eq!(
+        store
+            .share_host_health(&[report(5, false)])
+            .await
+            .expect("share"),
+        [report(10, true)],
+        "an older report changes nothing"
+    );
+    assert_eq!(
+        store.share_host_health(&[]).await.expect("share"),
+        [report(10, true)]
+    );
+    assert_eq!(
+        store
+            .share_host_health(&[report(20, false)])
+            .await
+            .expect("share"),
+        [report(20, false)]
+    );
+}
+
+/// A log is appended piece by piece, idempotently, and read from any
+/// offset.
+pub async fn logs_append_once_and_read_from_any_offset(store: Arc<dyn Store>) {
+    let (_, first) = stored(store.as_ref(), "logged", 0).await;
+    let id = &first.execution_id;
+    let piece = |offset, source, text: &str| LogPiece {
+        offset,
+        source,
+        text: text.to_owned(),
+        raw_len: if source == LogSource::Notice {
+            0
+        } else {
+            text.len() as u64
+        },
+    };
+    let pieces = [
+        piece(0, LogSource::Stdout, "héllo\n"),
+        piece(7, LogSource::Stderr, "oops\n"),
+    ];
+    store.append_log(id, &pieces).await.expect("append");
+    store
+        .append_log(id, &pieces[1..])
+        .await
+        .expect("append again");
+    assert_eq!(store.read_log(id, 0, 100).await.expect("read"), pieces);
+    let from_inside = store.read_log(id, 2, 100).await.expect("read");
+    assert_eq!(from_inside[0].offset, 3, "cut at a character boundary");
+    assert_eq!(from_inside[0].text, "llo\n");
+    assert_eq!(store.read_log(id, 12, 100).await.expect("read"), []);
+    assert_eq!(
+        store.log_totals(id).await.expect("totals"),
+        LogTotals {
+            bytes: 12,
+            stdout: 7,
+            stderr: 5,
+            cut: false
+        }
+    );
+    store
+        .append_log(id, &[piece(12, LogSource::Notice, "[cut]")])
+        .await
+        .expect("append");
+    assert!(store.log_totals(id).await.expect("totals").cut);
+}
+
+fn gate(key: &str, limit: u32) -> Gate {
+    Gate {
+        key: key.to_owned(),
+        limit,
+    }
+}
+
+/// Up to its limit a gate admits; then executions wait in line, and the
+/// first in line goes when a final status frees a slot.
+pub async fn a_gate_admits_up_to_its_limit_then_lines_up(store: Arc<dyn Store>) {
+    let pool = [vec![gate("pool:docker:farm", 2)]];
+    let mut executions = Vec::new();
+    for i in 0..4 {
+        executions.push(stored(store.as_ref(), "limited", i).await.1);
+    }
+    let admitted = || Admission::Admitted {
+        gates: vec!["pool:docker:farm".to_owned()],
+    };
+    let admit = |e: &Execution| {
+        let id = e.execution_id.clone();
+        let (store, pool) = (&store, &pool);
+        async move { store.admit(&id, pool).await.expect("admit") }
+    };
+    let [a, b, c, d] = &executions[..] else {
+        panic!("four executions")
+    };
+    assert_eq!(admit(a).await, admitted());
+    assert_eq!(admit(b).await, admitted());
+    assert_eq!(admit(c).await, Admission::Waiting { ahead: 0 });
+    assert_eq!(admit(d).await, Admission::Waiting { ahead: 1 });
+    assert_eq!(admit(a).await, admitted(), "asking again changes nothing");
+    assert_eq!(admit(d).await, Admission::Waiting { ahead: 1 });
+    assert!(store.admissible().await.expect("admissible").is_empty());
+
+    let mut done = a.clone();
+    done.status = ExecutionStatus::Done;
+    store.save_execution(&done, None).await.expect("save");
+    assert_eq!(
+        store.admissible().await.expect("admissible"),
+        std::slice::from_ref(&c.execution_id)
+    );
+    assert_eq!(admit(d).await, Admission::Waiting { ahead: 1 });
+    assert_eq!(admit(c).await, admitted());
+    assert_eq!(
+        store.gate_usage().await.expect("usage"),
+        [GateUsage {
+            key: "pool:docker:farm".to_owned(),
+            running: 2,
+            waiting: 1
+        }]
+    );
+}
+
+/// With a choice of gates, an execution takes the first with room and is
+/// told which.
+pub async fn an_execution_takes_the_first_choice_with_room(store: Arc<dyn Store>) {
+    let choices = [vec![gate("pool:a", 1)], vec![gate("pool:b", 1)]];
+    let (_, first) = stored(store.as_ref(), "spill", 0).await;
+    let (_, second) = stored(store.as_ref(), "spill", 1).await;
+    let admitted = |key: &str| Admission::Admitted {
+        gates: vec![key.to_owned()],
+    };
+    let admit = |e: &Execution| {
+        let id = e.execution_id.clone();
+        let (store, choices) = (&store, &choices);
+        async move { store.admit(&id, choices).await.expect("admit") }
+    };
+    assert_eq!(admit(&first).await, admitted("pool:a"));
+    assert_eq!(admit(&second).await, admitted("pool:b"));
+    assert_eq!(
+        admit(&second).await,
+        admitted("pool:b"),
+        "it keeps what it holds"
+    );
+    let unlimited = stored(store.as_ref(), "free", 2).await.1;
+    assert_eq!(
+        store
+            .admit(&unlimited.execution_id, &[])
+            .await
+            .expect("admit"),
+        Admission::Admitted { gates: Vec::new() }
+    );
+}
+
+/// Runs every conformance function as its own test, each against a fresh
+/// store from `$make` (an async block). With `skippable`, `$make` gives an
+/// `Option` of the store and a future to await after the test (dropping
+/// what the test made); `None` skips the test, for servers that may be
+/// missing (the `$make` block says why).
+#[macro_export]
+macro_rules! store_conformance {
+    (skippable $make:expr) => {
+        $crate::store_conformance!(@names skippable $make);
+    };
+    (@names $mode:ident $make:expr) => {
+        $crate::store_conformance!(@tests $mode $make;
+            jobs_are_found_by_task_and_id,
+            tasks_come_in_pages_and_search_matches_whole_words,
+            executions_come_newest_first_and_a_retry_is_counted,
+            a_stopped_execution_stays_stopped,
+            dispatches_survive_saves,
+            inserts_are_idempotent_and_schedules_follow_generations,
+            the_blacklist_keeps_each_host_once,
+            the_newest_host_health_report_wins,
+            logs_append_once_and_read_from_any_offset,
+            a_gate_admits_up_to_its_limit_then_lines_up,
+            an_execution_takes_the_first_choice_with_room,
+        );
+    };
+    (@tests always $make:expr; $($name:ident,)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let store: std::sync::Arc<dyn $crate::store::Store> = $make.await;
+                $crate::store::conformance::$name(store).await;
+            }
+        )*
+    };
+    (@tests skippable $make:expr; $($name:ident,)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let Some((store, cleanup)) = $make.await else {
+                    return;
+                };
+                let store: std::sync::Arc<dyn $crate::store::Store> = store;
+                $crate::store::conformance::$name(store).await;
+                cleanup.await;
+            }
+        )*
+    };
+    ($make:expr) => {
+        $crate::store_conformance!(@names always $make);
+    };
+}

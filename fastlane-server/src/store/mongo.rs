@@ -1,0 +1,1217 @@
+//! A networked [`Store`] on MongoDB (the official `mongodb` driver), for
+//! processes that share one store, as the original fastlane kept its state.
+//!
+//! It keeps what the PostgreSQL store keeps, with the same answers (the
+//! same conformance suite runs against both):
+//!
+//! - **Records.** Each job, execution and task is one document: the record
+//!   whole under `doc`, exactly as serde writes it (see `documents.rs` for
+//!   how awkward field names and numbers are kept), and beside it the fields
+//!   queries filter and sort on (`schema.rs` lists them). An execution's
+//!   notification attempts are a `dispatches` array beside `doc`: saving an
+//!   execution replaces `doc` and never touches them, and `append_dispatch`
+//!   only `$push`es. Log text is BSON binary, so offsets stay byte-exact.
+//! - **Search.** A task keeps `words`, its id's words as [`task_words`]
+//!   gives them, in a multikey index; search looks a word up there. A
+//!   `$text` index (what the original used) would not give the same
+//!   answers: it stems English or, with language `none`, still splits at its
+//!   own delimiters and folds diacritics and case its own way. Anything that
+//!   is not a single word (the API never sends one) is matched as the other
+//!   stores' `LIKE` pattern would, against `words_text` (` word word `).
+//! - **Admission** is one document changed by compare-and-swap on a version
+//!   (`admission.rs`): exact across processes, without transactions.
+//! - **Several documents at once.** `create_job` (task, job, first
+//!   execution) and `save_execution` with a retry (the execution, the
+//!   retry's execution and the job's retry count) run in a transaction
+//!   when the server is a replica set member or a `mongos`, retried on
+//!   transient errors. A standalone `mongod` has no transactions; there the
+//!   same writes are made one after the other in that order, each atomic on
+//!   its own, so a crash in between leaves a task without its job, a job
+//!   without its first execution (the submission was not acknowledged), or
+//!   a final execution whose retry is missing — never a retry run twice.
+//!   Every other change is one document, as atomic on both.
+//! - **Order.** Tasks list in the order they were created and executions
+//!   tie-break on a `seq` taken from a counter document (`$inc`), the
+//!   stand-in for PostgreSQL's `BIGSERIAL`. Times to sort on are BSON dates
+//!   (milliseconds; the record keeps the exact time); host health compares
+//!   reports in nanoseconds.
+//!
+//! [`task_words`]: super::task_words
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use mongodb::bson::spec::BinarySubtype;
+use mongodb::bson::{Binary, Bson, Document, doc};
+use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::{Client, ClientSession, Collection, Database};
+use serde_json::Value;
+
+use fastlane_sdk::{Execution, Job, Task};
+
+mod admission;
+mod documents;
+mod schema;
+
+use admission::{Holder, Waiter};
+use documents::{
+    big, corrupt, count, date, field, from_record, is_duplicate_key, json, json_object, mongo,
+    nanos, record, text,
+};
+use schema::{BLACKLIST, COUNTERS, EXECUTIONS, HOST_HEALTH, JOBS, LOGS, TASKS};
+
+use super::{
+    Admission, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Store, StoreError,
+    TaskSummary, admissible_in_order, task_words,
+};
+
+/// Statuses of executions that have not reached a final status.
+const LIVE: [&str; 3] = ["enqueued", "pulling", "running"];
+
+/// How many times a transaction is tried when the server says trying again
+/// may work.
+const TRANSACTION_TRIES: u32 = 5;
+
+/// The database used when neither the URL nor `MONGODB_CONFIG` names one.
+pub const DEFAULT_DATABASE: &str = "fastlane";
+
+/// The MongoDB store: a client (its own connection pool) and a database.
+#[derive(Clone)]
+pub struct MongoStore {
+    client: Client,
+    db: Database,
+    /// Whether the server runs multi-document transactions (replica sets
+    /// and sharded clusters do, a standalone `mongod` does not).
+    transactions: bool,
+}
+
+impl std::fmt::Debug for MongoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MongoStore")
+            .field("database", &self.db.name())
+            .field("transactions", &self.transactions)
+            .finish()
+    }
+}
+
+/// An execution as stored: the fields beside the record, and the record
+/// without its dispatches.
+struct StoredExecution {
+    id: String,
+    job_id: String,
+    created_at: Bson,
+    status: &'static str,
+    doc: Document,
+    dispatches: Bson,
+}
+
+impl StoredExecution {
+    fn new(execution: &Execution) -> Result<Self, StoreError> {
+        let mut map = json_object(execution)?;
+        map.remove("dispatches");
+        Ok(Self {
+            id: execution.execution_id.clone(),
+            job_id: execution.job_id.clone(),
+            created_at: date(execution.created_at),
+            status: execution.status.as_str(),
+            doc: documents::document(map),
+            dispatches: field(&execution.dispatches)?,
+        })
+    }
+
+    /// The whole document, for inserting.
+    fn full(&self, seq: i64) -> Document {
+        doc! {
+            "_id": &self.id,
+            "job_id": &self.job_id,
+            "seq": seq,
+            "created_at": self.created_at.clone(),
+            "status": self.status,
+            "doc": self.doc.clone(),
+            "dispatches": self.dispatches.clone(),
+        }
+    }
+}
+
+/// The execution in a stored document.
+fn execution_from(stored: &Document) -> Result<Execution, StoreError> {
+    let Value::Object(mut map) = json(
+        stored
+            .get("doc")
+            .cloned()
+            .ok_or_else(|| corrupt("an execution has no `doc`"))?,
+    )?
+    else {
+        return Err(corrupt("an execution's `doc` is not a document"));
+    };
+    let dispatches = stored
+        .get("dispatches")
+        .cloned()
+        .unwrap_or(Bson::Array(Vec::new()));
+    map.insert("dispatches".to_owned(), json(dispatches)?);
+    serde_json::from_value(Value::Object(map)).map_err(corrupt)
+}
+
+/// The query that finds the tasks having `word` (already lower-cased):
+/// the same tasks as the other stores' `LIKE` on [`super::search_pattern`].
+fn search_filter(word: &str) -> Option<Document> {
+    let word = word.replace(['%', '_'], "");
+    if word.contains('\0') {
+        // A regular expression cannot hold NUL, and no task word does.
+        return None;
+    }
+    if !word.is_empty() && !word.contains(' ') {
+        // `$all` of one word: equality with an element, using the index.
+        return Some(doc! {"words": {"$all": [word]}});
+    }
+    let mut pattern = String::new();
+    for c in format!(" {word} ").chars() {
+        if c.is_ascii_punctuation() {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    Some(doc! {"words_text": {"$regex": pattern}})
+}
+
+impl MongoStore {
+    /// Connects to the server at `url` (`mongodb://…` or `mongodb+srv://…`)
+    /// and creates the indexes `database` lacks.
+    pub async fn connect(url: &str, database: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("mongodb url: {e}")))?;
+        options
+            .app_name
+            .get_or_insert_with(|| "fastlane".to_owned());
+        options
+            .server_selection_timeout
+            .get_or_insert(std::time::Duration::from_secs(10));
+        let client = Client::with_options(options).map_err(mongo)?;
+        let db = client.database(database);
+        let hello = match db.run_command(doc! {"hello": 1}).await {
+            Ok(hello) => hello,
+            // Servers before 4.4.2 know it by its old name.
+            Err(_) => db.run_command(doc! {"isMaster": 1}).await.map_err(mongo)?,
+        };
+        let transactions =
+            hello.contains_key("setName") || hello.get_str("msg").ok() == Some("isdbgrid");
+        schema::create_indexes(&db).await.map_err(mongo)?;
+        admission::create(&db).await?;
+        Ok(Self {
+            client,
+            db,
+            transactions,
+        })
+    }
+
+    /// The database's name.
+    pub fn database(&self) -> &str {
+        self.db.name()
+    }
+
+    /// Deletes the database with everything in it (for tests).
+    pub async fn drop_database(&self) -> Result<(), StoreError> {
+        self.db.drop().await.map_err(mongo)
+    }
+
+    fn collection(&self, name: &str) -> Collection<Document> {
+        self.db.collection(name)
+    }
+
+    /// The next number of sequence `name` (1, 2, …; gaps when a number
+    /// taken is not used).
+    async fn next_seq(&self, name: &str) -> mongodb::error::Result<i64> {
+        let counters = self.collection(COUNTERS);
+        let mut tries = 0;
+        loop {
+            let taken = counters
+                .find_one_and_update(doc! {"_id": name}, doc! {"$inc": {"n": 1_i64}})
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await;
+            match taken {
+                Ok(counter) => {
+                    return Ok(counter
+                        .and_then(|c| c.get("n").and_then(Bson::as_i64))
+                        .unwrap_or(0));
+                }
+                // Two first numbers taken at once: the loser's upsert finds
+                // the counter the winner created next time.
+                Err(err) if is_duplicate_key(&err) && tries < 3 => tries += 1,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Every document `find` finds, in its order.
+    async fn all(
+        &self,
+        name: &str,
+        filter: Document,
+        sort: Document,
+    ) -> Result<Vec<Document>, StoreError> {
+        self.collection(name)
+            .find(filter)
+            .sort(sort)
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)
+    }
+
+    /// Starts a transaction on `session` where the server has them.
+    async fn begin(&self, session: &mut ClientSession) -> Result<(), StoreError> {
+        if self.transactions {
+            session.start_transaction().await.map_err(mongo)?;
+        }
+        Ok(())
+    }
+
+    /// Ends what [`Self::begin`] started: commits `outcome`'s writes, or
+    /// aborts them. `Ok(false)` means the server asks for the whole
+    /// transaction again.
+    async fn settle(
+        &self,
+        session: &mut ClientSession,
+        outcome: mongodb::error::Result<()>,
+        tries: &mut u32,
+    ) -> Result<bool, StoreError> {
+        if !self.transactions {
+            return outcome.map(|()| true).map_err(mongo);
+        }
+        *tries += 1;
+        let err = match outcome {
+            Ok(()) => loop {
+                match session.commit_transaction().await {
+                    Ok(()) => return Ok(true),
+                    Err(err)
+                        if err.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+                            && *tries < TRANSACTION_TRIES =>
+                    {
+                        *tries += 1;
+                    }
+                    Err(err) => break err,
+                }
+            },
+            Err(err) => {
+                // Best effort: the server may have aborted it already.
+                let _ = session.abort_transaction().await;
+                err
+            }
+        };
+        if err.contains_label(TRANSIENT_TRANSACTION_ERROR) && *tries < TRANSACTION_TRIES {
+            return Ok(false);
+        }
+        Err(mongo(err))
+    }
+
+    /// Notes a change to `job`'s task, creating the task if it is new.
+    async fn upsert_task(
+        &self,
+        session: &mut ClientSession,
+        job: &Job,
+        modified: &Bson,
+    ) -> mongodb::error::Result<()> {
+        let tasks = self.collection(TASKS);
+        for _ in 0..2 {
+            let touched = tasks
+                .update_one(
+                    doc! {"_id": &job.task_id},
+                    doc! {"$set": {"doc.last_modified_at": modified.clone()}},
+                )
+                .session(&mut *session)
+                .await?;
+            if touched.matched_count > 0 {
+                return Ok(());
+            }
+            let seq = self.next_seq(TASKS).await?;
+            let words = task_words(&job.task_id);
+            let words_text = format!(" {} ", words.join(" "));
+            let task = doc! {
+                "_id": &job.task_id,
+                "seq": seq,
+                "words": words,
+                "words_text": words_text,
+                "doc": {
+                    "task_id": &job.task_id,
+                    "created_at": modified.clone(),
+                    "last_modified_at": modified.clone(),
+                },
+            };
+            match tasks.insert_one(task).session(&mut *session).await {
+                Ok(_) => return Ok(()),
+                // Created by someone else since: note the change on theirs.
+                Err(err) if is_duplicate_key(&err) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves `job` (its record and the fields beside it).
+    async fn upsert_job(
+        &self,
+        session: &mut ClientSession,
+        job: &Job,
+        record: &Document,
+    ) -> mongodb::error::Result<()> {
+        self.collection(JOBS)
+            .update_one(
+                doc! {"_id": &job.job_id},
+                doc! {
+                    "$set": {
+                        "last_modified_at": date(job.last_modified_at),
+                        "next_run_at": job.next_run_at.map_or(Bson::Null, date),
+                        "stopped": job.stopped,
+                        "doc": record.clone(),
+                    },
+                    "$setOnInsert": {"task_id": &job.task_id},
+                },
+            )
+            .upsert(true)
+            .session(session)
+            .await?;
+        Ok(())
+    }
+
+    /// Saves an execution, keeping its stored dispatches, unless it is
+    /// stopped and the save is not.
+    async fn upsert_execution(
+        &self,
+        session: &mut ClientSession,
+        execution: &StoredExecution,
+    ) -> mongodb::error::Result<()> {
+        let executions = self.collection(EXECUTIONS);
+        let filter = if execution.status == "stopped" {
+            doc! {"_id": &execution.id}
+        } else {
+            doc! {"_id": &execution.id, "status": {"$ne": "stopped"}}
+        };
+        let update = doc! {"$set": {"status": execution.status, "doc": execution.doc.clone()}};
+        for _ in 0..2 {
+            let saved = executions
+                .update_one(filter.clone(), update.clone())
+                .session(&mut *session)
+                .await?;
+            if saved.matched_count > 0 {
+                return Ok(());
+            }
+            let kept = executions
+                .find_one(doc! {"_id": &execution.id})
+                .projection(doc! {"_id": 1})
+                .session(&mut *session)
+                .await?;
+            if kept.is_some() {
+                // It is stopped, and this save is not: ignored.
+                return Ok(());
+            }
+            let seq = self.next_seq(EXECUTIONS).await?;
+            match executions
+                .insert_one(execution.full(seq))
+                .session(&mut *session)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                // Someone else added it since: save over theirs.
+                Err(err) if is_duplicate_key(&err) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// A page of tasks in creation order, all of them or those having `word`.
+    async fn task_page(
+        &self,
+        word: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        let filter = match word {
+            None => Document::new(),
+            Some(word) => match search_filter(word) {
+                Some(filter) => filter,
+                None => return Ok((Vec::new(), 0)),
+            },
+        };
+        let tasks = self.collection(TASKS);
+        let total = tasks.count_documents(filter.clone()).await.map_err(mongo)?;
+        if limit == 0 {
+            return Ok((Vec::new(), total));
+        }
+        let page: Vec<Document> = tasks
+            .find(filter)
+            .sort(doc! {"seq": 1})
+            .skip(offset)
+            .limit(big(limit))
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)?;
+        let tasks: Vec<Task> = page.iter().map(from_record).collect::<Result<_, _>>()?;
+        let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        let counted: Vec<Document> = self
+            .collection(JOBS)
+            .aggregate([
+                doc! {"$match": {"task_id": {"$in": ids}}},
+                doc! {"$group": {"_id": "$task_id", "n": {"$sum": 1}}},
+            ])
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)?;
+        let mut jobs = std::collections::HashMap::new();
+        for group in &counted {
+            jobs.insert(text(group, "_id")?, count(group.get("n"))?);
+        }
+        let summaries = tasks
+            .into_iter()
+            .map(|task| TaskSummary {
+                jobs_count: jobs.get(&task.task_id).copied().unwrap_or(0),
+                task,
+            })
+            .collect();
+        Ok((summaries, total))
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
+        let modified = field(&job.last_modified_at)?;
+        let job_record = record(job)?;
+        let execution = execution.map(StoredExecution::new).transpose()?;
+        let mut session = self.client.start_session().await.map_err(mongo)?;
+        let mut tries = 0;
+        loop {
+            self.begin(&mut session).await?;
+            let outcome = async {
+                self.upsert_task(&mut session, job, &modified).await?;
+                self.upsert_job(&mut session, job, &job_record).await?;
+                if let Some(execution) = &execution {
+                    self.upsert_execution(&mut session, execution).await?;
+                }
+                Ok(())
+            }
+            .await;
+            if self.settle(&mut session, outcome, &mut tries).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.create_job(job, None).await
+    }
+
+    async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
+        self.collection(JOBS)
+            .find_one(doc! {"_id": job_id})
+            .await
+            .map_err(mongo)?
+            .as_ref()
+            .map(from_record)
+            .transpose()
+    }
+
+    async fn job(&self, task_id: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
+        self.collection(JOBS)
+            .find_one(doc! {"_id": job_id, "task_id": task_id})
+            .await
+            .map_err(mongo)?
+            .as_ref()
+            .map(from_record)
+            .transpose()
+    }
+
+    async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        self.task_page(None, offset, limit).await
+    }
+
+    async fn task(&self, task_id: &str) -> Result<Option<(Task, Vec<JobSummary>)>, StoreError> {
+        let Some(stored) = self
+            .collection(TASKS)
+            .find_one(doc! {"_id": task_id})
+            .await
+            .map_err(mongo)?
+        else {
+            return Ok(None);
+        };
+        let task: Task = from_record(&stored)?;
+        let jobs = self
+            .all(
+                JOBS,
+                doc! {"task_id": task_id},
+                doc! {"last_modified_at": -1},
+            )
+            .await?
+            .iter()
+            .map(|stored| {
+                let job: Job = from_record(stored)?;
+                Ok(JobSummary {
+                    job_id: job.job_id,
+                    created_at: job.created_at,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some((task, jobs)))
+    }
+
+    async fn executions(
+        &self,
+        job_id: &str,
+        limit: u64,
+    ) -> Result<(Vec<Execution>, u64), StoreError> {
+        let executions = self.collection(EXECUTIONS);
+        let total = executions
+            .count_documents(doc! {"job_id": job_id})
+            .await
+            .map_err(mongo)?;
+        if limit == 0 {
+            return Ok((Vec::new(), total));
+        }
+        let newest: Vec<Document> = executions
+            .find(doc! {"job_id": job_id})
+            .sort(doc! {"created_at": -1, "seq": -1})
+            .limit(big(limit))
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)?;
+        let newest = newest
+            .iter()
+            .map(execution_from)
+            .collect::<Result<_, _>>()?;
+        Ok((newest, total))
+    }
+
+    async fn execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
+        self.collection(EXECUTIONS)
+            .find_one(doc! {"_id": execution_id})
+            .await
+            .map_err(mongo)?
+            .as_ref()
+            .map(execution_from)
+            .transpose()
+    }
+
+    async fn save_execution(
+        &self,
+        execution: &Execution,
+        retry: Option<&Execution>,
+    ) -> Result<(), StoreError> {
+        let saved = StoredExecution::new(execution)?;
+        let retry = retry.map(StoredExecution::new).transpose()?;
+        let mut session = self.client.start_session().await.map_err(mongo)?;
+        let mut tries = 0;
+        loop {
+            self.begin(&mut session).await?;
+            let outcome = async {
+                self.upsert_execution(&mut session, &saved).await?;
+                if let Some(next) = &retry {
+                    self.upsert_execution(&mut session, next).await?;
+                    self.collection(JOBS)
+                        .update_one(
+                            doc! {"_id": &next.job_id},
+                            doc! {"$inc": {"doc.retry_count": 1_i64}},
+                        )
+                        .session(&mut session)
+                        .await?;
+                }
+                Ok(())
+            }
+            .await;
+            if self.settle(&mut session, outcome, &mut tries).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn mark_stopped(
+        &self,
+        execution_id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Execution>, StoreError> {
+        self.collection(EXECUTIONS)
+            .find_one_and_update(
+                doc! {"_id": execution_id, "status": {"$in": LIVE.to_vec()}},
+                doc! {"$set": {
+                    "status": "stopped",
+                    "doc.status": "stopped",
+                    "doc.finished_at": field(&at)?,
+                    "doc.error": reason,
+                }},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(mongo)?
+            .as_ref()
+            .map(execution_from)
+            .transpose()
+    }
+
+    async fn append_dispatch(
+        &self,
+        execution_id: &str,
+        record: &fastlane_sdk::DispatchRecord,
+    ) -> Result<(), StoreError> {
+        self.collection(EXECUTIONS)
+            .update_one(
+                doc! {"_id": execution_id},
+                doc! {"$push": {"dispatches": field(record)?}},
+            )
+            .await
+            .map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
+        let stored = StoredExecution::new(execution)?;
+        let seq = self.next_seq(EXECUTIONS).await.map_err(mongo)?;
+        match self
+            .collection(EXECUTIONS)
+            .insert_one(stored.full(seq))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if is_duplicate_key(&err) => Ok(false),
+            Err(err) => Err(mongo(err)),
+        }
+    }
+
+    async fn set_next_run(
+        &self,
+        job_id: &str,
+        generation: u32,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let updated = self
+            .collection(JOBS)
+            .update_one(
+                doc! {"_id": job_id, "doc.generation": i64::from(generation)},
+                doc! {"$set": {
+                    "doc.next_run_at": field(&next_run_at)?,
+                    "next_run_at": next_run_at.map_or(Bson::Null, date),
+                }},
+            )
+            .await
+            .map_err(mongo)?;
+        Ok(updated.matched_count > 0)
+    }
+
+    async fn live_executions(&self, job_id: &str) -> Result<Vec<Execution>, StoreError> {
+        self.all(
+            EXECUTIONS,
+            doc! {"job_id": job_id, "status": {"$in": LIVE.to_vec()}},
+            doc! {"created_at": 1, "seq": 1},
+        )
+        .await?
+        .iter()
+        .map(execution_from)
+        .collect()
+    }
+
+    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.all(
+            JOBS,
+            doc! {"next_run_at": {"$ne": Bson::Null}, "stopped": {"$ne": true}},
+            doc! {"next_run_at": 1},
+        )
+        .await?
+        .iter()
+        .map(from_record)
+        .collect()
+    }
+
+    async fn search_tasks(
+        &self,
+        word: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        self.task_page(Some(&word.to_lowercase()), offset, limit)
+            .await
+    }
+
+    async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError> {
+        self.all(
+            EXECUTIONS,
+            doc! {"status": {"$in": LIVE.to_vec()}},
+            doc! {"created_at": 1, "seq": 1},
+        )
+        .await?
+        .iter()
+        .map(execution_from)
+        .collect()
+    }
+
+    async fn blacklist(&self) -> Result<Vec<String>, StoreError> {
+        self.all(BLACKLIST, Document::new(), doc! {"_id": 1})
+            .await?
+            .iter()
+            .map(|host| text(host, "_id"))
+            .collect()
+    }
+
+    async fn set_blacklisted(&self, host: &str, blacklisted: bool) -> Result<(), StoreError> {
+        let blacklist = self.collection(BLACKLIST);
+        if !blacklisted {
+            blacklist
+                .delete_one(doc! {"_id": host})
+                .await
+                .map_err(mongo)?;
+            return Ok(());
+        }
+        match blacklist.insert_one(doc! {"_id": host}).await {
+            Err(err) if !is_duplicate_key(&err) => Err(mongo(err)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn share_host_health(
+        &self,
+        reports: &[fastlane_sdk::HostHealth],
+    ) -> Result<Vec<fastlane_sdk::HostHealth>, StoreError> {
+        let health = self.collection(HOST_HEALTH);
+        for report in reports {
+            let since = nanos(report.since);
+            let kept = health
+                .update_one(
+                    doc! {"_id": &report.host, "since_ns": {"$lt": since}},
+                    doc! {"$set": {"since_ns": since, "doc": record(report)?}},
+                )
+                .upsert(true)
+                .await;
+            match kept {
+                // A report as new or newer is kept already.
+                Err(err) if !is_duplicate_key(&err) => return Err(mongo(err)),
+                _ => {}
+            }
+        }
+        self.all(HOST_HEALTH, Document::new(), doc! {"_id": 1})
+            .await?
+            .iter()
+            .map(from_record)
+            .collect()
+    }
+
+    async fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let tasks = self
+            .collection(TASKS)
+            .count_documents(Document::new())
+            .await
+            .map_err(mongo)?;
+        let jobs = self
+            .collection(JOBS)
+            .count_documents(Document::new())
+            .await
+            .map_err(mongo)?;
+        Ok((tasks, jobs))
+    }
+
+    async fn append_log(&self, execution_id: &str, pieces: &[LogPiece]) -> Result<(), StoreError> {
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        let docs = pieces.iter().map(|piece| {
+            doc! {
+                "execution_id": execution_id,
+                "start": big(piece.offset),
+                "end": big(piece.end()),
+                "source": piece.source.as_str(),
+                "text": Binary {
+                    subtype: BinarySubtype::Generic,
+                    bytes: piece.text.as_bytes().to_vec(),
+                },
+                "raw_len": big(piece.raw_len),
+            }
+        });
+        // Unordered: every new piece goes in, whatever pieces are kept already.
+        match self.collection(LOGS).insert_many(docs).ordered(false).await {
+            Err(err) if !is_duplicate_key(&err) => Err(mongo(err)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn read_log(
+        &self,
+        execution_id: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<LogPiece>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let logs = self.collection(LOGS);
+        let first = logs
+            .find_one(doc! {"execution_id": execution_id, "start": {"$lte": big(from)}})
+            .sort(doc! {"start": -1})
+            .projection(doc! {"start": 1})
+            .await
+            .map_err(mongo)?;
+        let start = first.as_ref().and_then(|p| p.get("start")).cloned();
+        let stored: Vec<Document> = logs
+            .find(doc! {
+                "execution_id": execution_id,
+                "start": {"$gte": start.unwrap_or(Bson::Int64(0))},
+            })
+            .sort(doc! {"start": 1})
+            .limit(i64::from(limit))
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)?;
+        let mut pieces = Vec::with_capacity(stored.len());
+        for piece in &stored {
+            let source = text(piece, "source")?;
+            let source = LogSource::parse(&source)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown log source {source:?}")))?;
+            let bytes = piece
+                .get_binary_generic("text")
+                .map_err(|e| corrupt(format!("log text: {e}")))?;
+            pieces.push(LogPiece {
+                offset: count(piece.get("start"))?,
+                source,
+                text: String::from_utf8(bytes.clone()).map_err(corrupt)?,
+                raw_len: count(piece.get("raw_len"))?,
+            });
+        }
+        Ok(super::log_from(pieces, from))
+    }
+
+    async fn log_totals(&self, execution_id: &str) -> Result<LogTotals, StoreError> {
+        let of =
+            |source: &str, value: Bson| doc! {"$cond": [{"$eq": ["$source", source]}, value, 0]};
+        let totals: Vec<Document> = self
+            .collection(LOGS)
+            .aggregate([
+                doc! {"$match": {"execution_id": execution_id}},
+                doc! {"$group": {
+                    "_id": Bson::Null,
+                    "bytes": {"$max": "$end"},
+                    "stdout": {"$sum": of("stdout", Bson::String("$raw_len".to_owned()))},
+                    "stderr": {"$sum": of("stderr", Bson::String("$raw_len".to_owned()))},
+                    "notices": {"$sum": of("notice", Bson::Int32(1))},
+                }},
+            ])
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)?;
+        let Some(totals) = totals.first() else {
+            return Ok(LogTotals::default());
+        };
+        Ok(LogTotals {
+            bytes: count(totals.get("bytes"))?,
+            stdout: count(totals.get("stdout"))?,
+            stderr: count(totals.get("stderr"))?,
+            cut: count(totals.get("notices"))? > 0,
+        })
+    }
+
+    async fn admit(
+        &self,
+        execution_id: &str,
+        choices: &[Vec<Gate>],
+    ) -> Result<Admission, StoreError> {
+        let unlimited = choices.is_empty() || choices.iter().any(Vec::is_empty);
+        admission::change(&self.db, |line| {
+            if let Some(holder) = line.slots.iter().find(|h| h.execution_id == execution_id) {
+                let mut gates = holder.gates.clone();
+                gates.sort();
+                return Admission::Admitted { gates };
+            }
+            if unlimited {
+                return Admission::Admitted { gates: Vec::new() };
+            }
+            match line
+                .waiting
+                .iter_mut()
+                .find(|w| w.execution_id == execution_id)
+            {
+                Some(waiter) => waiter.choices = choices.to_vec(),
+                None => line.waiting.push(Waiter {
+                    execution_id: execution_id.to_owned(),
+                    choices: choices.to_vec(),
+                }),
+            }
+            let position = line
+                .waiting
+                .iter()
+                .position(|w| w.execution_id == execution_id)
+                .unwrap_or(0);
+            let choice = admissible_in_order(line.held(), &line.choices())
+                .into_iter()
+                .find_map(|(waiter, choice)| (waiter == position).then_some(choice));
+            let Some(gates) = choice.and_then(|c| line.waiting.get(position)?.choices.get(c))
+            else {
+                return Admission::Waiting {
+                    ahead: position as u64,
+                };
+            };
+            let keys: Vec<String> = gates.iter().map(|g| g.key.clone()).collect();
+            let mut held = keys.clone();
+            held.sort();
+            held.dedup();
+            line.waiting.remove(position);
+            line.slots.push(Holder {
+                execution_id: execution_id.to_owned(),
+                gates: held,
+            });
+            Admission::Admitted { gates: keys }
+        })
+        .await
+    }
+
+    async fn admissible(&self) -> Result<Vec<String>, StoreError> {
+        admission::change(&self.db, |line| {
+            admissible_in_order(line.held(), &line.choices())
+                .into_iter()
+                .filter_map(|(i, _)| line.waiting.get(i).map(|w| w.execution_id.clone()))
+                .collect()
+        })
+        .await
+    }
+
+    async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
+        admission::change(&self.db, |line| {
+            super::usage_of(line.held(), &line.choices())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await.map_err(mongo)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Test databases are named `fastlane_t_<unix seconds>_<uuid>`.
+    const TEST_PREFIX: &str = "fastlane_t_";
+
+    /// Test databases older than this are dropped by later runs (a test that
+    /// failed did not drop its own).
+    const STALE_AFTER_SECS: i64 = 3600;
+
+    /// The server under test, or `None` (saying so) when there is none.
+    fn server() -> Option<String> {
+        match std::env::var("FASTLANE_TEST_MONGO_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                eprintln!(
+                    "skipped: FASTLANE_TEST_MONGO_URL is not set (no MongoDB server could be \
+                     installed on this machine); point it at one, e.g. \
+                     mongodb://127.0.0.1:27017/?serverSelectionTimeoutMS=2000, to run this test"
+                );
+                None
+            }
+        }
+    }
+
+    /// A fresh database's name on the server at `url`, after dropping the
+    /// test databases of runs long past.
+    async fn fresh_database(url: &str) -> String {
+        let client = Client::with_uri_str(url).await.unwrap_or_else(|e| {
+            panic!(
+                "FASTLANE_TEST_MONGO_URL {} is not usable: {e}",
+                crate::redact::url_without_password(url)
+            )
+        });
+        let now = Utc::now().timestamp();
+        let names = client.list_database_names().await.unwrap_or_else(|e| {
+            panic!(
+                "MongoDB at {} does not answer: {}",
+                crate::redact::url_without_password(url),
+                fastlane_sdk::text::error_chain(&e)
+            )
+        });
+        for name in names {
+            let born = name
+                .strip_prefix(TEST_PREFIX)
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|s| s.parse::<i64>().ok());
+            if born.is_some_and(|born| now - born > STALE_AFTER_SECS) {
+                // Best effort: another run may be dropping it too.
+                let _ = client.database(&name).drop().await;
+            }
+        }
+        format!("{TEST_PREFIX}{now}_{}", uuid::Uuid::new_v4().simple())
+    }
+
+    /// A store on a fresh database of the server under test.
+    async fn fresh() -> Option<MongoStore> {
+        let url = server()?;
+        let database = fresh_database(&url).await;
+        Some(MongoStore::connect(&url, &database).await.expect("connect"))
+    }
+
+    crate::store_conformance!(skippable async {
+        fresh().await.map(|store| {
+            let owner = store.clone();
+            let cleanup = async move {
+                let _ = owner.drop_database().await;
+            };
+            (Arc::new(store) as Arc<dyn Store>, cleanup)
+        })
+    });
+
+    #[tokio::test]
+    async fn log_text_and_awkward_records_are_kept_exactly() {
+        let Some(store) = fresh().await else { return };
+        let piece = LogPiece {
+            offset: 0,
+            source: LogSource::Stdout,
+            text: "a\0b é".to_owned(),
+            raw_len: 6,
+        };
+        store
+            .append_log("e", std::slice::from_ref(&piece))
+            .await
+            .expect("append");
+        assert_eq!(store.read_log("e", 0, 10).await.expect("read"), [piece]);
+        let now = Utc::now();
+        let mut spec = fastlane_sdk::JobSpec::new("busybox", "true");
+        spec.envs.insert("A.B$C\0".to_owned(), "v\0".to_owned());
+        spec.custom = Some(
+            serde_json::json!({"$where": {"x.y": u64::MAX}, "%": 1.5})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let job = Job::new("awkward", "j".to_owned(), spec, now);
+        let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
+        execution.stdout = Some("a\0b".to_owned());
+        store
+            .create_job(&job, Some(&execution))
+            .await
+            .expect("create");
+        assert_eq!(store.find_job("j").await.expect("read"), Some(job));
+        assert_eq!(store.execution("e").await.expect("read"), Some(execution));
+        store.drop_database().await.expect("drop");
+    }
+
+    /// Admissions from several processes (here: clients) at once never
+    /// give out more slots than a gate has, and the rest wait in one line.
+    #[tokio::test]
+    async fn concurrent_admissions_keep_the_limit() {
+        let Some(url) = server() else { return };
+        let database = fresh_database(&url).await;
+        let stores = [
+            MongoStore::connect(&url, &database).await.expect("connect"),
+            MongoStore::connect(&url, &database).await.expect("connect"),
+        ];
+        let now = Utc::now();
+        let job = Job::new(
+            "crowd",
+            "j".to_owned(),
+            fastlane_sdk::JobSpec::new("busybox", "true"),
+            now,
+        );
+        stores[0].create_job(&job, None).await.expect("create");
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            let id = format!("e{i}");
+            let execution = Execution::enqueued(&job, "busybox", "true", None, now, id.clone());
+            stores[0]
+                .insert_execution(&execution)
+                .await
+                .expect("insert");
+            ids.push(id);
+        }
+        let choices = [vec![Gate {
+            key: "pool:docker:farm".to_owned(),
+            limit: 3,
+        }]];
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, id) in ids.into_iter().enumerate() {
+            let store = stores[i % 2].clone();
+            let choices = choices.clone();
+            asks.spawn(async move { store.admit(&id, &choices).await.expect("admit") });
+        }
+        let mut admitted = 0;
+        let mut ahead = Vec::new();
+        while let Some(answer) = asks.join_next().await {
+            match answer.expect("join") {
+                Admission::Admitted { .. } => admitted += 1,
+                Admission::Waiting { ahead: n } => ahead.push(n),
+            }
+        }
+        ahead.sort_unstable();
+        assert_eq!(admitted, 3);
+        assert_eq!(ahead, (0..9).collect::<Vec<u64>>(), "one line, no ties");
+        assert_eq!(
+            stores[1].gate_usage().await.expect("usage"),
+            [GateUsage {
+                key: "pool:docker:farm".to_owned(),
+                running: 3,
+                waiting: 9
+            }]
+        );
+        stores[0].drop_database().await.expect("drop");
+    }
+
+    #[test]
+    fn an_execution_reads_back_from_what_is_stored() {
+        let now = Utc::now();
+        let job = Job::new(
+            "t",
+            "j".to_owned(),
+            fastlane_sdk::JobSpec::new("busybox", "true"),
+            now,
+        );
+        let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
+        execution.dispatches.push(fastlane_sdk::DispatchRecord {
+            timestamp: now,
+            notifier: "webhook".to_owned(),
+            event: "finishes".to_owned(),
+            target: "http://receiver.invalid/".to_owned(),
+            attempt: 1,
+            status_code: None,
+            error: Some("refused".to_owned()),
+        });
+        let stored = StoredExecution::new(&execution).expect("store");
+        assert!(!stored.doc.contains_key("dispatches"), "kept beside doc");
+        let full = stored.full(7);
+        assert_eq!(full.get_i64("seq").ok(), Some(7));
+        assert_eq!(full.get_str("status").ok(), Some("enqueued"));
+        assert_eq!(execution_from(&full).expect("read"), execution);
+    }
+
+    #[test]
+    fn search_looks_words_up_and_matches_anything_else_as_like_would() {
+        assert_eq!(
+            search_filter("alpha"),
+            Some(doc! {"words": {"$all": ["alpha"]}})
+        );
+        assert_eq!(
+            search_filter("al%ph_a"),
+            Some(doc! {"words": {"$all": ["alpha"]}}),
+            "LIKE's wildcards are taken out, as search_pattern does"
+        );
+        assert_eq!(
+            search_filter("a.b c"),
+            Some(doc! {"words_text": {"$regex": " a\\.b c "}})
+        );
+        assert_eq!(
+            search_filter(""),
+            Some(doc! {"words_text": {"$regex": "  "}}),
+            "like '%  %': only tasks without words"
+        );
+        assert_eq!(search_filter("a\0"), None);
+    }
+}

@@ -1,0 +1,833 @@
+//! A networked [`Store`] on PostgreSQL, for processes that share one store.
+//!
+//! It keeps what the embedded store keeps, the same way: jobs and executions
+//! as JSONB documents with the columns needed to find and order them beside,
+//! every change the embedded store makes in one transaction made in one here.
+//! Admission takes an exclusive lock on the line for the length of its
+//! transaction, so processes see and change the line one at a time.
+//!
+//! Two things PostgreSQL cannot hold that SQLite can, handled here: a NUL
+//! character in a JSONB string (documents are stored with each NUL as
+//! U+FFFD), and a NUL in `TEXT` (log text is kept as `BYTEA`, so offsets stay
+//! byte-exact).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Transaction};
+
+use fastlane_sdk::{Execution, Job, Task};
+
+mod admission;
+mod rows;
+mod schema;
+
+use admission::{give_back_finished, held_slots, lock_admission, read_line};
+use rows::{big, col, corrupt, count, docs, document, from_doc, pg};
+
+use super::{
+    Admission, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Store, StoreError,
+    TaskSummary, admissible_in_order, task_words,
+};
+
+/// Statuses of executions that have not reached a final status, in SQL.
+const LIVE: &str = "('enqueued', 'pulling', 'running')";
+
+/// The PostgreSQL store: a pool of connections to one database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`,
+    /// or the `key=value` form; no TLS) and creates the tables it lacks.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("postgres url: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
+        let store = Self { pool };
+        // One process at a time creates the tables (concurrent `CREATE TABLE
+        // IF NOT EXISTS` can collide).
+        store
+            .client()
+            .await?
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('fastlane-schema')); {} COMMIT;",
+                schema::SCHEMA
+            ))
+            .await
+            .map_err(pg)?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            StoreError::Unavailable(format!("postgres: {}", fastlane_sdk::text::error_chain(&e)))
+        })
+    }
+
+    /// Runs `sql` on a pooled connection and returns its rows.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.client().await?.query(sql, params).await.map_err(pg)
+    }
+
+    /// Runs `sql` on a pooled connection and returns how many rows it changed.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        self.client().await?.execute(sql, params).await.map_err(pg)
+    }
+
+    /// A page of tasks in creation order, all of them or those having `word`.
+    async fn task_page(
+        &self,
+        word: Option<String>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        let pattern = super::search_pattern(word);
+        let client = self.client().await?;
+        let total = client
+            .query_one(
+                "SELECT COUNT(*) FROM tasks WHERE words LIKE $1 ESCAPE ''",
+                &[&pattern],
+            )
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(
+                "SELECT t.task_id, t.created_at, t.last_modified_at,
+                        (SELECT COUNT(*) FROM jobs j WHERE j.task_id = t.task_id)
+                 FROM tasks t WHERE t.words LIKE $3 ESCAPE '' ORDER BY t.seq
+                 LIMIT $1 OFFSET $2",
+                &[&big(limit), &big(offset), &pattern],
+            )
+            .await
+            .map_err(pg)?;
+        let tasks = rows
+            .iter()
+            .map(|row| {
+                Ok(TaskSummary {
+                    task: Task {
+                        task_id: col(row, 0)?,
+                        created_at: col(row, 1)?,
+                        last_modified_at: col(row, 2)?,
+                    },
+                    jobs_count: count(row, 3)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok((tasks, count(&total, 0)?))
+    }
+}
+
+async fn upsert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
+    let words = format!(" {} ", task_words(&job.task_id).join(" "));
+    tx.execute(
+        "INSERT INTO tasks (task_id, created_at, last_modified_at, words) VALUES ($1, $2, $2, $3)
+         ON CONFLICT (task_id) DO UPDATE SET last_modified_at = EXCLUDED.last_modified_at",
+        &[&job.task_id, &job.last_modified_at, &words],
+    )
+    .await
+    .map_err(pg)?;
+    tx.execute(
+        "INSERT INTO jobs (job_id, task_id, last_modified_at, data) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (job_id) DO UPDATE SET last_modified_at = EXCLUDED.last_modified_at,
+                                            data = EXCLUDED.data",
+        &[
+            &job.job_id,
+            &job.task_id,
+            &job.last_modified_at,
+            &document(job)?,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// Saves `execution`, keeping its stored dispatches, unless it is stopped
+/// and the save is not.
+async fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (execution_id) DO UPDATE SET status = EXCLUDED.status,
+             data = jsonb_set(EXCLUDED.data, '{dispatches}',
+                              COALESCE(NULLIF(executions.data -> 'dispatches', 'null'), '[]'))
+         WHERE executions.status <> 'stopped' OR EXCLUDED.status = 'stopped'",
+        &[
+            &execution.execution_id,
+            &execution.job_id,
+            &execution.created_at,
+            &execution.status.as_str(),
+            &document(execution)?,
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        upsert_job(&tx, job).await?;
+        if let Some(execution) = execution {
+            upsert_execution(&tx, execution).await?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.create_job(job, None).await
+    }
+
+    async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
+        let rows = self
+            .query("SELECT data FROM jobs WHERE job_id = $1", &[&job_id])
+            .await?;
+        rows.first().map(|row| from_doc(row, 0)).transpose()
+    }
+
+    async fn job(&self, task_id: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT data FROM jobs WHERE job_id = $1 AND task_id = $2",
+                &[&job_id, &task_id],
+            )
+            .await?;
+        rows.first().map(|row| from_doc(row, 0)).transpose()
+    }
+
+    async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        self.task_page(None, offset, limit).await
+    }
+
+    async fn task(&self, task_id: &str) -> Result<Option<(Task, Vec<JobSummary>)>, StoreError> {
+        let client = self.client().await?;
+        let Some(row) = client
+            .query_opt(
+                "SELECT created_at, last_modified_at FROM tasks WHERE task_id = $1",
+                &[&task_id],
+            )
+            .await
+            .map_err(pg)?
+        else {
+            return Ok(None);
+        };
+        let task = Task {
+            task_id: task_id.to_owned(),
+            created_at: col(&row, 0)?,
+            last_modified_at: col(&row, 1)?,
+        };
+        let rows = client
+            .query(
+                "SELECT data FROM jobs WHERE task_id = $1 ORDER BY last_modified_at DESC",
+                &[&task_id],
+            )
+            .await
+            .map_err(pg)?;
+        let jobs = docs::<Job>(&rows)?
+            .into_iter()
+            .map(|job| JobSummary {
+                job_id: job.job_id,
+                created_at: job.created_at,
+            })
+            .collect();
+        Ok(Some((task, jobs)))
+    }
+
+    async fn executions(
+        &self,
+        job_id: &str,
+        limit: u64,
+    ) -> Result<(Vec<Execution>, u64), StoreError> {
+        let client = self.client().await?;
+        let total = client
+            .query_one(
+                "SELECT COUNT(*) FROM executions WHERE job_id = $1",
+                &[&job_id],
+            )
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(
+                "SELECT data FROM executions WHERE job_id = $1
+                 ORDER BY created_at DESC, seq DESC LIMIT $2",
+                &[&job_id, &big(limit)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok((docs(&rows)?, count(&total, 0)?))
+    }
+
+    async fn execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT data FROM executions WHERE execution_id = $1",
+                &[&execution_id],
+            )
+            .await?;
+        rows.first().map(|row| from_doc(row, 0)).transpose()
+    }
+
+    async fn save_execution(
+        &self,
+        execution: &Execution,
+        retry: Option<&Execution>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        upsert_execution(&tx, execution).await?;
+        if let Some(next) = retry {
+            tx.execute(
+                "UPDATE jobs SET data = jsonb_set(data, '{retry_count}',
+                     to_jsonb(COALESCE((data ->> 'retry_count')::bigint, 0) + 1))
+                 WHERE job_id = $1",
+                &[&next.job_id],
+            )
+            .await
+            .map_err(pg)?;
+            upsert_execution(&tx, next).await?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn mark_stopped(
+        &self,
+        execution_id: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Execution>, StoreError> {
+        let changes = document(&serde_json::json!({
+            "status": "stopped",
+            "finished_at": at,
+            "error": reason,
+        }))?;
+        let rows = self
+            .query(
+                &format!(
+                    "UPDATE executions SET status = 'stopped', data = data || $1::jsonb
+                     WHERE execution_id = $2 AND status IN {LIVE} RETURNING data"
+                ),
+                &[&changes, &execution_id],
+            )
+            .await?;
+        rows.first().map(|row| from_doc(row, 0)).transpose()
+    }
+
+    async fn append_dispatch(
+        &self,
+        execution_id: &str,
+        record: &fastlane_sdk::DispatchRecord,
+    ) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE executions SET data = jsonb_set(data, '{dispatches}',
+                 COALESCE(NULLIF(data -> 'dispatches', 'null'), '[]') || jsonb_build_array($1::jsonb))
+             WHERE execution_id = $2",
+            &[&document(record)?, &execution_id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
+        let added = self
+            .execute(
+                "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id) DO NOTHING",
+                &[
+                    &execution.execution_id,
+                    &execution.job_id,
+                    &execution.created_at,
+                    &execution.status.as_str(),
+                    &document(execution)?,
+                ],
+            )
+            .await?;
+        Ok(added > 0)
+    }
+
+    async fn set_next_run(
+        &self,
+        job_id: &str,
+        generation: u32,
+        next_run_at: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let next = document(&next_run_at)?;
+        let updated = self
+            .execute(
+                "UPDATE jobs SET data = jsonb_set(data, '{next_run_at}', $1::jsonb)
+                 WHERE job_id = $2 AND COALESCE((data ->> 'generation')::bigint, 0) = $3",
+                &[&next, &job_id, &i64::from(generation)],
+            )
+            .await?;
+        Ok(updated > 0)
+    }
+
+    async fn live_executions(&self, job_id: &str) -> Result<Vec<Execution>, StoreError> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT data FROM executions WHERE job_id = $1 AND status IN {LIVE}
+                     ORDER BY created_at, seq"
+                ),
+                &[&job_id],
+            )
+            .await?;
+        docs(&rows)
+    }
+
+    async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT data FROM jobs WHERE data ->> 'next_run_at' IS NOT NULL
+                 AND NOT COALESCE((data ->> 'stopped')::boolean, false)
+                 ORDER BY (data ->> 'next_run_at')::timestamptz",
+                &[],
+            )
+            .await?;
+        docs(&rows)
+    }
+
+    async fn search_tasks(
+        &self,
+        word: &str,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+        self.task_page(Some(word.to_lowercase()), offset, limit)
+            .await
+    }
+
+    async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError> {
+        let rows = self
+            .query(
+                &format!(
+                    "SELECT data FROM executions WHERE status IN {LIVE} ORDER BY created_at, seq"
+                ),
+                &[],
+            )
+            .await?;
+        docs(&rows)
+    }
+
+    async fn blacklist(&self) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT host FROM blacklist ORDER BY host COLLATE \"C\"",
+                &[],
+            )
+            .await?;
+        rows.iter().map(|row| col(row, 0)).collect()
+    }
+
+    async fn set_blacklisted(&self, host: &str, blacklisted: bool) -> Result<(), StoreError> {
+        let sql = if blacklisted {
+            "INSERT INTO blacklist (host) VALUES ($1) ON CONFLICT (host) DO NOTHING"
+        } else {
+            "DELETE FROM blacklist WHERE host = $1"
+        };
+        self.execute(sql, &[&host]).await?;
+        Ok(())
+    }
+
+    async fn share_host_health(
+        &self,
+        reports: &[fastlane_sdk::HostHealth],
+    ) -> Result<Vec<fastlane_sdk::HostHealth>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        for report in reports {
+            tx.execute(
+                "INSERT INTO host_health (host, since, data) VALUES ($1, $2, $3)
+                 ON CONFLICT (host) DO UPDATE SET since = EXCLUDED.since, data = EXCLUDED.data
+                 WHERE EXCLUDED.since > host_health.since",
+                &[&report.host, &report.since, &document(report)?],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        let rows = tx
+            .query(
+                "SELECT data FROM host_health ORDER BY host COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        docs(&rows)
+    }
+
+    async fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let rows = self
+            .query(
+                "SELECT (SELECT COUNT(*) FROM tasks), (SELECT COUNT(*) FROM jobs)",
+                &[],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Unavailable("postgres: no counts".to_owned()))?;
+        Ok((count(row, 0)?, count(row, 1)?))
+    }
+
+    async fn append_log(&self, execution_id: &str, pieces: &[LogPiece]) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO execution_logs (execution_id, start, source, text, raw_len)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id, start) DO NOTHING",
+            )
+            .await
+            .map_err(pg)?;
+        for piece in pieces {
+            tx.execute(
+                &insert,
+                &[
+                    &execution_id,
+                    &big(piece.offset),
+                    &piece.source.as_str(),
+                    &piece.text.as_bytes(),
+                    &big(piece.raw_len),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn read_log(
+        &self,
+        execution_id: &str,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<LogPiece>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT start, source, text, raw_len FROM execution_logs
+                 WHERE execution_id = $1
+                   AND start >= COALESCE((SELECT MAX(start) FROM execution_logs
+                                          WHERE execution_id = $1 AND start <= $2), 0)
+                 ORDER BY start LIMIT $3",
+                &[&execution_id, &big(from), &i64::from(limit)],
+            )
+            .await?;
+        let mut pieces = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let source: String = col(row, 1)?;
+            let source = LogSource::parse(&source)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown log source {source:?}")))?;
+            pieces.push(LogPiece {
+                offset: count(row, 0)?,
+                source,
+                text: String::from_utf8(col(row, 2)?).map_err(corrupt)?,
+                raw_len: count(row, 3)?,
+            });
+        }
+        Ok(super::log_from(pieces, from))
+    }
+
+    async fn log_totals(&self, execution_id: &str) -> Result<LogTotals, StoreError> {
+        let rows = self
+            .query(
+                "SELECT COALESCE(MAX(start + octet_length(text)), 0)::bigint,
+                        COALESCE(SUM(CASE source WHEN 'stdout' THEN raw_len END), 0)::bigint,
+                        COALESCE(SUM(CASE source WHEN 'stderr' THEN raw_len END), 0)::bigint,
+                        COALESCE(bool_or(source = 'notice'), false)
+                 FROM execution_logs WHERE execution_id = $1",
+                &[&execution_id],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Unavailable("postgres: no log totals".to_owned()))?;
+        Ok(LogTotals {
+            bytes: count(row, 0)?,
+            stdout: count(row, 1)?,
+            stderr: count(row, 2)?,
+            cut: col(row, 3)?,
+        })
+    }
+
+    async fn admit(
+        &self,
+        execution_id: &str,
+        choices: &[Vec<Gate>],
+    ) -> Result<Admission, StoreError> {
+        let gates_json = document(&choices)?;
+        let unlimited = choices.is_empty() || choices.iter().any(Vec::is_empty);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        lock_admission(&tx).await?;
+        give_back_finished(&tx).await?;
+        let held: Vec<String> = tx
+            .query(
+                "SELECT gate FROM admission_slots WHERE execution_id = $1 ORDER BY gate COLLATE \"C\"",
+                &[&execution_id],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|row| col(row, 0))
+            .collect::<Result<_, _>>()?;
+        if !held.is_empty() || unlimited {
+            tx.commit().await.map_err(pg)?;
+            return Ok(Admission::Admitted { gates: held });
+        }
+        tx.execute(
+            "INSERT INTO admission_line (execution_id, gates) VALUES ($1, $2)
+             ON CONFLICT (execution_id) DO UPDATE SET gates = EXCLUDED.gates",
+            &[&execution_id, &gates_json],
+        )
+        .await
+        .map_err(pg)?;
+        let (ids, line) = read_line(&tx).await?;
+        let position = ids.iter().position(|id| id == execution_id).unwrap_or(0);
+        let choice = admissible_in_order(held_slots(&tx).await?, &line)
+            .into_iter()
+            .find_map(|(waiter, choice)| (waiter == position).then_some(choice));
+        let Some(gates) = choice.and_then(|c| line.get(position)?.get(c)) else {
+            tx.commit().await.map_err(pg)?;
+            return Ok(Admission::Waiting {
+                ahead: position as u64,
+            });
+        };
+        for gate in gates {
+            tx.execute(
+                "INSERT INTO admission_slots (gate, execution_id) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+                &[&gate.key, &execution_id],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.execute(
+            "DELETE FROM admission_line WHERE execution_id = $1",
+            &[&execution_id],
+        )
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Admission::Admitted {
+            gates: gates.iter().map(|g| g.key.clone()).collect(),
+        })
+    }
+
+    async fn admissible(&self) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        lock_admission(&tx).await?;
+        give_back_finished(&tx).await?;
+        let (ids, line) = read_line(&tx).await?;
+        let admissible = admissible_in_order(held_slots(&tx).await?, &line);
+        tx.commit().await.map_err(pg)?;
+        Ok(admissible
+            .into_iter()
+            .filter_map(|(i, _)| ids.get(i).cloned())
+            .collect())
+    }
+
+    async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        lock_admission(&tx).await?;
+        give_back_finished(&tx).await?;
+        let held = held_slots(&tx).await?;
+        let (_, line) = read_line(&tx).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(super::usage_of(held, &line))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query("SELECT 1", &[]).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULT_URL: &str = "postgres://fastlane:fastlane@127.0.0.1:5433/fastlane";
+
+    /// Test schemas older than this are dropped by later runs.
+    const STALE_AFTER_SECS: i64 = 3600;
+
+    /// A store on a schema of its own (`t_<unix seconds>_<uuid>`) in the
+    /// test database.
+    async fn fresh() -> PostgresStore {
+        PostgresStore::connect(&fresh_url().await)
+            .await
+            .expect("connect")
+    }
+
+    /// The test database's URL with a fresh, empty schema as the search
+    /// path, dropping the schemas of runs long past.
+    async fn fresh_url() -> String {
+        let url =
+            std::env::var("FASTLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+        let (client, connection) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is unreachable at {url} ({}): start it with \
+                 `eval \"$(scripts/services.sh | sed 's/^/export /')\"` \
+                 or point FASTLANE_TEST_POSTGRES_URL at a server",
+                    fastlane_sdk::text::error_chain(&e)
+                )
+            });
+        tokio::spawn(connection);
+        let now = Utc::now().timestamp();
+        let schemas = client
+            .query(
+                "SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'",
+                &[],
+            )
+            .await
+            .expect("list schemas");
+        for row in schemas {
+            let name: String = row.get(0);
+            let born = name.split('_').nth(1).and_then(|s| s.parse::<i64>().ok());
+            if born.is_some_and(|born| now - born > STALE_AFTER_SECS) {
+                // Best effort: another run may be dropping it too.
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE"))
+                    .await;
+            }
+        }
+        let schema = format!("t_{now}_{}", uuid::Uuid::new_v4().simple());
+        client
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("create schema");
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}options=-csearch_path%3D{schema}")
+    }
+
+    crate::store_conformance!(async { std::sync::Arc::new(fresh().await) });
+
+    #[tokio::test]
+    async fn nul_characters_are_kept_in_logs_and_replaced_in_documents() {
+        let store = fresh().await;
+        let piece = LogPiece {
+            offset: 0,
+            source: LogSource::Stdout,
+            text: "a\0b".to_owned(),
+            raw_len: 3,
+        };
+        store
+            .append_log("e", std::slice::from_ref(&piece))
+            .await
+            .expect("append");
+        assert_eq!(store.read_log("e", 0, 10).await.expect("read"), [piece]);
+        let now = Utc::now();
+        let job = Job::new(
+            "nul",
+            "j".to_owned(),
+            fastlane_sdk::JobSpec::new("busybox", "true"),
+            now,
+        );
+        let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
+        execution.stdout = Some("a\0b".to_owned());
+        store
+            .create_job(&job, Some(&execution))
+            .await
+            .expect("create");
+        let kept = store
+            .execution("e")
+            .await
+            .expect("read")
+            .expect("execution");
+        assert_eq!(kept.stdout.as_deref(), Some("a\u{FFFD}b"));
+    }
+
+    /// Admissions from several processes (here: pools) at once never give
+    /// out more slots than a gate has, and the rest wait in one line.
+    #[tokio::test]
+    async fn concurrent_admissions_keep_the_limit() {
+        let url = fresh_url().await;
+        let stores = [
+            PostgresStore::connect(&url).await.expect("connect"),
+            PostgresStore::connect(&url).await.expect("connect"),
+        ];
+        let now = Utc::now();
+        let job = Job::new(
+            "crowd",
+            "j".to_owned(),
+            fastlane_sdk::JobSpec::new("busybox", "true"),
+            now,
+        );
+        stores[0].create_job(&job, None).await.expect("create");
+        let mut ids = Vec::new();
+        for i in 0..12 {
+            let id = format!("e{i}");
+            let execution = Execution::enqueued(&job, "busybox", "true", None, now, id.clone());
+            stores[0]
+                .insert_execution(&execution)
+                .await
+                .expect("insert");
+            ids.push(id);
+        }
+        let choices = [vec![Gate {
+            key: "pool:docker:farm".to_owned(),
+            limit: 3,
+        }]];
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, id) in ids.into_iter().enumerate() {
+            let store = stores[i % 2].clone();
+            let choices = choices.clone();
+            asks.spawn(async move { store.admit(&id, &choices).await.expect("admit") });
+        }
+        let mut admitted = 0;
+        let mut ahead = Vec::new();
+        while let Some(answer) = asks.join_next().await {
+            match answer.expect("join") {
+                Admission::Admitted { .. } => admitted += 1,
+                Admission::Waiting { ahead: n } => ahead.push(n),
+            }
+        }
+        ahead.sort_unstable();
+        assert_eq!(admitted, 3);
+        assert_eq!(ahead, (0..9).collect::<Vec<u64>>(), "one line, no ties");
+        assert_eq!(
+            stores[1].gate_usage().await.expect("usage"),
+            [GateUsage {
+                key: "pool:docker:farm".to_owned(),
+                running: 3,
+                waiting: 9
+            }]
+        );
+    }
+}
