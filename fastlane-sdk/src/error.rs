@@ -20,6 +20,10 @@ pub enum ErrorKind {
     /// The thing the call refers to no longer exists (a container removed
     /// behind fastlane's back).
     NotFound,
+    /// A started run was lost with its host (the host stopped answering
+    /// and is given up on): the execution fails, and may be retried
+    /// elsewhere.
+    Lost,
 }
 
 impl fmt::Display for ErrorKind {
@@ -30,6 +34,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::InvalidConfig => "invalid config",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::NotFound => "not found",
+            ErrorKind::Lost => "lost",
         })
     }
 }
@@ -73,6 +78,11 @@ impl PluginError {
     /// A [`ErrorKind::InvalidConfig`] error.
     pub fn invalid_config(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidConfig, message)
+    }
+
+    /// A [`ErrorKind::Lost`] error.
+    pub fn lost(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Lost, message)
     }
 
     /// A [`ErrorKind::Unavailable`] error.

@@ -9,7 +9,8 @@
 //!    idempotent per execution id: a second call finds the first run
 //!    instead of starting another;
 //! 4. [`Executor::wait`] returns when it exits, [`Executor::output`] reads
-//!    what it wrote;
+//!    what it wrote, and [`Executor::follow`] (beside `wait`) hands it over
+//!    as it is written, for live logs;
 //! 5. once the result is stored, [`Executor::release`] tidies up.
 //!
 //! [`Executor::stop`] ends a run early (timeouts, users). Timeouts are the
@@ -46,6 +47,9 @@ pub struct ExecutionSpec {
     pub cpu_limit: Option<f64>,
     /// Bytes of memory the run may use, when limited.
     pub memory_limit: Option<u64>,
+    /// The pool (one of [`Executor::pools`]) the host admitted the
+    /// execution to: place it there. `None` when the executor has no pools.
+    pub pool: Option<String>,
 }
 
 /// Where an execution was placed, recorded before anything is started so a
@@ -81,6 +85,89 @@ pub struct RunOutput {
     pub stdout: String,
     /// Standard error.
     pub stderr: String,
+}
+
+/// Which of a run's output streams a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl LogStream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// Where [`Executor::follow`] hands what a run writes, as it writes it. The
+/// host keeps it with the execution, so that it can be streamed live and
+/// outlives the run. `write` must not block: the host buffers.
+pub trait LogSink: Send + Sync {
+    /// Takes the next bytes of `stream`, in the order the run wrote them.
+    /// A piece may end in the middle of a UTF-8 character; the host joins
+    /// it to the next piece of the same stream.
+    fn write(&self, stream: LogStream, bytes: &[u8]);
+}
+
+/// A group of hosts that runs a bounded number of executions at once (a
+/// Docker farm and its `maxRunning`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pool {
+    /// The pool's name, unique within the executor.
+    pub name: String,
+    /// How many executions of the pool may run at once.
+    pub max_running: u32,
+}
+
+/// A [`LogSink`] that keeps everything, stdout and stderr apart: how an
+/// executor can build [`Executor::output`] from the same code that
+/// follows a run.
+#[derive(Debug, Default)]
+pub struct OutputCollector(std::sync::Mutex<(Vec<u8>, Vec<u8>)>);
+
+impl OutputCollector {
+    /// What was written, bytes that are not UTF-8 replaced.
+    pub fn into_output(self) -> RunOutput {
+        let (stdout, stderr) = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        RunOutput {
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+}
+
+impl LogSink for OutputCollector {
+    fn write(&self, stream: LogStream, bytes: &[u8]) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match stream {
+            LogStream::Stdout => kept.0.extend_from_slice(bytes),
+            LogStream::Stderr => kept.1.extend_from_slice(bytes),
+        }
+    }
+}
+
+/// What one process learnt about a host's health, shared with every other
+/// process through the server's store, so that a host one worker gave up on
+/// gets no work from any of them, and one that answers again gets work from
+/// all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostHealth {
+    /// The host, as configured.
+    pub host: String,
+    /// When this state began (the circuit opened, or closed again); the
+    /// newest report of a host wins.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// While the host is given up on: until when. `None`: it answers.
+    pub open_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why it was given up on.
+    pub error: Option<String>,
 }
 
 /// One host as the `/status/` route shows it.
@@ -138,6 +225,32 @@ pub trait Executor: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// The pools that may run the executions of `task_id`, preferred
+    /// first, each running a bounded number at once (a Docker farm and its
+    /// `maxRunning`; more than one when a farm lets work fall through to
+    /// the next). The host admits each execution to the first pool with
+    /// room, in the order executions came, and never lets more than
+    /// `max_running` of a pool be placed, started or running at a time,
+    /// across every worker; the others wait. [`ExecutionSpec::pool`] then
+    /// names the pool chosen. Empty (the default): no limit.
+    fn pools(&self, task_id: &str) -> Vec<Pool> {
+        let _ = task_id;
+        Vec::new()
+    }
+
+    /// This process's newest knowledge of its hosts' health (one report per
+    /// host whose circuit ever changed), for the server to share. Executors
+    /// without hosts keep the default: nothing.
+    fn host_health(&self) -> Vec<HostHealth> {
+        Vec::new()
+    }
+
+    /// What every process reported: adopt each report newer than what this
+    /// process knows of that host.
+    fn share_host_health(&self, shared: &[HostHealth]) {
+        let _ = shared;
+    }
+
     /// Takes these hosts out of rotation (an operator's blacklist): they get
     /// no new work, while runs already on them are followed to their end.
     /// Replaces the previous list. Executors without hosts ignore it.
@@ -166,6 +279,17 @@ pub trait Executor: Send + Sync + fmt::Debug {
 
     /// Reads everything the run wrote.
     async fn output(&self, handle: &RunHandle) -> Result<RunOutput, PluginError>;
+
+    /// Hands what the run writes to `sink` as it writes it, from the first
+    /// byte, and returns once the run's output ends (when it exits). The
+    /// host calls it beside [`Executor::wait`] and may call it again for the
+    /// same run after a crash; it skips what it already kept. Executors that
+    /// cannot follow a run keep this default, which writes nothing: the host
+    /// then keeps what [`Executor::output`] returns at the end.
+    async fn follow(&self, handle: &RunHandle, sink: &dyn LogSink) -> Result<(), PluginError> {
+        let _ = (handle, sink);
+        Ok(())
+    }
 
     /// Stops the run, killing it after `grace`.
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), PluginError>;

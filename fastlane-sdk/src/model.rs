@@ -188,6 +188,10 @@ pub struct JobSpec {
     /// Bytes of memory the container may use; the farm's default when absent.
     #[serde(default)]
     pub memory_limit: Option<u64>,
+    /// At most this many executions of the job's task run at once (counting
+    /// every job of the task); the others wait their turn in order.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
 }
 
 impl JobSpec {
@@ -210,6 +214,7 @@ impl JobSpec {
             concurrency_policy: ConcurrencyPolicy::Allow,
             cpu_limit: None,
             memory_limit: None,
+            max_concurrent: None,
         }
     }
 }

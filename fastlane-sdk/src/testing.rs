@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorKind, PluginError};
-use crate::executor::{ExecutionSpec, Executor, ExecutorFactory, RunHandle};
+use crate::executor::{ExecutionSpec, Executor, ExecutorFactory, OutputCollector, RunHandle};
 use crate::model::{Execution, ExecutionStatus, Job, JobSpec};
 use crate::notifier::{Delivery, DeliveryReport, NotificationEvent, NotifierFactory};
 
@@ -58,6 +58,7 @@ pub async fn check_executor(subject: &ExecutorSubject<'_>) {
     exit_zero_reports_success(subject, &executor).await;
     nonzero_exit_keeps_its_code(subject, &executor).await;
     start_is_idempotent(subject, &executor).await;
+    follow_hands_over_what_the_run_writes(subject, &executor).await;
     stop_ends_a_running_run(subject, &executor).await;
     dropping_wait_leaves_the_run_alone(subject, &executor).await;
     an_unknown_run_is_an_error(subject, &executor).await;
@@ -124,6 +125,7 @@ pub fn spec(subject: &ExecutorSubject<'_>, script: &str) -> ExecutionSpec {
         extra_hosts: Vec::new(),
         cpu_limit: None,
         memory_limit: None,
+        pool: None,
     }
 }
 
@@ -192,6 +194,47 @@ pub async fn nonzero_exit_keeps_its_code(
         3,
         "a second wait must give the same code"
     );
+    release(executor, &handle).await;
+}
+
+/// Follows `handle` to its end; what it handed over, stdout and stderr.
+async fn follow_to_the_end(executor: &Arc<dyn Executor>, handle: &RunHandle) -> (String, String) {
+    let sink = OutputCollector::default();
+    match tokio::time::timeout(PATIENCE, executor.follow(handle, &sink)).await {
+        Ok(result) => succeeded("follow", result),
+        Err(_) => panic!("follow did not return within {PATIENCE:?} of the run's end"),
+    }
+    let output = sink.into_output();
+    (output.stdout, output.stderr)
+}
+
+/// `follow` returns when the run ends, having handed over exactly what
+/// `output` reads, stream by stream; following again starts from the first
+/// byte. (An executor that cannot follow hands over nothing.)
+pub async fn follow_hands_over_what_the_run_writes(
+    subject: &ExecutorSubject<'_>,
+    executor: &Arc<dyn Executor>,
+) {
+    let spec = spec(
+        subject,
+        "echo first; sleep 1; echo oops >&2; echo \"second, héllo\"",
+    );
+    let handle = start(executor, &spec).await;
+    let followed = follow_to_the_end(executor, &handle).await;
+    assert_eq!(wait_code(executor, &handle).await, 0);
+    let output = succeeded("output", executor.output(&handle).await);
+    if followed != (String::new(), String::new()) {
+        assert_eq!(
+            followed,
+            (output.stdout.clone(), output.stderr.clone()),
+            "follow must hand over what output reads, stdout and stderr apart"
+        );
+        assert_eq!(
+            follow_to_the_end(executor, &handle).await,
+            followed,
+            "following a finished run again hands over all of it again"
+        );
+    }
     release(executor, &handle).await;
 }
 

@@ -20,6 +20,23 @@ pub fn truncate(text: &str, max: usize) -> (String, bool) {
     )
 }
 
+/// `err` and its causes, `: `-separated, each cause once (skipped when the
+/// text already says it): the cause of a connection failure (refused, a
+/// certificate not trusted) is usually a few levels down.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

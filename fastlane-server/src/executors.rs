@@ -92,6 +92,21 @@ impl Executors {
         all
     }
 
+    /// What every executor learnt of its hosts' health.
+    pub fn host_health(&self) -> Vec<fastlane_sdk::HostHealth> {
+        self.by_name
+            .values()
+            .flat_map(|executor| executor.host_health())
+            .collect()
+    }
+
+    /// Hands what every process learnt of host health to every executor.
+    pub fn share_host_health(&self, shared: &[fastlane_sdk::HostHealth]) {
+        for executor in self.by_name.values() {
+            executor.share_host_health(shared);
+        }
+    }
+
     /// Hands the operator's blacklist to every executor.
     pub fn set_blacklist(&self, hosts: &[String]) {
         for executor in self.by_name.values() {

@@ -17,7 +17,7 @@ pub async fn background(config: std::sync::Arc<Config>, shutdown: CancellationTo
     #[cfg(feature = "plugin-docker")]
     {
         use fastlane_plugin_docker::{DockerExecutor, DockerExecutorConfig, PruneKeep};
-        let farms = serde_json::json!({ "farms": config.docker_hosts });
+        let farms = config.docker_executor();
         let executor = match DockerExecutorConfig::from_json(farms).and_then(DockerExecutor::new) {
             Ok(executor) => executor,
             Err(err) => {
@@ -58,7 +58,7 @@ pub async fn run(config: &Config) -> anyhow::Result<bool> {
     #[cfg(feature = "plugin-docker")]
     {
         use fastlane_plugin_docker::{DockerExecutor, DockerExecutorConfig};
-        let farms = serde_json::json!({ "farms": config.docker_hosts });
+        let farms = config.docker_executor();
         let executor = DockerExecutor::new(DockerExecutorConfig::from_json(farms)?)?;
         let (removed, errors) = executor.prune_defunct().await;
         for container in &removed {

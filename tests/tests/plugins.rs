@@ -181,8 +181,23 @@ async fn a_panicking_plugin_fails_the_execution_and_the_server_keeps_serving() -
     Ok(())
 }
 
+/// The SDK version of the mismatched plugin: same major and minor as ours
+/// (so Cargo accepts it), another patch.
+const MISMATCHED: &str = "0.2.99";
+
+/// The SDK's version, from its manifest.
+fn sdk_version() -> anyhow::Result<String> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fastlane-sdk/Cargo.toml");
+    let text = std::fs::read_to_string(manifest)?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("version = \""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .map(str::to_owned)
+        .context("the SDK's manifest names no version of its own")
+}
+
 /// Builds the example plugin against a copy of the SDK whose version is
-/// 0.1.99, as a plugin author with another fastlane would.
+/// [`MISMATCHED`], as a plugin author with another fastlane would.
 fn build_mismatched_plugin() -> anyhow::Result<PathBuf> {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -213,7 +228,7 @@ fn build_mismatched_plugin() -> anyhow::Result<PathBuf> {
         + manifest[members_start..]
             .find("default-members")
             .context("default-members")?;
-    let mut manifest = format!(
+    let manifest = format!(
         "{}members = [\"fastlane-sdk\", \"examples/fastlane-local-plugin\"]\n{}",
         &manifest[..members_start],
         &manifest[members_end..]
@@ -221,12 +236,14 @@ fn build_mismatched_plugin() -> anyhow::Result<PathBuf> {
             .map(|(_, rest)| rest)
             .unwrap_or_default()
     );
-    let version = "version = \"0.1.0\"";
-    if !manifest.contains(version) {
-        bail!("the workspace version moved on; update this test");
-    }
-    manifest = manifest.replacen(version, "version = \"0.1.99\"", 1);
     std::fs::write(root.join("Cargo.toml"), manifest)?;
+    let sdk_manifest = root.join("fastlane-sdk/Cargo.toml");
+    let sdk = std::fs::read_to_string(&sdk_manifest)?;
+    let version = format!("version = \"{}\"", sdk_version()?);
+    std::fs::write(
+        &sdk_manifest,
+        sdk.replacen(&version, &format!("version = \"{MISMATCHED}\""), 1),
+    )?;
 
     let target = workspace.join("target").join("mismatched-plugin");
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -271,11 +288,16 @@ async fn a_library_built_for_another_sdk_is_refused_and_the_server_starts_with_t
         })
         .with_context(|| format!("no refusal of the mismatched library in the log:\n{log}"))?;
     assert!(
-        refusal.contains("was built as `fastlane-sdk 0.1.99; abi 1; rustc"),
+        refusal.contains(&format!(
+            "was built as `fastlane-sdk {MISMATCHED}; abi 1; rustc"
+        )),
         "{refusal}"
     );
     assert!(
-        refusal.contains("but this server is `fastlane-sdk 0.1.0; abi 1; rustc"),
+        refusal.contains(&format!(
+            "but this server is `fastlane-sdk {}; abi 1; rustc",
+            sdk_version()?
+        )),
         "{refusal}"
     );
     assert!(
@@ -293,7 +315,7 @@ async fn a_library_built_for_another_sdk_is_refused_and_the_server_starts_with_t
         plugins[0]["error"]
             .as_str()
             .unwrap_or_default()
-            .contains("0.1.99"),
+            .contains(MISMATCHED),
         "{status}"
     );
     assert_eq!(plugins[1]["loaded"], false);

@@ -18,8 +18,8 @@ use super::Host;
 use crate::error::PluginError;
 use crate::error_handler::{ErrorHandler, ErrorHandlerFactory, ErrorReport};
 use crate::executor::{
-    ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, Placement, RunHandle,
-    RunOutput,
+    ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, HostHealth, LogSink,
+    Placement, Pool, RunHandle, RunOutput,
 };
 use crate::metrics::{Metric, MetricsSink, MetricsSinkFactory};
 use crate::notifier::{Delivery, DeliveryReport, Notifier, NotifierFactory};
@@ -230,6 +230,20 @@ impl Executor for Guarded<Arc<dyn Executor>> {
         self.call("checking a task id", |e| e.accepts(task_id))
     }
 
+    fn pools(&self, task_id: &str) -> Vec<Pool> {
+        self.call_infallible("naming pools", Vec::new(), |e| e.pools(task_id))
+    }
+
+    fn host_health(&self) -> Vec<HostHealth> {
+        self.call_infallible("reporting host health", Vec::new(), |e| e.host_health())
+    }
+
+    fn share_host_health(&self, shared: &[HostHealth]) {
+        self.call_infallible("taking shared host health", (), |e| {
+            e.share_host_health(shared)
+        });
+    }
+
     fn set_blacklist(&self, hosts: &[String]) {
         self.call_infallible("taking a blacklist", (), |e| e.set_blacklist(hosts));
     }
@@ -263,6 +277,11 @@ impl Executor for Guarded<Arc<dyn Executor>> {
 
     async fn output(&self, handle: &RunHandle) -> Result<RunOutput, PluginError> {
         self.future("reading output", |e| e.output(handle)).await
+    }
+
+    async fn follow(&self, handle: &RunHandle, sink: &dyn LogSink) -> Result<(), PluginError> {
+        self.future("following output", |e| e.follow(handle, sink))
+            .await
     }
 
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), PluginError> {

@@ -12,10 +12,19 @@ use crate::services::Services;
 
 /// `{"host": "host:port"}`.
 #[derive(Debug, Object)]
+#[oai(example)]
 #[allow(dead_code)] // documents the schema; bodies are read by `host`
 pub struct HostRequest {
     /// The host as `DOCKER_HOSTS` names it: `host:port`, `tcp://…`, `unix:///…`.
     host: String,
+}
+
+impl poem_openapi::types::Example for HostRequest {
+    fn example() -> Self {
+        Self {
+            host: "docker-host-1:2375".to_owned(),
+        }
+    }
 }
 
 /// The body of blacklist requests.
@@ -23,11 +32,21 @@ type HostBody = JsonBody<HostRequest>;
 
 /// The blacklist after a change.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Blacklist {
     /// The host the request named.
     pub host: String,
     /// Every blacklisted host.
     pub blacklisted: Vec<String>,
+}
+
+impl poem_openapi::types::Example for Blacklist {
+    fn example() -> Self {
+        Self {
+            host: "docker-host-1:2375".to_owned(),
+            blacklisted: vec!["docker-host-1:2375".to_owned()],
+        }
+    }
 }
 
 /// Reads `{"host": "host:port"}`: any `host:port` (single-label names and IPs

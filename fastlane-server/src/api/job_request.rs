@@ -130,6 +130,11 @@ pub struct JobRequest {
     /// the farm's default when absent.
     #[oai(rename = "memoryLimit")]
     memory_limit: Option<String>,
+    /// At most this many executions of this task run at once (every job of
+    /// the task counts); the others wait in order. No limit when absent
+    /// (but see `TASK_CONCURRENCY`).
+    #[oai(rename = "maxConcurrent")]
+    max_concurrent: Option<u32>,
 }
 
 impl poem_openapi::types::Example for JobRequest {
@@ -156,6 +161,7 @@ impl poem_openapi::types::Example for JobRequest {
             backoff: None,
             cpu_limit: None,
             memory_limit: None,
+            max_concurrent: None,
         }
     }
 }
@@ -179,6 +185,7 @@ const FIELDS: &[&str] = &[
     "backoff",
     "cpuLimit",
     "memoryLimit",
+    "maxConcurrent",
 ];
 const OUTCOMES: &[&str] = &["succeeds", "fails", "finishes"];
 const WEBHOOK_EVENTS: &[&str] = &["starts", "succeeds", "fails", "finishes"];
@@ -234,6 +241,7 @@ pub fn parse(body: &Value, hard_timeout: u64, now: DateTime<Utc>) -> Result<JobS
     Ok(JobSpec {
         cpu_limit: present("cpuLimit").map(cpu_limit).transpose()?,
         memory_limit: present("memoryLimit").map(memory_limit).transpose()?,
+        max_concurrent: present("maxConcurrent").map(max_concurrent).transpose()?,
         schedule,
         concurrency_policy,
         backoff: present("backoff").map(backoff).transpose()?,
@@ -309,6 +317,16 @@ fn schedule<'a>(
         });
     }
     Ok(Schedule::Now)
+}
+
+fn max_concurrent(value: &Value) -> Result<u32, String> {
+    value
+        .as_u64()
+        .filter(|n| *n >= 1)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            format!("maxConcurrent must be a whole number of executions, at least 1 (got {value})")
+        })
 }
 
 fn cpu_limit(value: &Value) -> Result<f64, String> {

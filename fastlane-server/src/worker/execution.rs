@@ -20,6 +20,8 @@ use fastlane_sdk::{
 
 use crate::queue::{JOBS, Work};
 use crate::services::Services;
+use crate::store::Admission;
+use crate::worker::turnstile::Ticket;
 
 /// What the worker should do with the message once `drive` returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,9 @@ pub enum Outcome {
     Later(Duration),
     /// The process is shutting down: leave the message leased.
     Interrupted,
+    /// The execution waits in line for a slot: ack; it is queued again
+    /// when its turn comes.
+    Parked,
 }
 
 /// Why a step could not complete.
@@ -68,7 +73,12 @@ fn later(attempts: u32) -> Duration {
 }
 
 /// Drives the execution `execution_id` as far as it can go.
-pub async fn drive(services: &Services, execution_id: &str, attempts: u32) -> Outcome {
+pub async fn drive(
+    services: &Services,
+    execution_id: &str,
+    attempts: u32,
+    ticket: Ticket,
+) -> Outcome {
     let loaded = async {
         let execution = services.store.execution(execution_id).await?;
         let Some(execution) = execution else {
@@ -92,7 +102,7 @@ pub async fn drive(services: &Services, execution_id: &str, attempts: u32) -> Ou
         }
         Err(_) => return Outcome::Later(later(attempts)),
     };
-    match steps(services, &job, &mut execution).await {
+    match steps(services, &job, &mut execution, ticket).await {
         Ok(outcome) => outcome,
         Err(StepError::Plugin(err))
             if matches!(err.kind(), ErrorKind::Retryable | ErrorKind::Unavailable) =>
@@ -107,7 +117,13 @@ pub async fn drive(services: &Services, execution_id: &str, attempts: u32) -> Ou
             execution.status = ExecutionStatus::Failed;
             execution.finished_at = Some(Utc::now());
             execution.error = Some(err.message().to_owned());
-            finish(services, &job, execution).await
+            // A run lost with its host may be tried again elsewhere.
+            let retry = if err.kind() == ErrorKind::Lost {
+                Retry::AfterLoss
+            } else {
+                Retry::OnNonZeroExit
+            };
+            finish_as(services, &job, execution, retry).await
         }
         Err(StepError::Internal(err)) => {
             warn!(execution = execution_id, error = %err, attempts, "will try again");
@@ -135,6 +151,7 @@ fn spec(job: &Job, execution: &Execution) -> Result<ExecutionSpec, PluginError> 
         extra_hosts: job.spec.additional_dns_entries.clone(),
         cpu_limit: job.spec.cpu_limit,
         memory_limit: job.spec.memory_limit,
+        pool: None,
     })
 }
 
@@ -142,6 +159,7 @@ async fn steps(
     services: &Services,
     job: &Job,
     execution: &mut Execution,
+    ticket: Ticket,
 ) -> Result<Outcome, StepError> {
     let store = &services.store;
     let executor = services.executors.for_task(&execution.task_id);
@@ -167,8 +185,28 @@ async fn steps(
     }
 
     let placement = match &execution.placement {
-        Some(placement) => placement.clone(),
+        Some(placement) => {
+            // Placed before: nothing to wait for in line.
+            drop(ticket);
+            placement.clone()
+        }
         None => {
+            let choices = crate::admission::choices(services, job);
+            // Executions ask for slots in the order they came off the queue.
+            ticket.wait().await;
+            let admitted = store.admit(&execution.execution_id, &choices).await;
+            drop(ticket);
+            let held = match admitted? {
+                Admission::Admitted { gates } => gates,
+                Admission::Waiting { ahead } => {
+                    info!(execution = %execution.execution_id, ahead, "waiting for a slot");
+                    return Ok(Outcome::Parked);
+                }
+            };
+            let spec = ExecutionSpec {
+                pool: crate::admission::pool_held(executor.name(), &held),
+                ..spec.clone()
+            };
             let placement = executor.place(&spec).await?;
             execution.placement = Some(placement.clone());
             execution.status = ExecutionStatus::Pulling;
@@ -215,7 +253,18 @@ async fn steps(
         started_at + chrono::Duration::seconds(i64::try_from(timeout).unwrap_or(i64::MAX));
     let remaining = (deadline - Utc::now()).to_std().unwrap_or(Duration::ZERO);
 
-    match tokio::time::timeout(remaining, executor.wait(&handle)).await {
+    let cap = services.config.execution_log_max_bytes;
+    let follower = Follower(tokio::spawn(crate::logs::follow(
+        services.store.clone(),
+        executor.clone(),
+        handle.clone(),
+        execution.execution_id.clone(),
+        cap,
+    )));
+    let waited = tokio::time::timeout(remaining, executor.wait(&handle)).await;
+    // The run has ended (or was stopped): its output ends too, soon.
+    follower.finish().await;
+    match waited {
         Ok(Err(err)) if err.kind() == ErrorKind::NotFound => {
             execution.status = ExecutionStatus::Failed;
             execution.finished_at = Some(Utc::now());
@@ -233,9 +282,9 @@ async fn steps(
         Ok(exit) => {
             let exit = exit?;
             let output = executor.output(&handle).await?;
+            crate::logs::catch_up(store.as_ref(), &execution.execution_id, &output, cap).await;
             execution.exit_code = Some(exit.code);
-            execution.stdout = Some(output.stdout);
-            execution.stderr = Some(output.stderr);
+            (execution.stdout, execution.stderr) = capped(output, cap);
             execution.error = exit.error;
             execution.finished_at = Some(Utc::now());
             execution.status = if exit.code == 0 {
@@ -248,8 +297,8 @@ async fn steps(
             let grace = Duration::from_secs(services.config.stop_grace_seconds);
             executor.stop(&handle, grace).await?;
             let output = executor.output(&handle).await.unwrap_or_default();
-            execution.stdout = Some(output.stdout);
-            execution.stderr = Some(output.stderr);
+            crate::logs::catch_up(store.as_ref(), &execution.execution_id, &output, cap).await;
+            (execution.stdout, execution.stderr) = capped(output, cap);
             execution.finished_at = Some(Utc::now());
             execution.status = ExecutionStatus::Timedout;
             execution.error = Some(format!("Job execution timed out after {timeout} seconds."));
@@ -258,9 +307,67 @@ async fn steps(
     Ok(finish(services, job, execution.clone()).await)
 }
 
+/// The task following a run's output, stopped if the step is dropped.
+struct Follower(tokio::task::JoinHandle<()>);
+
+impl Follower {
+    /// How long following may go on once the run has ended.
+    const GRACE: Duration = Duration::from_secs(5);
+
+    /// Lets following end by itself, for a while; whatever it misses is
+    /// caught up from the whole output.
+    async fn finish(mut self) {
+        if tokio::time::timeout(Self::GRACE, &mut self.0)
+            .await
+            .is_err()
+        {
+            warn!("following the output did not end with the run; stopped it");
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// stdout and stderr as stored with the execution: each cut at `cap`
+/// bytes, with a note saying how much more there was.
+fn capped(output: fastlane_sdk::RunOutput, cap: u64) -> (Option<String>, Option<String>) {
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let cut = |text: String| {
+        if text.len() <= cap {
+            text
+        } else {
+            fastlane_sdk::text::truncate(&text, cap).0
+        }
+    };
+    (Some(cut(output.stdout)), Some(cut(output.stderr)))
+}
+
+/// When a failed execution gets another attempt (if the job has retries
+/// left).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// When the process exited non-zero.
+    OnNonZeroExit,
+    /// Also without an exit code: the run was lost with its host.
+    AfterLoss,
+}
+
 /// Stores a final execution (with the next attempt, when the job has
 /// retries left), queues that attempt, and tidies up the container.
-async fn finish(services: &Services, job: &Job, mut execution: Execution) -> Outcome {
+async fn finish(services: &Services, job: &Job, execution: Execution) -> Outcome {
+    finish_as(services, job, execution, Retry::OnNonZeroExit).await
+}
+
+async fn finish_as(
+    services: &Services,
+    job: &Job,
+    mut execution: Execution,
+    retry: Retry,
+) -> Outcome {
     // A user may have stopped the execution (or the job) meanwhile: that
     // status and reason stand, and a stopped run is not retried.
     let (stored, current_job) = match tokio::try_join!(
@@ -280,7 +387,7 @@ async fn finish(services: &Services, job: &Job, mut execution: Execution) -> Out
     }
     let job = current_job.as_ref().unwrap_or(job);
     let retry = (execution.status == ExecutionStatus::Failed
-        && execution.exit_code.is_some_and(|c| c != 0)
+        && (execution.exit_code.is_some_and(|c| c != 0) || retry == Retry::AfterLoss)
         && !job.stopped
         && job.retry_count < job.spec.retries)
         .then(|| next_attempt(services, job, &execution));
@@ -329,6 +436,8 @@ async fn finish(services: &Services, job: &Job, mut execution: Execution) -> Out
         }
     }
     release(services, &execution).await;
+    // Its slots are free now: the next in line may go.
+    crate::admission::wake(services).await;
     Outcome::Finished
 }
 

@@ -8,6 +8,7 @@
 //! stored.
 
 pub mod execution;
+pub mod turnstile;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +30,9 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
     let lease = Duration::from_secs(services.config.queue_lease_seconds);
     info!(concurrency, "worker started");
     let queue = Arc::clone(&services.queue);
-    consume(
+    let sweep = crate::admission::sweep(&services, shutdown.clone());
+    let turnstile = turnstile::Turnstile::new();
+    let work = consume(
         queue,
         JOBS,
         concurrency,
@@ -38,10 +41,12 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
         |delivery| {
             let services = Arc::clone(&services);
             let shutdown = shutdown.clone();
-            async move { handle(&services, delivery, lease, &shutdown).await }
+            // Taken here, in the order messages come off the queue.
+            let ticket = turnstile.ticket();
+            async move { handle(&services, delivery, ticket, lease, &shutdown).await }
         },
-    )
-    .await;
+    );
+    tokio::join!(sweep, work);
     info!("worker stopped");
 }
 
@@ -49,6 +54,7 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
 async fn handle(
     services: &Services,
     delivery: Delivery,
+    ticket: turnstile::Ticket,
     lease: Duration,
     shutdown: &CancellationToken,
 ) {
@@ -68,12 +74,12 @@ async fn handle(
         }
     };
     let outcome = tokio::select! {
-        outcome = execution::drive(services, execution_id, delivery.attempts) => outcome,
+        outcome = execution::drive(services, execution_id, delivery.attempts, ticket) => outcome,
         () = keep_lease => Outcome::Interrupted,
         () = shutdown.cancelled() => Outcome::Interrupted,
     };
     let result = match outcome {
-        Outcome::Finished => services.queue.ack(&delivery).await,
+        Outcome::Finished | Outcome::Parked => services.queue.ack(&delivery).await,
         Outcome::Later(delay) => services.queue.retry_later(&delivery, delay).await,
         Outcome::Interrupted => Ok(()),
     };

@@ -26,6 +26,10 @@ pub struct Farm {
     /// Bytes of memory a container may use when its job sets no `memoryLimit`.
     #[serde(rename = "memoryLimit", default)]
     pub memory_limit: Option<u64>,
+    /// When the farm is full or has no host to offer, its tasks may run on
+    /// the next farm whose `match` fits them too.
+    #[serde(default)]
+    pub fallthrough: bool,
 }
 
 fn default_max_running() -> u32 {
@@ -41,6 +45,83 @@ pub struct DockerExecutorConfig {
     /// Seconds to wait for a Docker API response's headers.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// When hosts are given up on.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Certificates for TLS hosts.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `DOCKER_CIRCUIT_BREAKER_*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CircuitBreakerConfig {
+    /// Connection failures in a row that open a host's circuit.
+    pub max_fails: u32,
+    /// Seconds an open circuit waits before a probe.
+    pub reset_timeout_seconds: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        Self {
+            max_fails: 5,
+            reset_timeout_seconds: 60,
+        }
+    }
+}
+
+/// `DOCKER_TLS_*`: PEM files for hosts spoken to over TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// The CA that signed the hosts' certificates.
+    pub ca_cert: Option<String>,
+    /// The client certificate.
+    pub cert: Option<String>,
+    /// Its private key.
+    pub key: Option<String>,
+    /// Speak TLS to `tcp://` and `host:port` hosts too.
+    #[serde(default)]
+    pub verify: bool,
+}
+
+/// The three files a TLS host needs, all given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA certificate.
+    pub ca_cert: std::path::PathBuf,
+    /// The client certificate.
+    pub cert: std::path::PathBuf,
+    /// Its key.
+    pub key: std::path::PathBuf,
+}
+
+impl TlsConfig {
+    /// The files, checked to exist, or which setting is missing.
+    pub fn files(&self) -> Result<TlsFiles, PluginError> {
+        let file = |value: &Option<String>, key: &str| {
+            let path = value.as_deref().filter(|p| !p.is_empty()).ok_or_else(|| {
+                PluginError::invalid_config(format!(
+                    "{key} must name a PEM file: DOCKER_HOSTS has a TLS host"
+                ))
+            })?;
+            let path = std::path::PathBuf::from(path);
+            if !path.is_file() {
+                return Err(PluginError::invalid_config(format!(
+                    "{key}: {} is not a readable file",
+                    path.display()
+                )));
+            }
+            Ok(path)
+        };
+        Ok(TlsFiles {
+            ca_cert: file(&self.ca_cert, "DOCKER_TLS_CA_CERT")?,
+            cert: file(&self.cert, "DOCKER_TLS_CERT")?,
+            key: file(&self.key, "DOCKER_TLS_KEY")?,
+        })
+    }
 }
 
 fn default_request_timeout() -> u64 {
@@ -58,6 +139,10 @@ impl DockerExecutorConfig {
             farms: serde_json::Value,
             #[serde(default = "default_request_timeout")]
             request_timeout_seconds: u64,
+            #[serde(default)]
+            circuit_breaker: CircuitBreakerConfig,
+            #[serde(default)]
+            tls: TlsConfig,
         }
         let raw: Raw = serde_json::from_value(value)
             .map_err(|e| PluginError::invalid_config(format!("docker executor: {e}")))?;
@@ -70,6 +155,8 @@ impl DockerExecutorConfig {
         let config = Self {
             farms,
             request_timeout_seconds: raw.request_timeout_seconds,
+            circuit_breaker: raw.circuit_breaker,
+            tls: raw.tls,
         };
         config.validate()?;
         Ok(config)
@@ -99,9 +186,17 @@ impl DockerExecutorConfig {
                 )));
             }
             for host in &farm.hosts {
-                HostAddr::parse(host).map_err(|e| {
+                let addr = HostAddr::parse(host).map_err(|e| {
                     PluginError::invalid_config(format!("DOCKER_HOSTS[{i}].hosts: {e}"))
                 })?;
+                if addr.uses_tls(self.tls.verify) {
+                    self.tls.files()?;
+                }
+            }
+            if self.circuit_breaker.max_fails == 0 {
+                return Err(PluginError::invalid_config(
+                    "DOCKER_CIRCUIT_BREAKER_MAX_FAILS must be at least 1",
+                ));
             }
         }
         Ok(())

@@ -4,17 +4,23 @@ use bollard::{API_DEFAULT_VERSION, Docker};
 use tokio::sync::OnceCell;
 
 use fastlane_sdk::PluginError;
+use fastlane_sdk::text::error_chain;
+
+use crate::circuit::{Circuit, CircuitSettings};
+use crate::config::TlsFiles;
 
 /// Where a Docker API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostAddr {
-    /// Plain HTTP over TCP, `host:port` (the original's only form),
-    /// `tcp://host:port` or `http://host:port`.
+    /// HTTP over TCP, `host:port` (the original's only form),
+    /// `tcp://host:port` or `http://host:port`; `https://host:port` is TLS.
     Tcp {
         /// Host name or IP.
         host: String,
         /// Port.
         port: u16,
+        /// True for `https://`: always TLS.
+        https: bool,
     },
     /// A Unix socket, `unix:///path`.
     Unix {
@@ -34,11 +40,10 @@ impl HostAddr {
                 path: path.to_owned(),
             });
         }
-        if text.starts_with("https://") {
-            return Err(format!("{text:?}: TLS Docker hosts are not supported yet"));
-        }
+        let https = text.starts_with("https://");
         let rest = text
-            .strip_prefix("tcp://")
+            .strip_prefix("https://")
+            .or_else(|| text.strip_prefix("tcp://"))
             .or_else(|| text.strip_prefix("http://"))
             .unwrap_or(text)
             .trim_end_matches('/');
@@ -57,7 +62,17 @@ impl HostAddr {
         Ok(Self::Tcp {
             host: host.to_owned(),
             port,
+            https,
         })
+    }
+
+    /// True when fastlane speaks TLS to it: `https://` hosts, and TCP
+    /// hosts when `DOCKER_TLS_VERIFY` is on.
+    pub fn uses_tls(&self, verify: bool) -> bool {
+        match self {
+            Self::Tcp { https, .. } => *https || verify,
+            Self::Unix { .. } => false,
+        }
     }
 }
 
@@ -67,18 +82,30 @@ pub struct Host {
     /// The host exactly as configured; this is its name everywhere.
     pub name: String,
     addr: HostAddr,
+    /// The certificates, when fastlane speaks TLS to it.
+    tls: Option<TlsFiles>,
     timeout_seconds: u64,
     client: OnceCell<Docker>,
+    /// Whether the host is given up on.
+    pub circuit: Circuit,
 }
 
 impl Host {
     /// A host whose address already parsed.
-    pub fn new(name: &str, addr: HostAddr, timeout_seconds: u64) -> Self {
+    pub fn new(
+        name: &str,
+        addr: HostAddr,
+        tls: Option<TlsFiles>,
+        timeout_seconds: u64,
+        circuit: CircuitSettings,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             addr,
+            tls,
             timeout_seconds,
             client: OnceCell::new(),
+            circuit: Circuit::new(circuit),
         }
     }
 
@@ -87,31 +114,44 @@ impl Host {
     pub async fn client(&self) -> Result<&Docker, PluginError> {
         self.client
             .get_or_try_init(|| async {
-                let docker = match &self.addr {
-                    HostAddr::Unix { path } => {
+                let docker = match (&self.addr, &self.tls) {
+                    (HostAddr::Unix { path }, _) => {
                         Docker::connect_with_unix(path, self.timeout_seconds, API_DEFAULT_VERSION)
                     }
-                    HostAddr::Tcp { host, port } => Docker::connect_with_http(
+                    (HostAddr::Tcp { host, port, .. }, Some(tls)) => Docker::connect_with_ssl(
+                        &format!("{host}:{port}"),
+                        &tls.key,
+                        &tls.cert,
+                        &tls.ca_cert,
+                        self.timeout_seconds,
+                        API_DEFAULT_VERSION,
+                    ),
+                    (HostAddr::Tcp { host, port, .. }, None) => Docker::connect_with_http(
                         &format!("tcp://{host}:{port}"),
                         self.timeout_seconds,
                         API_DEFAULT_VERSION,
                     ),
                 }
-                .map_err(|e| self.unavailable(&e))?;
+                .map_err(|e| self.unavailable(&error_chain(&e)))?;
                 docker
                     .negotiate_version()
                     .await
-                    .map_err(|e| self.unavailable(&e))
+                    .map_err(|e| self.unavailable(&error_chain(&e)))
             })
             .await
     }
 
-    /// An [`fastlane_sdk::ErrorKind::Unavailable`] error naming this host.
+    /// An [`fastlane_sdk::ErrorKind::Unavailable`] error naming this host,
+    /// counted against its circuit.
     pub fn unavailable(&self, err: &dyn std::fmt::Display) -> PluginError {
-        PluginError::unavailable(format!(
-            "connection to docker host {} failed: {err}",
-            self.name
-        ))
+        let message = format!("connection to docker host {} failed: {err}", self.name);
+        self.circuit.failed(&message);
+        PluginError::unavailable(message)
+    }
+
+    /// The host answered: its circuit closes.
+    pub fn answered(&self) {
+        self.circuit.succeeded();
     }
 }
 
@@ -124,6 +164,7 @@ mod tests {
         let tcp = |h: &str, p| HostAddr::Tcp {
             host: h.into(),
             port: p,
+            https: false,
         };
         assert_eq!(
             HostAddr::parse("localhost:2375"),
@@ -140,6 +181,14 @@ mod tests {
         );
         assert_eq!(HostAddr::parse("http://d:2/"), Ok(tcp("d", 2)));
         assert_eq!(HostAddr::parse("[::1]:2375"), Ok(tcp("::1", 2375)));
+        assert_eq!(
+            HostAddr::parse("https://secure:2376"),
+            Ok(HostAddr::Tcp {
+                host: "secure".into(),
+                port: 2376,
+                https: true
+            })
+        );
         assert_eq!(
             HostAddr::parse("unix:///run/podman.sock"),
             Ok(HostAddr::Unix {
@@ -158,7 +207,7 @@ mod tests {
             "a:0",
             "a:70000",
             "unix://relative.sock",
-            "https://secure:2376",
+            "https://secure",
         ] {
             assert!(HostAddr::parse(bad).is_err(), "{bad} should be refused");
         }

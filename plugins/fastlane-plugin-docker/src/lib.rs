@@ -7,12 +7,15 @@
 //!
 //! # Layout
 //! - [`config`]: farms and hosts as the operator writes them (`DOCKER_HOSTS`).
-//! - [`host`]: one Docker API endpoint, its address forms and its client.
+//! - [`host`]: one Docker API endpoint, its address forms (TLS included)
+//!   and its client.
+//! - [`circuit`]: each host's circuit breaker.
 //! - [`image`]: splitting `registry:port/name:tag@digest` references.
 //! - [`executor`]: [`DockerExecutor`], the [`fastlane_sdk::Executor`] itself.
 //!
 //! Register it with [`register`].
 
+pub mod circuit;
 pub mod config;
 pub mod executor;
 pub mod host;

@@ -34,6 +34,7 @@ fn spec(argv: &[&str]) -> ExecutionSpec {
         extra_hosts: vec![("db.internal".to_owned(), "10.1.2.3".to_owned())],
         cpu_limit: None,
         memory_limit: None,
+        pool: None,
     }
 }
 
