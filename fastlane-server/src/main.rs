@@ -1,4 +1,5 @@
-//! The `fastlane` command: `standalone`, `config`, `openapi`, `version`.
+//! The `fastlane` command: `standalone`, `api`, `worker`, `prune`, `config`,
+//! `openapi`, `version`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use fastlane_server::config::Config;
+use fastlane_server::roles::WorkerRoles;
 
 /// A container job queue: POST a command and an image, and fastlane runs it
 /// in a container and keeps its status, exit code and output.
@@ -33,6 +35,41 @@ enum Command {
         /// Port to listen on (0 picks a free one and prints it).
         #[arg(short, long, default_value_t = 10000)]
         port: u16,
+        /// A TOML configuration file (see `fastlane config`).
+        #[arg(short, long = "config-file")]
+        config: Option<PathBuf>,
+    },
+    /// The HTTP API alone, on the shared queue (REDIS_URL) and store
+    /// (STORE_URL); run any number of them next to `fastlane worker`s.
+    Api {
+        /// Address to listen on.
+        #[arg(short = 'b', long = "host", default_value = "0.0.0.0")]
+        host: IpAddr,
+        /// Port to listen on (0 picks a free one and prints it).
+        #[arg(short, long, default_value_t = 10000)]
+        port: u16,
+        /// A TOML configuration file (see `fastlane config`).
+        #[arg(short, long = "config-file")]
+        config: Option<PathBuf>,
+    },
+    /// Runs jobs, fires scheduled ones and sends notifications, from the
+    /// shared queue (REDIS_URL) and store (STORE_URL); run any number.
+    Worker {
+        /// Names this worker in its logs (default: <hostname>-<pid>).
+        #[arg(short = 'i', long = "id")]
+        id: Option<String>,
+        /// Don't run jobs (the `jobs` queue).
+        #[arg(long)]
+        no_jobs: bool,
+        /// Don't fire delayed and cron jobs, reconcile or prune.
+        #[arg(long)]
+        no_monitor: bool,
+        /// Don't send e-mail and plugin notifications.
+        #[arg(long)]
+        no_notify: bool,
+        /// Don't deliver webhooks.
+        #[arg(long)]
+        no_webhooks: bool,
         /// A TOML configuration file (see `fastlane config`).
         #[arg(short, long = "config-file")]
         config: Option<PathBuf>,
@@ -95,21 +132,63 @@ fn main() -> ExitCode {
         }
         Command::Standalone { host, port, config } => {
             init_logging(cli.verbose);
-            match standalone(SocketAddr::new(host, port), config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("fastlane: {err:#}");
-                    ExitCode::FAILURE
-                }
+            exit(run(config, |config| {
+                fastlane_server::commands::standalone(config, SocketAddr::new(host, port))
+            }))
+        }
+        Command::Api { host, port, config } => {
+            init_logging(cli.verbose);
+            exit(run(config, |config| {
+                fastlane_server::commands::api(config, SocketAddr::new(host, port))
+            }))
+        }
+        Command::Worker {
+            id,
+            no_jobs,
+            no_monitor,
+            no_notify,
+            no_webhooks,
+            config,
+        } => {
+            init_logging(cli.verbose);
+            let roles = WorkerRoles {
+                jobs: !no_jobs,
+                monitor: !no_monitor,
+                notify: !no_notify,
+                webhooks: !no_webhooks,
+            };
+            if roles == WorkerRoles::NONE {
+                eprintln!("fastlane: a worker with every role switched off would do nothing");
+                return ExitCode::FAILURE;
             }
+            let id = id.unwrap_or_else(fastlane_server::commands::default_id);
+            exit(run(config, |config| {
+                fastlane_server::commands::worker(config, id, roles)
+            }))
         }
     }
 }
 
-fn standalone(bind: SocketAddr, file: Option<PathBuf>) -> anyhow::Result<()> {
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fastlane: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration (`file`, then the environment) and runs
+/// `command` with it on a multi-threaded runtime.
+fn run<F, Fut>(file: Option<PathBuf>, command: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let env: HashMap<String, String> = std::env::vars().collect();
     let config = Config::load(file.as_deref(), &env)?;
-    tokio::runtime::Runtime::new()?.block_on(fastlane_server::standalone::run(config, bind))
+    tokio::runtime::Runtime::new()?.block_on(command(config))
 }
 
 /// Prunes defunct containers; false when some host could not be pruned.

@@ -24,7 +24,7 @@ use fastlane_sdk::{
 
 use crate::config::Config;
 use crate::queue::consumer::consume;
-use crate::queue::{Delivery as QueueDelivery, NOTIFY, Work};
+use crate::queue::{Delivery as QueueDelivery, NOTIFY, WEBHOOKS, Work};
 use crate::redact::redact_envs;
 use crate::services::Services;
 
@@ -151,19 +151,31 @@ pub async fn announce(services: &Services, job: &Job, execution: &Execution) -> 
                     event,
                     index,
                 };
-                services.queue.enqueue(NOTIFY, &work, None).await?;
+                services
+                    .queue
+                    .enqueue(queue_of(notifier), &work, None)
+                    .await?;
             }
         }
     }
     Ok(())
 }
 
-/// Consumes the notification queue until `shutdown`.
-pub async fn run(services: Services, shutdown: CancellationToken) {
+/// The queue deliveries of `notifier` wait in.
+pub fn queue_of(notifier: &str) -> &'static str {
+    if notifier == "webhook" {
+        WEBHOOKS
+    } else {
+        NOTIFY
+    }
+}
+
+/// Consumes a notification queue (`notify` or `webhooks`) until `shutdown`.
+pub async fn run(services: Services, queue_name: &'static str, shutdown: CancellationToken) {
     let services = Arc::new(services);
     let lease = Duration::from_secs(services.config.queue_lease_seconds);
     let queue = Arc::clone(&services.queue);
-    consume(queue, NOTIFY, CONCURRENCY, lease, shutdown, |message| {
+    consume(queue, queue_name, CONCURRENCY, lease, shutdown, |message| {
         let services = Arc::clone(&services);
         async move {
             let settled = match deliver(&services, &message).await {

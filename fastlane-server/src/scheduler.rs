@@ -208,7 +208,7 @@ mod tests {
             libraries: Default::default(),
             executors: crate::executors::Executors::single(
                 registry
-                    .build_executor("docker", serde_json::json!({"farms": config.docker_hosts}))
+                    .build_executor("docker", config.docker_executor())
                     .expect("executor"),
             ),
             store: Arc::new(SqliteStore::new(db.clone())),
@@ -248,6 +248,7 @@ mod tests {
                 concurrency_policy: Default::default(),
                 cpu_limit: None,
                 memory_limit: None,
+                max_concurrent: None,
             },
         }
     }

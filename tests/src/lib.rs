@@ -10,8 +10,17 @@
 //! - `FASTLANE_TEST_DOCKER_HOSTS`: the `DOCKER_HOSTS` the servers get
 //!   (default: the Podman socket `scripts/services.sh` starts).
 //! - `FASTLANE_TEST_IMAGE`: the image jobs run (default `busybox`).
+//!
+//! [`browser`] drives a headless Chromium for the tests of the pages
+//! (`FASTLANE_TEST_CHROMIUM`, `FASTLANE_TEST_CHROMEDRIVER`).
 
+pub mod browser;
+pub mod engine;
+pub mod postgres;
+pub mod processes;
 pub mod receiver;
+pub mod redis;
+pub mod redis_topologies;
 pub mod smtp;
 
 use std::io::{BufRead, BufReader};
@@ -50,10 +59,13 @@ pub fn docker_hosts() -> String {
     })
 }
 
-/// A running `fastlane standalone`, killed when dropped.
+/// A running `fastlane standalone` (or `fastlane api`), killed when
+/// dropped.
 #[derive(Debug)]
 pub struct Server {
     child: Option<Child>,
+    /// `standalone` or `api`.
+    command: &'static str,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The data directory, kept across restarts.
@@ -63,12 +75,23 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a server with a fresh data directory and extra environment.
+    /// Starts `fastlane standalone` with a fresh data directory and extra
+    /// environment.
     pub async fn start(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_command("standalone", env)
+    }
+
+    /// Starts `fastlane api` (it needs `REDIS_URL` and `STORE_URL` in `env`).
+    pub async fn start_api(env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_command("api", env)
+    }
+
+    fn start_command(command: &'static str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let data_dir = std::env::temp_dir().join(format!("fastlane-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&data_dir)?;
         let mut server = Self {
             child: None,
+            command,
             base: String::new(),
             data_dir,
             env: env
@@ -91,7 +114,7 @@ impl Server {
             .open(self.data_dir.join("server.log"))?;
         let mut command = Command::new(binary());
         command
-            .args(["standalone", "-b", "127.0.0.1", "-p", "0"])
+            .args([self.command, "-b", "127.0.0.1", "-p", "0"])
             .env("FASTLANE_DATA_DIR", &self.data_dir)
             .env("DOCKER_HOSTS", docker_hosts())
             .env("RUST_LOG", "info")

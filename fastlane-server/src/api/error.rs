@@ -9,6 +9,7 @@ use crate::store::StoreError;
 
 /// The body of every error response.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ErrorBody {
     /// What went wrong, for humans.
     pub error: String,
@@ -34,6 +35,15 @@ pub enum ApiError {
     /// The store or the queue is down; try again later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
+}
+
+impl poem_openapi::types::Example for ErrorBody {
+    fn example() -> Self {
+        Self {
+            error: "Task (hello-world) or Job (4b1c…) not found.".to_owned(),
+            operation: "retrieve_execution_details".to_owned(),
+        }
+    }
 }
 
 fn body(operation: &str, error: impl Into<String>) -> Json<ErrorBody> {

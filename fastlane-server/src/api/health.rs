@@ -28,6 +28,7 @@ pub struct HealthError {
 
 /// Health of the store and the queue.
 #[derive(Debug, Object)]
+#[oai(example)]
 pub struct Health {
     /// True when the store answered.
     pub store: bool,
@@ -35,6 +36,16 @@ pub struct Health {
     pub queue: bool,
     /// What failed, if anything.
     pub errors: Vec<HealthError>,
+}
+
+impl poem_openapi::types::Example for Health {
+    fn example() -> Self {
+        Self {
+            store: true,
+            queue: true,
+            errors: Vec::new(),
+        }
+    }
 }
 
 /// The health check's answer.
@@ -165,6 +176,20 @@ pub struct Status {
     pub fastlane: About,
     /// The plugin libraries `PLUGINS` names, loaded or refused.
     pub plugins: Vec<PluginLibraryView>,
+    /// Every concurrency limit in use: how many executions hold a slot and
+    /// how many wait for one.
+    pub limits: Vec<LimitView>,
+}
+
+/// One concurrency limit, as `/status` shows it.
+#[derive(Debug, Object)]
+pub struct LimitView {
+    /// `pool:<executor>:<pool>` (a farm's `maxRunning`) or `task:<task id>`.
+    pub gate: String,
+    /// Executions holding a slot (placed, starting or running).
+    pub running: u64,
+    /// Executions waiting in line for a slot.
+    pub waiting: u64,
 }
 
 /// A `PLUGINS` library, as `/status` shows it.
@@ -300,6 +325,7 @@ impl HealthApi {
             crate::queue::JOBS,
             crate::queue::SCHEDULE,
             crate::queue::NOTIFY,
+            crate::queue::WEBHOOKS,
         ] {
             let length = lengths.get(queue).copied().unwrap_or(0);
             metrics.gauge(
@@ -391,6 +417,18 @@ impl HealthApi {
             .lengths()
             .await
             .map_err(ApiError::queue(OP))?;
+        let limits = services
+            .store
+            .gate_usage()
+            .await
+            .map_err(ApiError::store(OP))?
+            .into_iter()
+            .map(|usage| LimitView {
+                gate: usage.key,
+                running: usage.running,
+                waiting: usage.waiting,
+            })
+            .collect();
         let executor = services.executors.status().await;
         let mut hosts: Vec<HostView> = executor.hosts.into_iter().map(Into::into).collect();
         hosts.sort_by_key(|h| !h.available);
@@ -413,6 +451,7 @@ impl HealthApi {
                 executor: services.executors.names().join(","),
             },
             plugins: services.libraries.iter().map(Into::into).collect(),
+            limits,
         }))
     }
 }

@@ -348,6 +348,12 @@ async fn submit(
         }
         Some(slot) => (scheduler::firing(&job, slot), SCHEDULE, Some(slot), None),
     };
+    // Nothing is written while the queue is away: the job could not run.
+    services
+        .queue
+        .ping()
+        .await
+        .map_err(ApiError::queue(operation))?;
     services
         .store
         .create_job(&job, execution.as_ref())

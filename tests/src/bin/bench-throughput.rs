@@ -1,5 +1,5 @@
-//! Throughput benchmark: how fast one `fastlane standalone` turns submitted
-//! jobs into finished containers on the local engine, and what it costs.
+//! Throughput benchmark: how fast fastlane turns submitted jobs into
+//! finished containers on the local engine, and what it costs.
 //!
 //! Run with (after `scripts/services.sh`):
 //!
@@ -9,10 +9,15 @@
 //!     cargo run --release -p fastlane-tests --bin bench-throughput -- 200 8
 //! ```
 //!
-//! Arguments: number of jobs (default 200) and `WORKER_CONCURRENCY`
-//! (default 8). It submits every job at once (64 requests in flight), waits
-//! for all of them to finish, and prints submission latency, queue wait,
-//! end-to-end latency, overall jobs per second and the server's peak RSS.
+//! Arguments: number of jobs (default 200), `WORKER_CONCURRENCY` (default
+//! 8), and a number of workers (default 0). With 0 it measures one
+//! `fastlane standalone` on its embedded store and queue; with N it measures
+//! one `fastlane api` and N `fastlane worker`s on a private Redis and a fresh
+//! PostgreSQL schema, with the engine's two listeners as two hosts. It
+//! submits every job at once (64 requests in flight), waits for all of them
+//! to finish, and prints submission latency, queue wait, end-to-end latency,
+//! overall jobs per second and each process's peak RSS.
+//! `FASTLANE_BENCH_DOCKER_HOSTS` replaces the workers' `DOCKER_HOSTS`.
 
 use std::time::{Duration, Instant};
 
@@ -56,8 +61,41 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let jobs: usize = args.next().map_or(Ok(200), |a| a.parse())?;
     let concurrency = args.next().unwrap_or_else(|| "8".to_owned());
-    let server =
-        Server::start(&[("WORKER_CONCURRENCY", &concurrency), ("RUST_LOG", "warn")]).await?;
+    let workers: usize = args.next().map_or(Ok(0), |a| a.parse())?;
+
+    // Kept alive until the end: the networked deployment's parts.
+    let mut redis = None;
+    let mut worker_processes = Vec::new();
+    let server = if workers == 0 {
+        Server::start(&[("WORKER_CONCURRENCY", &concurrency), ("RUST_LOG", "warn")]).await?
+    } else {
+        let queue = fastlane_tests::redis::RedisServer::start().await?;
+        let redis_url = queue.url();
+        redis = Some(queue);
+        let store = fastlane_tests::postgres::fresh_store_url()?;
+        let unix = std::env::var("FASTLANE_TEST_DOCKER_UNIX")
+            .unwrap_or_else(|_| "unix:///run/fastlane/podman.sock".to_owned());
+        let tcp = std::env::var("FASTLANE_TEST_DOCKER_TCP")
+            .unwrap_or_else(|_| "127.0.0.1:23750".to_owned());
+        let hosts = std::env::var("FASTLANE_BENCH_DOCKER_HOSTS").unwrap_or_else(|_| {
+            json!([{"match": "", "hosts": [unix, tcp], "maxRunning": 100}]).to_string()
+        });
+        let env = [
+            ("STORE_URL", store.as_str()),
+            ("REDIS_URL", redis_url.as_str()),
+            ("DOCKER_HOSTS", hosts.as_str()),
+            ("WORKER_CONCURRENCY", concurrency.as_str()),
+            ("RUST_LOG", "warn"),
+        ];
+        for i in 0..workers {
+            worker_processes.push(fastlane_tests::processes::Worker::start(
+                &format!("bench-{i}"),
+                &[],
+                &env,
+            )?);
+        }
+        Server::start_api(&env).await?
+    };
 
     let started = Instant::now();
     let submissions = futures_util::stream::iter(0..jobs)
@@ -99,8 +137,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let all_done = started.elapsed();
 
+    let deployment = if workers == 0 {
+        "one fastlane standalone".to_owned()
+    } else {
+        format!("one fastlane api and {workers} fastlane worker(s) on Redis and PostgreSQL")
+    };
     println!(
-        "jobs: {jobs}, WORKER_CONCURRENCY: {concurrency}, image: {}",
+        "{deployment}; jobs: {jobs}, WORKER_CONCURRENCY: {concurrency}, image: {}",
         image()
     );
     println!(
@@ -115,9 +158,20 @@ async fn main() -> anyhow::Result<()> {
     row("submit (POST → 200)", submit_ms);
     row("queue wait (created → started)", queue_wait_ms);
     row("end to end (created → finished)", end_to_end_ms);
+    println!();
     if let Some(kib) = server.pid().and_then(peak_rss_kib) {
-        println!();
         println!("server peak RSS: {:.1} MiB", kib as f64 / 1024.0);
     }
+    for worker in &worker_processes {
+        if let Some(kib) = worker.pid().and_then(peak_rss_kib) {
+            println!(
+                "worker {} peak RSS: {:.1} MiB",
+                worker.id,
+                kib as f64 / 1024.0
+            );
+        }
+    }
+    drop(worker_processes);
+    drop(redis);
     Ok(())
 }
