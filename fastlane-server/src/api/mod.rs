@@ -12,6 +12,7 @@ mod error;
 mod executions;
 mod health;
 mod job_request;
+mod logs;
 mod tasks;
 mod urls;
 mod views;
@@ -45,6 +46,7 @@ type Apis = (
     control::ControlApi,
     executions::ExecutionsApi,
     blacklist::BlacklistApi,
+    logs::LogsApi,
 );
 
 /// The OpenAPI service: the operations and their document.
@@ -56,6 +58,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             control::ControlApi,
             executions::ExecutionsApi,
             blacklist::BlacklistApi,
+            logs::LogsApi,
         ),
         "fastlane",
         env!("CARGO_PKG_VERSION"),

@@ -22,7 +22,7 @@ pub struct Link {
 
 /// The answer to a job submission.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 pub struct JobCreated {
     /// The task id from the URL.
     pub task_id: String,
@@ -41,6 +41,23 @@ pub struct JobCreated {
     pub job_url: String,
     /// The task's URL.
     pub task_url: String,
+}
+
+impl poem_openapi::types::Example for JobCreated {
+    fn example() -> Self {
+        let base = "http://localhost:10000/tasks/hello-world/";
+        let job_id = "4b1c7c43-5b5e-4d4c-9d43-2f0a2f1c6a1e";
+        let execution_id = "9f0d2a61-8a7e-4c1f-b6f0-0c7b0f3e2d11";
+        Self {
+            task_id: "hello-world".to_owned(),
+            job_id: job_id.to_owned(),
+            execution_id: Some(execution_id.to_owned()),
+            execution_url: Some(format!("{base}jobs/{job_id}/executions/{execution_id}/")),
+            queue_job_id: Some(execution_id.to_owned()),
+            job_url: format!("{base}jobs/{job_id}/"),
+            task_url: base.to_owned(),
+        }
+    }
 }
 
 /// A task in a listing.
@@ -146,7 +163,7 @@ impl From<ExecutionStatus> for StatusView {
 
 /// One execution.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example)]
 pub struct ExecutionView {
     /// The execution's UUID.
     pub execution_id: String,
@@ -183,6 +200,34 @@ pub struct ExecutionView {
     pub error: Option<String>,
     /// Its URL.
     pub url: String,
+}
+
+impl poem_openapi::types::Example for ExecutionView {
+    fn example() -> Self {
+        let at = |s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        Self {
+            execution_id: "9f0d2a61-8a7e-4c1f-b6f0-0c7b0f3e2d11".to_owned(),
+            created_at: at("2026-11-23T12:00:00Z"),
+            request_ip_address: Some("127.0.0.1".to_owned()),
+            started_at: Some(at("2026-11-23T12:00:01Z")),
+            finished_at: Some(at("2026-11-23T12:00:02Z")),
+            image: "busybox:latest".to_owned(),
+            command: "echo 'it works'".to_owned(),
+            metadata: serde_json::json!({
+                "docker_host": "unix:///run/podman/podman.sock",
+                "container_id": "3c9e1f…",
+            }),
+            status: StatusView::Done,
+            exit_code: Some(0),
+            log: Some("it works\n".to_owned()),
+            error: Some(String::new()),
+            url: "http://localhost:10000/tasks/hello-world/jobs/4b1c7c43-5b5e-4d4c-9d43-2f0a2f1c6a1e/executions/9f0d2a61-8a7e-4c1f-b6f0-0c7b0f3e2d11/".to_owned(),
+        }
+    }
 }
 
 /// A job with its newest executions.
