@@ -88,13 +88,15 @@ start_podman() {
     if ! api_up --unix-socket "$PODMAN_SOCK" http://d/_ping; then
         log "starting podman on unix://$PODMAN_SOCK"
         rm -f "$PODMAN_SOCK"
-        setsid nohup podman system service --time=0 "unix://$PODMAN_SOCK" \
-            >"$RUN_DIR/podman-unix.log" 2>&1 </dev/null 3>&- &
+        # From /: conmon fails ("Failed to get working directory") once the
+        # directory the service was started in is gone, e.g. a CI checkout.
+        (cd / && setsid nohup podman system service --time=0 "unix://$PODMAN_SOCK" \
+            >"$RUN_DIR/podman-unix.log" 2>&1 </dev/null 3>&- &)
     fi
     if ! api_up "http://$PODMAN_TCP/_ping"; then
         log "starting podman on tcp:$PODMAN_TCP"
-        setsid nohup podman system service --time=0 "tcp:$PODMAN_TCP" \
-            >"$RUN_DIR/podman-tcp.log" 2>&1 </dev/null 3>&- &
+        (cd / && setsid nohup podman system service --time=0 "tcp:$PODMAN_TCP" \
+            >"$RUN_DIR/podman-tcp.log" 2>&1 </dev/null 3>&- &)
     fi
     for _ in $(seq 1 100); do
         if api_up --unix-socket "$PODMAN_SOCK" http://d/_ping && api_up "http://$PODMAN_TCP/_ping"; then
