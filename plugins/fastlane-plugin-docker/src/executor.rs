@@ -1,7 +1,7 @@
 //! [`DockerExecutor`]: the [`Executor`] on a pool of Docker API hosts.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
@@ -644,24 +644,38 @@ impl Executor for DockerExecutor {
                 host: self.hosts[*only].name.clone(),
             });
         }
-        let mut loads: Vec<(usize, &Host)> = Vec::new();
-        let mut last_error = None;
-        // All hosts at once: a listing takes the engine a while under load.
+        // Only hosts whose last listing is too old to count are listed, all
+        // at once: a listing takes the engine a while under load.
+        let stale: Vec<usize> = open
+            .iter()
+            .copied()
+            .filter(|&i| self.hosts[i].load.current(Instant::now()).is_none())
+            .collect();
         let listings = futures_util::future::join_all(
-            open.iter()
+            stale
+                .iter()
                 .map(|&index| self.list(&self.hosts[index], false)),
         )
         .await;
-        for (&index, listing) in open.iter().zip(listings) {
+        let mut last_error = None;
+        for (&index, listing) in stale.iter().zip(listings) {
             let host = &self.hosts[index];
             match listing {
-                Ok(running) => loads.push((running.len(), host)),
+                Ok(running) => host.load.listed(running.len(), Instant::now()),
                 Err(err) => {
                     warn!(host = %host.name, error = %err, "docker host unavailable for placement");
                     last_error = Some(err);
                 }
             }
         }
+        let now = Instant::now();
+        let loads: Vec<(usize, &Host)> = open
+            .iter()
+            .filter_map(|&i| {
+                let host = &self.hosts[i];
+                host.load.current(now).map(|running| (running, host))
+            })
+            .collect();
         // The least loaded; hosts that tie take turns, so that an idle farm
         // spreads its work instead of sending it all to the first host.
         let least = loads.iter().map(|(n, _)| *n).min();
@@ -677,9 +691,12 @@ impl Executor for DockerExecutor {
             tied[turn % tied.len()]
         });
         match best {
-            Some(host) => Ok(Placement {
-                host: host.name.clone(),
-            }),
+            Some(host) => {
+                host.load.placed();
+                Ok(Placement {
+                    host: host.name.clone(),
+                })
+            }
             None => Err(PluginError::unavailable(format!(
                 "no host of farm {:?} is reachable: {}",
                 farm.pattern,
@@ -801,6 +818,7 @@ impl Executor for DockerExecutor {
                     )));
                 }
                 _ => {
+                    host.load.ended();
                     return Ok(ExitStatus {
                         code: state.exit_code.unwrap_or(-1),
                         error: state.error.filter(|e| !e.is_empty()),
@@ -879,7 +897,10 @@ impl Executor for DockerExecutor {
         let mut status = ExecutorStatus::default();
         for ((farm, host), listed) in pairs.into_iter().zip(listings) {
             let (available, error, running) = match listed {
-                Ok(Ok(running)) => (true, None, running),
+                Ok(Ok(running)) => {
+                    host.load.listed(running.len(), Instant::now());
+                    (true, None, running)
+                }
                 Ok(Err(err)) => (false, Some(err.to_string()), Vec::new()),
                 Err(_) => (
                     false,

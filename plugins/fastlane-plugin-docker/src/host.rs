@@ -8,6 +8,7 @@ use fastlane_sdk::text::error_chain;
 
 use crate::circuit::{Circuit, CircuitSettings};
 use crate::config::TlsFiles;
+use crate::load::Load;
 
 /// Where a Docker API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +89,8 @@ pub struct Host {
     client: OnceCell<Docker>,
     /// Whether the host is given up on.
     pub circuit: Circuit,
+    /// How many executions run on it, as placement counts them.
+    pub load: Load,
 }
 
 impl Host {
@@ -106,6 +109,7 @@ impl Host {
             timeout_seconds,
             client: OnceCell::new(),
             circuit: Circuit::new(circuit),
+            load: Load::default(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`host`]: one Docker API endpoint, its address forms (TLS included)
 //!   and its client.
 //! - [`circuit`]: each host's circuit breaker.
+//! - [`load`]: each host's running count, as placement sees it.
 //! - [`image`]: splitting `registry:port/name:tag@digest` references.
 //! - [`executor`]: [`DockerExecutor`], the [`fastlane_sdk::Executor`] itself.
 //!
@@ -20,6 +21,7 @@ pub mod config;
 pub mod executor;
 pub mod host;
 pub mod image;
+pub mod load;
 
 use std::sync::Arc;
 
