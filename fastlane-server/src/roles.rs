@@ -37,6 +37,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::Config;
 use crate::queue::{NOTIFY, WEBHOOKS};
 use crate::services::Services;
+use crate::worker::Reconcile;
 use crate::{api, notify, scheduler, worker};
 
 /// How often the monitor queues again the unfinished executions no queue
@@ -139,7 +140,9 @@ pub async fn run(
         .executors
         .set_blacklist(&services.store.blacklist().await?);
     if roles.monitor {
-        reconcile(&services).instrument(span.clone()).await?;
+        reconcile(&services, Reconcile::All)
+            .instrument(span.clone())
+            .await?;
     }
 
     let mut tasks = JoinSet::new();
@@ -217,25 +220,26 @@ pub async fn run(
     result
 }
 
-/// Puts every unfinished execution back in the queue (a no-op for those
-/// already there): nothing the API accepted waits forever because a process
-/// died, or the queue failed, between storing an execution and queueing it.
-async fn reconcile(services: &Services) -> anyhow::Result<()> {
-    let requeued = worker::reconcile(services).await?;
+/// Puts unfinished executions back in the queue (a no-op for those already
+/// there): nothing the API accepted waits forever because a process died, or
+/// the queue failed, between storing an execution and queueing it.
+async fn reconcile(services: &Services, which: Reconcile) -> anyhow::Result<()> {
+    let requeued = worker::reconcile(services, which).await?;
     if requeued > 0 {
         info!(requeued, "queued unfinished executions again");
     }
     Ok(())
 }
 
-/// [`reconcile`] every [`RECONCILE`] until `shutdown`.
+/// [`reconcile`] every [`RECONCILE`] until `shutdown`, leaving executions
+/// waiting in the admission line to its sweep.
 async fn keep_reconciling(services: Services, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(RECONCILE) => {}
             () = shutdown.cancelled() => return,
         }
-        if let Err(err) = reconcile(&services).await {
+        if let Err(err) = reconcile(&services, Reconcile::NotWaiting).await {
             warn!(error = %format!("{err:#}"), "cannot reconcile unfinished executions; will try again");
         }
     }

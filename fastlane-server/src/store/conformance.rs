@@ -358,6 +358,10 @@ pub async fn a_gate_admits_up_to_its_limit_then_lines_up(store: Arc<dyn Store>) 
     assert_eq!(admit(a).await, admitted(), "asking again changes nothing");
     assert_eq!(admit(d).await, Admission::Waiting { ahead: 1 });
     assert!(store.admissible().await.expect("admissible").is_empty());
+    assert_eq!(
+        store.waiting().await.expect("waiting"),
+        [c.execution_id.as_str(), d.execution_id.as_str()]
+    );
 
     let mut done = a.clone();
     done.status = ExecutionStatus::Done;
@@ -368,6 +372,10 @@ pub async fn a_gate_admits_up_to_its_limit_then_lines_up(store: Arc<dyn Store>) 
     );
     assert_eq!(admit(d).await, Admission::Waiting { ahead: 1 });
     assert_eq!(admit(c).await, admitted());
+    assert_eq!(
+        store.waiting().await.expect("waiting"),
+        std::slice::from_ref(&d.execution_id)
+    );
     assert_eq!(
         store.gate_usage().await.expect("usage"),
         [GateUsage {

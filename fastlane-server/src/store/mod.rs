@@ -392,6 +392,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The executions in line that would be admitted now, first come first.
     async fn admissible(&self) -> Result<Vec<String>, StoreError>;
 
+    /// Every execution waiting in line, first come first.
+    async fn waiting(&self) -> Result<Vec<String>, StoreError>;
+
     /// How full every gate in use is.
     async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError>;
 

@@ -982,6 +982,16 @@ impl Store for MongoStore {
         .await
     }
 
+    async fn waiting(&self) -> Result<Vec<String>, StoreError> {
+        admission::change(&self.db, |line| {
+            line.waiting
+                .iter()
+                .map(|w| w.execution_id.clone())
+                .collect()
+        })
+        .await
+    }
+
     async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
         admission::change(&self.db, |line| {
             super::usage_of(line.held(), &line.choices())

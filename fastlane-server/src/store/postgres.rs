@@ -659,6 +659,16 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    async fn waiting(&self) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        lock_admission(&tx).await?;
+        give_back_finished(&tx).await?;
+        let (ids, _) = read_line(&tx).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(ids)
+    }
+
     async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;

@@ -672,6 +672,19 @@ impl Store for SqliteStore {
             .await?)
     }
 
+    async fn waiting(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .db
+            .call(|conn| {
+                let tx = conn.transaction()?;
+                give_back_finished(&tx)?;
+                let (ids, _) = read_line(&tx)?;
+                tx.commit()?;
+                Ok(ids)
+            })
+            .await?)
+    }
+
     async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
         Ok(self
             .db

@@ -88,11 +88,30 @@ async fn handle(
     }
 }
 
-/// Puts every unfinished execution back in the queue (a no-op for those
-/// already there): nothing the API accepted waits forever because a process
-/// died between storing an execution and queueing it.
-pub async fn reconcile(services: &Services) -> anyhow::Result<usize> {
-    let unfinished = services.store.unfinished_executions().await?;
+/// Which unfinished executions [`reconcile`] queues again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconcile {
+    /// All of them, those waiting in the admission line included: at
+    /// start-up, so that each waiter asks again with the gates of the
+    /// configuration now loaded (a raised `maxRunning` counts at once), and
+    /// keeps its place.
+    All,
+    /// All but those waiting in line, which the admission sweep
+    /// ([`crate::admission`]) queues when a slot frees: periodically, where
+    /// queueing every waiter again would only park it again.
+    NotWaiting,
+}
+
+/// Puts unfinished executions back in the queue (a no-op for those already
+/// there): nothing the API accepted waits forever because a process died
+/// between storing an execution and queueing it.
+pub async fn reconcile(services: &Services, which: Reconcile) -> anyhow::Result<usize> {
+    let mut unfinished = services.store.unfinished_executions().await?;
+    if which == Reconcile::NotWaiting {
+        let waiting: std::collections::HashSet<String> =
+            services.store.waiting().await?.into_iter().collect();
+        unfinished.retain(|execution| !waiting.contains(&execution.execution_id));
+    }
     let mut requeued = 0;
     for execution in unfinished {
         let work = Work::RunExecution {
