@@ -218,7 +218,17 @@ async fn steps(
     let handle = match &execution.handle {
         Some(handle) => handle.clone(),
         None => {
-            executor.prepare(&spec, &placement).await?;
+            if let Err(err) = executor.prepare(&spec, &placement).await {
+                if err.kind() == ErrorKind::Unavailable {
+                    // The host did not answer, and nothing was created on it
+                    // yet: the next try places the execution afresh, on a
+                    // host that answers, instead of waiting for this one.
+                    execution.placement = None;
+                    execution.status = ExecutionStatus::Enqueued;
+                    store.save_execution(execution, None).await?;
+                }
+                return Err(err.into());
+            }
             let started_at = Utc::now();
             let handle = executor.start(&spec, &placement).await?;
             execution.started_at.get_or_insert(started_at);
