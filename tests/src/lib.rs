@@ -24,7 +24,7 @@ pub mod redis_topologies;
 pub mod smtp;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,40 @@ pub fn binary() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| workspace.join("target"));
     target.join("debug").join("fastlane")
+}
+
+/// Starts `fastlane <args…>` on the test engine (`DOCKER_HOSTS`) with `env`,
+/// its log appended to `log`, and returns it with the first line it printed
+/// (what it says once it has started).
+pub(crate) fn start_fastlane(
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> anyhow::Result<(Child, String)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env("DOCKER_HOSTS", docker_hosts())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", binary().display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    if let Err(err) = BufReader::new(stdout).read_line(&mut line) {
+        let _ = child.kill();
+        return Err(err.into());
+    }
+    Ok((child, line.trim().to_owned()))
 }
 
 /// The `DOCKER_HOSTS` test servers use.
@@ -108,28 +142,15 @@ impl Server {
 
     /// Starts the process (again) on the same data directory.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data_dir.join("server.log"))?;
-        let mut command = Command::new(binary());
-        command
-            .args([self.command, "-b", "127.0.0.1", "-p", "0"])
-            .env("FASTLANE_DATA_DIR", &self.data_dir)
-            .env("DOCKER_HOSTS", docker_hosts())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log);
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", binary().display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let Some(addr) = line.trim().strip_prefix("listening on ") else {
+        let data_dir = self.data_dir.display().to_string();
+        let mut env = vec![("FASTLANE_DATA_DIR", data_dir.as_str())];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (mut child, line) = start_fastlane(
+            &[self.command, "-b", "127.0.0.1", "-p", "0"],
+            &env,
+            &self.data_dir.join("server.log"),
+        )?;
+        let Some(addr) = line.strip_prefix("listening on ") else {
             let _ = child.kill();
             bail!(
                 "server did not start (printed {line:?}); its log:\n{}",

@@ -3,15 +3,14 @@
 //! saw them do.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::{binary, docker_hosts};
+use crate::start_fastlane;
 
 /// A running `fastlane worker`, killed when dropped.
 #[derive(Debug)]
@@ -28,30 +27,15 @@ impl Worker {
     pub fn start(id: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("fastlane-worker-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir)?;
-        let log = std::fs::File::create(dir.join("worker.log"))?;
-        let mut command = Command::new(binary());
-        command
-            .args(["worker", "-i", id])
-            .args(args)
-            .env("DOCKER_HOSTS", docker_hosts())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", binary().display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
+        let mut argv = vec!["worker", "-i", id];
+        argv.extend_from_slice(args);
+        let (child, line) = start_fastlane(&argv, env, &dir.join("worker.log"))?;
         let mut worker = Self {
             child: Some(child),
             id: id.to_owned(),
             dir,
         };
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        if line.trim() != format!("worker {id} started") {
+        if line != format!("worker {id} started") {
             worker.kill();
             bail!(
                 "worker {id} did not start (printed {line:?}); its log:\n{}",

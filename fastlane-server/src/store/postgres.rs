@@ -792,52 +792,10 @@ mod tests {
             PostgresStore::connect(&url).await.expect("connect"),
             PostgresStore::connect(&url).await.expect("connect"),
         ];
-        let now = Utc::now();
-        let job = Job::new(
-            "crowd",
-            "j".to_owned(),
-            fastlane_sdk::JobSpec::new("busybox", "true"),
-            now,
-        );
-        stores[0].create_job(&job, None).await.expect("create");
-        let mut ids = Vec::new();
-        for i in 0..12 {
-            let id = format!("e{i}");
-            let execution = Execution::enqueued(&job, "busybox", "true", None, now, id.clone());
-            stores[0]
-                .insert_execution(&execution)
-                .await
-                .expect("insert");
-            ids.push(id);
-        }
-        let choices = [vec![Gate {
-            key: "pool:docker:farm".to_owned(),
-            limit: 3,
-        }]];
-        let mut asks = tokio::task::JoinSet::new();
-        for (i, id) in ids.into_iter().enumerate() {
-            let store = stores[i % 2].clone();
-            let choices = choices.clone();
-            asks.spawn(async move { store.admit(&id, &choices).await.expect("admit") });
-        }
-        let mut admitted = 0;
-        let mut ahead = Vec::new();
-        while let Some(answer) = asks.join_next().await {
-            match answer.expect("join") {
-                Admission::Admitted { .. } => admitted += 1,
-                Admission::Waiting { ahead: n } => ahead.push(n),
-            }
-        }
-        ahead.sort_unstable();
-        assert_eq!(admitted, 3);
-        assert_eq!(ahead, (0..9).collect::<Vec<u64>>(), "one line, no ties");
-        assert_eq!(
-            stores[1].gate_usage().await.expect("usage"),
-            [GateUsage {
-                key: "pool:docker:farm".to_owned(),
-                running: 3,
-                waiting: 9
-            }]
-        );
+        crate::store::conformance::concurrent_admissions_keep_the_limit([
+            std::sync::Arc::new(stores[0].clone()),
+            std::sync::Arc::new(stores[1].clone()),
+        ])
+        .await;
     }
 }
