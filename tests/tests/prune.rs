@@ -23,7 +23,9 @@ async fn prune_removes_only_defunct_fastlane_containers() -> anyhow::Result<()> 
         .submit("prune", json!({"image": image(), "command": "echo pruned"}))
         .await?;
     let running = server
-        .submit("prune", json!({"image": image(), "command": "sleep 60"}))
+        // Long enough to outlast the test on a busy engine (a run has taken
+        // over 60 s); the test stops it at the end.
+        .submit("prune", json!({"image": image(), "command": "sleep 600"}))
         .await?;
     server
         .wait_finished(
