@@ -63,6 +63,14 @@ async fn serve(
             addr.ip().to_string()
         };
         config.listen_base_url = Some(format!("http://{host}:{}", addr.port()));
+        if !addr.ip().is_loopback() && config.basic_auth.is_none() && config.api_tokens.is_empty() {
+            tracing::warn!(
+                %addr,
+                "no authentication is configured and the API listens beyond this machine: anyone \
+                 who can reach it can run containers (set API_TOKENS or BASIC_AUTH_*, or listen \
+                 on 127.0.0.1)"
+            );
+        }
     }
     let services = Services::build(config).await?;
     let shutdown = CancellationToken::new();

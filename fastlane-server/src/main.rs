@@ -1,5 +1,5 @@
 //! The `fastlane` command: `standalone`, `api`, `worker`, `prune`, `config`,
-//! `openapi`, `version`.
+//! `token`, `openapi`, `version`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -84,6 +84,16 @@ enum Command {
     },
     /// Print the annotated default configuration.
     Config,
+    /// Make an API token: prints the token (give it to the client; it is
+    /// shown once) and its `API_TOKENS` entry (only its SHA-256).
+    Token {
+        /// The token's name, for logs and errors.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Its scopes: admin, read, submit:<task id regex> (repeatable).
+        #[arg(long = "scope", default_value = "read")]
+        scopes: Vec<String>,
+    },
     /// Print the OpenAPI document the server serves.
     Openapi,
     /// Print the version.
@@ -109,6 +119,19 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Config => {
             print!("{}", Config::annotated_defaults());
+            ExitCode::SUCCESS
+        }
+        Command::Token { name, scopes } => {
+            let token = format!(
+                "fl_{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let hash =
+                fastlane_server::config::hex(&fastlane_server::config::sha256(token.as_bytes()));
+            let entry = serde_json::json!({"name": name, "sha256": hash, "scopes": scopes});
+            println!("token: {token}");
+            println!("API_TOKENS entry: {entry}");
             ExitCode::SUCCESS
         }
         Command::Openapi => {

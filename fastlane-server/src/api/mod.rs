@@ -5,9 +5,11 @@
 //! (the framework's own 404 and 405 included) is JSON
 //! `{"error": …, "operation": …}`.
 
+mod access;
 mod blacklist;
 mod body;
 mod control;
+mod document;
 mod error;
 mod executions;
 mod health;
@@ -18,9 +20,8 @@ mod urls;
 mod views;
 
 use poem::http::{StatusCode, header};
-use poem::middleware::{Compression, Cors, NormalizePath, TrailingSlash};
-use poem::web::headers::{Authorization, HeaderMapExt, authorization::Basic};
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem::middleware::{Compression, NormalizePath, TrailingSlash};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::services::Services;
@@ -69,46 +70,32 @@ pub fn service() -> OpenApiService<Apis, ()> {
     )
 }
 
-/// The OpenAPI document as the server serves it (pretty JSON).
-pub fn spec_json() -> String {
-    service().spec()
-}
+pub use document::spec_json;
 
 /// The whole HTTP application.
 pub fn app(services: Services) -> impl Endpoint {
     let api = service();
-    let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    // Swagger UI and /openapi.json show the completed document.
+    let document = spec_json();
+    let docs_html = api.swagger_ui_html().replace(&api.spec(), &document);
+    let docs = poem::endpoint::make_sync(move |_| poem::web::Html(docs_html.clone()));
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json; charset=utf-8")
+            .body(document.clone())
+    });
     let limit = BodyLimit(services.config.max_body_bytes);
-    let config = &services.config;
-    let cors = config
-        .cors_origins
-        .iter()
-        .fold(Cors::new(), |cors, origin| {
-            cors.allow_origin(origin.as_str())
-        });
-    let auth = config
-        .basic_auth
-        .clone()
-        .map(|(user, password)| (user, password, config.basic_auth_realm.clone()));
+    let access = std::sync::Arc::new(access::Access::new(&services.config));
     Route::new()
         .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .at("/docs", docs)
         .nest("/", api)
         .with(NormalizePath::new(TrailingSlash::Trim))
         .catch_all_error(|err| async move { error::framework_error(err) })
         .with(Compression::new())
-        .with_if(config.enable_cors, cors)
         .around(move |endpoint, request| {
-            let auth = auth.clone();
-            async move {
-                if let Some((user, password, realm)) = &auth
-                    && !authorized(&request, user, password)
-                {
-                    return Ok(unauthorized(realm));
-                }
-                Ok(endpoint.call(request).await?.into_response())
-            }
+            let access = access.clone();
+            async move { access.guard(endpoint, request).await }
         })
         .around(|endpoint, request| async move {
             // A 405 says which methods the route does answer (RFC 9110).
@@ -180,25 +167,6 @@ fn allowed_methods(path: &str) -> Option<String> {
                     .all(|(t, s)| t.starts_with('{') || t == s)
         })
         .map(|(_, methods)| methods.clone())
-}
-
-/// True when the request carries the configured basic-auth credentials.
-fn authorized(request: &Request, user: &str, password: &str) -> bool {
-    request
-        .headers()
-        .typed_get::<Authorization<Basic>>()
-        .is_some_and(|auth| auth.username() == user && auth.password() == password)
-}
-
-/// 401 with a challenge, as the original answered.
-fn unauthorized(realm: &str) -> Response {
-    Response::builder()
-        .status(StatusCode::UNAUTHORIZED)
-        .header(
-            header::WWW_AUTHENTICATE,
-            format!("Basic realm=\"{}\"", realm.replace('"', "")),
-        )
-        .finish()
 }
 
 /// The job `job_id` of task `task_id`, or the 404 saying `not_found`.

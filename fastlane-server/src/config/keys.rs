@@ -4,7 +4,6 @@
 
 use super::ConfigError;
 
-
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kind {
     Bool,
@@ -67,8 +66,12 @@ pub(super) const KEYS: &[Key] = &[
         name: "CORS_ORIGINS",
         section: "API",
         kind: Kind::Text,
-        default: Some("*"),
-        doc: "Comma-separated origins allowed to call the API from a browser; * allows any.",
+        default: Some(""),
+        doc: "Comma-separated origins (scheme://host[:port]) whose web pages may call the API \
+              from a browser. None by default: a page of another origin can neither read \
+              answers nor change anything (its POST, PUT, PATCH, DELETE and WebSocket \
+              requests are refused with 403). * allows any origin (the original's behaviour), \
+              answered as `Access-Control-Allow-Origin: *`, never with credentials.",
     },
     Key {
         name: "BASIC_AUTH_USERNAME",
@@ -91,6 +94,26 @@ pub(super) const KEYS: &[Key] = &[
         kind: Kind::Text,
         default: Some(""),
         doc: "The realm named in the WWW-Authenticate header of a 401.",
+    },
+    Key {
+        name: "API_TOKENS",
+        section: "API",
+        kind: Kind::Json,
+        default: None,
+        doc: "Bearer tokens, as JSON: [{\"name\": \"ci\", \"sha256\": \"<hex SHA-256 of the token>\", \
+              \"scopes\": [\"read\", \"submit:ci-.*\"]}]. Scopes: admin (everything), read (every \
+              GET route), submit:<regex> (submit, replace, stop and retry jobs of the tasks whose \
+              whole id matches). Clients send `Authorization: Bearer <token>`. Only the hash is \
+              configured: `fastlane token` makes a token and prints its entry. When tokens or \
+              basic-auth credentials are set, every route asks for them.",
+    },
+    Key {
+        name: "AUTH_OPEN_ROUTES",
+        section: "API",
+        kind: Kind::Text,
+        default: Some(""),
+        doc: "Comma-separated routes that answer without credentials when authentication is on: \
+              healthcheck, metrics (for load balancers and Prometheus).",
     },
     Key {
         name: "ENV_BLACKLISTED_WORDS",
@@ -494,4 +517,3 @@ pub(super) fn parse(key: &Key, raw: Raw) -> Result<serde_json::Value, ConfigErro
             .map_err(|e| invalid(format!("{text:?} is not valid JSON: {e}"))),
     }
 }
-

@@ -9,14 +9,18 @@
 //! - `keys.rs`: the table of known keys and how a raw value is read;
 //! - `store.rs`: where the store and the queue are (`STORE_URL`,
 //!   `MONGODB_CONFIG`, `REDIS_URL`);
-//! - `plugins.rs`: `PLUGINS`, `EXECUTORS`, `NOTIFIERS`, `TASK_CONCURRENCY`.
+//! - `plugins.rs`: `PLUGINS`, `EXECUTORS`, `NOTIFIERS`, `TASK_CONCURRENCY`;
+//! - `access.rs`: who may call the API (`CORS_ORIGINS`, `API_TOKENS`,
+//!   `AUTH_OPEN_ROUTES`).
 
+mod access;
 mod keys;
 mod plugins;
 mod store;
 #[cfg(test)]
 mod tests;
 
+pub use access::{ApiToken, CorsOrigins, OpenRoutes, Scope, hex, sha256};
 pub use plugins::{ExecutorRoute, NotifierSubscription, PluginLibrary, TaskLimit};
 pub use store::StoreLocation;
 
@@ -80,10 +84,13 @@ pub struct Config {
     pub pagination_per_page: u32,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
-    /// Whether to answer CORS requests.
-    pub enable_cors: bool,
-    /// Origins allowed by CORS; empty means any.
-    pub cors_origins: Vec<String>,
+    /// The browser origins whose pages may call the API (`ENABLE_CORS`,
+    /// `CORS_ORIGINS`).
+    pub cors: CorsOrigins,
+    /// `API_TOKENS`.
+    pub api_tokens: Vec<ApiToken>,
+    /// `AUTH_OPEN_ROUTES`.
+    pub auth_open_routes: OpenRoutes,
     /// Basic-auth credentials every HTTP route asks for, when set.
     pub basic_auth: Option<(String, String)>,
     /// The realm of the basic-auth challenge.
@@ -349,13 +356,14 @@ impl Config {
             smtp_retry_min_ms: int("SMTP_RETRY_MIN_MS", take("SMTP_RETRY_MIN_MS"), 0)?,
             smtp_max_attempts: int("SMTP_MAX_ATTEMPTS", take("SMTP_MAX_ATTEMPTS"), 1)?.min(1000)
                 as u32,
-            enable_cors: take("ENABLE_CORS").as_bool().unwrap_or(true),
-            cors_origins: text(take("CORS_ORIGINS"))
-                .unwrap_or_default()
-                .split(',')
-                .map(|o| o.trim().to_owned())
-                .filter(|o| !o.is_empty() && o != "*")
-                .collect(),
+            cors: access::cors_origins(
+                take("ENABLE_CORS").as_bool().unwrap_or(true),
+                &text(take("CORS_ORIGINS")).unwrap_or_default(),
+            )?,
+            api_tokens: access::api_tokens(take("API_TOKENS"))?,
+            auth_open_routes: access::open_routes(
+                &text(take("AUTH_OPEN_ROUTES")).unwrap_or_default(),
+            )?,
             basic_auth,
             basic_auth_realm: text(take("BASIC_AUTH_REALM")).unwrap_or_default(),
             data_dir: PathBuf::from(text(take("FASTLANE_DATA_DIR")).unwrap_or_default()),

@@ -60,8 +60,12 @@ fn plugin_settings_are_typed_and_checked_at_load() {
 #[test]
 fn defaults_load() {
     let config = Config::load(None, &env(&[("DOCKER_HOST", "tcp://d:1")])).expect("defaults");
-    assert!(config.enable_cors && config.cors_origins.is_empty());
-    assert!(config.basic_auth.is_none());
+    assert_eq!(
+        config.cors,
+        CorsOrigins::None,
+        "no origin is trusted by default"
+    );
+    assert!(config.basic_auth.is_none() && config.api_tokens.is_empty());
     assert_eq!(config.hard_execution_timeout_seconds, 1800);
     assert_eq!(config.pagination_per_page, 10);
     assert_eq!(
@@ -93,8 +97,12 @@ fn a_bad_value_names_its_key() {
     assert!(err.to_string().contains("ENABLE_CORS"), "{err}");
     let err = Config::load(None, &env(&[("BASIC_AUTH_USERNAME", "u")])).expect_err("bad");
     assert!(err.to_string().contains("go together"), "{err}");
-    let config = Config::load(None, &env(&[("ENABLE_CORS", "False")])).expect("valid");
-    assert!(!config.enable_cors);
+    let config = Config::load(
+        None,
+        &env(&[("ENABLE_CORS", "False"), ("CORS_ORIGINS", "*")]),
+    )
+    .expect("valid");
+    assert_eq!(config.cors, CorsOrigins::None);
     let err = Config::load(None, &env(&[("WORKER_CONCURRENCY", "many")])).expect_err("bad");
     assert!(
         err.to_string()
@@ -222,8 +230,7 @@ fn mongodb_config_is_read_as_the_original_wrote_it() {
 
 #[test]
 fn mongodb_config_may_be_a_table_in_the_file() {
-    let dir =
-        std::env::temp_dir().join(format!("fastlane-mongo-config-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("fastlane-mongo-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("fastlane.toml");
     std::fs::write(
@@ -296,8 +303,7 @@ fn the_file_is_read_and_the_environment_wins() {
          DOCKER_HOSTS = [{match = \"\", hosts = [\"h:2\"]}]\n",
     )
     .expect("write");
-    let config =
-        Config::load(Some(&path), &env(&[("PAGINATION_PER_PAGE", "7")])).expect("valid");
+    let config = Config::load(Some(&path), &env(&[("PAGINATION_PER_PAGE", "7")])).expect("valid");
     assert_eq!(config.pagination_per_page, 7);
     assert_eq!(config.stop_grace_seconds, 4);
     assert_eq!(config.docker_hosts[0]["hosts"][0], "h:2");
