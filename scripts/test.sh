@@ -35,6 +35,16 @@ if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator, aiosmtp
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 
+# Redocly CLI from npm, to lint the OpenAPI document with its recommended
+# rules (tests/tests/openapi_tools.rs).
+npm_tools=target/npm-tools
+if [ ! -x "$npm_tools/node_modules/.bin/redocly" ]; then
+    echo "== npm tools" >&2
+    command -v npm >/dev/null || apt-get install -y -qq npm >/dev/null
+    npm install --silent --no-audit --no-fund --prefix "$npm_tools" '@redocly/cli@2.77.0' >/dev/null
+fi
+export PATH="$PWD/$npm_tools/node_modules/.bin:$PATH"
+
 # The Python client, generated from the committed OpenAPI document.
 rm -rf target/python-client
 openapi-python-client generate --path openapi/fastlane.json \

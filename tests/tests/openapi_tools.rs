@@ -51,3 +51,23 @@ async fn schemathesis_finds_no_server_error_and_no_response_off_schema() -> anyh
     assert!(report.contains("passed"), "{report}");
     Ok(())
 }
+
+#[test]
+fn redocly_finds_no_error_under_its_recommended_rules() {
+    let output = Command::new("redocly")
+        .args(["lint", "--format=stylish"])
+        .arg(document())
+        .env("REDOCLY_TELEMETRY", "off")
+        .env("REDOCLY_SUPPRESS_UPDATE_NOTICE", "true")
+        .output()
+        .expect("redocly is installed (scripts/test.sh installs @redocly/cli from npm)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{report}");
+    assert!(!report.contains(" error "), "{report}");
+    // Examples that contradict their own schemas mislead generated clients.
+    assert!(!report.contains("no-invalid-schema-examples"), "{report}");
+}

@@ -18,6 +18,7 @@ pub fn spec_json() -> String {
 /// Adds the security schemes, each operation's security and its 401 and
 /// 403 answers, and a server entry.
 fn complete(spec: &mut Value) {
+    spec["info"]["license"] = json!({"name": "MIT", "url": "https://opensource.org/licenses/MIT"});
     spec["servers"] = json!([{
         "url": "http://localhost:10000",
         "description": "a standalone started by scripts/standalone.sh (set your own server's URL)"
