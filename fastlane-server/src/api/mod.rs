@@ -13,6 +13,7 @@ mod executions;
 mod health;
 mod job_request;
 mod logs;
+mod params;
 mod tasks;
 mod urls;
 mod views;
@@ -69,16 +70,22 @@ pub fn service() -> OpenApiService<Apis, ()> {
     )
 }
 
-/// The OpenAPI document as the server serves it (pretty JSON).
+/// The OpenAPI document as the server serves it (pretty JSON), finished
+/// with what poem's schemas cannot hold (`job_request::finish_document`).
 pub fn spec_json() -> String {
-    service().spec()
+    job_request::finish_document(service().spec())
 }
 
 /// The whole HTTP application.
 pub fn app(services: Services) -> impl Endpoint {
     let api = service();
     let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let document = spec_json();
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(document.clone())
+    });
     let limit = BodyLimit(services.config.max_body_bytes);
     let config = &services.config;
     let cors = config

@@ -4,7 +4,6 @@
 
 use super::ConfigError;
 
-
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kind {
     Bool,
@@ -55,6 +54,22 @@ pub(super) const KEYS: &[Key] = &[
         kind: Kind::Integer,
         default: Some("1048576"),
         doc: "Largest request body accepted; larger ones get 413.",
+    },
+    Key {
+        name: "WEBHOOKS_MAX_PER_EVENT",
+        section: "API",
+        kind: Kind::Integer,
+        default: Some("20"),
+        doc: "Most webhooks a job may carry per event (starts, succeeds, fails, finishes); \
+              a job with more is refused with 400.",
+    },
+    Key {
+        name: "NOTIFY_MAX_ADDRESSES",
+        section: "API",
+        kind: Kind::Integer,
+        default: Some("50"),
+        doc: "Most e-mail addresses a job's notify lists may hold, all together; a job \
+              with more is refused with 400.",
     },
     Key {
         name: "ENABLE_CORS",
@@ -494,4 +509,3 @@ pub(super) fn parse(key: &Key, raw: Raw) -> Result<serde_json::Value, ConfigErro
             .map_err(|e| invalid(format!("{text:?} is not valid JSON: {e}"))),
     }
 }
-

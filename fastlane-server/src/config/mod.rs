@@ -80,6 +80,10 @@ pub struct Config {
     pub pagination_per_page: u32,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// `WEBHOOKS_MAX_PER_EVENT`: most webhooks per event of one job.
+    pub webhooks_max_per_event: usize,
+    /// `NOTIFY_MAX_ADDRESSES`: most e-mail addresses of one job.
+    pub notify_max_addresses: usize,
     /// Whether to answer CORS requests.
     pub enable_cors: bool,
     /// Origins allowed by CORS; empty means any.
@@ -363,6 +367,14 @@ impl Config {
             pagination_per_page: int("PAGINATION_PER_PAGE", take("PAGINATION_PER_PAGE"), 1)?
                 .min(1000) as u32,
             max_body_bytes: int("MAX_BODY_BYTES", take("MAX_BODY_BYTES"), 1)? as usize,
+            webhooks_max_per_event: int(
+                "WEBHOOKS_MAX_PER_EVENT",
+                take("WEBHOOKS_MAX_PER_EVENT"),
+                0,
+            )?
+            .min(10_000) as usize,
+            notify_max_addresses: int("NOTIFY_MAX_ADDRESSES", take("NOTIFY_MAX_ADDRESSES"), 0)?
+                .min(10_000) as usize,
             env_blacklisted_words: text(take("ENV_BLACKLISTED_WORDS"))
                 .unwrap_or_default()
                 .split(',')
