@@ -1,7 +1,8 @@
 //! [`JsonBody`]: a request body read as JSON whatever its content type
 //! (`curl -d` sends `application/x-www-form-urlencoded`), with a size limit,
 //! and documented with the schema `S` (the handler validates it by hand, to
-//! name the field at fault).
+//! name the field at fault). Its nesting is bounded before it is parsed
+//! ([`MAX_BODY_DEPTH`]).
 
 use poem::{Request, RequestBody, error::ReadBodyError};
 use poem_openapi::{
@@ -20,6 +21,10 @@ use super::job_request::JobRequest;
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
+/// The deepest nesting of objects and lists a body may have (the body
+/// itself is level 1); deeper bodies are refused before they are parsed.
+pub const MAX_BODY_DEPTH: usize = 64;
+
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
@@ -27,6 +32,36 @@ pub enum BodyError {
     Unparseable,
     /// Larger than the limit.
     TooLarge(usize),
+    /// Nested deeper than [`MAX_BODY_DEPTH`].
+    TooDeep,
+}
+
+/// How deep the JSON text `bytes` nests objects and lists, counted without
+/// parsing it (brackets inside strings do not count).
+pub fn nesting(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// A request body parsed as JSON, or why it could not be; documented as `S`.
@@ -63,6 +98,7 @@ impl<S: Type + Send> ParsePayload for JsonBody<S> {
             return Ok(Self(Err(BodyError::Unparseable), PhantomData));
         };
         let parsed = match body.into_bytes_limit(limit).await {
+            Ok(bytes) if nesting(&bytes) > MAX_BODY_DEPTH => Err(BodyError::TooDeep),
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| BodyError::Unparseable),
             Err(ReadBodyError::PayloadTooLarge) => Err(BodyError::TooLarge(limit)),
             Err(_) => Err(BodyError::Unparseable),
@@ -100,5 +136,18 @@ impl<'a, S: Type + Send> ApiExtractor<'a> for JsonBody<S> {
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
         <Self as ParsePayload>::from_request(request, body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting;
+
+    #[test]
+    fn nesting_is_counted_outside_strings() {
+        assert_eq!(nesting(b"1"), 0);
+        assert_eq!(nesting(br#"{"a": [1, {"b": []}]}"#), 4);
+        assert_eq!(nesting(br#"{"a": "[[[[\"{{{"}"#), 1);
+        assert_eq!(nesting(&[b'['; 1000]), 1000);
     }
 }

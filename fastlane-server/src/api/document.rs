@@ -8,22 +8,40 @@
 
 use serde_json::{Value, json};
 
+use super::ordered::Ordered;
+
 /// The document, as pretty JSON.
 pub fn spec_json() -> String {
-    let mut spec: Value = serde_json::from_str(&super::service().spec()).unwrap_or_default();
-    complete(&mut spec);
-    serde_json::to_string_pretty(&spec).unwrap_or_default()
+    let spec = super::job_request::finish_document(super::service().spec());
+    let Ok(mut document) = serde_json::from_str::<Ordered>(&spec) else {
+        return spec;
+    };
+    complete(&mut document);
+    serde_json::to_string_pretty(&document).unwrap_or(spec)
+}
+
+/// `value` as an [`Ordered`] (its keys sorted).
+fn ordered(value: Value) -> Ordered {
+    serde_json::from_value(value).unwrap_or(Ordered::Null)
 }
 
 /// Adds the security schemes, each operation's security and its 401 and
-/// 403 answers, and a server entry.
-fn complete(spec: &mut Value) {
-    spec["info"]["license"] = json!({"name": "MIT", "url": "https://opensource.org/licenses/MIT"});
-    spec["servers"] = json!([{
-        "url": "http://localhost:10000",
-        "description": "a standalone started by scripts/standalone.sh (set your own server's URL)"
-    }]);
-    spec["components"]["securitySchemes"] = json!({
+/// 403 answers, a licence and a server entry.
+fn complete(spec: &mut Ordered) {
+    if let Some(info) = spec.get_mut("info") {
+        info.set(
+            "license",
+            ordered(json!({"name": "MIT", "url": "https://opensource.org/licenses/MIT"})),
+        );
+    }
+    spec.set(
+        "servers",
+        ordered(json!([{
+            "url": "http://localhost:10000",
+            "description": "a standalone started by scripts/standalone.sh (set your own server's URL)"
+        }])),
+    );
+    let schemes = ordered(json!({
         "basicAuth": {
             "type": "http",
             "scheme": "basic",
@@ -36,14 +54,17 @@ fn complete(spec: &mut Value) {
                             GET route), submit:<task id regex> (submit, replace, stop and retry jobs \
                             of the tasks whose whole id matches)."
         }
-    });
+    }));
+    if let Some(components) = spec.get_mut("components") {
+        components.set("securitySchemes", schemes);
+    }
     let error = |description: &str| {
-        json!({
+        ordered(json!({
             "description": description,
             "content": {"application/json; charset=utf-8": {
                 "schema": {"$ref": "#/components/schemas/ErrorBody"}
             }}
-        })
+        }))
     };
     let unauthorized = error(
         "Authentication is on (BASIC_AUTH_* or API_TOKENS) and the request has no valid \
@@ -53,23 +74,25 @@ fn complete(spec: &mut Value) {
         "The credentials do not cover this route (a token without the scope), or the request \
          comes from a page of another site that CORS_ORIGINS does not allow.",
     );
-    let Some(paths) = spec["paths"].as_object_mut() else {
+    // Credentials are optional until the operator turns authentication on:
+    // hence the empty requirement.
+    let security = ordered(json!([{"basicAuth": []}, {"bearerAuth": []}, {}]));
+    let Some(Ordered::Object(paths)) = spec.get_mut("paths") else {
         return;
     };
-    for item in paths.values_mut() {
-        let Some(item) = item.as_object_mut() else {
+    for (_, item) in paths.iter_mut() {
+        let Ordered::Object(operations) = item else {
             continue;
         };
-        for operation in item.values_mut() {
-            // Credentials are optional until the operator turns
-            // authentication on: hence the empty requirement.
-            operation["security"] = json!([{"basicAuth": []}, {"bearerAuth": []}, {}]);
-            let responses = &mut operation["responses"];
-            if responses.get("401").is_none() {
-                responses["401"] = unauthorized.clone();
-            }
-            if responses.get("403").is_none() {
-                responses["403"] = forbidden.clone();
+        for (_, operation) in operations.iter_mut() {
+            operation.set("security", security.clone());
+            let Some(responses) = operation.get_mut("responses") else {
+                continue;
+            };
+            for (status, answer) in [("401", &unauthorized), ("403", &forbidden)] {
+                if responses.get_mut(status).is_none() {
+                    responses.set(status, answer.clone());
+                }
             }
         }
     }

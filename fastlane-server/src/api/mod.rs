@@ -15,6 +15,8 @@ mod executions;
 mod health;
 mod job_request;
 mod logs;
+mod ordered;
+mod params;
 mod tasks;
 mod urls;
 mod views;

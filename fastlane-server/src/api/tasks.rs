@@ -13,7 +13,8 @@ use fastlane_sdk::{Execution, Job};
 
 use super::body::{BodyError, JobBody};
 use super::error::ApiError;
-use super::job_request::{self, MAX_TASK_ID};
+use super::job_request::{self, Limits};
+use super::params::{NewTaskId, Page};
 use super::urls::Urls;
 use super::views::{
     JobCreated, JobDetails, JobView, Link, TaskDetails, TaskItem, TaskJob, TaskPage,
@@ -47,10 +48,10 @@ impl TasksApi {
         request: &Request,
         services: Data<&Services>,
         /// Page number, from 1.
-        page: Query<Option<String>>,
+        page: Query<Option<Page>>,
     ) -> Result<Json<TaskPage>, ApiError> {
         const OP: &str = "get_tasks";
-        let page = page_number(page.0.as_deref(), OP)?;
+        let page = Page::number(page.0.as_ref(), OP)?;
         let per_page = u64::from(services.config.pagination_per_page);
         let (tasks, total) = services
             .store
@@ -113,14 +114,15 @@ impl TasksApi {
         &self,
         request: &Request,
         services: Data<&Services>,
-        #[oai(name = "taskId")] task_id: Path<String>,
+        #[oai(name = "taskId")] task_id: Path<NewTaskId>,
         body: JobBody,
     ) -> Result<Json<JobCreated>, ApiError> {
         const OP: &str = "create_job";
+        let task_id = task_id.checked(OP)?;
         let body = read_body(body, OP)?;
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
         let job_id = uuid::Uuid::new_v4().to_string();
-        submit(&services, &urls, request, &task_id, job_id, None, &body, OP)
+        submit(&services, &urls, request, task_id, job_id, None, &body, OP)
             .await
             .map(Json)
     }
@@ -141,7 +143,7 @@ impl TasksApi {
         &self,
         request: &Request,
         services: Data<&Services>,
-        #[oai(name = "taskId")] task_id: Path<String>,
+        #[oai(name = "taskId")] task_id: Path<NewTaskId>,
         #[oai(name = "jobId")] job_id: Path<String>,
         body: JobBody,
     ) -> Result<Json<JobCreated>, ApiError> {
@@ -155,6 +157,7 @@ impl TasksApi {
                 ),
             ));
         };
+        let task_id = task_id.checked(OP)?;
         let body = read_body(body, OP)?;
         let job_id = uuid.hyphenated().to_string();
         let existing = services
@@ -163,7 +166,7 @@ impl TasksApi {
             .await
             .map_err(ApiError::store(OP))?;
         if let Some(job) = &existing
-            && job.task_id != task_id.0
+            && job.task_id != task_id
         {
             return Err(ApiError::bad_request(
                 OP,
@@ -172,7 +175,7 @@ impl TasksApi {
         }
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
         submit(
-            &services, &urls, request, &task_id, job_id, existing, &body, OP,
+            &services, &urls, request, task_id, job_id, existing, &body, OP,
         )
         .await
         .map(Json)
@@ -196,14 +199,14 @@ impl TasksApi {
         /// The word to look for.
         query: Query<Option<String>>,
         /// Page number, from 1.
-        page: Query<Option<String>>,
+        page: Query<Option<Page>>,
     ) -> Result<Json<TaskPage>, ApiError> {
         const OP: &str = "search_tasks";
         let words = crate::store::task_words(query.0.as_deref().unwrap_or_default());
         let Some(word) = words.first() else {
             return Err(ApiError::bad_request(OP, "The query param is required."));
         };
-        let page = page_number(page.0.as_deref(), OP)?;
+        let page = Page::number(page.0.as_ref(), OP)?;
         let per_page = u64::from(services.config.pagination_per_page);
         let (tasks, total) = services
             .store
@@ -271,6 +274,13 @@ fn read_body(body: JobBody, operation: &str) -> Result<serde_json::Value, ApiErr
     match body.0 {
         Ok(body) => Ok(body),
         Err(BodyError::TooLarge(limit)) => Err(ApiError::too_large(operation, limit)),
+        Err(BodyError::TooDeep) => Err(ApiError::bad_request(
+            operation,
+            format!(
+                "the JSON body is nested more than {} levels deep",
+                super::body::MAX_BODY_DEPTH
+            ),
+        )),
         Err(BodyError::Unparseable) => Err(ApiError::bad_request(
             operation,
             "Failed to enqueue task because JSON body could not be parsed.",
@@ -291,15 +301,19 @@ async fn submit(
     body: &serde_json::Value,
     operation: &'static str,
 ) -> Result<JobCreated, ApiError> {
-    if task_id.trim().is_empty() || task_id.len() > MAX_TASK_ID {
-        return Err(ApiError::bad_request(
-            operation,
-            format!("taskId must be 1 to {MAX_TASK_ID} bytes long"),
-        ));
-    }
+    job_request::task_id(task_id).map_err(|message| ApiError::bad_request(operation, message))?;
     let now = Utc::now();
-    let spec = job_request::parse(body, services.config.hard_execution_timeout_seconds, now)
-        .map_err(|message| ApiError::bad_request(operation, message))?;
+    let limits = Limits {
+        hooks_per_event: services.config.webhooks_max_per_event,
+        addresses: services.config.notify_max_addresses,
+    };
+    let spec = job_request::parse(
+        body,
+        &limits,
+        services.config.hard_execution_timeout_seconds,
+        now,
+    )
+    .map_err(|message| ApiError::bad_request(operation, message))?;
     services
         .executors
         .for_task(task_id)
@@ -384,19 +398,6 @@ async fn submit(
         task_id: job.task_id,
         job_id: job.job_id,
     })
-}
-
-/// Reads `?page=`: a whole number from 1, or a 400.
-fn page_number(text: Option<&str>, operation: &str) -> Result<u64, ApiError> {
-    match text {
-        None | Some("") => Ok(1),
-        Some(text) => text.parse::<u64>().ok().filter(|p| *p >= 1).ok_or_else(|| {
-            ApiError::bad_request(
-                operation,
-                "Tasks pagination page param should be a positive integer.",
-            )
-        }),
-    }
 }
 
 /// One page of a task listing, with links to its neighbours.

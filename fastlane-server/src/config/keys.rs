@@ -56,6 +56,22 @@ pub(super) const KEYS: &[Key] = &[
         doc: "Largest request body accepted; larger ones get 413.",
     },
     Key {
+        name: "WEBHOOKS_MAX_PER_EVENT",
+        section: "API",
+        kind: Kind::Integer,
+        default: Some("20"),
+        doc: "Most webhooks a job may carry per event (starts, succeeds, fails, finishes); \
+              a job with more is refused with 400.",
+    },
+    Key {
+        name: "NOTIFY_MAX_ADDRESSES",
+        section: "API",
+        kind: Kind::Integer,
+        default: Some("50"),
+        doc: "Most e-mail addresses a job's notify lists may hold, all together; a job \
+              with more is refused with 400.",
+    },
+    Key {
         name: "ENABLE_CORS",
         section: "API",
         kind: Kind::Bool,

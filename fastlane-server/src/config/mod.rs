@@ -91,6 +91,10 @@ pub struct Config {
     pub api_tokens: Vec<ApiToken>,
     /// `AUTH_OPEN_ROUTES`.
     pub auth_open_routes: OpenRoutes,
+    /// `WEBHOOKS_MAX_PER_EVENT`: most webhooks per event of one job.
+    pub webhooks_max_per_event: usize,
+    /// `NOTIFY_MAX_ADDRESSES`: most e-mail addresses of one job.
+    pub notify_max_addresses: usize,
     /// Basic-auth credentials every HTTP route asks for, when set.
     pub basic_auth: Option<(String, String)>,
     /// The realm of the basic-auth challenge.
@@ -371,6 +375,14 @@ impl Config {
             pagination_per_page: int("PAGINATION_PER_PAGE", take("PAGINATION_PER_PAGE"), 1)?
                 .min(1000) as u32,
             max_body_bytes: int("MAX_BODY_BYTES", take("MAX_BODY_BYTES"), 1)? as usize,
+            webhooks_max_per_event: int(
+                "WEBHOOKS_MAX_PER_EVENT",
+                take("WEBHOOKS_MAX_PER_EVENT"),
+                0,
+            )?
+            .min(10_000) as usize,
+            notify_max_addresses: int("NOTIFY_MAX_ADDRESSES", take("NOTIFY_MAX_ADDRESSES"), 0)?
+                .min(10_000) as usize,
             env_blacklisted_words: text(take("ENV_BLACKLISTED_WORDS"))
                 .unwrap_or_default()
                 .split(',')
