@@ -300,6 +300,8 @@ async fn submit(
     let now = Utc::now();
     let spec = job_request::parse(body, services.config.hard_execution_timeout_seconds, now)
         .map_err(|message| ApiError::bad_request(operation, message))?;
+    crate::egress::check_webhooks(&spec.webhooks, &services.config.webhook_egress)
+        .map_err(|message| ApiError::bad_request(operation, message))?;
     services
         .executors
         .for_task(task_id)
