@@ -15,6 +15,11 @@
 //! ([`Shares`]); the job's others are given back to the queue for a moment
 //! (longer the more of them wait), so one job's thousands of dead hooks
 //! take a few slots and never the others' turn.
+//!
+//! What plugins are handed is masked like the API's output: secret env
+//! values, webhook header values and credentials in webhook URLs (the
+//! webhook plugin gets its own hook, unmasked, as the delivery's target).
+//! Records and logs name a webhook by its masked URL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,7 +37,7 @@ use fastlane_sdk::{
 use crate::config::Config;
 use crate::queue::consumer::consume;
 use crate::queue::{Delivery as QueueDelivery, NOTIFY, WEBHOOKS, Work};
-use crate::redact::redact_envs;
+use crate::redact::{redact_envs, redact_url, redact_webhooks};
 use crate::services::Services;
 
 /// Deliveries in flight at once.
@@ -155,7 +160,7 @@ fn targets(job: &Job, notifier: &str, event: NotificationEvent, config: &Config)
             list.iter()
                 .map(|hook| Target {
                     value: serde_json::to_value(hook).unwrap_or_default(),
-                    label: hook.url.clone(),
+                    label: redact_url(&hook.url, &config.env_blacklisted_words),
                     attempts_allowed: hook.retries.saturating_add(1),
                 })
                 .collect()
@@ -350,6 +355,7 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
         )),
         Some(plugin) => {
             job.spec.envs = redact_envs(&job.spec.envs, &config.env_blacklisted_words);
+            job.spec.webhooks = redact_webhooks(&job.spec.webhooks, &config.env_blacklisted_words);
             let base = config
                 .public_base_url
                 .as_ref()

@@ -96,9 +96,12 @@ pub(super) const KEYS: &[Key] = &[
         name: "ENV_BLACKLISTED_WORDS",
         section: "API",
         kind: Kind::Text,
-        default: Some("password,key,secret,client_id"),
+        default: Some(crate::redact::DEFAULT_BLACKLISTED_WORDS),
         doc: "Comma-separated words; an env var whose name contains one of them \
-              (case-insensitive) has its value shown as *** in API output.",
+              (case-insensitive) has its value shown as *** wherever fastlane shows it \
+              (API, status, notifications), and so has a URL query parameter whose name \
+              contains one (webhook URLs). Webhook header values and URL passwords are \
+              always masked. The container still gets the real values.",
     },
     Key {
         name: "DOCKER_HOSTS",
