@@ -75,7 +75,10 @@ async fn literal_metadata_link_local_and_loopback_hooks_are_refused_at_submissio
 -> anyhow::Result<()> {
     let closed = Server::start(&[]).await?;
     for (url, address) in [
-        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "169.254.169.254",
+        ),
         ("http://[fe80::1]/", "fe80::1"),
         ("http://127.0.0.1:9/hook", "127.0.0.1"),
         ("http://[::ffff:169.254.169.254]/", "169.254.169.254"),
@@ -92,12 +95,16 @@ async fn literal_metadata_link_local_and_loopback_hooks_are_refused_at_submissio
         assert!(body["operation"].is_string(), "{body}");
     }
     let (status, body) = closed
-        .post_raw("egress-refused", later_job("http://127.0.0.1:9/").to_string())
+        .post_raw(
+            "egress-refused",
+            later_job("http://127.0.0.1:9/").to_string(),
+        )
         .await?;
     assert_eq!(status, 400);
     let error = body["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("WEBHOOKS_ALLOW_LOCAL_NETWORK=true") && error.contains("WEBHOOKS_ALLOWED_HOSTS"),
+        error.contains("WEBHOOKS_ALLOW_LOCAL_NETWORK=true")
+            && error.contains("WEBHOOKS_ALLOWED_HOSTS"),
         "the error says how to allow it: {error}"
     );
     let (status, _) = closed.get("/tasks/egress-refused/").await?;
@@ -112,7 +119,10 @@ async fn literal_metadata_link_local_and_loopback_hooks_are_refused_at_submissio
         .await?;
     open.submit("egress-open", later_job("http://10.1.2.3/"))
         .await?;
-    for url in ["http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/"] {
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/",
+    ] {
         let (status, body) = open
             .post_raw("egress-open", later_job(url).to_string())
             .await?;
@@ -127,7 +137,10 @@ async fn literal_metadata_link_local_and_loopback_hooks_are_refused_at_submissio
         .submit("egress-listed", later_job("http://10.9.8.7/"))
         .await?;
     let (status, _) = listed
-        .post_raw("egress-listed", later_job("http://127.0.0.2:9/").to_string())
+        .post_raw(
+            "egress-listed",
+            later_job("http://127.0.0.2:9/").to_string(),
+        )
         .await?;
     assert_eq!(status, 400, "only what is listed");
     Ok(())
@@ -137,7 +150,12 @@ async fn literal_metadata_link_local_and_loopback_hooks_are_refused_at_submissio
 async fn a_name_that_resolves_to_loopback_is_refused_when_called() -> anyhow::Result<()> {
     let server = Server::start(&[("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "100")]).await?;
     let receiver = Receiver::start(vec![200]).await?;
-    let port = receiver.url.rsplit(':').next().unwrap_or_default().to_owned();
+    let port = receiver
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let created = server
         .submit(
             "egress-dns",
@@ -226,7 +244,11 @@ async fn a_redirect_to_a_refused_address_is_not_followed() -> anyhow::Result<()>
     assert_eq!(allowed_hits.load(Ordering::SeqCst), 1);
 
     // The refused one was not, and the attempt says why.
-    assert_eq!(refused_hits.load(Ordering::SeqCst), 1, "asked once, not retried");
+    assert_eq!(
+        refused_hits.load(Ordering::SeqCst),
+        1,
+        "asked once, not retried"
+    );
     let refused = dispatches
         .iter()
         .find(|d| d["event"] == "finishes")
@@ -253,11 +275,7 @@ fn peak_rss(pid: u32) -> anyhow::Result<u64> {
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
         .ok_or_else(|| anyhow::anyhow!("no VmHWM"))?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .parse()?;
+    let kib: u64 = line.split_whitespace().nth(1).unwrap_or_default().parse()?;
     Ok(kib * 1024)
 }
 
@@ -362,7 +380,10 @@ async fn one_jobs_dead_hooks_do_not_hold_up_another_jobs_hook() -> anyhow::Resul
         .await?;
     let deadline = Instant::now() + LIMIT;
     while accepted.load(Ordering::SeqCst) == 0 {
-        assert!(Instant::now() < deadline, "the dead hooks were never called");
+        assert!(
+            Instant::now() < deadline,
+            "the dead hooks were never called"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use fastlane_tests::receiver::{Received, Receiver};
@@ -238,10 +238,7 @@ async fn a_canary_secret_is_shown_nowhere_fastlane_speaks() -> anyhow::Result<()
         "the webhook calls with credentials".into(),
         shown_to(&credential_calls),
     ));
-    shown.push((
-        "the e-mails".into(),
-        serde_json::to_string(&smtp.mails())?,
-    ));
+    shown.push(("the e-mails".into(), serde_json::to_string(&smtp.mails())?));
     let envelopes: Vec<String> = sentry
         .received()
         .iter()

@@ -4,7 +4,6 @@
 
 use super::ConfigError;
 
-
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kind {
     Bool,
@@ -525,4 +524,3 @@ pub(super) fn parse(key: &Key, raw: Raw) -> Result<serde_json::Value, ConfigErro
             .map_err(|e| invalid(format!("{text:?} is not valid JSON: {e}"))),
     }
 }
-

@@ -138,8 +138,8 @@ impl EgressPolicy {
     /// [`check_addr`](Self::check_addr). A host name passes here; its
     /// addresses are checked when it is resolved.
     pub fn check_url(&self, url: &str) -> Result<(), Refusal> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| Refusal::BadUrl(format!("not a URL ({e})")))?;
+        let parsed =
+            reqwest::Url::parse(url).map_err(|e| Refusal::BadUrl(format!("not a URL ({e})")))?;
         self.check_parsed_url(&parsed)
     }
 
