@@ -13,7 +13,9 @@
 //! - [`plugins`]: the built-in plugins, registered in one place.
 //! - [`services`]: what the API and the worker share.
 //! - [`standalone`]: everything in one process.
-//! - [`redact`]: masking secret env values in output.
+//! - [`redact`]: masking secrets (env values, webhook headers, URL
+//!   credentials) in output.
+//! - [`egress`]: the webhook egress policy checked at submission.
 
 pub mod admission;
 pub mod api;
@@ -21,6 +23,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod egress;
 pub mod embedded;
 pub mod executors;
 pub mod hosts;

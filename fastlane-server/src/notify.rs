@@ -9,9 +9,21 @@
 //! notifier plugin, records the attempt with the execution, and gives failed
 //! ones back to the queue with back-off until the target's attempts are used
 //! up. Deliveries never hold up jobs.
+//!
+//! Deliveries are fair across jobs: a worker makes at most
+//! `NOTIFICATIONS_MAX_IN_FLIGHT_PER_JOB` of one job's deliveries at once
+//! ([`Shares`]); the job's others are given back to the queue for a moment
+//! (longer the more of them wait), so one job's thousands of dead hooks
+//! take a few slots and never the others' turn.
+//!
+//! What plugins are handed is masked like the API's output: secret env
+//! values, webhook header values and credentials in webhook URLs (the
+//! webhook plugin gets its own hook, unmasked, as the delivery's target).
+//! Records and logs name a webhook by its masked URL.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::Value;
@@ -25,13 +37,91 @@ use fastlane_sdk::{
 use crate::config::Config;
 use crate::queue::consumer::consume;
 use crate::queue::{Delivery as QueueDelivery, NOTIFY, WEBHOOKS, Work};
-use crate::redact::redact_envs;
+use crate::redact::{redact_envs, redact_url, redact_webhooks};
 use crate::services::Services;
 
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 8;
 /// The longest wait between two tries of one delivery.
 const MAX_DELAY: Duration = Duration::from_secs(600);
+/// How long a delivery waiting for its job's turn is put off, per round of
+/// `NOTIFICATIONS_MAX_IN_FLIGHT_PER_JOB` deliveries of the job ahead of it.
+const PARK_STEP: Duration = Duration::from_millis(250);
+/// The longest a delivery waiting for its job's turn is put off at once.
+const MAX_PARK: Duration = Duration::from_secs(30);
+/// A waiting delivery not seen again for this long is forgotten (another
+/// worker took it).
+const PARK_FORGOTTEN: Duration = Duration::from_secs(600);
+
+/// One job's use of this worker's delivery slots.
+#[derive(Debug, Default)]
+struct JobShare {
+    /// Its deliveries in flight here.
+    running: usize,
+    /// Its deliveries put off, by message id, with when.
+    waiting: HashMap<String, Instant>,
+}
+
+/// The delivery slots of one worker shared out by job: each job may have
+/// at most `cap` deliveries in flight.
+#[derive(Debug)]
+struct Shares {
+    cap: usize,
+    jobs: Mutex<HashMap<String, JobShare>>,
+}
+
+/// A job's slot, given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    shares: Arc<Shares>,
+    job: String,
+}
+
+impl Shares {
+    fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `message` of `job`, or how long to put it off.
+    fn take(self: &Arc<Self>, job: &str, message: &str) -> Result<Slot, Duration> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let share = jobs.entry(job.to_owned()).or_default();
+        share.waiting.remove(message);
+        if share.running < self.cap {
+            share.running += 1;
+            return Ok(Slot {
+                shares: Arc::clone(self),
+                job: job.to_owned(),
+            });
+        }
+        let now = Instant::now();
+        share
+            .waiting
+            .retain(|_, since| now.duration_since(*since) < PARK_FORGOTTEN);
+        share.waiting.insert(message.to_owned(), now);
+        let rounds = u32::try_from(share.waiting.len().div_ceil(self.cap)).unwrap_or(u32::MAX);
+        Err(PARK_STEP.saturating_mul(rounds).min(MAX_PARK))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut jobs = self
+            .shares
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(share) = jobs.get_mut(&self.job) {
+            share.running = share.running.saturating_sub(1);
+            if share.running == 0 && share.waiting.is_empty() {
+                jobs.remove(&self.job);
+            }
+        }
+    }
+}
 
 /// The events an execution in `status` announces.
 pub fn events_for(status: ExecutionStatus) -> &'static [NotificationEvent] {
@@ -70,7 +160,7 @@ fn targets(job: &Job, notifier: &str, event: NotificationEvent, config: &Config)
             list.iter()
                 .map(|hook| Target {
                     value: serde_json::to_value(hook).unwrap_or_default(),
-                    label: hook.url.clone(),
+                    label: redact_url(&hook.url, &config.env_blacklisted_words),
                     attempts_allowed: hook.retries.saturating_add(1),
                 })
                 .collect()
@@ -175,9 +265,28 @@ pub async fn run(services: Services, queue_name: &'static str, shutdown: Cancell
     let services = Arc::new(services);
     let lease = Duration::from_secs(services.config.queue_lease_seconds);
     let queue = Arc::clone(&services.queue);
+    let shares = Arc::new(Shares::new(
+        services.config.notifications_max_in_flight_per_job,
+    ));
     consume(queue, queue_name, CONCURRENCY, lease, shutdown, |message| {
         let services = Arc::clone(&services);
+        let shares = Arc::clone(&shares);
         async move {
+            let turn = match &message.work {
+                Work::Deliver { task_id, job_id, .. } => shares
+                    .take(&format!("{task_id}/{job_id}"), &message.id)
+                    .map(Some),
+                _ => Ok(None),
+            };
+            let _slot = match turn {
+                Ok(slot) => slot,
+                Err(wait) => {
+                    if let Err(err) = services.queue.retry_later(&message, wait).await {
+                        warn!(message = %message.id, error = %err, "cannot put off a notification message");
+                    }
+                    return;
+                }
+            };
             let settled = match deliver(&services, &message).await {
                 Ok(None) => services.queue.ack(&message).await,
                 Ok(Some(delay)) => services.queue.retry_later(&message, delay).await,
@@ -246,6 +355,7 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
         )),
         Some(plugin) => {
             job.spec.envs = redact_envs(&job.spec.envs, &config.env_blacklisted_words);
+            job.spec.webhooks = redact_webhooks(&job.spec.webhooks, &config.env_blacklisted_words);
             let base = config
                 .public_base_url
                 .as_ref()
@@ -309,4 +419,31 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
         return Ok(None);
     }
     Ok(Some(backoff(notifier, attempt, config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_gets_at_most_its_share_of_slots_and_waits_longer_the_more_it_has_waiting() {
+        let shares = Arc::new(Shares::new(2));
+        let first = shares.take("t/a", "1").expect("a slot");
+        let _second = shares.take("t/a", "2").expect("a slot");
+        assert_eq!(shares.take("t/a", "3").expect_err("full"), PARK_STEP);
+        assert_eq!(shares.take("t/a", "4").expect_err("full"), PARK_STEP);
+        assert_eq!(shares.take("t/a", "5").expect_err("full"), PARK_STEP * 2);
+        let _other = shares.take("t/b", "6").expect("another job is not held up");
+        drop(first);
+        let _third = shares.take("t/a", "3").expect("a slot was given back");
+        let jobs = shares.jobs.lock().expect("lock");
+        assert_eq!(jobs["t/a"].waiting.len(), 2, "3 stopped waiting");
+    }
+
+    #[test]
+    fn a_job_with_nothing_in_flight_or_waiting_is_forgotten() {
+        let shares = Arc::new(Shares::new(1));
+        drop(shares.take("t/a", "1").expect("a slot"));
+        assert!(shares.jobs.lock().expect("lock").is_empty());
+    }
 }

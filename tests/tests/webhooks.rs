@@ -1,6 +1,7 @@
 //! Webhooks reach a real HTTP receiver on loopback: the right events, once
 //! each, with the documented payload, retried when the receiver fails, and
-//! every attempt visible on the execution.
+//! every attempt visible on the execution. The receivers are on loopback,
+//! so these servers allow the local network (`LOCAL`).
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,9 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// Lets webhooks call the loopback receivers.
+const LOCAL: (&str, &str) = ("WEBHOOKS_ALLOW_LOCAL_NETWORK", "true");
 
 async fn wait_received(receiver: &Receiver, count: usize) -> Vec<Received> {
     let deadline = Instant::now() + LIMIT;
@@ -30,7 +34,7 @@ fn hook(receiver: &Receiver, name: &str) -> Value {
 async fn a_successful_job_calls_its_starts_succeeds_and_finishes_hooks_once_each()
 -> anyhow::Result<()> {
     let secret = "s3cr3t";
-    let server = Server::start(&[("WEBHOOKS_SIGNING_SECRET", secret)]).await?;
+    let server = Server::start(&[LOCAL, ("WEBHOOKS_SIGNING_SECRET", secret)]).await?;
     let receiver = Receiver::start(vec![200]).await?;
     let created = server
         .submit(
@@ -102,7 +106,7 @@ async fn a_successful_job_calls_its_starts_succeeds_and_finishes_hooks_once_each
 #[tokio::test]
 async fn a_failing_job_calls_fails_and_finishes_and_a_timeout_only_finishes() -> anyhow::Result<()>
 {
-    let server = Server::start(&[("STOP_GRACE_SECONDS", "1")]).await?;
+    let server = Server::start(&[LOCAL, ("STOP_GRACE_SECONDS", "1")]).await?;
     let receiver = Receiver::start(vec![200]).await?;
     let hooks = |tag: &str| {
         json!({
@@ -162,6 +166,7 @@ async fn a_failing_job_calls_fails_and_finishes_and_a_timeout_only_finishes() ->
 async fn a_receiver_answering_500_gets_retries_plus_one_attempts_all_recorded() -> anyhow::Result<()>
 {
     let server = Server::start(&[
+        LOCAL,
         ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "200"),
         ("WEBHOOKS_EXPONENTIAL_BACKOFF_FACTOR", "2"),
     ])
@@ -200,7 +205,7 @@ async fn a_receiver_answering_500_gets_retries_plus_one_attempts_all_recorded() 
 
 #[tokio::test]
 async fn a_receiver_that_recovers_gets_the_notification() -> anyhow::Result<()> {
-    let server = Server::start(&[("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "200")]).await?;
+    let server = Server::start(&[LOCAL, ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "200")]).await?;
     let receiver = Receiver::start(vec![503, 503, 200]).await?;
     let created = server
         .submit(

@@ -314,6 +314,8 @@ async fn submit(
         now,
     )
     .map_err(|message| ApiError::bad_request(operation, message))?;
+    crate::egress::check_webhooks(&spec.webhooks, &services.config.webhook_egress)
+        .map_err(|message| ApiError::bad_request(operation, message))?;
     services
         .executors
         .for_task(task_id)

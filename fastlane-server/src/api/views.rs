@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use fastlane_sdk::{Execution, ExecutionStatus, Job};
 
 use super::urls::Urls;
-use crate::redact::redact_envs;
+use crate::redact::{redact_envs, redact_webhooks};
 
 /// An id and its absolute URL.
 #[derive(Debug, Clone, Object)]
@@ -257,7 +257,8 @@ pub struct JobView {
     #[oai(nullable)]
     pub request_ip_address: Option<String>,
     /// `retries`, `retry_count`, `timeout`, `expiration`, `envs` (secrets
-    /// masked), `notify`, `webhooks`, `additional_dns_entries`, `custom`.
+    /// masked), `notify`, `webhooks` (header values and URL credentials
+    /// masked), `additional_dns_entries`, `custom`.
     pub metadata: Value,
     /// The 20 newest executions, newest first.
     pub executions: Vec<ExecutionView>,
@@ -341,7 +342,8 @@ pub fn execution_view(execution: &Execution, urls: &Urls) -> ExecutionView {
     }
 }
 
-/// The job's `metadata` object, with secret env values masked.
+/// The job's `metadata` object, with secret env values, webhook header
+/// values and credentials in webhook URLs masked.
 pub fn job_metadata(job: &Job, blacklist: &[String]) -> Value {
     let spec = &job.spec;
     let mut metadata = json!({
@@ -351,7 +353,7 @@ pub fn job_metadata(job: &Job, blacklist: &[String]) -> Value {
         "expiration": spec.expiration.map(|e| e.timestamp()),
         "envs": redact_envs(&spec.envs, blacklist),
         "notify": spec.notify,
-        "webhooks": spec.webhooks,
+        "webhooks": redact_webhooks(&spec.webhooks, blacklist),
         "additional_dns_entries": spec.additional_dns_entries,
     });
     if let Some(custom) = &spec.custom {

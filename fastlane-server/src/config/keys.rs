@@ -135,9 +135,12 @@ pub(super) const KEYS: &[Key] = &[
         name: "ENV_BLACKLISTED_WORDS",
         section: "API",
         kind: Kind::Text,
-        default: Some("password,key,secret,client_id"),
+        default: Some(crate::redact::DEFAULT_BLACKLISTED_WORDS),
         doc: "Comma-separated words; an env var whose name contains one of them \
-              (case-insensitive) has its value shown as *** in API output.",
+              (case-insensitive) has its value shown as *** wherever fastlane shows it \
+              (API, status, notifications), and so has a URL query parameter whose name \
+              contains one (webhook URLs). Webhook header values and URL passwords are \
+              always masked. The container still gets the real values.",
     },
     Key {
         name: "DOCKER_HOSTS",
@@ -307,6 +310,34 @@ pub(super) const KEYS: &[Key] = &[
         default: None,
         doc: "When set, every webhook body is signed with HMAC-SHA256 under this secret, \
               in the header Fastlane-Signature: sha256=<hex>.",
+    },
+    Key {
+        name: "WEBHOOKS_ALLOW_LOCAL_NETWORK",
+        section: "Notifications",
+        kind: Kind::Bool,
+        default: Some("false"),
+        doc: "Let webhooks call loopback and private addresses (127/8, 10/8, 172.16/12, \
+              192.168/16, 100.64/10, 0/8, ::1, fc00::/7, multicast...). Link-local and \
+              cloud-metadata addresses (169.254/16, fe80::/10, fd00:ec2::254) are refused \
+              even then.",
+    },
+    Key {
+        name: "WEBHOOKS_ALLOWED_HOSTS",
+        section: "Notifications",
+        kind: Kind::Text,
+        default: Some(""),
+        doc: "Comma-separated host names, IP addresses and CIDR blocks webhooks may call \
+              on the local network without WEBHOOKS_ALLOW_LOCAL_NETWORK (a name allows \
+              every address it resolves to).",
+    },
+    Key {
+        name: "NOTIFICATIONS_MAX_IN_FLIGHT_PER_JOB",
+        section: "Notifications",
+        kind: Kind::Integer,
+        default: Some("2"),
+        doc: "Deliveries (webhook calls, e-mails) of one job a worker makes at once; \
+              the job's others wait their turn, so one job's many or slow hooks never \
+              hold up another job's.",
     },
     Key {
         name: "SMTP_HOST",

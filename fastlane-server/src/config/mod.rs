@@ -132,6 +132,11 @@ pub struct Config {
     pub webhooks_backoff_factor: f64,
     /// The webhook notifier's own configuration.
     pub webhook_notifier: serde_json::Value,
+    /// Where webhooks may go (`WEBHOOKS_ALLOW_LOCAL_NETWORK`,
+    /// `WEBHOOKS_ALLOWED_HOSTS`), checked at submission.
+    pub webhook_egress: crate::egress::EgressPolicy,
+    /// Deliveries of one job in flight at once per worker.
+    pub notifications_max_in_flight_per_job: usize,
     /// The e-mail notifier's configuration, when `SMTP_HOST` is set.
     pub email_notifier: Option<serde_json::Value>,
     /// First e-mail retry delay.
@@ -323,11 +328,24 @@ impl Config {
                 }))
             }
         };
+        let allow_local_network = take("WEBHOOKS_ALLOW_LOCAL_NETWORK")
+            .as_bool()
+            .unwrap_or(false);
+        let allowed_hosts = crate::egress::EgressPolicy::split_list(
+            &text(take("WEBHOOKS_ALLOWED_HOSTS")).unwrap_or_default(),
+        );
+        let webhook_egress = crate::egress::EgressPolicy::new(allow_local_network, &allowed_hosts)
+            .map_err(|e| ConfigError::Invalid {
+                key: "WEBHOOKS_ALLOWED_HOSTS",
+                message: e.to_string(),
+            })?;
         let webhook_notifier = serde_json::json!({
             "timeoutSeconds": int("WEBHOOKS_TIMEOUT_SECONDS", take("WEBHOOKS_TIMEOUT_SECONDS"), 1)?,
             "verifyTls": take("WEBHOOKS_VERIFY_TLS").as_bool().unwrap_or(true),
             "signingSecret": text(take("WEBHOOKS_SIGNING_SECRET")).filter(|s| !s.is_empty()),
             "maxLogBytes": max_log_bytes,
+            "allowLocalNetwork": allow_local_network,
+            "allowedHosts": allowed_hosts,
         });
         let (plugins, executor_routes, notifier_subscriptions) =
             plugin_config(take("PLUGINS"), take("EXECUTORS"), take("NOTIFIERS"))?;
@@ -356,6 +374,12 @@ impl Config {
             )?,
             webhooks_backoff_factor,
             webhook_notifier,
+            webhook_egress,
+            notifications_max_in_flight_per_job: int(
+                "NOTIFICATIONS_MAX_IN_FLIGHT_PER_JOB",
+                take("NOTIFICATIONS_MAX_IN_FLIGHT_PER_JOB"),
+                1,
+            )? as usize,
             email_notifier,
             smtp_retry_min_ms: int("SMTP_RETRY_MIN_MS", take("SMTP_RETRY_MIN_MS"), 0)?,
             smtp_max_attempts: int("SMTP_MAX_ATTEMPTS", take("SMTP_MAX_ATTEMPTS"), 1)?.min(1000)

@@ -70,7 +70,20 @@ fn defaults_load() {
     assert_eq!(config.pagination_per_page, 10);
     assert_eq!(
         config.env_blacklisted_words,
-        ["password", "key", "secret", "client_id"]
+        [
+            "password",
+            "key",
+            "secret",
+            "client_id",
+            "token",
+            "pass",
+            "credential",
+            "auth",
+            "private",
+            "cookie",
+            "session",
+            "dsn"
+        ]
     );
     assert_eq!(config.docker_hosts[0]["hosts"][0], "tcp://d:1");
 }

@@ -1,5 +1,6 @@
 //! The SDK's compliance kit against the webhook notifier, delivering to a
-//! real HTTP listener on loopback that records what it receives.
+//! real HTTP listener on loopback that records what it receives (so the
+//! notifier is configured to allow the local network).
 
 use std::sync::{Arc, Mutex};
 
@@ -60,7 +61,7 @@ async fn the_webhook_notifier_keeps_the_notifier_contract() {
     let (url, bodies) = receiver().await;
     let sent = check_notifier(&NotifierSubject {
         factory: &WebhookNotifierFactory,
-        config: json!({"timeoutSeconds": 5}),
+        config: json!({"timeoutSeconds": 5, "allowLocalNetwork": true}),
         invalid_config: json!({"timeoutSeconds": "soon"}),
         target: json!({"url": url}),
     })

@@ -329,8 +329,8 @@ fn webhook(place: &str, value: &Value) -> Result<Webhook, String> {
         .and_then(Value::as_str)
         .ok_or_else(|| format!("{place}.url must be an http:// or https:// URL"))?
         .to_owned();
-    // TODO(egress): refuse local and metadata addresses with
-    // `egress::check_webhook_url(&url)`, naming `{place}.url`.
+    // Where the URL may point is the egress policy's business: `submit`
+    // checks every hook against it (`crate::egress::check_webhooks`).
     Ok(Webhook {
         url,
         headers: get("headers")
