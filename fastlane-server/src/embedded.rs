@@ -238,7 +238,12 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"))
         };
         assert_eq!(mode(""), 0o700, "the data directory");
-        for name in ["fastlane.db", "fastlane.db-wal", "fastlane.db-shm", "fastlane.lock"] {
+        for name in [
+            "fastlane.db",
+            "fastlane.db-wal",
+            "fastlane.db-shm",
+            "fastlane.lock",
+        ] {
             assert_eq!(mode(name), 0o600, "{name}");
         }
         drop(db);

@@ -155,4 +155,3 @@ pub(super) fn plugin_config(
         .collect::<Result<_, ConfigError>>()?;
     Ok((plugins, routes, subscriptions))
 }
-

@@ -3,7 +3,6 @@
 
 use super::ConfigError;
 
-
 /// Where the store is when it is not the embedded one (`STORE_URL`,
 /// `MONGODB_CONFIG`). Its `Debug` hides passwords.
 #[derive(Clone, PartialEq, Eq)]

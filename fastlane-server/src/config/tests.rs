@@ -222,8 +222,7 @@ fn mongodb_config_is_read_as_the_original_wrote_it() {
 
 #[test]
 fn mongodb_config_may_be_a_table_in_the_file() {
-    let dir =
-        std::env::temp_dir().join(format!("fastlane-mongo-config-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("fastlane-mongo-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("fastlane.toml");
     std::fs::write(
@@ -296,8 +295,7 @@ fn the_file_is_read_and_the_environment_wins() {
          DOCKER_HOSTS = [{match = \"\", hosts = [\"h:2\"]}]\n",
     )
     .expect("write");
-    let config =
-        Config::load(Some(&path), &env(&[("PAGINATION_PER_PAGE", "7")])).expect("valid");
+    let config = Config::load(Some(&path), &env(&[("PAGINATION_PER_PAGE", "7")])).expect("valid");
     assert_eq!(config.pagination_per_page, 7);
     assert_eq!(config.stop_grace_seconds, 4);
     assert_eq!(config.docker_hosts[0]["hosts"][0], "h:2");

@@ -514,7 +514,10 @@ where
     let scheduled = store.scheduled_jobs().await.expect("scheduled jobs");
     let ids: Vec<&str> = scheduled.iter().map(|j| j.job_id.as_str()).collect();
     assert_eq!(ids, [kept.job_id.as_str()]);
-    let (executions, count) = store.executions(&good.job_id, 10).await.expect("executions");
+    let (executions, count) = store
+        .executions(&good.job_id, 10)
+        .await
+        .expect("executions");
     assert_eq!(executions, [first.clone()]);
     assert_eq!(count, 2, "the count still counts every record");
     let live = store.live_executions(&good.job_id).await.expect("live");
@@ -527,7 +530,10 @@ where
     );
 
     for (read, id) in [
-        (store.job("spoilt", &bad.job_id).await.map(|_| ()), &bad.job_id),
+        (
+            store.job("spoilt", &bad.job_id).await.map(|_| ()),
+            &bad.job_id,
+        ),
         (store.find_job(&bad.job_id).await.map(|_| ()), &bad.job_id),
         (
             store.execution(&lost.execution_id).await.map(|_| ()),
@@ -541,7 +547,13 @@ where
             other => panic!("reading an unreadable record gave {other:?}"),
         }
     }
-    assert!(store.job("spoilt", &good.job_id).await.expect("job").is_some());
+    assert!(
+        store
+            .job("spoilt", &good.job_id)
+            .await
+            .expect("job")
+            .is_some()
+    );
 
     let (page, total) = store.tasks(u64::MAX, u64::MAX).await.expect("far page");
     assert_eq!((page.len(), total), (0, 1));

@@ -64,7 +64,11 @@ pub fn readable<T>(
 }
 
 /// One record read by its id: an unreadable one is an error naming it.
-pub fn named<T>(kind: &'static str, id: &str, read: Result<T, StoreError>) -> Result<T, StoreError> {
+pub fn named<T>(
+    kind: &'static str,
+    id: &str,
+    read: Result<T, StoreError>,
+) -> Result<T, StoreError> {
     read.map_err(|err| match err {
         StoreError::Corrupt(reason) => StoreError::Corrupt(format!("{kind} {id:?}: {reason}")),
         other => other,
