@@ -4,7 +4,6 @@
 
 use super::ConfigError;
 
-
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Kind {
     Bool,
@@ -55,6 +54,15 @@ pub(super) const KEYS: &[Key] = &[
         kind: Kind::Integer,
         default: Some("1048576"),
         doc: "Largest request body accepted; larger ones get 413.",
+    },
+    Key {
+        name: "MAX_WEBSOCKET_CONNECTIONS",
+        section: "API",
+        kind: Kind::Integer,
+        default: Some("256"),
+        doc: "Most live-log WebSocket connections (…/ws) one API process keeps open at \
+              once; one more is answered 503. Sockets following the same execution \
+              share one reader of the store.",
     },
     Key {
         name: "ENABLE_CORS",
@@ -494,4 +502,3 @@ pub(super) fn parse(key: &Key, raw: Raw) -> Result<serde_json::Value, ConfigErro
             .map_err(|e| invalid(format!("{text:?} is not valid JSON: {e}"))),
     }
 }
-

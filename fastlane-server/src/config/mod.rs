@@ -80,6 +80,8 @@ pub struct Config {
     pub pagination_per_page: u32,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// `MAX_WEBSOCKET_CONNECTIONS`: live-log sockets open at once, at most.
+    pub max_websocket_connections: usize,
     /// Whether to answer CORS requests.
     pub enable_cors: bool,
     /// Origins allowed by CORS; empty means any.
@@ -363,6 +365,13 @@ impl Config {
             pagination_per_page: int("PAGINATION_PER_PAGE", take("PAGINATION_PER_PAGE"), 1)?
                 .min(1000) as u32,
             max_body_bytes: int("MAX_BODY_BYTES", take("MAX_BODY_BYTES"), 1)? as usize,
+            max_websocket_connections: usize::try_from(int(
+                "MAX_WEBSOCKET_CONNECTIONS",
+                take("MAX_WEBSOCKET_CONNECTIONS"),
+                1,
+            )?)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
             env_blacklisted_words: text(take("ENV_BLACKLISTED_WORDS"))
                 .unwrap_or_default()
                 .split(',')
