@@ -518,12 +518,12 @@ where
         .executions(&good.job_id, 10)
         .await
         .expect("executions");
-    assert_eq!(executions, [first.clone()]);
+    assert_eq!(executions, std::slice::from_ref(&first));
     assert_eq!(count, 2, "the count still counts every record");
     let live = store.live_executions(&good.job_id).await.expect("live");
-    assert_eq!(live, [first.clone()]);
+    assert_eq!(live, std::slice::from_ref(&first));
     let unfinished = store.unfinished_executions().await.expect("unfinished");
-    assert_eq!(unfinished, [first.clone()]);
+    assert_eq!(unfinished, std::slice::from_ref(&first));
     assert!(
         super::unreadable_records() >= before + 5,
         "each skip is counted"
