@@ -267,10 +267,15 @@ async fn talk(
         }
         return finish(sender, &execution, from, json).await;
     }
-    // Running: what is kept from `from`, then the news of the shared poller
-    // (joined first, so nothing written meanwhile is missed).
-    let mut news = live.follow(services, &execution.execution_id);
-    if !catch_up(sender, services, &execution.execution_id, &mut from, json).await? {
+    // Running: what is kept from `from`, then the news of the shared poller,
+    // and what was written while joining it (in the store before joining,
+    // or in the news after; what comes twice is skipped by offset).
+    let id = &execution.execution_id;
+    if !catch_up(sender, services, id, &mut from, json).await? {
+        return Ok(retry(CloseCode::Error));
+    }
+    let mut news = live.follow(services, id, from);
+    if !catch_up(sender, services, id, &mut from, json).await? {
         return Ok(retry(CloseCode::Error));
     }
     loop {

@@ -87,8 +87,14 @@ impl LiveLogs {
     }
 
     /// The news of `execution_id`, from now on: joins its poller, or starts
-    /// one.
-    pub fn follow(&self, services: &Services, execution_id: &str) -> broadcast::Receiver<News> {
+    /// one reading the log from byte `from` (where the first socket's
+    /// catching up ended, so that it hears of the next piece at once).
+    pub fn follow(
+        &self,
+        services: &Services,
+        execution_id: &str,
+        from: u64,
+    ) -> broadcast::Receiver<News> {
         let Ok(mut followers) = self.inner.followers.lock() else {
             // A poisoned registry: a channel that is already closed, so
             // the socket closes with `retry`.
@@ -105,6 +111,7 @@ impl LiveLogs {
             services.clone(),
             execution_id.to_owned(),
             news,
+            from,
         ));
         receiver
     }
@@ -136,18 +143,9 @@ async fn poll(
     services: Services,
     execution_id: String,
     news: broadcast::Sender<News>,
+    mut next: u64,
 ) {
     let store = &services.store;
-    count_read(&services);
-    let mut next = match store.log_totals(&execution_id).await {
-        Ok(totals) => totals.bytes,
-        Err(err) => {
-            tracing::warn!(execution = %execution_id, error = %err, "live log: store failure");
-            hub.leave(&execution_id, &news, true);
-            let _ = news.send(News::Failed);
-            return;
-        }
-    };
     loop {
         if hub.leave(&execution_id, &news, false) {
             tracing::debug!(execution = %execution_id, "live log: nobody follows any more");
