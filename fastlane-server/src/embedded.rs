@@ -5,6 +5,12 @@
 //! servers can never share (and corrupt) one data directory; that is also
 //! what lets the embedded queue take back, at start-up, every lease the
 //! previous process held.
+//!
+//! What the database holds (commands, environments, logs) is for the
+//! owner's eyes only: on Unix the directory is created `0700`, and the
+//! database with its WAL and shared-memory files (SQLite gives them the
+//! database file's mode) and the lock file are `0600`, even when an
+//! earlier version left them readable by others.
 
 use std::fs::File;
 use std::path::Path;
@@ -111,8 +117,8 @@ impl Db {
             dir: dir.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let lock = File::create(dir.join("fastlane.lock")).map_err(io)?;
+        private_dir(dir).map_err(io)?;
+        let lock = private_file(&dir.join("fastlane.lock")).map_err(io)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -120,7 +126,14 @@ impl Db {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        let conn = Connection::open(dir.join("fastlane.db"))?;
+        let path = dir.join("fastlane.db");
+        private_file(&path).map_err(io)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            restrict(Path::new(&name)).map_err(io)?;
+        }
+        let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -146,5 +159,94 @@ impl Db {
         })
         .await
         .map_err(|e| DbError::Join(e.to_string()))?
+    }
+}
+
+/// Creates `dir` (and its parents) if missing, the new ones readable by
+/// the owner only. A directory the operator made is left as it is (it may
+/// be shared on purpose), with a warning when others may read it.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the data directory is open to other users (its files are not): \
+                 consider chmod 700"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Opens `path` for writing, creating it readable by the owner only, and
+/// takes the permissions of others away if it already existed.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    restrict(path)?;
+    Ok(file)
+}
+
+/// Makes `path`, if it exists, readable and writable by its owner only.
+fn restrict(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_database_is_for_its_owner_only() {
+        let root = std::env::temp_dir().join(format!("fastlane-db-{}", uuid::Uuid::new_v4()));
+        let dir = root.join("data");
+        let db = Db::open(&dir).expect("open");
+        db.call(|conn| Ok(conn.execute("INSERT INTO blacklist (host) VALUES ('h')", [])?))
+            .await
+            .expect("write");
+        let mode = |name: &str| {
+            std::fs::metadata(dir.join(name))
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        assert_eq!(mode(""), 0o700, "the data directory");
+        for name in [
+            "fastlane.db",
+            "fastlane.db-wal",
+            "fastlane.db-shm",
+            "fastlane.lock",
+        ] {
+            assert_eq!(mode(name), 0o600, "{name}");
+        }
+        drop(db);
+        let _ = std::fs::remove_dir_all(root);
     }
 }

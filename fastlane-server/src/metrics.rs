@@ -4,7 +4,8 @@
 //!
 //! The metric names (all `fastlane_…`) are listed in the README.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use fastlane_sdk::{Metric, MetricValue, MetricsSink};
 
@@ -14,6 +15,8 @@ pub struct Metrics {
     sinks: Vec<Arc<dyn MetricsSink>>,
     #[cfg(feature = "plugin-prometheus")]
     prometheus: Option<Arc<fastlane_plugin_prometheus::PrometheusSink>>,
+    /// What [`Metrics::count_up_to`] has recorded of each total so far.
+    reported: Arc<Mutex<HashMap<&'static str, u64>>>,
 }
 
 impl Metrics {
@@ -25,6 +28,7 @@ impl Metrics {
             Self {
                 sinks: vec![prometheus.clone() as Arc<dyn MetricsSink>],
                 prometheus: Some(prometheus),
+                reported: Arc::default(),
             }
         }
         #[cfg(not(feature = "plugin-prometheus"))]
@@ -45,6 +49,22 @@ impl Metrics {
     /// Adds `n` to a counter.
     pub fn count(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
         self.record(name, labels, MetricValue::Counter(n));
+    }
+
+    /// Brings a counter without labels up to `total`, a count kept outside
+    /// the metrics (such as [`crate::store::unreadable_records`]): adds what
+    /// it grew by since the last call.
+    pub fn count_up_to(&self, name: &'static str, total: u64) {
+        let grown = match self.reported.lock() {
+            Ok(mut reported) => {
+                let seen = reported.entry(name).or_insert(0);
+                let grown = total.saturating_sub(*seen);
+                *seen = (*seen).max(total);
+                grown
+            }
+            Err(_) => return,
+        };
+        self.count(name, &[], grown);
     }
 
     /// Sets a gauge.
@@ -75,46 +95,46 @@ impl Metrics {
     }
 }
 
-/// A request path with its ids replaced by placeholders, so that HTTP
-/// metrics have one series per route, not per task; paths outside the API
-/// are all `other` (scanners must not grow the series without bound).
+/// The route label of a request path: the template of the OpenAPI route it
+/// matches (ids as placeholders, so one series per route, not per task),
+/// `/docs` and `/openapi.json` for the documentation, and `unmatched` for
+/// anything else (scanners must not grow the series without bound).
 pub fn route_of(path: &str) -> String {
-    const KNOWN: [&str; 8] = [
-        "",
-        "tasks",
-        "search",
-        "status",
-        "healthcheck",
-        "metrics",
-        "docs",
-        "openapi.json",
-    ];
-    let first = path
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    if !KNOWN.contains(&first) || path.split('/').count() > 9 {
-        return "other".to_owned();
+    if let Some(template) = crate::api::route_template(path) {
+        return template.to_owned();
     }
-    let mut out = Vec::new();
-    let mut previous = "";
-    for segment in path.trim_end_matches('/').split('/') {
-        let shown = match previous {
-            "tasks" => "{taskId}",
-            "jobs" => "{jobId}",
-            "executions" => "{executionId}",
-            _ => segment,
-        };
-        out.push(shown);
-        previous = segment;
-    }
-    let route = out.join("/");
-    if route.is_empty() {
-        "/".to_owned()
+    let trimmed = path.trim_end_matches('/');
+    if trimmed == "/openapi.json" {
+        "/openapi.json".to_owned()
+    } else if trimmed == "/docs" || trimmed.starts_with("/docs/") {
+        "/docs".to_owned()
     } else {
-        route
+        UNMATCHED.to_owned()
     }
+}
+
+/// The route label of paths no route matches.
+pub const UNMATCHED: &str = "unmatched";
+
+/// The method label of a request: the method when it is a standard one,
+/// else `other` (any token is a valid method, and each would be a series).
+pub fn method_label(method: &poem::http::Method) -> &'static str {
+    use poem::http::Method;
+    const STANDARD: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::PATCH, "PATCH"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    STANDARD
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("other", |(_, label)| label)
 }
 
 #[cfg(test)]
@@ -122,13 +142,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_hide_ids() {
+    fn routes_are_the_documents_templates() {
         assert_eq!(
             route_of("/tasks/a/jobs/b/executions/c/stdout/"),
             "/tasks/{taskId}/jobs/{jobId}/executions/{executionId}/stdout"
         );
         assert_eq!(route_of("/tasks/"), "/tasks");
         assert_eq!(route_of("/"), "/");
-        assert_eq!(route_of("/wp-admin/x.php"), "other");
+        assert_eq!(route_of("/docs/index.css"), "/docs");
+        for unknown in [
+            "/wp-admin/x.php",
+            "/tasks/a/nope",
+            "/tasks/a/jobs/b/c/d/e/f/g",
+        ] {
+            assert_eq!(route_of(unknown), UNMATCHED, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn odd_methods_are_other() {
+        let odd = poem::http::Method::from_bytes(b"PROPFIND").expect("a token");
+        assert_eq!(method_label(&odd), "other");
+        assert_eq!(method_label(&poem::http::Method::DELETE), "DELETE");
     }
 }

@@ -312,7 +312,11 @@ impl HealthApi {
         operation_id = "metrics",
         tag = "ApiTags::Health"
     )]
-    async fn metrics(&self, services: Data<&Services>) -> Result<PlainText<String>, ApiError> {
+    async fn metrics(
+        &self,
+        services: Data<&Services>,
+        live: Data<&super::logs::LiveLogs>,
+    ) -> Result<PlainText<String>, ApiError> {
         const OP: &str = "metrics";
         let metrics = &services.metrics;
         let lengths = services
@@ -334,6 +338,13 @@ impl HealthApi {
                 length as f64,
             );
         }
+        metrics.count_up_to(
+            "fastlane_unreadable_records_total",
+            crate::store::unreadable_records(),
+        );
+        metrics.gauge("fastlane_websocket_connections", &[], live.open() as f64);
+        // Always present, so that a rate of it can be taken from the start.
+        metrics.count(super::logs::READS_METRIC, &[], 0);
         let executor = services.executors.status().await;
         for name in [
             "fastlane_executions_running",

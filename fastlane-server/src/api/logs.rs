@@ -18,8 +18,12 @@
 //! | `start` | `executionId`, `status`, `from` (the offset streaming starts at) |
 //! | `log` | `offset`, `next` (where the text starts and ends), `stream` (`stdout`, `stderr`, `notice`), `text` |
 //! | `exit` | `status`, `exitCode`, `error`, `next` |
+//!
+//! Sockets are bounded: at most `MAX_WEBSOCKET_CONNECTIONS` are open at once
+//! in a process (one more is answered 503), and every socket following one
+//! running execution shares one poller of the store ([`hub`]).
 
-use std::time::Duration;
+mod hub;
 
 use futures_util::{SinkExt, StreamExt};
 use poem::web::Data;
@@ -35,9 +39,8 @@ use super::error::ErrorBody;
 use super::views::error_text;
 use crate::services::Services;
 use crate::store::LogPiece;
-
-/// How often a socket looks for more of a running execution's log.
-const POLL: Duration = Duration::from_millis(200);
+pub use hub::{LiveLogs, READS_METRIC};
+use hub::{News, count_read};
 
 /// How the frames of a socket are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Enum)]
@@ -59,6 +62,9 @@ pub enum SocketError {
     /// The request is not a WebSocket handshake.
     #[oai(status = 426)]
     UpgradeRequired(Json<ErrorBody>),
+    /// `MAX_WEBSOCKET_CONNECTIONS` sockets are open already; try later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 impl SocketError {
@@ -125,20 +131,45 @@ async fn send(sender: &mut Sender, frame: String) -> Result<(), Gone> {
 fn upgrade(
     websocket: Option<WebSocket>,
     operation: &'static str,
-    services: &Services,
+    (services, live): (&Services, &LiveLogs),
     target: Target,
     resume: Resume,
 ) -> Result<BoxWebSocketUpgraded, SocketError> {
     let websocket = websocket.ok_or_else(|| SocketError::upgrade_required(operation))?;
+    let Some(place) = live.admit() else {
+        tracing::warn!(
+            operation,
+            max = live.max(),
+            "live-log socket refused: too many open"
+        );
+        return Err(SocketError::Unavailable(Json(ErrorBody {
+            error: format!(
+                "too many live-log sockets are open (MAX_WEBSOCKET_CONNECTIONS = {}); \
+                 try again later",
+                live.max()
+            ),
+            operation: operation.to_owned(),
+        })));
+    };
     let services = services.clone();
+    let live = live.clone();
     Ok(websocket
-        .on_upgrade(move |socket| serve(socket, services, target, resume))
+        .on_upgrade(move |socket| async move {
+            serve(socket, services, live, target, resume).await;
+            drop(place);
+        })
         .boxed())
 }
 
 /// Talks to one client until the log is done, the client leaves, or there
 /// is nothing to stream yet.
-async fn serve(socket: WebSocketStream, services: Services, target: Target, resume: Resume) {
+async fn serve(
+    socket: WebSocketStream,
+    services: Services,
+    live: LiveLogs,
+    target: Target,
+    resume: Resume,
+) {
     let (mut sender, mut receiver) = socket.split();
     // The server never reads what clients say, but it notices them leave.
     let gone = async {
@@ -150,7 +181,7 @@ async fn serve(socket: WebSocketStream, services: Services, target: Target, resu
     };
     tokio::select! {
         () = gone => {}
-        close = talk(&mut sender, &services, &target, resume) => {
+        close = talk(&mut sender, &services, &live, &target, resume) => {
             if let Ok(close) = close {
                 let _ = sender.send(Message::Close(close)).await;
             }
@@ -163,15 +194,18 @@ async fn serve(socket: WebSocketStream, services: Services, target: Target, resu
 async fn talk(
     sender: &mut Sender,
     services: &Services,
+    live: &LiveLogs,
     target: &Target,
     resume: Resume,
 ) -> Result<Close, Gone> {
     let store = &services.store;
+    count_read(services);
     let job = match store.job(&target.task_id, &target.job_id).await {
         Ok(Some(job)) => job,
         Ok(None) => return Ok(Some((CloseCode::Normal, String::new()))),
         Err(_) => return Ok(retry(CloseCode::Error)),
     };
+    count_read(services);
     let found = match &target.execution_id {
         Some(id) => store
             .execution(id)
@@ -182,7 +216,7 @@ async fn talk(
             .await
             .map(|(mut newest, _)| newest.pop()),
     };
-    let mut execution = match found {
+    let execution = match found {
         Ok(Some(execution)) => execution,
         Ok(None) if target.execution_id.is_some() => {
             return Ok(Some((CloseCode::Normal, String::new())));
@@ -226,43 +260,100 @@ async fn talk(
         }
         return Ok(done());
     }
-    // Running, or resuming a finished log: stream the kept log from `from`.
-    loop {
-        let finished = execution.status.is_final();
-        // Everything kept so far (all of it, once the run has finished).
-        loop {
-            let pieces = match store
-                .read_log(&execution.execution_id, from, crate::logs::READ_LIMIT)
-                .await
-            {
-                Ok(pieces) => pieces,
-                Err(_) => return Ok(retry(CloseCode::Error)),
-            };
-            let Some(last) = pieces.last() else { break };
-            from = last.end();
-            for piece in &pieces {
-                send(sender, log_frame(piece, json)).await?;
-            }
+    if execution.status.is_final() {
+        // Resuming a finished log: the kept log from `from`, then the end.
+        if !catch_up(sender, services, &execution.execution_id, &mut from, json).await? {
+            return Ok(retry(CloseCode::Error));
         }
-        if finished {
-            if json {
-                let exit = json!({
-                    "type": "exit",
-                    "status": execution.status.as_str(),
-                    "exitCode": execution.exit_code,
-                    "error": execution.error,
-                    "next": from,
-                });
-                send(sender, exit.to_string()).await?;
-            }
-            return Ok(done());
-        }
-        tokio::time::sleep(POLL).await;
-        execution = match store.execution(&execution.execution_id).await {
-            Ok(Some(execution)) => execution,
-            Ok(None) | Err(_) => return Ok(retry(CloseCode::Error)),
-        };
+        return finish(sender, &execution, from, json).await;
     }
+    // Running: what is kept from `from`, then the news of the shared poller,
+    // and what was written while joining it (in the store before joining,
+    // or in the news after; what comes twice is skipped by offset).
+    let id = &execution.execution_id;
+    if !catch_up(sender, services, id, &mut from, json).await? {
+        return Ok(retry(CloseCode::Error));
+    }
+    let mut news = live.follow(services, id, from);
+    if !catch_up(sender, services, id, &mut from, json).await? {
+        return Ok(retry(CloseCode::Error));
+    }
+    loop {
+        match news.recv().await {
+            Ok(News::Pieces(pieces)) => {
+                if pieces.first().is_some_and(|p| p.offset > from)
+                    && !catch_up(sender, services, &execution.execution_id, &mut from, json).await?
+                {
+                    return Ok(retry(CloseCode::Error));
+                }
+                for piece in crate::store::log_from(pieces.to_vec(), from) {
+                    send(sender, log_frame(&piece, json)).await?;
+                    from = piece.end();
+                }
+            }
+            Ok(News::Finished(execution)) => {
+                return finish(sender, &execution, from, json).await;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "live-log socket fell behind: catching up");
+                if !catch_up(sender, services, &execution.execution_id, &mut from, json).await? {
+                    return Ok(retry(CloseCode::Error));
+                }
+            }
+            Ok(News::Failed) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return Ok(retry(CloseCode::Error));
+            }
+        }
+    }
+}
+
+/// Sends the kept log of `execution_id` from `from` on, moving `from`
+/// past it; false when the store failed.
+async fn catch_up(
+    sender: &mut Sender,
+    services: &Services,
+    execution_id: &str,
+    from: &mut u64,
+    json: bool,
+) -> Result<bool, Gone> {
+    loop {
+        count_read(services);
+        let Ok(pieces) = services
+            .store
+            .read_log(execution_id, *from, crate::logs::READ_LIMIT)
+            .await
+        else {
+            return Ok(false);
+        };
+        let Some(last) = pieces.last() else {
+            return Ok(true);
+        };
+        *from = last.end();
+        for piece in &pieces {
+            send(sender, log_frame(piece, json)).await?;
+        }
+    }
+}
+
+/// The end of a finished execution's log: its `exit` frame (JSON), and
+/// the `done` close.
+async fn finish(
+    sender: &mut Sender,
+    execution: &fastlane_sdk::Execution,
+    next: u64,
+    json: bool,
+) -> Result<Close, Gone> {
+    if json {
+        let exit = json!({
+            "type": "exit",
+            "status": execution.status.as_str(),
+            "exitCode": execution.exit_code,
+            "error": execution.error,
+            "next": next,
+        });
+        send(sender, exit.to_string()).await?;
+    }
+    Ok(done())
 }
 
 fn log_frame(piece: &LogPiece, json: bool) -> String {
@@ -349,6 +440,7 @@ impl LogsApi {
     async fn job_socket(
         &self,
         services: Data<&Services>,
+        live: Data<&LiveLogs>,
         websocket: Option<WebSocket>,
         #[oai(name = "taskId")] task_id: Path<String>,
         #[oai(name = "jobId")] job_id: Path<String>,
@@ -370,7 +462,13 @@ impl LogsApi {
             format: format.0.unwrap_or_default(),
             execution: execution.0,
         };
-        upgrade(websocket, "stream_job", &services, target, resume)
+        upgrade(
+            websocket,
+            "stream_job",
+            (services.0, live.0),
+            target,
+            resume,
+        )
     }
 
     /// Stream the log of an execution (WebSocket)
@@ -387,6 +485,7 @@ impl LogsApi {
     async fn execution_socket(
         &self,
         services: Data<&Services>,
+        live: Data<&LiveLogs>,
         websocket: Option<WebSocket>,
         #[oai(name = "taskId")] task_id: Path<String>,
         #[oai(name = "jobId")] job_id: Path<String>,
@@ -406,7 +505,13 @@ impl LogsApi {
             format: format.0.unwrap_or_default(),
             execution: None,
         };
-        upgrade(websocket, "stream_job_execution", &services, target, resume)
+        upgrade(
+            websocket,
+            "stream_job_execution",
+            (services.0, live.0),
+            target,
+            resume,
+        )
     }
 
     /// A page showing a job's log live

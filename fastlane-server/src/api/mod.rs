@@ -88,6 +88,7 @@ pub fn app(services: Services) -> impl Endpoint {
     });
     let limit = BodyLimit(services.config.max_body_bytes);
     let access = std::sync::Arc::new(access::Access::new(&services.config));
+    let live = logs::LiveLogs::new(services.config.max_websocket_connections);
     Route::new()
         .at("/openapi.json", spec)
         .at("/docs", docs)
@@ -112,7 +113,7 @@ pub fn app(services: Services) -> impl Endpoint {
             Ok(response)
         })
         .around(|endpoint, request| async move {
-            let method = request.method().to_string();
+            let method = crate::metrics::method_label(request.method()).to_owned();
             let route = crate::metrics::route_of(request.uri().path());
             let metrics = request.data::<Services>().map(|s| s.metrics.clone());
             let response = endpoint.call(request).await?.into_response();
@@ -129,14 +130,15 @@ pub fn app(services: Services) -> impl Endpoint {
         })
         .data(services)
         .data(limit)
+        .data(live)
 }
 
-/// The methods the route matching `path` answers, from the OpenAPI
-/// document (read once).
-fn allowed_methods(path: &str) -> Option<String> {
-    type Routes = Vec<(Vec<String>, String)>;
+/// The routes of the OpenAPI document (read once): each template's
+/// segments, the template, and the methods it answers.
+fn routes() -> &'static [(Vec<String>, String, String)] {
+    type Routes = Vec<(Vec<String>, String, String)>;
     static ROUTES: std::sync::OnceLock<Routes> = std::sync::OnceLock::new();
-    let routes = ROUTES.get_or_init(|| {
+    ROUTES.get_or_init(|| {
         let spec: serde_json::Value = serde_json::from_str(&spec_json()).unwrap_or_default();
         let Some(paths) = spec["paths"].as_object() else {
             return Vec::new();
@@ -154,21 +156,34 @@ fn allowed_methods(path: &str) -> Option<String> {
                     .map(|o| o.keys().map(|m| m.to_uppercase()).collect())
                     .unwrap_or_default();
                 methods.sort();
-                (segments, methods.join(", "))
+                (segments, template.clone(), methods.join(", "))
             })
             .collect()
-    });
+    })
+}
+
+/// The route of the document matching `path`.
+fn route(path: &str) -> Option<&'static (Vec<String>, String, String)> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    routes
-        .iter()
-        .find(|(template, _)| {
-            template.len() == segments.len()
-                && template
-                    .iter()
-                    .zip(&segments)
-                    .all(|(t, s)| t.starts_with('{') || t == s)
-        })
-        .map(|(_, methods)| methods.clone())
+    routes().iter().find(|(template, _, _)| {
+        template.len() == segments.len()
+            && template
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| t.starts_with('{') || t == s)
+    })
+}
+
+/// The methods the route matching `path` answers, from the OpenAPI
+/// document.
+fn allowed_methods(path: &str) -> Option<String> {
+    route(path).map(|(_, _, methods)| methods.clone())
+}
+
+/// The template of the OpenAPI document's route matching `path`, such as
+/// `/tasks/{taskId}`.
+pub fn route_template(path: &str) -> Option<&'static str> {
+    route(path).map(|(_, template, _)| template.as_str())
 }
 
 /// The job `job_id` of task `task_id`, or the 404 saying `not_found`.

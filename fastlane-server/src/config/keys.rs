@@ -72,6 +72,15 @@ pub(super) const KEYS: &[Key] = &[
               with more is refused with 400.",
     },
     Key {
+        name: "MAX_WEBSOCKET_CONNECTIONS",
+        section: "API",
+        kind: Kind::Integer,
+        default: Some("256"),
+        doc: "Most live-log WebSocket connections (…/ws) one API process keeps open at \
+              once; one more is answered 503. Sockets following the same execution \
+              share one reader of the store.",
+    },
+    Key {
         name: "ENABLE_CORS",
         section: "API",
         kind: Kind::Bool,

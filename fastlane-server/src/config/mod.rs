@@ -95,6 +95,8 @@ pub struct Config {
     pub webhooks_max_per_event: usize,
     /// `NOTIFY_MAX_ADDRESSES`: most e-mail addresses of one job.
     pub notify_max_addresses: usize,
+    /// `MAX_WEBSOCKET_CONNECTIONS`: live-log sockets open at once, at most.
+    pub max_websocket_connections: usize,
     /// Basic-auth credentials every HTTP route asks for, when set.
     pub basic_auth: Option<(String, String)>,
     /// The realm of the basic-auth challenge.
@@ -407,6 +409,13 @@ impl Config {
             .min(10_000) as usize,
             notify_max_addresses: int("NOTIFY_MAX_ADDRESSES", take("NOTIFY_MAX_ADDRESSES"), 0)?
                 .min(10_000) as usize,
+            max_websocket_connections: usize::try_from(int(
+                "MAX_WEBSOCKET_CONNECTIONS",
+                take("MAX_WEBSOCKET_CONNECTIONS"),
+                1,
+            )?)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
             env_blacklisted_words: text(take("ENV_BLACKLISTED_WORDS"))
                 .unwrap_or_default()
                 .split(',')

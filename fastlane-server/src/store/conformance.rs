@@ -470,6 +470,111 @@ pub async fn concurrent_admissions_keep_the_limit(stores: [Arc<dyn Store>; 2]) {
     );
 }
 
+/// A JSON document nested `depth` levels deep: what a record carrying it
+/// cannot be read back past (serde_json stops at 128 levels).
+pub fn nested(depth: usize) -> String {
+    format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth))
+}
+
+/// A record that cannot be read is skipped by every listing (tasks, the
+/// jobs of a task, search, scheduled jobs, executions) instead of failing
+/// it, and counted; reading that one record is an error naming it; and a
+/// page far past the end (offsets past `i64::MAX`) is empty, not an error.
+/// `spoil(kind, id)` makes the stored record `id` (`kind` is `job` or
+/// `execution`) unreadable behind the store's back, keeping the columns
+/// listings select it by.
+pub async fn unreadable_records_are_skipped_in_listings<F, Fut>(store: Arc<dyn Store>, spoil: F)
+where
+    F: Fn(&'static str, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (good, first) = stored(store.as_ref(), "spoilt", 0).await;
+    let mut bad = job("spoilt", 1);
+    bad.next_run_at = Some(at(100));
+    store.create_job(&bad, None).await.expect("create");
+    let mut kept = job("spoilt", 2);
+    kept.next_run_at = Some(at(200));
+    store.create_job(&kept, None).await.expect("create");
+    let lost = execution(&good, 3);
+    assert!(store.insert_execution(&lost).await.expect("insert"));
+    let before = super::unreadable_records();
+    spoil("job", bad.job_id.clone()).await;
+    spoil("execution", lost.execution_id.clone()).await;
+
+    let (page, total) = store.tasks(0, 10).await.expect("tasks still list");
+    assert_eq!((page.len(), total), (1, 1));
+    let (found, _) = store.search_tasks("spoilt", 0, 10).await.expect("search");
+    assert_eq!(found.len(), 1);
+    let (_, jobs) = store.task("spoilt").await.expect("the task").expect("some");
+    let mut ids: Vec<String> = jobs.into_iter().map(|j| j.job_id).collect();
+    ids.sort();
+    let mut readable = vec![good.job_id.clone(), kept.job_id.clone()];
+    readable.sort();
+    assert_eq!(ids, readable, "the unreadable job is left out");
+    let scheduled = store.scheduled_jobs().await.expect("scheduled jobs");
+    let ids: Vec<&str> = scheduled.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(ids, [kept.job_id.as_str()]);
+    let (executions, count) = store
+        .executions(&good.job_id, 10)
+        .await
+        .expect("executions");
+    assert_eq!(executions, std::slice::from_ref(&first));
+    assert_eq!(count, 2, "the count still counts every record");
+    let live = store.live_executions(&good.job_id).await.expect("live");
+    assert_eq!(live, std::slice::from_ref(&first));
+    let unfinished = store.unfinished_executions().await.expect("unfinished");
+    assert_eq!(unfinished, std::slice::from_ref(&first));
+    assert!(
+        super::unreadable_records() >= before + 5,
+        "each skip is counted"
+    );
+
+    for (read, id) in [
+        (
+            store.job("spoilt", &bad.job_id).await.map(|_| ()),
+            &bad.job_id,
+        ),
+        (store.find_job(&bad.job_id).await.map(|_| ()), &bad.job_id),
+        (
+            store.execution(&lost.execution_id).await.map(|_| ()),
+            &lost.execution_id,
+        ),
+    ] {
+        match read {
+            Err(super::StoreError::Corrupt(message)) => {
+                assert!(message.contains(id.as_str()), "{message} names {id}");
+            }
+            other => panic!("reading an unreadable record gave {other:?}"),
+        }
+    }
+    assert!(
+        store
+            .job("spoilt", &good.job_id)
+            .await
+            .expect("job")
+            .is_some()
+    );
+
+    let (page, total) = store.tasks(u64::MAX, u64::MAX).await.expect("far page");
+    assert_eq!((page.len(), total), (0, 1));
+    let (page, _) = store
+        .search_tasks("spoilt", u64::MAX - 1, 10)
+        .await
+        .expect("far search page");
+    assert!(page.is_empty());
+    store
+        .executions(&good.job_id, u64::MAX)
+        .await
+        .expect("no limit");
+    assert!(
+        store
+            .read_log(&first.execution_id, u64::MAX, u32::MAX)
+            .await
+            .expect("a log read from far past its end")
+            .is_empty()
+    );
+}
+
 /// Runs every conformance function as its own test, each against a fresh
 /// store from `$make` (an async block). With `skippable`, `$make` gives an
 /// `Option` of the store and a future to await after the test (dropping

@@ -28,6 +28,60 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Records that listings skipped because they could not be read, since the
+/// process started (`fastlane_unreadable_records_total`).
+static UNREADABLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many stored records listings have skipped as unreadable in this
+/// process.
+pub fn unreadable_records() -> u64 {
+    UNREADABLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A record a listing read: `Ok(Some)` when readable; `Ok(None)` (with a
+/// warning naming it, counted in [`unreadable_records`]) when it cannot be
+/// read, so that one bad record never takes a listing down; the error when
+/// the store itself failed.
+pub fn readable<T>(
+    kind: &'static str,
+    id: &str,
+    read: Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    match read {
+        Ok(record) => Ok(Some(record)),
+        Err(StoreError::Corrupt(reason)) => {
+            UNREADABLE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                record = kind,
+                id = ?id,
+                %reason,
+                "skipping a stored record that cannot be read"
+            );
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// One record read by its id: an unreadable one is an error naming it.
+pub fn named<T>(
+    kind: &'static str,
+    id: &str,
+    read: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    read.map_err(|err| match err {
+        StoreError::Corrupt(reason) => StoreError::Corrupt(format!("{kind} {id:?}: {reason}")),
+        other => other,
+    })
+}
+
+/// `n` as a signed 64-bit SQL parameter, saturating: an offset or a limit
+/// past `i64::MAX` (a page number nobody has) means "none left" / "no
+/// limit", never an error.
+pub fn sql_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// A task with its job count, for listings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSummary {

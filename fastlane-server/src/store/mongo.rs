@@ -153,6 +153,35 @@ fn execution_from(stored: &Document) -> Result<Execution, StoreError> {
     serde_json::from_value(Value::Object(map)).map_err(corrupt)
 }
 
+/// The records of `stored` that `read` can read; the others are skipped
+/// with a warning naming them (see [`crate::store::readable`]).
+fn listed<T>(
+    kind: &'static str,
+    stored: &[Document],
+    read: impl Fn(&Document) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut records = Vec::with_capacity(stored.len());
+    for document in stored {
+        let id = document.get_str("_id").unwrap_or("(no id)");
+        records.extend(crate::store::readable(kind, id, read(document))?);
+    }
+    Ok(records)
+}
+
+/// The record `id` read by `read` from `stored`, if found; an unreadable
+/// one is an error naming it.
+fn one<T>(
+    kind: &'static str,
+    id: &str,
+    stored: Option<Document>,
+    read: impl Fn(&Document) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    stored
+        .as_ref()
+        .map(|document| crate::store::named(kind, id, read(document)))
+        .transpose()
+}
+
 /// The query that finds the tasks having `word` (already lower-cased):
 /// the same tasks as the other stores' `LIKE` on [`super::search_pattern`].
 fn search_filter(word: &str) -> Option<Document> {
@@ -445,14 +474,15 @@ impl MongoStore {
         let page: Vec<Document> = tasks
             .find(filter)
             .sort(doc! {"seq": 1})
-            .skip(offset)
+            // The driver sends a signed number: past i64::MAX, nothing is left.
+            .skip(offset.min(i64::MAX.unsigned_abs()))
             .limit(big(limit))
             .await
             .map_err(mongo)?
             .try_collect()
             .await
             .map_err(mongo)?;
-        let tasks: Vec<Task> = page.iter().map(from_record).collect::<Result<_, _>>()?;
+        let tasks: Vec<Task> = listed("task", &page, from_record)?;
         let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
         let counted: Vec<Document> = self
             .collection(JOBS)
@@ -510,23 +540,21 @@ impl Store for MongoStore {
     }
 
     async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
-        self.collection(JOBS)
+        let stored = self
+            .collection(JOBS)
             .find_one(doc! {"_id": job_id})
             .await
-            .map_err(mongo)?
-            .as_ref()
-            .map(from_record)
-            .transpose()
+            .map_err(mongo)?;
+        one("job", job_id, stored, from_record)
     }
 
     async fn job(&self, task_id: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
-        self.collection(JOBS)
+        let stored = self
+            .collection(JOBS)
             .find_one(doc! {"_id": job_id, "task_id": task_id})
             .await
-            .map_err(mongo)?
-            .as_ref()
-            .map(from_record)
-            .transpose()
+            .map_err(mongo)?;
+        one("job", job_id, stored, from_record)
     }
 
     async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError> {
@@ -542,23 +570,21 @@ impl Store for MongoStore {
         else {
             return Ok(None);
         };
-        let task: Task = from_record(&stored)?;
-        let jobs = self
+        let task: Task = crate::store::named("task", task_id, from_record(&stored))?;
+        let stored = self
             .all(
                 JOBS,
                 doc! {"task_id": task_id},
                 doc! {"last_modified_at": -1},
             )
-            .await?
-            .iter()
-            .map(|stored| {
-                let job: Job = from_record(stored)?;
-                Ok(JobSummary {
-                    job_id: job.job_id,
-                    created_at: job.created_at,
-                })
+            .await?;
+        let jobs = listed("job", &stored, from_record::<Job>)?
+            .into_iter()
+            .map(|job| JobSummary {
+                job_id: job.job_id,
+                created_at: job.created_at,
             })
-            .collect::<Result<_, StoreError>>()?;
+            .collect();
         Ok(Some((task, jobs)))
     }
 
@@ -584,21 +610,16 @@ impl Store for MongoStore {
             .try_collect()
             .await
             .map_err(mongo)?;
-        let newest = newest
-            .iter()
-            .map(execution_from)
-            .collect::<Result<_, _>>()?;
-        Ok((newest, total))
+        Ok((listed("execution", &newest, execution_from)?, total))
     }
 
     async fn execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
-        self.collection(EXECUTIONS)
+        let stored = self
+            .collection(EXECUTIONS)
             .find_one(doc! {"_id": execution_id})
             .await
-            .map_err(mongo)?
-            .as_ref()
-            .map(execution_from)
-            .transpose()
+            .map_err(mongo)?;
+        one("execution", execution_id, stored, execution_from)
     }
 
     async fn save_execution(
@@ -639,7 +660,8 @@ impl Store for MongoStore {
         reason: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<Execution>, StoreError> {
-        self.collection(EXECUTIONS)
+        let stored = self
+            .collection(EXECUTIONS)
             .find_one_and_update(
                 doc! {"_id": execution_id, "status": {"$in": LIVE.to_vec()}},
                 doc! {"$set": {
@@ -651,10 +673,8 @@ impl Store for MongoStore {
             )
             .return_document(ReturnDocument::After)
             .await
-            .map_err(mongo)?
-            .as_ref()
-            .map(execution_from)
-            .transpose()
+            .map_err(mongo)?;
+        one("execution", execution_id, stored, execution_from)
     }
 
     async fn append_dispatch(
@@ -707,27 +727,25 @@ impl Store for MongoStore {
     }
 
     async fn live_executions(&self, job_id: &str) -> Result<Vec<Execution>, StoreError> {
-        self.all(
-            EXECUTIONS,
-            doc! {"job_id": job_id, "status": {"$in": LIVE.to_vec()}},
-            doc! {"created_at": 1, "seq": 1},
-        )
-        .await?
-        .iter()
-        .map(execution_from)
-        .collect()
+        let stored = self
+            .all(
+                EXECUTIONS,
+                doc! {"job_id": job_id, "status": {"$in": LIVE.to_vec()}},
+                doc! {"created_at": 1, "seq": 1},
+            )
+            .await?;
+        listed("execution", &stored, execution_from)
     }
 
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        self.all(
-            JOBS,
-            doc! {"next_run_at": {"$ne": Bson::Null}, "stopped": {"$ne": true}},
-            doc! {"next_run_at": 1},
-        )
-        .await?
-        .iter()
-        .map(from_record)
-        .collect()
+        let stored = self
+            .all(
+                JOBS,
+                doc! {"next_run_at": {"$ne": Bson::Null}, "stopped": {"$ne": true}},
+                doc! {"next_run_at": 1},
+            )
+            .await?;
+        listed("job", &stored, from_record)
     }
 
     async fn search_tasks(
@@ -741,15 +759,14 @@ impl Store for MongoStore {
     }
 
     async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError> {
-        self.all(
-            EXECUTIONS,
-            doc! {"status": {"$in": LIVE.to_vec()}},
-            doc! {"created_at": 1, "seq": 1},
-        )
-        .await?
-        .iter()
-        .map(execution_from)
-        .collect()
+        let stored = self
+            .all(
+                EXECUTIONS,
+                doc! {"status": {"$in": LIVE.to_vec()}},
+                doc! {"created_at": 1, "seq": 1},
+            )
+            .await?;
+        listed("execution", &stored, execution_from)
     }
 
     async fn blacklist(&self) -> Result<Vec<String>, StoreError> {
@@ -1112,6 +1129,35 @@ mod tests {
             .expect("create");
         assert_eq!(store.find_job("j").await.expect("read"), Some(job));
         assert_eq!(store.execution("e").await.expect("read"), Some(execution));
+        store.drop_database().await.expect("drop");
+    }
+
+    /// A job and an execution whose stored timestamps are not timestamps,
+    /// written behind the store's back (MongoDB itself refuses documents
+    /// nested past 100 levels, so the depth case cannot be stored here).
+    #[tokio::test]
+    async fn unreadable_records_are_skipped_in_listings() {
+        let Some(store) = fresh().await else { return };
+        let raw = store.clone();
+        crate::store::conformance::unreadable_records_are_skipped_in_listings(
+            Arc::new(store.clone()),
+            |kind, id| {
+                let raw = raw.clone();
+                async move {
+                    let collection = if kind == "job" { JOBS } else { EXECUTIONS };
+                    let changed = raw
+                        .collection(collection)
+                        .update_one(
+                            doc! {"_id": id},
+                            doc! {"$set": {"doc.created_at": "not a date"}},
+                        )
+                        .await
+                        .expect("spoil");
+                    assert_eq!(changed.matched_count, 1);
+                }
+            },
+        )
+        .await;
         store.drop_database().await.expect("drop");
     }
 

@@ -24,7 +24,7 @@ mod rows;
 mod schema;
 
 use admission::{give_back_finished, held_slots, lock_admission, read_line};
-use rows::{big, col, corrupt, count, docs, document, from_doc, pg};
+use rows::{big, col, corrupt, count, docs, document, listed, one, pg};
 
 use super::{
     Admission, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Store, StoreError,
@@ -215,7 +215,7 @@ impl Store for PostgresStore {
         let rows = self
             .query("SELECT data FROM jobs WHERE job_id = $1", &[&job_id])
             .await?;
-        rows.first().map(|row| from_doc(row, 0)).transpose()
+        one("job", job_id, &rows)
     }
 
     async fn job(&self, task_id: &str, job_id: &str) -> Result<Option<Job>, StoreError> {
@@ -225,7 +225,7 @@ impl Store for PostgresStore {
                 &[&job_id, &task_id],
             )
             .await?;
-        rows.first().map(|row| from_doc(row, 0)).transpose()
+        one("job", job_id, &rows)
     }
 
     async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError> {
@@ -251,12 +251,12 @@ impl Store for PostgresStore {
         };
         let rows = client
             .query(
-                "SELECT data FROM jobs WHERE task_id = $1 ORDER BY last_modified_at DESC",
+                "SELECT data, job_id FROM jobs WHERE task_id = $1 ORDER BY last_modified_at DESC",
                 &[&task_id],
             )
             .await
             .map_err(pg)?;
-        let jobs = docs::<Job>(&rows)?
+        let jobs = listed::<Job>("job", &rows)?
             .into_iter()
             .map(|job| JobSummary {
                 job_id: job.job_id,
@@ -281,13 +281,13 @@ impl Store for PostgresStore {
             .map_err(pg)?;
         let rows = client
             .query(
-                "SELECT data FROM executions WHERE job_id = $1
+                "SELECT data, execution_id FROM executions WHERE job_id = $1
                  ORDER BY created_at DESC, seq DESC LIMIT $2",
                 &[&job_id, &big(limit)],
             )
             .await
             .map_err(pg)?;
-        Ok((docs(&rows)?, count(&total, 0)?))
+        Ok((listed("execution", &rows)?, count(&total, 0)?))
     }
 
     async fn execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
@@ -297,7 +297,7 @@ impl Store for PostgresStore {
                 &[&execution_id],
             )
             .await?;
-        rows.first().map(|row| from_doc(row, 0)).transpose()
+        one("execution", execution_id, &rows)
     }
 
     async fn save_execution(
@@ -342,7 +342,7 @@ impl Store for PostgresStore {
                 &[&changes, &execution_id],
             )
             .await?;
-        rows.first().map(|row| from_doc(row, 0)).transpose()
+        one("execution", execution_id, &rows)
     }
 
     async fn append_dispatch(
@@ -398,25 +398,25 @@ impl Store for PostgresStore {
         let rows = self
             .query(
                 &format!(
-                    "SELECT data FROM executions WHERE job_id = $1 AND status IN {LIVE}
-                     ORDER BY created_at, seq"
+                    "SELECT data, execution_id FROM executions
+                     WHERE job_id = $1 AND status IN {LIVE} ORDER BY created_at, seq"
                 ),
                 &[&job_id],
             )
             .await?;
-        docs(&rows)
+        listed("execution", &rows)
     }
 
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
         let rows = self
             .query(
-                "SELECT data FROM jobs WHERE data ->> 'next_run_at' IS NOT NULL
+                "SELECT data, job_id FROM jobs WHERE data ->> 'next_run_at' IS NOT NULL
                  AND NOT COALESCE((data ->> 'stopped')::boolean, false)
                  ORDER BY (data ->> 'next_run_at')::timestamptz",
                 &[],
             )
             .await?;
-        docs(&rows)
+        listed("job", &rows)
     }
 
     async fn search_tasks(
@@ -433,12 +433,13 @@ impl Store for PostgresStore {
         let rows = self
             .query(
                 &format!(
-                    "SELECT data FROM executions WHERE status IN {LIVE} ORDER BY created_at, seq"
+                    "SELECT data, execution_id FROM executions
+                     WHERE status IN {LIVE} ORDER BY created_at, seq"
                 ),
                 &[],
             )
             .await?;
-        docs(&rows)
+        listed("execution", &rows)
     }
 
     async fn blacklist(&self) -> Result<Vec<String>, StoreError> {
@@ -781,6 +782,37 @@ mod tests {
             .expect("read")
             .expect("execution");
         assert_eq!(kept.stdout.as_deref(), Some("a\u{FFFD}b"));
+    }
+
+    /// A job whose metadata nests deeper than a record can be read back,
+    /// and an execution with a timestamp that is not one, written with SQL.
+    #[tokio::test]
+    async fn unreadable_records_are_skipped_in_listings() {
+        let store = fresh().await;
+        let raw = store.clone();
+        crate::store::conformance::unreadable_records_are_skipped_in_listings(
+            std::sync::Arc::new(store),
+            |kind, id| {
+                let raw = raw.clone();
+                async move {
+                    let (sql, value) = match kind {
+                        "job" => (
+                            "UPDATE jobs SET data = jsonb_set(data, '{spec,custom}', $1::text::jsonb)
+                             WHERE job_id = $2",
+                            crate::store::conformance::nested(200),
+                        ),
+                        _ => (
+                            "UPDATE executions SET data = jsonb_set(data, '{created_at}',
+                                                                  to_jsonb($1::text))
+                             WHERE execution_id = $2",
+                            "not a date".to_owned(),
+                        ),
+                    };
+                    assert_eq!(raw.execute(sql, &[&value, &id]).await.expect("spoil"), 1);
+                }
+            },
+        )
+        .await;
     }
 
     /// Admissions from several processes (here: pools) at once never give

@@ -51,7 +51,17 @@ fn help(name: &str) -> &'static str {
         "fastlane_queue_messages" => "Messages in each queue (due or not, leased or not).",
         "fastlane_executions_running" => "Fastlane containers running, by host and farm.",
         "fastlane_docker_host_up" => "1 when a Docker host answers, by host and farm.",
-        "fastlane_http_requests_total" => "HTTP requests, by method, route and status.",
+        "fastlane_http_requests_total" => {
+            "HTTP requests, by method (`other` past the standard ones), route template \
+             (`unmatched` for no route) and status."
+        }
+        "fastlane_unreadable_records_total" => {
+            "Stored records listings skipped because they could not be read."
+        }
+        "fastlane_live_log_store_reads_total" => {
+            "Store reads made to stream live logs (one poller per followed execution)."
+        }
+        "fastlane_websocket_connections" => "Live-log WebSocket connections open.",
         _ => "",
     }
 }

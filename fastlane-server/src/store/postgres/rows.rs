@@ -76,3 +76,30 @@ pub(super) fn from_doc<T: serde::de::DeserializeOwned>(
 pub(super) fn docs<T: serde::de::DeserializeOwned>(rows: &[Row]) -> Result<Vec<T>, StoreError> {
     rows.iter().map(|row| from_doc(row, 0)).collect()
 }
+
+/// The documents in column 0 of the rows that can be read, each row
+/// naming its record in column 1; the others are skipped with a warning
+/// (see [`crate::store::readable`]).
+pub(super) fn listed<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    rows: &[Row],
+) -> Result<Vec<T>, StoreError> {
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = col(row, 1)?;
+        records.extend(crate::store::readable(kind, &id, from_doc(row, 0))?);
+    }
+    Ok(records)
+}
+
+/// The document in column 0 of the first row, if any: the record `id`,
+/// an unreadable one an error naming it.
+pub(super) fn one<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    id: &str,
+    rows: &[Row],
+) -> Result<Option<T>, StoreError> {
+    rows.first()
+        .map(|row| crate::store::named(kind, id, from_doc(row, 0)))
+        .transpose()
+}
