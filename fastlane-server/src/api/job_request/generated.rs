@@ -396,7 +396,7 @@ fn broken(
             for _ in 0..=depth {
                 deep = json!({"d": deep});
             }
-            *target = if choice.0 % 2 == 0 {
+            *target = if choice.0.is_multiple_of(2) {
                 deep
             } else {
                 json!({"pad": "x".repeat(usize_of(&schema, "x-maxBytes", 0))})
