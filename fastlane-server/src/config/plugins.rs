@@ -6,6 +6,20 @@ use std::path::PathBuf;
 
 use super::ConfigError;
 
+/// One `PLUGINS` entry.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLibrary {
+    /// The library file.
+    pub path: PathBuf,
+    /// What each of its plugins is built with.
+    #[serde(default)]
+    pub config: serde_json::Value,
+}
+
+/// One `TASK_CONCURRENCY` entry.
+#[derive(Debug, Clone)]
+pub struct TaskLimit {
     /// Matched at the start of the task id.
     pub pattern: regex::Regex,
     /// How many executions of each matching task run at once.

@@ -164,21 +164,6 @@ fn check_database(key: &'static str, name: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// One `PLUGINS` entry.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginLibrary {
-    /// The library file.
-    pub path: PathBuf,
-    /// What each of its plugins is built with.
-    #[serde(default)]
-    pub config: serde_json::Value,
-}
-
-/// One `TASK_CONCURRENCY` entry.
-#[derive(Debug, Clone)]
-pub struct TaskLimit {
-
 /// `REDIS_URL`, checked: one of the forms [`crate::queue::redis::url`]
 /// reads. The error names the accepted forms and never the password.
 pub(super) fn redis_url(url: &str) -> Result<String, ConfigError> {
