@@ -9,12 +9,18 @@
 //!    idempotent per execution id: a second call finds the first run
 //!    instead of starting another;
 //! 4. [`Executor::wait`] returns when it exits, [`Executor::output`] reads
-//!    what it wrote, and [`Executor::follow`] (beside `wait`) hands it over
-//!    as it is written, for live logs;
+//!    what it wrote (up to a limit per stream), and [`Executor::follow`]
+//!    (beside `wait`) hands it over as it is written, for live logs;
 //! 5. once the result is stored, [`Executor::release`] tidies up.
 //!
 //! [`Executor::stop`] ends a run early (timeouts, users). Timeouts are the
 //! host's business: it races `wait` against its own timer.
+//!
+//! The host's memory must not grow with what a run writes: `output` keeps
+//! at most its limit of each stream, and both `output` and `follow` stop
+//! reading a stream once the [`LogSink`] no longer [wants](LogSink::wants)
+//! it. [`LogSink::write`] waits while the host is behind, so reading goes
+//! at the pace the host keeps.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,6 +91,33 @@ pub struct RunOutput {
     pub stdout: String,
     /// Standard error.
     pub stderr: String,
+    /// Set when stdout went on past the limit [`Executor::output`] was
+    /// given: `stdout` holds its start, and says how much more there was.
+    pub stdout_cut: Option<Cut>,
+    /// Set when stderr went on past the limit, as for stdout.
+    pub stderr_cut: Option<Cut>,
+}
+
+/// How a stream of [`RunOutput`] was cut at its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// Bytes past the limit that were seen (and not kept).
+    pub more_bytes: u64,
+    /// True when the stream was read to its end, so `more_bytes` is all
+    /// that was cut; false when reading stopped early (the stream had at
+    /// least `more_bytes` more).
+    pub complete: bool,
+}
+
+/// The resources a job asks for, as [`Executor::accepts_resources`] checks
+/// them when the job is submitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Resources {
+    /// CPUs each run may use (`cpuLimit`), when the job sets it.
+    pub cpu_limit: Option<f64>,
+    /// Bytes of memory each run may use (`memoryLimit`), when the job sets
+    /// it.
+    pub memory_limit: Option<u64>,
 }
 
 /// Which of a run's output streams a piece of output came from.
@@ -108,12 +141,25 @@ impl LogStream {
 
 /// Where [`Executor::follow`] hands what a run writes, as it writes it. The
 /// host keeps it with the execution, so that it can be streamed live and
-/// outlives the run. `write` must not block: the host buffers.
+/// outlives the run. The host buffers a bounded amount: `write` waits while
+/// the buffer is full, and once the host keeps nothing more of a stream
+/// (the log reached its cap) [`LogSink::wants`] says so, and the executor
+/// stops reading it.
+#[async_trait]
 pub trait LogSink: Send + Sync {
-    /// Takes the next bytes of `stream`, in the order the run wrote them.
-    /// A piece may end in the middle of a UTF-8 character; the host joins
-    /// it to the next piece of the same stream.
-    fn write(&self, stream: LogStream, bytes: &[u8]);
+    /// Takes the next bytes of `stream`, in the order the run wrote them,
+    /// waiting while the host is behind. A piece may end in the middle of a
+    /// UTF-8 character; the host joins it to the next piece of the same
+    /// stream.
+    async fn write(&self, stream: LogStream, bytes: &[u8]);
+
+    /// False once nothing more of `stream` will be kept: the executor stops
+    /// reading that stream (and returns once it wants neither), instead of
+    /// reading output that would be thrown away.
+    fn wants(&self, stream: LogStream) -> bool {
+        let _ = stream;
+        true
+    }
 }
 
 /// A group of hosts that runs a bounded number of executions at once (a
@@ -126,30 +172,102 @@ pub struct Pool {
     pub max_running: u32,
 }
 
-/// A [`LogSink`] that keeps everything, stdout and stderr apart: how an
-/// executor can build [`Executor::output`] from the same code that
-/// follows a run.
+/// A [`LogSink`] that keeps up to a limit of each stream, stdout and
+/// stderr apart: how an executor can build [`Executor::output`] from the
+/// same code that follows a run. Past its limit a stream is only counted,
+/// for [`COUNT_PAST_LIMIT`] more bytes, so that a small overrun is reported
+/// exactly; after that the collector no longer [wants](LogSink::wants) the
+/// stream, and the executor stops reading it.
+#[derive(Debug)]
+pub struct OutputCollector {
+    /// The most kept of each stream.
+    limit: u64,
+    /// What was kept of stdout and of stderr.
+    kept: std::sync::Mutex<[Kept; 2]>,
+}
+
+/// How many bytes past its limit an [`OutputCollector`] counts before it
+/// wants no more of a stream.
+pub const COUNT_PAST_LIMIT: u64 = 1024 * 1024;
+
+/// What an [`OutputCollector`] kept of one stream.
 #[derive(Debug, Default)]
-pub struct OutputCollector(std::sync::Mutex<(Vec<u8>, Vec<u8>)>);
+struct Kept {
+    /// The stream's first bytes, at most the limit.
+    bytes: Vec<u8>,
+    /// Bytes seen past the limit.
+    more: u64,
+}
+
+impl Default for OutputCollector {
+    /// A collector that keeps everything (for tests and small runs).
+    fn default() -> Self {
+        Self::with_limit(u64::MAX)
+    }
+}
 
 impl OutputCollector {
-    /// What was written, bytes that are not UTF-8 replaced.
+    /// A collector keeping at most `limit` bytes of each stream.
+    pub fn with_limit(limit: u64) -> Self {
+        Self {
+            limit,
+            kept: std::sync::Mutex::new(Default::default()),
+        }
+    }
+
+    /// What was written, bytes that are not UTF-8 replaced (a character cut
+    /// at the limit included), and how each stream was cut. Call it once
+    /// the executor stopped reading.
     pub fn into_output(self) -> RunOutput {
-        let (stdout, stderr) = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        let [mut stdout, mut stderr] = self.kept.into_inner().unwrap_or_else(|e| e.into_inner());
+        for kept in [&mut stdout, &mut stderr] {
+            // A character the limit cut in two goes with the rest.
+            if kept.more > 0
+                && let Err(err) = std::str::from_utf8(&kept.bytes)
+                && err.error_len().is_none()
+            {
+                let partial = kept.bytes.len() - err.valid_up_to();
+                kept.bytes.truncate(err.valid_up_to());
+                kept.more += partial as u64;
+            }
+        }
+        let cut = |kept: &Kept| {
+            (kept.more > 0).then_some(Cut {
+                more_bytes: kept.more,
+                complete: kept.more <= COUNT_PAST_LIMIT,
+            })
+        };
         RunOutput {
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            stdout_cut: cut(&stdout),
+            stderr_cut: cut(&stderr),
+            stdout: String::from_utf8_lossy(&stdout.bytes).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr.bytes).into_owned(),
+        }
+    }
+
+    fn index(stream: LogStream) -> usize {
+        match stream {
+            LogStream::Stdout => 0,
+            LogStream::Stderr => 1,
         }
     }
 }
 
+#[async_trait]
 impl LogSink for OutputCollector {
-    fn write(&self, stream: LogStream, bytes: &[u8]) {
-        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match stream {
-            LogStream::Stdout => kept.0.extend_from_slice(bytes),
-            LogStream::Stderr => kept.1.extend_from_slice(bytes),
-        }
+    async fn write(&self, stream: LogStream, bytes: &[u8]) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = &mut kept[Self::index(stream)];
+        let room = usize::try_from(self.limit.saturating_sub(kept.bytes.len() as u64))
+            .unwrap_or(usize::MAX);
+        let taken = bytes.len().min(room);
+        kept.bytes.extend_from_slice(&bytes[..taken]);
+        kept.more = kept.more.saturating_add((bytes.len() - taken) as u64);
+    }
+
+    fn wants(&self, stream: LogStream) -> bool {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept[Self::index(stream)].more <= COUNT_PAST_LIMIT
     }
 }
 
@@ -225,6 +343,16 @@ pub trait Executor: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Says whether a job of `task_id` may ask for `resources` (a farm's
+    /// `maxCpuLimit`, say), checked when the job is submitted after
+    /// [`Executor::accepts`], so that a job above a limit is refused then
+    /// with the limit named. Everything is accepted unless an executor says
+    /// otherwise.
+    fn accepts_resources(&self, task_id: &str, resources: &Resources) -> Result<(), PluginError> {
+        let _ = (task_id, resources);
+        Ok(())
+    }
+
     /// The pools that may run the executions of `task_id`, preferred
     /// first, each running a bounded number at once (a Docker farm and its
     /// `maxRunning`; more than one when a farm lets work fall through to
@@ -277,11 +405,16 @@ pub trait Executor: Send + Sync + fmt::Debug {
     /// Waits until the run exits. Returns at once if it already has.
     async fn wait(&self, handle: &RunHandle) -> Result<ExitStatus, PluginError>;
 
-    /// Reads everything the run wrote.
-    async fn output(&self, handle: &RunHandle) -> Result<RunOutput, PluginError>;
+    /// Reads what the run wrote: at most `limit` bytes of each stream. A
+    /// stream that goes on past `limit` is cut there, with how much more
+    /// there was ([`RunOutput::stdout_cut`]), and is not read much further,
+    /// so that memory and time do not grow with the output.
+    /// [`OutputCollector::with_limit`] does all of that.
+    async fn output(&self, handle: &RunHandle, limit: u64) -> Result<RunOutput, PluginError>;
 
     /// Hands what the run writes to `sink` as it writes it, from the first
-    /// byte, and returns once the run's output ends (when it exits). The
+    /// byte, and returns once the run's output ends (when it exits) or the
+    /// sink [wants](LogSink::wants) neither stream any more. The
     /// host calls it beside [`Executor::wait`] and may call it again for the
     /// same run after a crash; it skips what it already kept. Executors that
     /// cannot follow a run keep this default, which writes nothing: the host
@@ -316,5 +449,50 @@ pub trait ExecutorFactory: Send + Sync {
 impl fmt::Debug for dyn ExecutorFactory + '_ {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ExecutorFactory({})", self.kind())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_collector_keeps_its_limit_counts_a_little_more_then_wants_no_more() {
+        let kept = OutputCollector::with_limit(4);
+        kept.write(LogStream::Stdout, b"abcdef").await;
+        kept.write(LogStream::Stderr, b"xy").await;
+        assert!(kept.wants(LogStream::Stdout), "a small overrun is counted");
+        kept.write(LogStream::Stdout, &vec![b'z'; COUNT_PAST_LIMIT as usize])
+            .await;
+        assert!(!kept.wants(LogStream::Stdout));
+        assert!(kept.wants(LogStream::Stderr));
+        let output = kept.into_output();
+        assert_eq!(
+            (output.stdout.as_str(), output.stderr.as_str()),
+            ("abcd", "xy")
+        );
+        assert_eq!(
+            output.stdout_cut,
+            Some(Cut {
+                more_bytes: COUNT_PAST_LIMIT + 2,
+                complete: false
+            })
+        );
+        assert_eq!(output.stderr_cut, None);
+    }
+
+    #[tokio::test]
+    async fn a_character_the_limit_cuts_in_two_goes_with_the_rest() {
+        let kept = OutputCollector::with_limit(2);
+        kept.write(LogStream::Stdout, "aé".as_bytes()).await;
+        let output = kept.into_output();
+        assert_eq!(output.stdout, "a");
+        assert_eq!(
+            output.stdout_cut,
+            Some(Cut {
+                more_bytes: 2,
+                complete: true
+            })
+        );
     }
 }

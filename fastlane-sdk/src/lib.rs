@@ -49,8 +49,9 @@ pub mod text;
 pub use error::{ErrorKind, PluginError};
 pub use error_handler::{ErrorHandler, ErrorHandlerFactory, ErrorReport};
 pub use executor::{
-    ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, HostHealth, HostStatus,
-    LogSink, LogStream, OutputCollector, Placement, Pool, RunHandle, RunOutput, RunningContainer,
+    COUNT_PAST_LIMIT, Cut, ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus,
+    HostHealth, HostStatus, LogSink, LogStream, OutputCollector, Placement, Pool, Resources,
+    RunHandle, RunOutput, RunningContainer,
 };
 pub use metrics::{Metric, MetricValue, MetricsSink, MetricsSinkFactory};
 pub use model::{

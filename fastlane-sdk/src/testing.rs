@@ -19,17 +19,21 @@
 //! Executor checks run real commands through `sh -c` (so the image, or the
 //! machine for a process executor, needs a POSIX shell with `sleep`):
 //! a run that exits 0 reports code 0 (the server marks it `done`); a
-//! non-zero exit keeps its code; stdout and stderr stay apart; `start` is
-//! idempotent; `stop` ends a running run; dropping a `wait` (cancellation)
-//! leaves the run alone; an unknown run and a bad configuration give errors
-//! of the right kind.
+//! non-zero exit keeps its code; stdout and stderr stay apart; `output`
+//! keeps at most its limit of each stream and marks the cut; `follow` stops
+//! reading once the sink wants no more, even while the run goes on writing;
+//! `start` is idempotent; `stop` ends a running run; dropping a `wait`
+//! (cancellation) leaves the run alone; an unknown run and a bad
+//! configuration give errors of the right kind.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{ErrorKind, PluginError};
-use crate::executor::{ExecutionSpec, Executor, ExecutorFactory, OutputCollector, RunHandle};
+use crate::executor::{
+    Cut, ExecutionSpec, Executor, ExecutorFactory, LogSink, LogStream, OutputCollector, RunHandle,
+};
 use crate::model::{Execution, ExecutionStatus, Job, JobSpec};
 use crate::notifier::{Delivery, DeliveryReport, NotificationEvent, NotifierFactory};
 
@@ -59,6 +63,8 @@ pub async fn check_executor(subject: &ExecutorSubject<'_>) {
     nonzero_exit_keeps_its_code(subject, &executor).await;
     start_is_idempotent(subject, &executor).await;
     follow_hands_over_what_the_run_writes(subject, &executor).await;
+    output_keeps_at_most_its_limit(subject, &executor).await;
+    follow_stops_when_the_sink_wants_no_more(subject, &executor).await;
     stop_ends_a_running_run(subject, &executor).await;
     dropping_wait_leaves_the_run_alone(subject, &executor).await;
     an_unknown_run_is_an_error(subject, &executor).await;
@@ -164,7 +170,7 @@ pub async fn exit_zero_reports_success(
         0,
         "`exit 0` must report code 0"
     );
-    let output = succeeded("output", executor.output(&handle).await);
+    let output = succeeded("output", executor.output(&handle, u64::MAX).await);
     assert_eq!(
         output.stdout, "to-stdout\n1\n",
         "stdout (with the env var) is kept whole and apart"
@@ -222,7 +228,7 @@ pub async fn follow_hands_over_what_the_run_writes(
     let handle = start(executor, &spec).await;
     let followed = follow_to_the_end(executor, &handle).await;
     assert_eq!(wait_code(executor, &handle).await, 0);
-    let output = succeeded("output", executor.output(&handle).await);
+    let output = succeeded("output", executor.output(&handle, u64::MAX).await);
     if followed != (String::new(), String::new()) {
         assert_eq!(
             followed,
@@ -235,6 +241,85 @@ pub async fn follow_hands_over_what_the_run_writes(
             "following a finished run again hands over all of it again"
         );
     }
+    release(executor, &handle).await;
+}
+
+/// `output` keeps at most its limit of each stream, says how much more a
+/// stream that went on past it had, and leaves a stream within it whole
+/// and uncut (one exactly at the limit included).
+pub async fn output_keeps_at_most_its_limit(
+    subject: &ExecutorSubject<'_>,
+    executor: &Arc<dyn Executor>,
+) {
+    let spec = spec(
+        subject,
+        "i=0; while [ $i -lt 200 ]; do echo 0123456789abcdef; i=$((i+1)); done; printf 0123456789 >&2",
+    );
+    let handle = start(executor, &spec).await;
+    assert_eq!(wait_code(executor, &handle).await, 0);
+    let output = succeeded("output", executor.output(&handle, 10).await);
+    assert_eq!(
+        (output.stdout.as_str(), output.stdout_cut),
+        (
+            "0123456789",
+            Some(Cut {
+                more_bytes: 3390,
+                complete: true
+            })
+        ),
+        "stdout (3400 bytes) is cut at the limit of 10 bytes, with 3390 more"
+    );
+    assert_eq!(
+        (output.stderr.as_str(), output.stderr_cut),
+        ("0123456789", None),
+        "stderr of exactly the limit is whole and not cut"
+    );
+    release(executor, &handle).await;
+}
+
+/// A sink that wants nothing more once it was handed `limit` bytes.
+struct Wanting {
+    limit: u64,
+    seen: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl LogSink for Wanting {
+    async fn write(&self, _stream: LogStream, bytes: &[u8]) {
+        self.seen.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    }
+
+    fn wants(&self, _stream: LogStream) -> bool {
+        self.seen.load(Ordering::Relaxed) < self.limit
+    }
+}
+
+/// `follow` returns once the sink wants neither stream, though the run
+/// goes on writing: an executor must not read output the host throws
+/// away. (An executor that cannot follow returns at once.)
+pub async fn follow_stops_when_the_sink_wants_no_more(
+    subject: &ExecutorSubject<'_>,
+    executor: &Arc<dyn Executor>,
+) {
+    let spec = spec(
+        subject,
+        "while true; do echo 0123456789abcdef; echo 0123456789abcdef >&2; done",
+    );
+    let handle = start(executor, &spec).await;
+    let sink = Wanting {
+        limit: 4096,
+        seen: AtomicU64::new(0),
+    };
+    match tokio::time::timeout(PATIENCE, executor.follow(&handle, &sink)).await {
+        Ok(result) => succeeded("follow", result),
+        Err(_) => panic!(
+            "follow went on for {PATIENCE:?} after the sink stopped wanting output \
+             ({} bytes handed over)",
+            sink.seen.load(Ordering::Relaxed)
+        ),
+    }
+    succeeded("stop", executor.stop(&handle, Duration::from_secs(1)).await);
+    wait_code(executor, &handle).await;
     release(executor, &handle).await;
 }
 

@@ -13,8 +13,14 @@
 //! executor that cannot follow, a follow cut short) is caught up from the
 //! run's whole output once it has ended. The log is capped at
 //! `EXECUTION_LOG_MAX_BYTES`; a notice in the log marks the cut.
+//!
+//! Memory stays bounded whatever a run writes: the executor's pieces go
+//! through a bounded channel (the executor waits while the store is
+//! behind), and once the log is cut the sink wants nothing more, so the
+//! executor stops reading and following ends.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -26,6 +32,11 @@ use crate::store::{LogPiece, LogSource, LogTotals, Store};
 
 /// How many pieces a read of the log returns at most.
 pub const READ_LIMIT: u32 = 256;
+
+/// How many pieces of output an executor may hand over ahead of the
+/// store: what following holds at most (a Docker frame is a line, or a
+/// few KiB of one).
+const CHANNEL_CAPACITY: usize = 256;
 
 /// Turns the bytes of a run's streams into pieces of its log: joins UTF-8
 /// characters split between writes, skips what is already kept, and cuts
@@ -134,21 +145,31 @@ impl Keeper {
             self.bytes += len;
         }
         if cut_here {
-            let notice = format!(
-                "\n[fastlane: the log was cut here, at its cap of {} bytes (EXECUTION_LOG_MAX_BYTES)]\n",
-                self.cap
-            );
-            let len = notice.len() as u64;
-            pieces.push(LogPiece {
-                offset: self.bytes,
-                source: LogSource::Notice,
-                text: notice,
-                raw_len: 0,
-            });
-            self.bytes += len;
-            self.cut = true;
+            pieces.extend(self.cut());
         }
         pieces
+    }
+
+    /// Cuts the log here (nothing more is kept), with the notice that
+    /// marks the cut; nothing if it is cut already.
+    pub fn cut(&mut self) -> Option<LogPiece> {
+        if self.cut {
+            return None;
+        }
+        let notice = format!(
+            "\n[fastlane: the log was cut here, at its cap of {} bytes (EXECUTION_LOG_MAX_BYTES)]\n",
+            self.cap
+        );
+        let len = notice.len() as u64;
+        let piece = LogPiece {
+            offset: self.bytes,
+            source: LogSource::Notice,
+            text: notice,
+            raw_len: 0,
+        };
+        self.bytes += len;
+        self.cut = true;
+        Some(piece)
     }
 }
 
@@ -190,19 +211,35 @@ fn decode(bytes: &mut Vec<u8>, at_end: bool) -> (String, u64) {
     (text, used as u64)
 }
 
-/// The [`LogSink`] handed to executors: it only queues, never blocks.
-struct Channel(mpsc::UnboundedSender<(LogStream, Vec<u8>)>);
+/// The [`LogSink`] handed to executors: it queues into a bounded channel,
+/// waiting while it is full, and wants nothing more once keeping is over
+/// (the log was cut, or the store gave up).
+struct Channel {
+    sender: mpsc::Sender<(LogStream, Vec<u8>)>,
+    /// Set by the keeping side when nothing more will be kept.
+    done: Arc<AtomicBool>,
+}
 
+#[async_trait::async_trait]
 impl LogSink for Channel {
-    fn write(&self, stream: LogStream, bytes: &[u8]) {
-        // The receiver is gone only when keeping gave up; nothing to do.
-        let _ = self.0.send((stream, bytes.to_vec()));
+    async fn write(&self, stream: LogStream, bytes: &[u8]) {
+        if self.done.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.sender.send((stream, bytes.to_vec())).await.is_err() {
+            // The receiver is gone only when keeping is over.
+            self.done.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn wants(&self, _stream: LogStream) -> bool {
+        !self.done.load(Ordering::Relaxed)
     }
 }
 
 /// Follows the run `handle` of `execution_id`, keeping what it writes in
-/// the store, until its output ends. Errors are logged: what following
-/// misses is caught up from the whole output at the end.
+/// the store, until its output ends or the log is cut. Errors are logged:
+/// what following misses is caught up from the output at the end.
 pub async fn follow(
     store: Arc<dyn Store>,
     executor: Arc<dyn Executor>,
@@ -220,29 +257,40 @@ pub async fn follow(
     if totals.cut {
         return;
     }
-    let (sender, mut receiver) = mpsc::unbounded_channel::<(LogStream, Vec<u8>)>();
+    let (sender, mut receiver) = mpsc::channel::<(LogStream, Vec<u8>)>(CHANNEL_CAPACITY);
+    let done = Arc::new(AtomicBool::new(false));
     let mut keeper = Keeper::new(totals, cap);
     let keeping = async {
-        while let Some(first) = receiver.recv().await {
-            let mut pieces = keeper.take(first.0, &first.1);
-            // Whatever else arrived meanwhile goes into the same write.
-            while let Ok((stream, bytes)) = receiver.try_recv() {
-                pieces.extend(keeper.take(stream, &bytes));
-                if pieces.len() >= READ_LIMIT as usize {
-                    break;
+        let kept_all = async {
+            while let Some(first) = receiver.recv().await {
+                let mut pieces = keeper.take(first.0, &first.1);
+                // Whatever else arrived meanwhile goes into the same write.
+                while let Ok((stream, bytes)) = receiver.try_recv() {
+                    pieces.extend(keeper.take(stream, &bytes));
+                    if pieces.len() >= READ_LIMIT as usize {
+                        break;
+                    }
+                }
+                if !append(store.as_ref(), &execution_id, merge(pieces)).await {
+                    return;
+                }
+                if keeper.is_cut() {
+                    return;
                 }
             }
-            if !append(store.as_ref(), &execution_id, merge(pieces)).await {
-                return;
-            }
-            if keeper.is_cut() {
-                return;
-            }
-        }
-        append(store.as_ref(), &execution_id, keeper.finish()).await;
+            append(store.as_ref(), &execution_id, keeper.finish()).await;
+        };
+        kept_all.await;
+        // Nothing more is kept: the executor stops reading, and whatever
+        // it had queued is dropped with the receiver.
+        done.store(true, Ordering::Relaxed);
+        drop(receiver);
     };
     let following = async {
-        let sink = Channel(sender);
+        let sink = Channel {
+            sender,
+            done: done.clone(),
+        };
         if let Err(err) = executor.follow(&handle, &sink).await {
             warn!(execution = %execution_id, error = %err, "following the run's output failed");
         }
@@ -252,7 +300,9 @@ pub async fn follow(
 }
 
 /// Keeps what `output` holds beyond what following kept (all of it, for an
-/// executor that cannot follow): stdout first, then stderr.
+/// executor that cannot follow): stdout first, then stderr. When the
+/// executor cut a stream at its limit and the log has room left for the
+/// rest, the log is cut here, with its notice, all the same.
 pub async fn catch_up(store: &dyn Store, execution_id: &str, output: &RunOutput, cap: u64) {
     let totals = match store.log_totals(execution_id).await {
         Ok(totals) => totals,
@@ -265,6 +315,9 @@ pub async fn catch_up(store: &dyn Store, execution_id: &str, output: &RunOutput,
     let mut pieces = keeper.take(LogStream::Stdout, output.stdout.as_bytes());
     pieces.extend(keeper.take(LogStream::Stderr, output.stderr.as_bytes()));
     pieces.extend(keeper.finish());
+    if output.stdout_cut.is_some() || output.stderr_cut.is_some() {
+        pieces.extend(keeper.cut());
+    }
     append(store, execution_id, pieces).await;
 }
 
@@ -392,6 +445,125 @@ mod tests {
         assert!(pieces[1].text.contains("cut here, at its cap of 10 bytes"));
         assert!(keeper.is_cut());
         assert!(keeper.take(LogStream::Stderr, b"late").is_empty());
+    }
+
+    #[test]
+    fn a_keeper_cut_by_hand_marks_the_cut_once() {
+        let mut keeper = Keeper::new(LogTotals::default(), 100);
+        let kept = keeper.take(LogStream::Stdout, b"short");
+        let cut = keeper.cut().expect("a notice");
+        assert_eq!((cut.offset, cut.source), (5, LogSource::Notice));
+        assert!(cut.text.contains("cut here"), "{}", cut.text);
+        assert!(keeper.cut().is_none());
+        assert!(keeper.take(LogStream::Stdout, b"more").is_empty());
+        assert_eq!(kept.len(), 1);
+    }
+
+    /// An executor whose run writes without end, in 64 KiB pieces, for as
+    /// long as the sink wants them.
+    #[derive(Debug, Default)]
+    struct Endless {
+        written: std::sync::atomic::AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Executor for Endless {
+        fn name(&self) -> &str {
+            "endless"
+        }
+        async fn place(
+            &self,
+            _: &fastlane_sdk::ExecutionSpec,
+        ) -> Result<fastlane_sdk::Placement, fastlane_sdk::PluginError> {
+            unreachable!("only followed")
+        }
+        async fn prepare(
+            &self,
+            _: &fastlane_sdk::ExecutionSpec,
+            _: &fastlane_sdk::Placement,
+        ) -> Result<(), fastlane_sdk::PluginError> {
+            unreachable!("only followed")
+        }
+        async fn start(
+            &self,
+            _: &fastlane_sdk::ExecutionSpec,
+            _: &fastlane_sdk::Placement,
+        ) -> Result<RunHandle, fastlane_sdk::PluginError> {
+            unreachable!("only followed")
+        }
+        async fn wait(
+            &self,
+            _: &RunHandle,
+        ) -> Result<fastlane_sdk::ExitStatus, fastlane_sdk::PluginError> {
+            unreachable!("only followed")
+        }
+        async fn output(
+            &self,
+            _: &RunHandle,
+            _: u64,
+        ) -> Result<RunOutput, fastlane_sdk::PluginError> {
+            unreachable!("only followed")
+        }
+        async fn follow(
+            &self,
+            _: &RunHandle,
+            sink: &dyn LogSink,
+        ) -> Result<(), fastlane_sdk::PluginError> {
+            let piece = vec![b'x'; 64 * 1024];
+            while sink.wants(LogStream::Stdout) {
+                sink.write(LogStream::Stdout, &piece).await;
+                self.written
+                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+        async fn stop(&self, _: &RunHandle, _: Duration) -> Result<(), fastlane_sdk::PluginError> {
+            Ok(())
+        }
+        async fn release(&self, _: &RunHandle) -> Result<(), fastlane_sdk::PluginError> {
+            Ok(())
+        }
+        async fn status(&self) -> fastlane_sdk::ExecutorStatus {
+            Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn following_ends_once_the_log_is_cut_though_the_run_writes_on() {
+        let dir = std::env::temp_dir().join(format!("fastlane-logs-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::new(
+            crate::embedded::Db::open(&dir).expect("db"),
+        ));
+        let executor = Arc::new(Endless::default());
+        let handle = RunHandle {
+            host: "here".to_owned(),
+            id: "endless".to_owned(),
+        };
+        let cap = 1024 * 1024;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            follow(
+                store.clone(),
+                executor.clone(),
+                handle,
+                "e1".to_owned(),
+                cap,
+            ),
+        )
+        .await
+        .expect("following went on after the cut");
+        let totals = store.log_totals("e1").await.expect("totals");
+        assert!(totals.cut, "{totals:?}");
+        assert_eq!(totals.stdout, cap);
+        // What the executor was let write past the cap is what the bounded
+        // channel holds, not an unbounded backlog.
+        let written = executor.written.load(Ordering::Relaxed);
+        assert!(
+            written <= cap + (2 * CHANNEL_CAPACITY as u64 + 4) * 64 * 1024,
+            "the executor wrote {written} bytes for a log of {cap}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fastlane_sdk::runtime;
 use fastlane_sdk::{
-    ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, HostStatus, Placement,
-    PluginError, RunHandle, RunOutput, RunningContainer,
+    Cut, ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, HostStatus,
+    Placement, PluginError, RunHandle, RunOutput, RunningContainer,
 };
 use tokio::sync::watch;
 
@@ -204,17 +204,33 @@ impl Executor for LocalExecutor {
         Ok(ExitStatus { code, error: None })
     }
 
-    async fn output(&self, handle: &RunHandle) -> Result<RunOutput, PluginError> {
+    async fn output(&self, handle: &RunHandle, limit: u64) -> Result<RunOutput, PluginError> {
+        // At most `limit` bytes of each file are read, so memory does not
+        // grow with the output; the file's length says how much was cut.
         let read = |stream: &str| {
-            std::fs::read(self.file(&handle.id, stream))
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                .map_err(|err| {
-                    PluginError::not_found(format!("no {stream} for {}: {err}", handle.id))
-                })
+            use std::io::Read;
+            let not_found = |err: std::io::Error| {
+                PluginError::not_found(format!("no {stream} for {}: {err}", handle.id))
+            };
+            let file = std::fs::File::open(self.file(&handle.id, stream)).map_err(not_found)?;
+            let length = file.metadata().map_err(not_found)?.len();
+            let mut bytes = Vec::new();
+            file.take(limit)
+                .read_to_end(&mut bytes)
+                .map_err(not_found)?;
+            let cut = (length > bytes.len() as u64).then(|| Cut {
+                more_bytes: length - bytes.len() as u64,
+                complete: true,
+            });
+            Ok::<_, PluginError>((String::from_utf8_lossy(&bytes).into_owned(), cut))
         };
+        let (stdout, stdout_cut) = read("stdout")?;
+        let (stderr, stderr_cut) = read("stderr")?;
         Ok(RunOutput {
-            stdout: read("stdout")?,
-            stderr: read("stderr")?,
+            stdout,
+            stderr,
+            stdout_cut,
+            stderr_cut,
         })
     }
 

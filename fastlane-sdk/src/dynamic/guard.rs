@@ -19,7 +19,7 @@ use crate::error::PluginError;
 use crate::error_handler::{ErrorHandler, ErrorHandlerFactory, ErrorReport};
 use crate::executor::{
     ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, HostHealth, LogSink,
-    Placement, Pool, RunHandle, RunOutput,
+    Placement, Pool, Resources, RunHandle, RunOutput,
 };
 use crate::metrics::{Metric, MetricsSink, MetricsSinkFactory};
 use crate::notifier::{Delivery, DeliveryReport, Notifier, NotifierFactory};
@@ -230,6 +230,12 @@ impl Executor for Guarded<Arc<dyn Executor>> {
         self.call("checking a task id", |e| e.accepts(task_id))
     }
 
+    fn accepts_resources(&self, task_id: &str, resources: &Resources) -> Result<(), PluginError> {
+        self.call("checking a job's resources", |e| {
+            e.accepts_resources(task_id, resources)
+        })
+    }
+
     fn pools(&self, task_id: &str) -> Vec<Pool> {
         self.call_infallible("naming pools", Vec::new(), |e| e.pools(task_id))
     }
@@ -275,8 +281,9 @@ impl Executor for Guarded<Arc<dyn Executor>> {
             .await
     }
 
-    async fn output(&self, handle: &RunHandle) -> Result<RunOutput, PluginError> {
-        self.future("reading output", |e| e.output(handle)).await
+    async fn output(&self, handle: &RunHandle, limit: u64) -> Result<RunOutput, PluginError> {
+        self.future("reading output", |e| e.output(handle, limit))
+            .await
     }
 
     async fn follow(&self, handle: &RunHandle, sink: &dyn LogSink) -> Result<(), PluginError> {

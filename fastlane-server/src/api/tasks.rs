@@ -316,10 +316,14 @@ async fn submit(
     .map_err(|message| ApiError::bad_request(operation, message))?;
     crate::egress::check_webhooks(&spec.webhooks, &services.config.webhook_egress)
         .map_err(|message| ApiError::bad_request(operation, message))?;
-    services
-        .executors
-        .for_task(task_id)
+    let executor = services.executors.for_task(task_id);
+    let resources = fastlane_sdk::Resources {
+        cpu_limit: spec.cpu_limit,
+        memory_limit: spec.memory_limit,
+    };
+    executor
         .accepts(task_id)
+        .and_then(|()| executor.accepts_resources(task_id, &resources))
         .map_err(|err| ApiError::bad_request(operation, err.message()))?;
     let ip = client_ip(request);
     let mut job = match existing {

@@ -159,7 +159,20 @@ pub(super) const KEYS: &[Key] = &[
         doc: "Farms of Docker API hosts, as JSON: \
               [{\"match\": \"<task id regex>\", \"hosts\": [\"host:port\", \"unix:///path\"], \"maxRunning\": 10}]. \
               When unset: $DOCKER_HOST, else the first of /var/run/docker.sock, \
-              /run/podman/podman.sock and /run/fastlane/podman.sock that exists.",
+              /run/podman/podman.sock and /run/fastlane/podman.sock that exists. \
+              A farm may also set cpuLimit and memoryLimit (bytes; defaults for jobs that set none), \
+              maxCpuLimit and maxMemoryLimit (bytes; a job asking for more is refused at submit), \
+              user, readOnlyRootfs (true/false), network (the network mode), capDrop \
+              (capabilities to drop, e.g. [\"ALL\"]), logMaxSize (the engine's log driver \
+              max-size, default \"100m\"; \"0\" leaves the engine's own default) and fallthrough.",
+    },
+    Key {
+        name: "PIDS_LIMIT",
+        section: "Docker Executor",
+        kind: Kind::Integer,
+        default: Some("4096"),
+        doc: "The most processes (and threads) one container may run at once (the engine's \
+              pids limit); 0 sets none.",
     },
     Key {
         name: "DOCKER_CIRCUIT_BREAKER_MAX_FAILS",

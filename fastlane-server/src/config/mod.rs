@@ -267,6 +267,7 @@ impl Config {
                 "key": text(take("DOCKER_TLS_KEY")),
                 "verify": take("DOCKER_TLS_VERIFY").as_bool().unwrap_or(false),
             },
+            "pidsLimit": int("PIDS_LIMIT", take("PIDS_LIMIT"), 0)?,
         });
         let factor = take("EXPONENTIAL_BACKOFF_FACTOR").as_f64().unwrap_or(2.0);
         if factor < 1.0 {

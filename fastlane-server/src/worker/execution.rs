@@ -291,7 +291,7 @@ async fn steps(
         }
         Ok(exit) => {
             let exit = exit?;
-            let output = executor.output(&handle).await?;
+            let output = executor.output(&handle, cap).await?;
             crate::logs::catch_up(store.as_ref(), &execution.execution_id, &output, cap).await;
             execution.exit_code = Some(exit.code);
             (execution.stdout, execution.stderr) = capped(output, cap);
@@ -306,7 +306,7 @@ async fn steps(
         Err(_elapsed) => {
             let grace = Duration::from_secs(services.config.stop_grace_seconds);
             executor.stop(&handle, grace).await?;
-            let output = executor.output(&handle).await.unwrap_or_default();
+            let output = executor.output(&handle, cap).await.unwrap_or_default();
             crate::logs::catch_up(store.as_ref(), &execution.execution_id, &output, cap).await;
             (execution.stdout, execution.stderr) = capped(output, cap);
             execution.finished_at = Some(Utc::now());
@@ -343,17 +343,26 @@ impl Drop for Follower {
 }
 
 /// stdout and stderr as stored with the execution: each cut at `cap`
-/// bytes, with a note saying how much more there was.
+/// bytes, with a note saying how much more there was (`more than N` when
+/// the executor stopped reading a long stream).
 fn capped(output: fastlane_sdk::RunOutput, cap: u64) -> (Option<String>, Option<String>) {
     let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-    let cut = |text: String| {
-        if text.len() <= cap {
-            text
-        } else {
-            fastlane_sdk::text::truncate(&text, cap).0
+    let cut = |text: String, cut: Option<fastlane_sdk::Cut>| match cut {
+        // An executor that kept more than asked: cut it here.
+        _ if text.len() > cap => fastlane_sdk::text::truncate(&text, cap).0,
+        Some(cut) if cut.complete => {
+            format!("{text}\n[truncated: {} more bytes]", cut.more_bytes)
         }
+        Some(cut) => format!(
+            "{text}\n[truncated: more than {} more bytes]",
+            cut.more_bytes
+        ),
+        None => text,
     };
-    (Some(cut(output.stdout)), Some(cut(output.stderr)))
+    (
+        Some(cut(output.stdout, output.stdout_cut)),
+        Some(cut(output.stderr, output.stderr_cut)),
+    )
 }
 
 /// When a failed execution gets another attempt (if the job has retries
@@ -507,6 +516,38 @@ async fn release(services: &Services, execution: &Execution) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_output_is_marked_where_it_was_cut() {
+        let output = fastlane_sdk::RunOutput {
+            stdout: "0123".to_owned(),
+            stderr: "ab".to_owned(),
+            stdout_cut: Some(fastlane_sdk::Cut {
+                more_bytes: 10,
+                complete: true,
+            }),
+            stderr_cut: Some(fastlane_sdk::Cut {
+                more_bytes: 7,
+                complete: false,
+            }),
+        };
+        assert_eq!(
+            capped(output, 4),
+            (
+                Some("0123\n[truncated: 10 more bytes]".to_owned()),
+                Some("ab\n[truncated: more than 7 more bytes]".to_owned())
+            )
+        );
+        // An executor that kept more than the cap is cut here.
+        let whole = fastlane_sdk::RunOutput {
+            stdout: "0123456789".to_owned(),
+            ..Default::default()
+        };
+        assert_eq!(
+            capped(whole, 4).0.as_deref(),
+            Some("0123\n[truncated: 6 more bytes]")
+        );
+    }
 
     #[test]
     fn retry_delays_grow_by_the_factor_up_to_the_cap_and_jitter_stays_in_bounds() {

@@ -30,10 +30,180 @@ pub struct Farm {
     /// the next farm whose `match` fits them too.
     #[serde(default)]
     pub fallthrough: bool,
+    /// The most CPUs a job of the farm may ask for (`cpuLimit`); a job
+    /// asking for more is refused when it is submitted.
+    #[serde(rename = "maxCpuLimit", default)]
+    pub max_cpu_limit: Option<f64>,
+    /// The most bytes of memory a job of the farm may ask for
+    /// (`memoryLimit`); a job asking for more is refused when submitted.
+    #[serde(rename = "maxMemoryLimit", default)]
+    pub max_memory_limit: Option<u64>,
+    /// The user (`name`, `uid` or `uid:gid`) containers run as, instead of
+    /// the image's.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Containers get a read-only root file system.
+    #[serde(rename = "readOnlyRootfs", default)]
+    pub read_only_rootfs: bool,
+    /// The network mode containers get (`none`, `bridge`, a network's
+    /// name), instead of the engine's default.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Capabilities taken from containers (`ALL`, `NET_RAW`, …).
+    #[serde(rename = "capDrop", default)]
+    pub cap_drop: Vec<String>,
+    /// The engine's own cap on a container's log (the log driver's
+    /// `max-size`, as `<n>[k|m|g]`); `"0"` leaves the engine's default.
+    #[serde(rename = "logMaxSize", default = "default_log_max_size")]
+    pub log_max_size: String,
 }
 
 fn default_max_running() -> u32 {
     10
+}
+
+fn default_log_max_size() -> String {
+    "100m".to_owned()
+}
+
+/// The JSON types of the farm keys checked before the farm is read, so that
+/// a value of the wrong type is refused naming its key.
+const FARM_KEY_TYPES: &[(&str, &str)] = &[
+    ("maxCpuLimit", "a number"),
+    ("maxMemoryLimit", "a number"),
+    ("cpuLimit", "a number"),
+    ("memoryLimit", "a number"),
+    ("user", "a string"),
+    ("readOnlyRootfs", "a boolean"),
+    ("network", "a string"),
+    ("capDrop", "an array"),
+    ("logMaxSize", "a string"),
+];
+
+/// Checks the types of a farm's keys (`farm` is the JSON object of farm
+/// `index`), naming the first one that is wrong.
+fn check_farm_types(index: usize, farm: &serde_json::Value) -> Result<(), PluginError> {
+    for (key, expected) in FARM_KEY_TYPES {
+        let Some(value) = farm.get(*key) else {
+            continue;
+        };
+        let fits = match *expected {
+            "a number" => value.is_number(),
+            "a string" => value.is_string(),
+            "a boolean" => value.is_boolean(),
+            "an array" => value.is_array(),
+            _ => true,
+        };
+        if !fits && !value.is_null() {
+            return Err(PluginError::invalid_config(format!(
+                "DOCKER_HOSTS[{index}].{key} must be {expected} (got {value})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Farm {
+    /// Checks the farm's hardening and limit settings; `index` names the
+    /// farm in errors.
+    fn validate_hardening(&self, index: usize) -> Result<(), PluginError> {
+        let bad = |key: &str, why: String| {
+            PluginError::invalid_config(format!("DOCKER_HOSTS[{index}].{key} {why}"))
+        };
+        if let Some(max) = self.max_cpu_limit {
+            if !(max.is_finite() && max > 0.0) {
+                return Err(bad(
+                    "maxCpuLimit",
+                    format!("must be a positive number of CPUs (got {max})"),
+                ));
+            }
+            if let Some(default) = self.cpu_limit.filter(|d| *d > max) {
+                return Err(bad(
+                    "cpuLimit",
+                    format!("{default} is above the farm's maxCpuLimit of {max}"),
+                ));
+            }
+        }
+        if let Some(max) = self.max_memory_limit {
+            if max == 0 {
+                return Err(bad(
+                    "maxMemoryLimit",
+                    "must be a positive number of bytes".to_owned(),
+                ));
+            }
+            if let Some(default) = self.memory_limit.filter(|d| *d > max) {
+                return Err(bad(
+                    "memoryLimit",
+                    format!("{default} is above the farm's maxMemoryLimit of {max}"),
+                ));
+            }
+        }
+        let word = |text: &str| {
+            !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+        };
+        if let Some(user) = &self.user
+            && !word(user)
+        {
+            return Err(bad(
+                "user",
+                format!("must be a user name, uid or uid:gid (got {user:?})"),
+            ));
+        }
+        if let Some(network) = &self.network
+            && !word(network)
+        {
+            return Err(bad(
+                "network",
+                format!("must name a network mode (got {network:?})"),
+            ));
+        }
+        if let Some(cap) = self
+            .cap_drop
+            .iter()
+            .find(|c| c.is_empty() || !c.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(bad(
+                "capDrop",
+                format!(
+                    "holds {cap:?}, which is not a capability name (like \"ALL\" or \"NET_RAW\")"
+                ),
+            ));
+        }
+        if parse_size(&self.log_max_size).is_none() {
+            return Err(bad(
+                "logMaxSize",
+                format!(
+                    "must be a size like \"100m\" (<n>[k|m|g]), or \"0\" for the engine's default (got {:?})",
+                    self.log_max_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The engine's log `max-size`, when the farm sets one.
+    pub fn log_max_size(&self) -> Option<&str> {
+        match parse_size(&self.log_max_size) {
+            Some(0) | None => None,
+            Some(_) => Some(self.log_max_size.trim()),
+        }
+    }
+}
+
+/// The bytes in a size like `100m` (`k`, `m`, `g`: 1024-based), or `None`
+/// when it is not one.
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim().to_ascii_lowercase();
+    let (digits, multiplier) = match text.chars().last()? {
+        'k' => (&text[..text.len() - 1], 1024),
+        'm' => (&text[..text.len() - 1], 1024 * 1024),
+        'g' => (&text[..text.len() - 1], 1024 * 1024 * 1024),
+        _ => (text.as_str(), 1),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(multiplier)
 }
 
 /// The executor's configuration: the `DOCKER_HOSTS` farms and a few knobs.
@@ -51,6 +221,14 @@ pub struct DockerExecutorConfig {
     /// Certificates for TLS hosts.
     #[serde(default)]
     pub tls: TlsConfig,
+    /// `PIDS_LIMIT`: the most processes one container may run; 0 sets
+    /// none.
+    #[serde(default = "default_pids_limit")]
+    pub pids_limit: u64,
+}
+
+fn default_pids_limit() -> u64 {
+    4096
 }
 
 /// `DOCKER_CIRCUIT_BREAKER_*`.
@@ -143,6 +321,8 @@ impl DockerExecutorConfig {
             circuit_breaker: CircuitBreakerConfig,
             #[serde(default)]
             tls: TlsConfig,
+            #[serde(default = "default_pids_limit")]
+            pids_limit: u64,
         }
         let raw: Raw = serde_json::from_value(value)
             .map_err(|e| PluginError::invalid_config(format!("docker executor: {e}")))?;
@@ -150,6 +330,11 @@ impl DockerExecutorConfig {
             one @ serde_json::Value::Object(_) => serde_json::Value::Array(vec![one]),
             many => many,
         };
+        if let serde_json::Value::Array(list) = &farms {
+            for (index, farm) in list.iter().enumerate() {
+                check_farm_types(index, farm)?;
+            }
+        }
         let farms: Vec<Farm> = serde_json::from_value(farms)
             .map_err(|e| PluginError::invalid_config(format!("DOCKER_HOSTS: {e}")))?;
         let config = Self {
@@ -157,6 +342,7 @@ impl DockerExecutorConfig {
             request_timeout_seconds: raw.request_timeout_seconds,
             circuit_breaker: raw.circuit_breaker,
             tls: raw.tls,
+            pids_limit: raw.pids_limit,
         };
         config.validate()?;
         Ok(config)
@@ -185,6 +371,7 @@ impl DockerExecutorConfig {
                     "DOCKER_HOSTS[{i}].maxRunning must be at least 1"
                 )));
             }
+            farm.validate_hardening(i)?;
             for host in &farm.hosts {
                 let addr = HostAddr::parse(host).map_err(|e| {
                     PluginError::invalid_config(format!("DOCKER_HOSTS[{i}].hosts: {e}"))
@@ -229,6 +416,26 @@ mod tests {
     }
 
     #[test]
+    fn hardening_defaults_and_farm_settings_are_read() {
+        let config = DockerExecutorConfig::from_json(json!({
+            "farms": [
+                {"hosts": ["a:1"]},
+                {"hosts": ["a:1"], "user": "1000:1000", "readOnlyRootfs": true,
+                 "network": "none", "capDrop": ["ALL"], "logMaxSize": "0",
+                 "maxCpuLimit": 2, "maxMemoryLimit": 1073741824}
+            ]
+        }))
+        .expect("valid");
+        assert_eq!(config.pids_limit, 4096);
+        assert_eq!(config.farms[0].log_max_size(), Some("100m"));
+        assert_eq!(config.farms[1].log_max_size(), None);
+        assert_eq!(config.farms[1].max_cpu_limit, Some(2.0));
+        assert_eq!(config.farms[1].cap_drop, ["ALL"]);
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("m"), None);
+    }
+
+    #[test]
     fn bad_farms_are_refused_with_the_place_named() {
         let cases = [
             (json!({"farms": []}), "at least one farm"),
@@ -251,6 +458,50 @@ mod tests {
             (
                 json!({"farms": [{"hosts": ["a:1"], "max": 3}]}),
                 "unknown field",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "maxCpuLimit": 0}]}),
+                "DOCKER_HOSTS[0].maxCpuLimit must be a positive number",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "maxCpuLimit": "2"}]}),
+                "DOCKER_HOSTS[0].maxCpuLimit must be a number",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "maxMemoryLimit": 0}]}),
+                "DOCKER_HOSTS[0].maxMemoryLimit",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "cpuLimit": 4, "maxCpuLimit": 2}]}),
+                "DOCKER_HOSTS[0].cpuLimit 4 is above the farm's maxCpuLimit of 2",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "memoryLimit": 2048, "maxMemoryLimit": 1024}]}),
+                "DOCKER_HOSTS[0].memoryLimit",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "user": "a b"}]}),
+                "DOCKER_HOSTS[0].user",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "network": ""}]}),
+                "DOCKER_HOSTS[0].network",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "capDrop": ["ALL", "NET RAW"]}]}),
+                "DOCKER_HOSTS[0].capDrop",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "capDrop": "ALL"}]}),
+                "DOCKER_HOSTS[0].capDrop must be an array",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"], "readOnlyRootfs": "yes"}]}),
+                "DOCKER_HOSTS[0].readOnlyRootfs must be a boolean",
+            ),
+            (
+                json!({"farms": [{"hosts": ["a:1"]}, {"hosts": ["a:1"], "logMaxSize": "100x"}]}),
+                "DOCKER_HOSTS[1].logMaxSize",
             ),
         ];
         for (value, expected) in cases {

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
+};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
     LogsOptions, RenameContainerOptions, StopContainerOptions, WaitContainerOptions,
@@ -16,8 +18,8 @@ use tracing::{debug, info, warn};
 
 use fastlane_sdk::{
     ErrorKind, ExecutionSpec, Executor, ExecutorStatus, ExitStatus, HostHealth, HostStatus,
-    LogSink, LogStream, OutputCollector, Placement, PluginError, Pool, RunHandle, RunOutput,
-    RunningContainer,
+    LogSink, LogStream, OutputCollector, Placement, PluginError, Pool, Resources, RunHandle,
+    RunOutput, RunningContainer,
 };
 
 use crate::circuit::{CircuitSettings, CircuitState};
@@ -48,6 +50,10 @@ struct FarmHosts {
     fallthrough: bool,
     cpu_limit: Option<f64>,
     memory_limit: Option<u64>,
+    /// Its place in `DOCKER_HOSTS`, for messages.
+    index: usize,
+    /// Its settings as configured (limits and hardening).
+    config: crate::config::Farm,
 }
 
 /// What a prune spares on each host.
@@ -81,6 +87,8 @@ pub struct DockerExecutor {
     blacklist: std::sync::RwLock<std::collections::BTreeSet<String>>,
     /// Turns through hosts that tie for the least load.
     rotation: std::sync::atomic::AtomicUsize,
+    /// `PIDS_LIMIT`: the engine's pids limit per container; 0 sets none.
+    pids_limit: u64,
 }
 
 /// The name a farm's pool goes by.
@@ -147,6 +155,35 @@ fn lost_if_given_up(host: &Host, err: PluginError) -> PluginError {
     }
 }
 
+/// Refuses a job asking for more CPUs or memory than `farm` allows,
+/// naming the limit and the farm.
+fn check_resources(
+    farm: &FarmHosts,
+    cpu_limit: Option<f64>,
+    memory_limit: Option<u64>,
+) -> Result<(), PluginError> {
+    let settings = &farm.config;
+    if let (Some(asked), Some(max)) = (cpu_limit, settings.max_cpu_limit)
+        && asked > max
+    {
+        return Err(PluginError::permanent(format!(
+            "cpuLimit {asked} is above the maxCpuLimit of {max} CPUs of docker farm {:?} \
+             (DOCKER_HOSTS[{}])",
+            farm.pattern, farm.index
+        )));
+    }
+    if let (Some(asked), Some(max)) = (memory_limit, settings.max_memory_limit)
+        && asked > max
+    {
+        return Err(PluginError::permanent(format!(
+            "memoryLimit {asked} bytes is above the maxMemoryLimit of {max} bytes of docker \
+             farm {:?} (DOCKER_HOSTS[{}])",
+            farm.pattern, farm.index
+        )));
+    }
+    Ok(())
+}
+
 fn name_in_use(err: &DockerError) -> bool {
     // Docker answers 409; Podman's compat API answers 500 "name is already in use".
     matches!(
@@ -159,20 +196,31 @@ fn name_in_use(err: &DockerError) -> bool {
 }
 
 impl DockerExecutor {
-    /// Hands the container's logs, from the first byte, to `sink`; with
-    /// `follow`, keeps reading until the container's output ends.
+    /// Hands the container's logs, from the first byte, to `sink`: both
+    /// streams, or `only` one; with `follow`, keeps reading until the
+    /// container's output ends. Stops reading (dropping the engine's
+    /// stream) once the sink wants none of the streams read, so what the
+    /// server holds grows with its caps, not with the output.
     async fn read_logs(
         &self,
         handle: &RunHandle,
         follow: bool,
+        only: Option<LogStream>,
         sink: &dyn LogSink,
     ) -> Result<(), PluginError> {
         use bollard::container::LogOutput;
+        let streams: Vec<LogStream> = [LogStream::Stdout, LogStream::Stderr]
+            .into_iter()
+            .filter(|&s| only.is_none_or(|o| o == s) && sink.wants(s))
+            .collect();
+        if streams.is_empty() {
+            return Ok(());
+        }
         let host = self.host(&handle.host)?;
         let docker = host.client().await?;
         let options = LogsOptions {
-            stdout: true,
-            stderr: true,
+            stdout: streams.contains(&LogStream::Stdout),
+            stderr: streams.contains(&LogStream::Stderr),
             follow,
             tail: "all".to_owned(),
             ..Default::default()
@@ -181,10 +229,14 @@ impl DockerExecutor {
         while let Some(frame) = logs.next().await {
             match frame.map_err(|e| classify(host, "reading the logs", e))? {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    sink.write(LogStream::Stdout, &message)
+                    sink.write(LogStream::Stdout, &message).await
                 }
-                LogOutput::StdErr { message } => sink.write(LogStream::Stderr, &message),
+                LogOutput::StdErr { message } => sink.write(LogStream::Stderr, &message).await,
                 LogOutput::StdIn { .. } => {}
+            }
+            if !streams.iter().any(|&s| sink.wants(s)) {
+                debug!(container = %handle.id, "the logs are not wanted any more; stopped reading");
+                break;
             }
         }
         Ok(())
@@ -198,7 +250,7 @@ impl DockerExecutor {
         };
         let mut hosts: Vec<Host> = Vec::new();
         let mut farms = Vec::new();
-        for farm in &config.farms {
+        for (index, farm) in config.farms.iter().enumerate() {
             let matcher = Regex::new(&format!("^(?:{})", farm.pattern))
                 .map_err(|e| PluginError::invalid_config(format!("DOCKER_HOSTS match: {e}")))?;
             let mut indexes = Vec::new();
@@ -232,6 +284,8 @@ impl DockerExecutor {
                 fallthrough: farm.fallthrough,
                 cpu_limit: farm.cpu_limit,
                 memory_limit: farm.memory_limit,
+                index,
+                config: farm.clone(),
             });
         }
         Ok(Self {
@@ -239,6 +293,7 @@ impl DockerExecutor {
             hosts,
             blacklist: Default::default(),
             rotation: Default::default(),
+            pids_limit: config.pids_limit,
         })
     }
 
@@ -279,6 +334,34 @@ impl DockerExecutor {
                         .join(", ")
                 ))
             })
+    }
+
+    /// The farms that may run `task_id`: the first whose pattern matches,
+    /// and while a farm lets work fall through, the next matching ones.
+    fn farm_chain(&self, task_id: &str) -> Vec<&FarmHosts> {
+        let mut chain = Vec::new();
+        for farm in self.farms.iter().filter(|f| f.matcher.is_match(task_id)) {
+            chain.push(farm);
+            if !farm.fallthrough {
+                break;
+            }
+        }
+        chain
+    }
+
+    /// The farm an execution goes to: the pool it was admitted to, else
+    /// the first farm matching its task.
+    fn farm_of(&self, spec: &ExecutionSpec) -> Result<&FarmHosts, PluginError> {
+        match &spec.pool {
+            Some(pool) => self
+                .farms
+                .iter()
+                .find(|farm| pool_name(farm) == *pool)
+                .ok_or_else(|| {
+                    PluginError::permanent(format!("no docker farm is called {pool:?}"))
+                }),
+            None => self.farm_for(&spec.task_id),
+        }
     }
 
     /// Removes every container that fastlane started and renamed
@@ -480,6 +563,58 @@ impl DockerExecutor {
         Ok(())
     }
 
+    /// What the container of `spec` is created with: the job's command,
+    /// envs and limits (the farm's defaults for those it sets none), and
+    /// the hardening every container gets (`no-new-privileges`, the pids
+    /// limit, the log's size limit) or its farm sets (user, read-only root,
+    /// network, capabilities dropped). Nothing a job sends reaches the
+    /// privileged flag, mounts or devices.
+    fn container_body(&self, spec: &ExecutionSpec, farm: &FarmHosts) -> ContainerCreateBody {
+        let cpu_limit = spec.cpu_limit.or(farm.cpu_limit);
+        let memory_limit = spec.memory_limit.or(farm.memory_limit);
+        let labels = HashMap::from([
+            (LABEL_EXECUTION.to_owned(), spec.execution_id.clone()),
+            (LABEL_JOB.to_owned(), spec.job_id.clone()),
+            (LABEL_TASK.to_owned(), spec.task_id.clone()),
+        ]);
+        let settings = &farm.config;
+        let log_config = settings.log_max_size().map(|size| HostConfigLogConfig {
+            typ: None,
+            config: Some(HashMap::from([("max-size".to_owned(), size.to_owned())])),
+        });
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.argv.clone()),
+            env: Some(spec.envs.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            user: settings.user.clone(),
+            host_config: Some(HostConfig {
+                extra_hosts: Some(
+                    spec.extra_hosts
+                        .iter()
+                        .map(|(name, ip)| format!("{name}:{ip}"))
+                        .collect(),
+                ),
+                privileged: Some(false),
+                security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                // -1 says "unlimited" outright: left unset, the engine
+                // applies its own default (Podman's is 2048).
+                pids_limit: Some(match self.pids_limit {
+                    0 => -1,
+                    n => i64::try_from(n).unwrap_or(i64::MAX),
+                }),
+                log_config,
+                readonly_rootfs: settings.read_only_rootfs.then_some(true),
+                network_mode: settings.network.clone(),
+                cap_drop: (!settings.cap_drop.is_empty()).then(|| settings.cap_drop.clone()),
+                nano_cpus: cpu_limit.map(|cpus| (cpus * 1e9) as i64),
+                memory: memory_limit.map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     /// Finds the container of `execution_id` by name, starting it if it was
     /// created but never started.
     async fn adopt(&self, host: &Host, spec: &ExecutionSpec) -> Result<RunHandle, PluginError> {
@@ -536,17 +671,19 @@ impl Executor for DockerExecutor {
         self.farm_for(task_id).map(|_| ())
     }
 
+    fn accepts_resources(&self, task_id: &str, resources: &Resources) -> Result<(), PluginError> {
+        // Every farm the job may be placed on must allow what it asks.
+        for farm in self.farm_chain(task_id) {
+            check_resources(farm, resources.cpu_limit, resources.memory_limit)?;
+        }
+        Ok(())
+    }
+
     fn pools(&self, task_id: &str) -> Vec<Pool> {
         // The first matching farm; while a farm lets work fall through, the
         // next matching one too. A farm with no host to offer (every host
         // blacklisted or its circuit open) is skipped when there is a next.
-        let mut candidates = Vec::new();
-        for farm in self.farms.iter().filter(|f| f.matcher.is_match(task_id)) {
-            candidates.push(farm);
-            if !farm.fallthrough {
-                break;
-            }
-        }
+        let candidates = self.farm_chain(task_id);
         let offering: Vec<&&FarmHosts> = candidates
             .iter()
             .filter(|farm| self.has_host_to_offer(farm))
@@ -588,16 +725,7 @@ impl Executor for DockerExecutor {
     }
 
     async fn place(&self, spec: &ExecutionSpec) -> Result<Placement, PluginError> {
-        let farm = match &spec.pool {
-            Some(pool) => self
-                .farms
-                .iter()
-                .find(|farm| pool_name(farm) == *pool)
-                .ok_or_else(|| {
-                    PluginError::permanent(format!("no docker farm is called {pool:?}"))
-                })?,
-            None => self.farm_for(&spec.task_id)?,
-        };
+        let farm = self.farm_of(spec)?;
         let in_rotation: Vec<usize> = farm
             .hosts
             .iter()
@@ -732,36 +860,11 @@ impl Executor for DockerExecutor {
         let host = self.host(&placement.host)?;
         let docker = host.client().await?;
         let name = format!("{CONTAINER_PREFIX}{}", spec.execution_id);
-        let farm = self
-            .farms
-            .iter()
-            .find(|f| f.matcher.is_match(&spec.task_id));
-        let cpu_limit = spec.cpu_limit.or(farm.and_then(|f| f.cpu_limit));
-        let memory_limit = spec.memory_limit.or(farm.and_then(|f| f.memory_limit));
-        let labels = HashMap::from([
-            (LABEL_EXECUTION.to_owned(), spec.execution_id.clone()),
-            (LABEL_JOB.to_owned(), spec.job_id.clone()),
-            (LABEL_TASK.to_owned(), spec.task_id.clone()),
-        ]);
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            cmd: Some(spec.argv.clone()),
-            env: Some(spec.envs.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(labels),
-            host_config: Some(HostConfig {
-                extra_hosts: Some(
-                    spec.extra_hosts
-                        .iter()
-                        .map(|(name, ip)| format!("{name}:{ip}"))
-                        .collect(),
-                ),
-                privileged: Some(false),
-                nano_cpus: cpu_limit.map(|cpus| (cpus * 1e9) as i64),
-                memory: memory_limit.map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let farm = self.farm_of(spec)?;
+        // A job stored before the farm's maximums were configured is held
+        // to them all the same.
+        check_resources(farm, spec.cpu_limit, spec.memory_limit)?;
+        let body = self.container_body(spec, farm);
         let options = CreateContainerOptions {
             name: Some(name),
             ..Default::default()
@@ -828,14 +931,20 @@ impl Executor for DockerExecutor {
         }
     }
 
-    async fn output(&self, handle: &RunHandle) -> Result<RunOutput, PluginError> {
-        let kept = OutputCollector::default();
-        self.read_logs(handle, false, &kept).await?;
+    async fn output(&self, handle: &RunHandle, limit: u64) -> Result<RunOutput, PluginError> {
+        // One stream at a time, each read only up to the limit: reading
+        // both at once would have to go on through a long stdout to reach
+        // the stderr written after it.
+        let kept = OutputCollector::with_limit(limit);
+        self.read_logs(handle, false, Some(LogStream::Stdout), &kept)
+            .await?;
+        self.read_logs(handle, false, Some(LogStream::Stderr), &kept)
+            .await?;
         Ok(kept.into_output())
     }
 
     async fn follow(&self, handle: &RunHandle, sink: &dyn LogSink) -> Result<(), PluginError> {
-        self.read_logs(handle, true, sink).await
+        self.read_logs(handle, true, None, sink).await
     }
 
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), PluginError> {

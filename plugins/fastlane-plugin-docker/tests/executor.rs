@@ -54,7 +54,7 @@ async fn a_run_reports_its_exit_code_and_keeps_stdout_and_stderr_apart() {
     let handle = executor.start(&spec, &placement).await.expect("started");
     let exit = executor.wait(&handle).await.expect("exited");
     assert_eq!(exit.code, 7);
-    let output = executor.output(&handle).await.expect("output");
+    let output = executor.output(&handle, u64::MAX).await.expect("output");
     assert_eq!(output.stdout, "hello world\n");
     assert!(output.stderr.contains("10.1.2.3"), "{:?}", output.stderr);
     executor.release(&handle).await.expect("released");
@@ -71,7 +71,11 @@ async fn starting_the_same_execution_twice_finds_the_first_container() {
     let exit = executor.wait(&second).await.expect("exited");
     assert_eq!(exit.code, 0);
     assert_eq!(
-        executor.output(&first).await.expect("output").stdout,
+        executor
+            .output(&first, u64::MAX)
+            .await
+            .expect("output")
+            .stdout,
         "once\n"
     );
     executor.release(&first).await.expect("released");
@@ -174,7 +178,7 @@ async fn limits_seen_by(executor: &std::sync::Arc<dyn Executor>, spec: &Executio
     let placement = executor.place(spec).await.expect("placed");
     let handle = executor.start(spec, &placement).await.expect("started");
     executor.wait(&handle).await.expect("exited");
-    let output = executor.output(&handle).await.expect("output");
+    let output = executor.output(&handle, u64::MAX).await.expect("output");
     executor.release(&handle).await.expect("released");
     output.stdout
 }
