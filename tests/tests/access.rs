@@ -415,6 +415,11 @@ async fn the_document_declares_both_schemes_and_their_answers() -> anyhow::Resul
         for (method, operation) in item.as_object().into_iter().flatten() {
             operations += 1;
             assert!(operation["security"].is_array(), "{method} {path}");
+            if path == "/healthcheck" || path == "/" {
+                // Its failures answer its own shape (one error type per
+                // operation, for client generators).
+                continue;
+            }
             for status in ["401", "403"] {
                 assert!(
                     operation["responses"][status].is_object(),

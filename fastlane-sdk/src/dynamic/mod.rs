@@ -143,7 +143,7 @@ macro_rules! declare_plugin {
 }
 
 /// The fingerprint of this build of the SDK, for example
-/// `fastlane-sdk 0.2.0; abi 1; rustc 1.95.0 (…); x86_64-unknown-linux-gnu; features []; sizes …`.
+/// `fastlane-sdk 0.3.0; abi 1; rustc 1.95.0 (…); x86_64-unknown-linux-gnu; features []; sizes …`.
 pub fn fingerprint() -> &'static str {
     let bytes = &FINGERPRINT.0;
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());

@@ -89,6 +89,11 @@ fn complete(spec: &mut Ordered) {
             let Some(responses) = operation.get_mut("responses") else {
                 continue;
             };
+            // The health check's failures answer its own shape; client
+            // generators take one error type per operation, so it keeps it.
+            if answers_other_errors(responses) {
+                continue;
+            }
             for (status, answer) in [("401", &unauthorized), ("403", &forbidden)] {
                 if responses.get_mut(status).is_none() {
                     responses.set(status, answer.clone());
@@ -96,4 +101,19 @@ fn complete(spec: &mut Ordered) {
             }
         }
     }
+}
+
+/// True when one of the error answers in `responses` is not an
+/// `ErrorBody`.
+fn answers_other_errors(responses: &Ordered) -> bool {
+    let Ordered::Object(answers) = responses else {
+        return false;
+    };
+    answers
+        .iter()
+        .filter(|(status, _)| status.starts_with('4') || status.starts_with('5'))
+        .any(|(_, answer)| {
+            serde_json::to_string(answer)
+                .is_ok_and(|text| text.contains("\"$ref\"") && !text.contains("ErrorBody"))
+        })
 }

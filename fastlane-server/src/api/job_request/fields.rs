@@ -450,10 +450,14 @@ const WEBHOOK: Object = Object {
             doc: "`POST` (default), `PUT`, `PATCH`, `GET` or `DELETE` (or in lower case).",
             required: false,
             schema: Schema {
-                kind: Kind::Enum(&[
-                    "GET", "POST", "PUT", "PATCH", "DELETE", "get", "post", "put", "patch",
-                    "delete",
-                ]),
+                // A pattern rather than an enum of both cases: client
+                // generators make one variant per value and cannot tell
+                // `GET` from `get` apart.
+                kind: Kind::Str(Str {
+                    pattern: Some(r"^(GET|POST|PUT|PATCH|DELETE|get|post|put|patch|delete)$"),
+                    example: Some("POST"),
+                    ..Str::any(3, 6)
+                }),
                 must: Some("one of GET, POST, PUT, PATCH, DELETE"),
             },
         },

@@ -338,7 +338,8 @@ impl Str {
             Some(format) => MetaSchema::new_with_format("string", format),
             None => MetaSchema::new("string"),
         };
-        schema.min_length = Some(self.min);
+        // No `minLength: 0`: it says nothing, and generated clients check it.
+        schema.min_length = (self.min > 0).then_some(self.min);
         schema.max_length = Some(self.max);
         schema.pattern = self.pattern.map(str::to_owned);
         schema.example = self.example.map(Value::from);
