@@ -166,7 +166,7 @@ fn rows() -> Vec<Row> {
             "metadata 200 levels deep",
             with("metadata", nested(200)),
             400,
-            "metadata",
+            "nested",
         ),
         submit(
             "metadata over 64 KiB",

@@ -183,7 +183,11 @@ async fn a_panicking_plugin_fails_the_execution_and_the_server_keeps_serving() -
 
 /// The SDK version of the mismatched plugin: same major and minor as ours
 /// (so Cargo accepts it), another patch.
-const MISMATCHED: &str = "0.2.99";
+fn mismatched_version() -> anyhow::Result<String> {
+    let version = sdk_version()?;
+    let (minor, _patch) = version.rsplit_once('.').context("the SDK's version")?;
+    Ok(format!("{minor}.99"))
+}
 
 /// The SDK's version, from its manifest.
 fn sdk_version() -> anyhow::Result<String> {
@@ -197,7 +201,7 @@ fn sdk_version() -> anyhow::Result<String> {
 }
 
 /// Builds the example plugin against a copy of the SDK whose version is
-/// [`MISMATCHED`], as a plugin author with another fastlane would.
+/// [`mismatched_version`], as a plugin author with another fastlane would.
 fn build_mismatched_plugin() -> anyhow::Result<PathBuf> {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -242,7 +246,11 @@ fn build_mismatched_plugin() -> anyhow::Result<PathBuf> {
     let version = format!("version = \"{}\"", sdk_version()?);
     std::fs::write(
         &sdk_manifest,
-        sdk.replacen(&version, &format!("version = \"{MISMATCHED}\""), 1),
+        sdk.replacen(
+            &version,
+            &format!("version = \"{}\"", mismatched_version()?),
+            1,
+        ),
     )?;
 
     let target = workspace.join("target").join("mismatched-plugin");
@@ -289,7 +297,8 @@ async fn a_library_built_for_another_sdk_is_refused_and_the_server_starts_with_t
         .with_context(|| format!("no refusal of the mismatched library in the log:\n{log}"))?;
     assert!(
         refusal.contains(&format!(
-            "was built as `fastlane-sdk {MISMATCHED}; abi 1; rustc"
+            "was built as `fastlane-sdk {}; abi 1; rustc",
+            mismatched_version()?
         )),
         "{refusal}"
     );
@@ -315,7 +324,7 @@ async fn a_library_built_for_another_sdk_is_refused_and_the_server_starts_with_t
         plugins[0]["error"]
             .as_str()
             .unwrap_or_default()
-            .contains(MISMATCHED),
+            .contains(&mismatched_version()?),
         "{status}"
     );
     assert_eq!(plugins[1]["loaded"], false);

@@ -88,9 +88,12 @@ async fn tasks_are_listed_a_page_at_a_time() -> anyhow::Result<()> {
     for bad in ["0", "-1", "abc"] {
         let (status, body) = server.get(&format!("/tasks/?page={bad}")).await?;
         assert_eq!(status, 400, "page={bad}");
-        assert_eq!(
-            body["error"],
-            "Tasks pagination page param should be a positive integer."
+        // The original's words, then the range.
+        assert!(
+            body["error"].as_str().is_some_and(
+                |e| e.starts_with("Tasks pagination page param should be a positive integer")
+            ),
+            "{body}"
         );
     }
     let (status, _) = server.get("/tasks/?page=3").await?;

@@ -37,8 +37,8 @@ fn complete(spec: &mut Ordered) {
     spec.set(
         "servers",
         ordered(json!([{
-            "url": "http://localhost:10000",
-            "description": "a standalone started by scripts/standalone.sh (set your own server's URL)"
+            "url": "/",
+            "description": "the server that serves this document (Swagger UI calls it)"
         }])),
     );
     let schemes = ordered(json!({
