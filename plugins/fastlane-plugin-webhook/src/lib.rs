@@ -19,7 +19,6 @@
 
 pub mod egress;
 
-use std::error::Error as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,17 +168,7 @@ fn receiver_name(url: &str) -> String {
 fn describe(error: reqwest::Error) -> (String, bool) {
     let refused = error_chain(&error).any(|e| e.downcast_ref::<Refusal>().is_some());
     let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    (text, refused)
+    (fastlane_sdk::text::error_chain(&error), refused)
 }
 
 fn error_chain<'a>(
