@@ -57,6 +57,12 @@ podman ps -aq --filter label=fastlane.execution | xargs -r podman rm -f >/dev/nu
 echo "== build" >&2
 cargo build --workspace --all-targets --locked
 
+# The fuzz target builds on a nightly toolchain at the lowest priority while
+# the tests run (it waits for the containers most of the time), then fuzzes
+# for a bounded time after them.
+nice -n 19 scripts/fuzz.sh build >target/fuzz-build.log 2>&1 &
+fuzz_build=$!
+
 export FASTLANE_BIN="$PWD/target/debug/fastlane"
 export FASTLANE_TEST_DOCKER_HOSTS="[{\"match\": \"\", \"hosts\": [\"$FASTLANE_TEST_DOCKER_UNIX\"], \"maxRunning\": 10}]"
 
@@ -65,6 +71,18 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast --test-threads 4
 else
     cargo test --workspace --no-fail-fast -- --test-threads 4
+fi
+
+echo "== fuzz" >&2
+fuzz_status=0
+wait "$fuzz_build" || fuzz_status=$?
+if [ "$fuzz_status" = 77 ]; then
+    tail -1 target/fuzz-build.log >&2
+elif [ "$fuzz_status" != 0 ]; then
+    tail -30 target/fuzz-build.log >&2
+    exit "$fuzz_status"
+else
+    scripts/fuzz.sh run "${FASTLANE_FUZZ_SECONDS:-60}" 2>&1 | tail -15 >&2
 fi
 
 echo "== fmt and clippy" >&2

@@ -36,6 +36,23 @@ pub enum BodyError {
     TooDeep,
 }
 
+impl BodyError {
+    /// What the answer to the request says.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unparseable => {
+                "Failed to enqueue task because JSON body could not be parsed.".to_owned()
+            }
+            Self::TooLarge(limit) => {
+                format!("the request body is larger than the limit of {limit} bytes")
+            }
+            Self::TooDeep => {
+                format!("the JSON body is nested more than {MAX_BODY_DEPTH} levels deep")
+            }
+        }
+    }
+}
+
 /// How deep the JSON text `bytes` nests objects and lists, counted without
 /// parsing it (brackets inside strings do not count).
 pub fn nesting(bytes: &[u8]) -> usize {
@@ -62,6 +79,15 @@ pub fn nesting(bytes: &[u8]) -> usize {
         }
     }
     deepest
+}
+
+/// Reads the bytes of a body as JSON, refusing bodies nested deeper than
+/// [`MAX_BODY_DEPTH`] before parsing them.
+pub fn read_json(bytes: &[u8]) -> Result<Value, BodyError> {
+    if nesting(bytes) > MAX_BODY_DEPTH {
+        return Err(BodyError::TooDeep);
+    }
+    serde_json::from_slice(bytes).map_err(|_| BodyError::Unparseable)
 }
 
 /// A request body parsed as JSON, or why it could not be; documented as `S`.
@@ -98,8 +124,7 @@ impl<S: Type + Send> ParsePayload for JsonBody<S> {
             return Ok(Self(Err(BodyError::Unparseable), PhantomData));
         };
         let parsed = match body.into_bytes_limit(limit).await {
-            Ok(bytes) if nesting(&bytes) > MAX_BODY_DEPTH => Err(BodyError::TooDeep),
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| BodyError::Unparseable),
+            Ok(bytes) => read_json(&bytes),
             Err(ReadBodyError::PayloadTooLarge) => Err(BodyError::TooLarge(limit)),
             Err(_) => Err(BodyError::Unparseable),
         };

@@ -68,7 +68,7 @@ impl ApiError {
     pub fn too_large(operation: &str, limit: usize) -> Self {
         Self::PayloadTooLarge(body(
             operation,
-            format!("the request body is larger than the limit of {limit} bytes"),
+            super::body::BodyError::TooLarge(limit).message(),
         ))
     }
 

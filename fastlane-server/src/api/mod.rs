@@ -12,6 +12,8 @@ mod control;
 mod document;
 mod error;
 mod executions;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod job_request;
 mod logs;

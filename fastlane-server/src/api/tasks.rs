@@ -274,17 +274,7 @@ fn read_body(body: JobBody, operation: &str) -> Result<serde_json::Value, ApiErr
     match body.0 {
         Ok(body) => Ok(body),
         Err(BodyError::TooLarge(limit)) => Err(ApiError::too_large(operation, limit)),
-        Err(BodyError::TooDeep) => Err(ApiError::bad_request(
-            operation,
-            format!(
-                "the JSON body is nested more than {} levels deep",
-                super::body::MAX_BODY_DEPTH
-            ),
-        )),
-        Err(BodyError::Unparseable) => Err(ApiError::bad_request(
-            operation,
-            "Failed to enqueue task because JSON body could not be parsed.",
-        )),
+        Err(err) => Err(ApiError::bad_request(operation, err.message())),
     }
 }
 
