@@ -13,10 +13,11 @@
 //! earlier version left them readable by others.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS tasks (
@@ -80,12 +81,55 @@ CREATE TABLE IF NOT EXISTS blacklist (
 );
 "#;
 
+/// The most operations one commit holds.
+const MAX_BATCH: usize = 512;
+
+/// Operations waiting for the writer; senders wait when it is full.
+const WRITE_QUEUE: usize = 4096;
+
+/// Read connections kept open between reads.
+const IDLE_READERS: usize = 4;
+
+/// An operation for the writer: runs inside the batch's transaction and
+/// says whether it succeeded, with what to do once the batch's fate is known.
+type Op = Box<dyn FnOnce(&mut Connection) -> (bool, Reply) + Send>;
+
+/// Tells the caller how its operation ended: `Ok` when the commit that
+/// holds it is durable, or why the batch failed.
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 /// An open embedded database.
+///
+/// Writes ([`Db::write`]) go to one writer thread, which commits whatever
+/// is waiting in one transaction (one fsync for many operations; each
+/// operation in its own savepoint, so one that fails leaves the others
+/// alone) and answers each caller only after that commit. Reads
+/// ([`Db::read`]) go to a small pool of read-only connections, which WAL
+/// lets run beside the writer and see every acknowledged write.
 #[derive(Debug, Clone)]
 pub struct Db {
-    conn: Arc<Mutex<Connection>>,
-    /// Held (and locked) for as long as any clone of the database lives.
-    _lock: Arc<File>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    ops: Option<mpsc::Sender<Op>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+    /// Held (and locked) until the writer has closed the database.
+    _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The writer ends when its queue closes; wait for it, so the
+        // directory is free again once the last clone is gone.
+        self.ops.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// Why the embedded database could not be opened or used.
@@ -108,6 +152,9 @@ pub enum DbError {
     /// The blocking task running the query died.
     #[error("embedded database worker: {0}")]
     Join(String),
+    /// The commit holding the operation failed: nothing it wrote is kept.
+    #[error("embedded database commit: {0}")]
+    Commit(String),
 }
 
 impl Db {
@@ -138,27 +185,146 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        let (ops, queue) = mpsc::channel(WRITE_QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("fastlane-db-writer".to_owned())
+            .spawn(move || write_batches(conn, queue))
+            .map_err(io)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            _lock: Arc::new(lock),
+            inner: Arc::new(Inner {
+                path,
+                ops: Some(ops),
+                writer: Some(writer),
+                readers: Mutex::new(Vec::new()),
+                _lock: lock,
+            }),
         })
     }
 
-    /// Runs `f` on the connection, off the async runtime's threads.
-    pub async fn call<R, F>(&self, f: F) -> Result<R, DbError>
+    /// Runs `f` on the writer's connection, in a transaction shared with
+    /// the other writes waiting at that moment, and answers once that
+    /// transaction is committed. `f` may open savepoints of its own
+    /// (`conn.savepoint()`), not transactions.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, DbError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, DbError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let (answer, answered) = oneshot::channel();
+        let op: Op = Box::new(move |conn| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| Err(DbError::Join("the operation panicked".to_owned())));
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = answer.send(match commit {
+                    Ok(()) => result,
+                    Err(why) => result.and(Err(DbError::Commit(why))),
+                });
+            });
+            (ok, reply)
+        });
+        let ops = self.inner.ops.as_ref().ok_or_else(writer_gone)?;
+        ops.send(op).await.map_err(|_| writer_gone())?;
+        // Under tokio's paused test clock, a runtime that only waits for
+        // another thread counts as idle and jumps ahead in time; waiting on
+        // a blocking task keeps the clock where it is while the writer works.
+        #[cfg(test)]
+        let answered = async {
+            tokio::task::spawn_blocking(move || answered.blocking_recv())
+                .await
+                .map_err(|e| DbError::Join(e.to_string()))
+        };
+        #[cfg(not(test))]
+        let answered = async { Ok::<_, DbError>(answered.await) };
+        answered.await?.map_err(|_| writer_gone())?
+    }
+
+    /// Runs `f` on a read-only connection, off the async runtime's threads.
+    /// It sees every write acknowledged before it started.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, DbError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn
-                .lock()
-                .map_err(|_| DbError::Join("a previous query panicked".to_owned()))?;
-            f(&mut conn)
+            let pooled = inner.readers.lock().ok().and_then(|mut idle| idle.pop());
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => {
+                    let conn = Connection::open_with_flags(
+                        &inner.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                    conn
+                }
+            };
+            let result = f(&mut conn);
+            if let Ok(mut idle) = inner.readers.lock()
+                && idle.len() < IDLE_READERS
+            {
+                idle.push(conn);
+            }
+            result
         })
         .await
         .map_err(|e| DbError::Join(e.to_string()))?
+    }
+}
+
+/// The writer dropped the operation without running it: it has stopped,
+/// or could not begin a transaction (its log says why).
+fn writer_gone() -> DbError {
+    DbError::Join("the database writer did not run the operation".to_owned())
+}
+
+/// The writer thread: takes whatever operations are waiting (at least one,
+/// at most [`MAX_BATCH`]), runs them in one transaction, each in its own
+/// savepoint, commits, then answers them all. Ends when the queue closes.
+fn write_batches(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let size = batch.len();
+        let mut replies = Vec::with_capacity(size);
+        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // The operations never ran: their callers hear that they were
+            // dropped ([`writer_gone`]).
+            tracing::error!(error = %err, operations = size, "the embedded database cannot begin a transaction");
+            batch.clear();
+            continue;
+        }
+        for op in batch.drain(..) {
+            let saved = conn.execute_batch("SAVEPOINT op");
+            let (ok, reply) = op(&mut conn);
+            let undo = if ok && saved.is_ok() {
+                conn.execute_batch("RELEASE op")
+            } else {
+                conn.execute_batch("ROLLBACK TO op; RELEASE op")
+            };
+            if let Err(err) = undo {
+                tracing::error!(error = %err, "the embedded database lost an operation's savepoint");
+            }
+            replies.push(reply);
+        }
+        let outcome = match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                tracing::error!(error = %err, operations = size, "an embedded database commit failed");
+                Err(err.to_string())
+            }
+        };
+        for reply in replies {
+            reply(outcome.clone());
+        }
     }
 }
 
@@ -229,7 +395,7 @@ mod tests {
         let root = std::env::temp_dir().join(format!("fastlane-db-{}", uuid::Uuid::new_v4()));
         let dir = root.join("data");
         let db = Db::open(&dir).expect("open");
-        db.call(|conn| Ok(conn.execute("INSERT INTO blacklist (host) VALUES ('h')", [])?))
+        db.write(|conn| Ok(conn.execute("INSERT INTO blacklist (host) VALUES ('h')", [])?))
             .await
             .expect("write");
         let mode = |name: &str| {

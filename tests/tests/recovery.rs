@@ -89,3 +89,80 @@ async fn sigterm_stops_promptly_and_the_next_start_finishes_the_job() -> anyhow:
     assert_eq!(execution["log"], "finished\n");
     Ok(())
 }
+
+#[tokio::test]
+async fn every_submission_acknowledged_before_a_kill_9_is_there_after_the_restart()
+-> anyhow::Result<()> {
+    // Nothing runs: the only host is out of rotation, so every job stays
+    // queued and the count is exact.
+    let hosts = r#"[{"match": "", "hosts": ["127.0.0.1:9"]}]"#;
+    let mut server = Server::start(&[("DOCKER_HOSTS", hosts)]).await?;
+    let blacklist = server
+        .client()
+        .post(server.url("/docker-executor/blacklist"))
+        .json(&json!({"host": "127.0.0.1:9"}))
+        .send()
+        .await?;
+    assert_eq!(blacklist.status(), 200);
+
+    // 32 clients submit as fast as they can; the process is killed under them.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut clients = Vec::new();
+    for _ in 0..32 {
+        let (client, url) = (server.client().clone(), server.url("/tasks/durable"));
+        let acknowledged = std::sync::Arc::clone(&acknowledged);
+        clients.push(tokio::spawn(async move {
+            let body = json!({"image": "busybox", "command": "true"}).to_string();
+            // Stops at the first refused or broken request: the kill.
+            while let Ok(response) = client.post(&url).body(body.clone()).send().await {
+                if response.status() != 200 {
+                    break;
+                }
+                let Ok(created) = response.json::<serde_json::Value>().await else {
+                    break;
+                };
+                let ids = (created["jobId"].clone(), created["executionId"].clone());
+                if let Ok(mut list) = acknowledged.lock() {
+                    list.push(ids);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.kill();
+    for client in clients {
+        client.await?;
+    }
+    let acknowledged = acknowledged.lock().map(|l| l.clone()).unwrap_or_default();
+    assert!(
+        acknowledged.len() > 100,
+        "only {} submissions",
+        acknowledged.len()
+    );
+
+    server.spawn()?;
+    let mut missing = Vec::new();
+    for (job_id, execution_id) in &acknowledged {
+        let (status, job) = server
+            .get(&format!(
+                "/tasks/durable/jobs/{}",
+                job_id.as_str().unwrap_or_default()
+            ))
+            .await?;
+        let kept = status == 200
+            && job["job"]["executions"].as_array().is_some_and(|runs| {
+                runs.iter()
+                    .any(|run| run["executionId"] == *execution_id && run["status"] == "enqueued")
+            });
+        if !kept {
+            missing.push(job_id.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged jobs lost: {missing:?}",
+        missing.len(),
+        acknowledged.len()
+    );
+    Ok(())
+}

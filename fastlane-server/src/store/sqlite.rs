@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use fastlane_sdk::{Execution, Job, Task};
 
@@ -81,7 +81,7 @@ impl From<DbError> for StoreError {
     }
 }
 
-fn upsert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), DbError> {
+fn upsert_job(tx: &Connection, job: &Job) -> Result<(), DbError> {
     let words = format!(" {} ", task_words(&job.task_id).join(" "));
     tx.execute(
         "INSERT INTO tasks (task_id, created_at, last_modified_at, words) VALUES (?1, ?2, ?2, ?3)
@@ -102,7 +102,7 @@ fn upsert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), DbError> {
     Ok(())
 }
 
-fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result<(), DbError> {
+fn upsert_execution(tx: &Connection, execution: &Execution) -> Result<(), DbError> {
     tx.execute(
         "INSERT INTO executions (execution_id, job_id, created_at, status, data)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -127,8 +127,8 @@ impl Store for SqliteStore {
         let job = job.clone();
         let execution = execution.cloned();
         self.db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |conn| {
+                let tx = conn.savepoint()?;
                 upsert_job(&tx, &job)?;
                 if let Some(execution) = &execution {
                     upsert_execution(&tx, execution)?;
@@ -148,7 +148,7 @@ impl Store for SqliteStore {
         let id = job_id.to_owned();
         let data: Option<String> = self
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 Ok(conn
                     .query_row(
                         "SELECT data FROM jobs WHERE job_id = ?1",
@@ -165,7 +165,7 @@ impl Store for SqliteStore {
         let (task, id) = (task_id.to_owned(), job_id.to_owned());
         let data: Option<String> = self
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 Ok(conn
                     .query_row(
                         "SELECT data FROM jobs WHERE job_id = ?1 AND task_id = ?2",
@@ -203,8 +203,8 @@ impl Store for SqliteStore {
         let at = serde_json::to_string(&at).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let data: Option<String> = self
             .db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |conn| {
+                let tx = conn.savepoint()?;
                 let updated = tx.execute(
                     "UPDATE executions SET status = 'stopped',
                          data = json_set(data, '$.status', 'stopped', '$.finished_at', json(?1),
@@ -237,7 +237,7 @@ impl Store for SqliteStore {
         let record =
             serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 conn.execute(
                     "UPDATE executions SET data = json_set(data, '$.dispatches',
                          json_insert(COALESCE(json_extract(data, '$.dispatches'), json('[]')),
@@ -255,7 +255,7 @@ impl Store for SqliteStore {
         let execution = execution.clone();
         Ok(self
             .db
-            .call(move |conn| {
+            .write(move |conn| {
                 let added = conn.execute(
                     "INSERT INTO executions (execution_id, job_id, created_at, status, data)
                      VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (execution_id) DO NOTHING",
@@ -283,7 +283,7 @@ impl Store for SqliteStore {
             serde_json::to_string(&next_run_at).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         Ok(self
             .db
-            .call(move |conn| {
+            .write(move |conn| {
                 let updated = conn.execute(
                     "UPDATE jobs SET data = json_set(data, '$.next_run_at', json(?1))
                      WHERE job_id = ?2 AND COALESCE(json_extract(data, '$.generation'), 0) = ?3",
@@ -298,7 +298,7 @@ impl Store for SqliteStore {
         let job_id = job_id.to_owned();
         let rows = self
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 let mut stmt = conn.prepare(
                     "SELECT execution_id, data FROM executions WHERE job_id = ?1
                      AND status IN ('enqueued', 'pulling', 'running') ORDER BY created_at",
@@ -313,7 +313,7 @@ impl Store for SqliteStore {
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
         let rows = self
             .db
-            .call(|conn| {
+            .read(|conn| {
                 let mut stmt = conn.prepare(
                     "SELECT job_id, data FROM jobs
                      WHERE json_extract(data, '$.next_run_at') IS NOT NULL
@@ -330,7 +330,7 @@ impl Store for SqliteStore {
         let task_id = task_id.to_owned();
         let found = self
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 let row: Option<(String, String)> = conn
                     .query_row(
                         "SELECT created_at, last_modified_at FROM tasks WHERE task_id = ?1",
@@ -378,7 +378,7 @@ impl Store for SqliteStore {
         let limit = super::sql_int(limit);
         let (rows, total) = self
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 let total: u64 = conn.query_row(
                     "SELECT COUNT(*) FROM executions WHERE job_id = ?1",
                     params![job_id],
@@ -401,7 +401,7 @@ impl Store for SqliteStore {
         let id = execution_id.to_owned();
         let data: Option<String> = self
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 Ok(conn
                     .query_row(
                         "SELECT data FROM executions WHERE execution_id = ?1",
@@ -422,8 +422,8 @@ impl Store for SqliteStore {
         let execution = execution.clone();
         let retry = retry.cloned();
         self.db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |conn| {
+                let tx = conn.savepoint()?;
                 upsert_execution(&tx, &execution)?;
                 if let Some(next) = &retry {
                     tx.execute(
@@ -444,7 +444,7 @@ impl Store for SqliteStore {
     async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError> {
         let rows = self
             .db
-            .call(|conn| {
+            .read(|conn| {
                 let mut stmt = conn.prepare(
                     "SELECT execution_id, data FROM executions
                      WHERE status IN ('enqueued', 'pulling', 'running') ORDER BY created_at",
@@ -459,7 +459,7 @@ impl Store for SqliteStore {
     async fn blacklist(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
             .db
-            .call(|conn| {
+            .read(|conn| {
                 let mut stmt = conn.prepare("SELECT host FROM blacklist ORDER BY host")?;
                 let hosts = stmt
                     .query_map([], |r| r.get::<_, String>(0))?
@@ -472,7 +472,7 @@ impl Store for SqliteStore {
     async fn set_blacklisted(&self, host: &str, blacklisted: bool) -> Result<(), StoreError> {
         let host = host.to_owned();
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 if blacklisted {
                     conn.execute(
                         "INSERT INTO blacklist (host) VALUES (?1) ON CONFLICT (host) DO NOTHING",
@@ -497,8 +497,8 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<_>, DbError>>()?;
         Ok(self
             .db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |conn| {
+                let tx = conn.savepoint()?;
                 for (host, since, data) in &rows {
                     tx.execute(
                         "INSERT INTO host_health (host, since, data) VALUES (?1, ?2, ?3)
@@ -523,7 +523,7 @@ impl Store for SqliteStore {
     async fn counts(&self) -> Result<(u64, u64), StoreError> {
         Ok(self
             .db
-            .call(|conn| {
+            .read(|conn| {
                 let tasks = conn.query_row("SELECT COUNT(*) FROM tasks", [], |r| r.get(0))?;
                 let jobs = conn.query_row("SELECT COUNT(*) FROM jobs", [], |r| r.get(0))?;
                 Ok((tasks, jobs))
@@ -535,8 +535,8 @@ impl Store for SqliteStore {
         let execution_id = execution_id.to_owned();
         let pieces = pieces.to_vec();
         self.db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |conn| {
+                let tx = conn.savepoint()?;
                 {
                     let mut insert = tx.prepare_cached(
                         "INSERT INTO execution_logs (execution_id, start, source, text, raw_len)
@@ -570,7 +570,7 @@ impl Store for SqliteStore {
         let start = super::sql_int(from);
         let rows: Vec<(u64, String, String, u64)> = self
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT start, source, text, raw_len FROM execution_logs
                      WHERE execution_id = ?1
@@ -604,7 +604,7 @@ impl Store for SqliteStore {
         let execution_id = execution_id.to_owned();
         Ok(self
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 Ok(conn.query_row(
                     "SELECT COALESCE(MAX(start + length(CAST(text AS BLOB))), 0),
                             COALESCE(SUM(CASE source WHEN 'stdout' THEN raw_len END), 0),
@@ -635,8 +635,8 @@ impl Store for SqliteStore {
         let unlimited = choices.is_empty() || choices.iter().any(Vec::is_empty);
         Ok(self
             .db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
+            .write(move |conn| {
+                let tx = conn.savepoint()?;
                 give_back_finished(&tx)?;
                 let held: Vec<String> = {
                     let mut stmt = tx.prepare_cached(
@@ -687,8 +687,8 @@ impl Store for SqliteStore {
     async fn admissible(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
             .db
-            .call(|conn| {
-                let tx = conn.transaction()?;
+            .write(|conn| {
+                let tx = conn.savepoint()?;
                 give_back_finished(&tx)?;
                 let (ids, line) = read_line(&tx)?;
                 let admissible = admissible_in_order(held_slots(&tx)?, &line);
@@ -704,8 +704,8 @@ impl Store for SqliteStore {
     async fn waiting(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
             .db
-            .call(|conn| {
-                let tx = conn.transaction()?;
+            .write(|conn| {
+                let tx = conn.savepoint()?;
                 give_back_finished(&tx)?;
                 let (ids, _) = read_line(&tx)?;
                 tx.commit()?;
@@ -717,8 +717,8 @@ impl Store for SqliteStore {
     async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
         Ok(self
             .db
-            .call(|conn| {
-                let tx = conn.transaction()?;
+            .write(|conn| {
+                let tx = conn.savepoint()?;
                 give_back_finished(&tx)?;
                 let held = held_slots(&tx)?;
                 let (_, line) = read_line(&tx)?;
@@ -730,7 +730,7 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.db
-            .call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await?;
         Ok(())
     }
@@ -738,7 +738,7 @@ impl Store for SqliteStore {
 
 /// Gives back the slots and places in line of executions that are final
 /// or gone.
-fn give_back_finished(tx: &Transaction<'_>) -> Result<(), DbError> {
+fn give_back_finished(tx: &Connection) -> Result<(), DbError> {
     for table in ["admission_slots", "admission_line"] {
         tx.execute(
             &format!(
@@ -754,14 +754,14 @@ fn give_back_finished(tx: &Transaction<'_>) -> Result<(), DbError> {
 }
 
 /// Slots held, by gate.
-fn held_slots(tx: &Transaction<'_>) -> Result<std::collections::HashMap<String, u32>, DbError> {
+fn held_slots(tx: &Connection) -> Result<std::collections::HashMap<String, u32>, DbError> {
     let mut stmt = tx.prepare_cached("SELECT gate, COUNT(*) FROM admission_slots GROUP BY gate")?;
     let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// The executions in line, first come first, with their choices of gates.
-fn read_line(tx: &Transaction<'_>) -> Result<(Vec<String>, Vec<Choices>), DbError> {
+fn read_line(tx: &Connection) -> Result<(Vec<String>, Vec<Choices>), DbError> {
     let mut stmt =
         tx.prepare_cached("SELECT execution_id, gates FROM admission_line ORDER BY seq")?;
     let rows = stmt.query_map([], |row| {
@@ -789,7 +789,7 @@ impl SqliteStore {
         let (offset, limit) = (super::sql_int(offset), super::sql_int(limit));
         Ok(self
             .db
-            .call(move |conn| {
+            .read(move |conn| {
                 let total: u64 = conn.query_row(
                     "SELECT COUNT(*) FROM tasks WHERE words LIKE ?1",
                     params![pattern],
@@ -866,7 +866,7 @@ mod tests {
                         _ => "not a date".to_owned(),
                     };
                     let changed = db
-                        .call(move |conn| Ok(conn.execute(sql, params![value, id])?))
+                        .write(move |conn| Ok(conn.execute(sql, params![value, id])?))
                         .await
                         .expect("spoil");
                     assert_eq!(changed, 1);
