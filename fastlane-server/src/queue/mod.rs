@@ -166,6 +166,24 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
         cancel: &CancellationToken,
     ) -> Result<Option<Delivery>, QueueError>;
 
+    /// Like [`Queue::dequeue`], but leases up to `max` due messages at once
+    /// (at least one, oldest first). Queues that cannot lease several in one
+    /// step lease one.
+    async fn dequeue_many(
+        &self,
+        queue: &str,
+        max: usize,
+        lease: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let _ = max;
+        Ok(self
+            .dequeue(queue, lease, cancel)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// Extends a lease. Fails when the lease was lost.
     async fn extend(&self, delivery: &Delivery, lease: Duration) -> Result<(), QueueError>;
 

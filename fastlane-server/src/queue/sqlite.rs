@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,7 @@ impl SqliteQueue {
     pub async fn new(db: Db) -> Result<Self, QueueError> {
         let now = now_ms();
         let released = db
-            .call(move |conn| {
+            .write(move |conn| {
                 Ok(conn.execute(
                     "UPDATE queue SET lease_token = NULL, due_ms = MIN(due_ms, ?1)
                      WHERE lease_token IS NOT NULL",
@@ -58,49 +58,59 @@ impl SqliteQueue {
         })
     }
 
-    /// Leases the oldest due message, or says when the next one is due.
+    /// Leases the oldest due messages, up to `max`, in one write; or, when
+    /// none is due, says when the next one is.
     async fn try_lease(
         &self,
         queue: &str,
+        max: usize,
         lease: Duration,
-    ) -> Result<Result<Delivery, Option<i64>>, QueueError> {
+    ) -> Result<Result<Vec<Delivery>, Option<i64>>, QueueError> {
         let queue = queue.to_owned();
-        let token = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
+        let limit = i64::try_from(max.max(1)).unwrap_or(1);
         Ok(self
             .db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
-                let row: Option<(i64, String, String, u32)> = tx
-                    .query_row(
+            .write(move |conn| {
+                let tx = conn.savepoint()?;
+                let rows: Vec<(i64, String, String, u32)> = tx
+                    .prepare_cached(
                         "SELECT seq, id, payload, attempts FROM queue
-                         WHERE queue = ?1 AND due_ms <= ?2 ORDER BY due_ms, seq LIMIT 1",
-                        params![queue, now],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                    )
-                    .optional()?;
-                let Some((seq, id, payload, attempts)) = row else {
+                         WHERE queue = ?1 AND due_ms <= ?2 ORDER BY due_ms, seq LIMIT ?3",
+                    )?
+                    .query_map(params![queue, now, limit], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                if rows.is_empty() {
                     let next: Option<i64> = tx.query_row(
                         "SELECT MIN(due_ms) FROM queue WHERE queue = ?1",
                         params![queue],
                         |r| r.get(0),
                     )?;
                     return Ok(Err(next));
-                };
-                tx.execute(
-                    "UPDATE queue SET due_ms = ?1, lease_token = ?2, attempts = attempts + 1
-                     WHERE seq = ?3",
-                    params![now + ms(lease), token, seq],
-                )?;
+                }
+                let mut deliveries = Vec::with_capacity(rows.len());
+                {
+                    let mut take = tx.prepare_cached(
+                        "UPDATE queue SET due_ms = ?1, lease_token = ?2, attempts = attempts + 1
+                         WHERE seq = ?3",
+                    )?;
+                    for (seq, id, payload, attempts) in rows {
+                        let token = uuid::Uuid::new_v4().to_string();
+                        take.execute(params![now + ms(lease), token, seq])?;
+                        let work: Work = serde_json::from_str(&payload)
+                            .map_err(|e| DbError::Join(format!("unreadable message {id}: {e}")))?;
+                        deliveries.push(Delivery {
+                            id,
+                            work,
+                            token,
+                            attempts: attempts + 1,
+                        });
+                    }
+                }
                 tx.commit()?;
-                let work: Work = serde_json::from_str(&payload)
-                    .map_err(|e| DbError::Join(format!("unreadable message {id}: {e}")))?;
-                Ok(Ok(Delivery {
-                    id,
-                    work,
-                    token,
-                    attempts: attempts + 1,
-                }))
+                Ok(Ok(deliveries))
             })
             .await?)
     }
@@ -120,7 +130,7 @@ impl Queue for SqliteQueue {
         let due_ms = due_ms(due);
         let added = self
             .db
-            .call(move |conn| {
+            .write(move |conn| {
                 Ok(conn.execute(
                     "INSERT INTO queue (id, queue, payload, due_ms) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (id) DO NOTHING",
@@ -138,14 +148,28 @@ impl Queue for SqliteQueue {
         lease: Duration,
         cancel: &CancellationToken,
     ) -> Result<Option<Delivery>, QueueError> {
+        Ok(self
+            .dequeue_many(queue, 1, lease, cancel)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn dequeue_many(
+        &self,
+        queue: &str,
+        max: usize,
+        lease: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Delivery>, QueueError> {
         loop {
             // Register for wake-ups before looking, so an enqueue between the
             // look and the wait is not missed.
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let idle = match self.try_lease(queue, lease).await? {
-                Ok(delivery) => return Ok(Some(delivery)),
+            let idle = match self.try_lease(queue, max, lease).await? {
+                Ok(deliveries) => return Ok(deliveries),
                 Err(Some(next_due)) => {
                     Duration::from_millis(u64::try_from(next_due - now_ms()).unwrap_or(0))
                         .min(MAX_IDLE)
@@ -153,7 +177,7 @@ impl Queue for SqliteQueue {
                 Err(None) => MAX_IDLE,
             };
             tokio::select! {
-                () = cancel.cancelled() => return Ok(None),
+                () = cancel.cancelled() => return Ok(Vec::new()),
                 () = &mut woken => {}
                 () = tokio::time::sleep(idle) => {}
             }
@@ -165,7 +189,7 @@ impl Queue for SqliteQueue {
         let until = now_ms() + ms(lease);
         let updated = self
             .db
-            .call(move |conn| {
+            .write(move |conn| {
                 Ok(conn.execute(
                     "UPDATE queue SET due_ms = ?1 WHERE id = ?2 AND lease_token = ?3",
                     params![until, id, token],
@@ -184,7 +208,7 @@ impl Queue for SqliteQueue {
     async fn ack(&self, delivery: &Delivery) -> Result<(), QueueError> {
         let (id, token) = (delivery.id.clone(), delivery.token.clone());
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 Ok(conn.execute(
                     "DELETE FROM queue WHERE id = ?1 AND lease_token = ?2",
                     params![id, token],
@@ -198,7 +222,7 @@ impl Queue for SqliteQueue {
         let (id, token) = (delivery.id.clone(), delivery.token.clone());
         let due = now_ms() + ms(delay);
         self.db
-            .call(move |conn| {
+            .write(move |conn| {
                 Ok(conn.execute(
                     "UPDATE queue SET due_ms = ?1, lease_token = NULL
                      WHERE id = ?2 AND lease_token = ?3",
@@ -213,7 +237,7 @@ impl Queue for SqliteQueue {
     async fn lengths(&self) -> Result<BTreeMap<String, u64>, QueueError> {
         Ok(self
             .db
-            .call(|conn| {
+            .read(|conn| {
                 let mut stmt = conn.prepare("SELECT queue, COUNT(*) FROM queue GROUP BY queue")?;
                 let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 let mut lengths = BTreeMap::from([(super::JOBS.to_owned(), 0)]);
@@ -228,7 +252,7 @@ impl Queue for SqliteQueue {
 
     async fn ping(&self) -> Result<(), QueueError> {
         self.db
-            .call(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await?;
         Ok(())
     }
