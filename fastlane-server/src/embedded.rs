@@ -87,6 +87,9 @@ const MAX_BATCH: usize = 512;
 /// Operations waiting for the writer; senders wait when it is full.
 const WRITE_QUEUE: usize = 4096;
 
+/// Statements each connection keeps parsed.
+const STATEMENTS: usize = 64;
+
 /// Read connections kept open between reads.
 const IDLE_READERS: usize = 4;
 
@@ -116,6 +119,9 @@ struct Inner {
     path: PathBuf,
     ops: Option<mpsc::Sender<Op>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// Closed to stop the checkpointer.
+    checkpoints: Option<std::sync::mpsc::Sender<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
     /// Held (and locked) until the writer has closed the database.
     _lock: File,
@@ -128,6 +134,10 @@ impl Drop for Inner {
         self.ops.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        self.checkpoints.take();
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
         }
     }
 }
@@ -185,6 +195,16 @@ impl Db {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
+        // Checkpoints run beside the writer, not inside its commits.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoint_conn = Connection::open(&path)?;
+        checkpoint_conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let (checkpoints, stop) = std::sync::mpsc::channel();
+        let checkpointer = std::thread::Builder::new()
+            .name("fastlane-db-checkpoint".to_owned())
+            .spawn(move || checkpoint(checkpoint_conn, stop))
+            .map_err(io)?;
         let (ops, queue) = mpsc::channel(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("fastlane-db-writer".to_owned())
@@ -195,6 +215,8 @@ impl Db {
                 path,
                 ops: Some(ops),
                 writer: Some(writer),
+                checkpoints: Some(checkpoints),
+                checkpointer: Some(checkpointer),
                 readers: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
@@ -294,7 +316,7 @@ fn write_batches(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
         }
         let size = batch.len();
         let mut replies = Vec::with_capacity(size);
-        if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(err) = run(&conn, "BEGIN IMMEDIATE") {
             // The operations never ran: their callers hear that they were
             // dropped ([`writer_gone`]).
             tracing::error!(error = %err, operations = size, "the embedded database cannot begin a transaction");
@@ -302,19 +324,19 @@ fn write_batches(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
             continue;
         }
         for op in batch.drain(..) {
-            let saved = conn.execute_batch("SAVEPOINT op");
+            let saved = run(&conn, "SAVEPOINT op");
             let (ok, reply) = op(&mut conn);
             let undo = if ok && saved.is_ok() {
-                conn.execute_batch("RELEASE op")
+                run(&conn, "RELEASE op")
             } else {
-                conn.execute_batch("ROLLBACK TO op; RELEASE op")
+                run(&conn, "ROLLBACK TO op").and_then(|()| run(&conn, "RELEASE op"))
             };
             if let Err(err) = undo {
                 tracing::error!(error = %err, "the embedded database lost an operation's savepoint");
             }
             replies.push(reply);
         }
-        let outcome = match conn.execute_batch("COMMIT") {
+        let outcome = match run(&conn, "COMMIT") {
             Ok(()) => Ok(()),
             Err(err) => {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -326,6 +348,27 @@ fn write_batches(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
             reply(outcome.clone());
         }
     }
+}
+
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The checkpointer thread: every [`CHECKPOINT_EVERY`], copies what the WAL
+/// holds back into the database file (a passive checkpoint, which never
+/// waits for the writer or the readers), so the writer's commits do not
+/// carry that work and the WAL stays small. Ends when `stop` closes.
+fn checkpoint(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
+    {
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "the embedded database's checkpoint failed");
+        }
+    }
+}
+
+/// Runs one statement, parsed once per connection.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Creates `dir` (and its parents) if missing, the new ones readable by

@@ -131,11 +131,12 @@ impl Queue for SqliteQueue {
         let added = self
             .db
             .write(move |conn| {
-                Ok(conn.execute(
-                    "INSERT INTO queue (id, queue, payload, due_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (id) DO NOTHING",
-                    params![id, queue, payload, due_ms],
-                )?)
+                Ok(conn
+                    .prepare_cached(
+                        "INSERT INTO queue (id, queue, payload, due_ms) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (id) DO NOTHING",
+                    )?
+                    .execute(params![id, queue, payload, due_ms])?)
             })
             .await?;
         self.wake.notify_waiters();

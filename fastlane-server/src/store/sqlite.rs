@@ -81,59 +81,96 @@ impl From<DbError> for StoreError {
     }
 }
 
-fn upsert_job(tx: &Connection, job: &Job) -> Result<(), DbError> {
-    let words = format!(" {} ", task_words(&job.task_id).join(" "));
-    tx.execute(
-        "INSERT INTO tasks (task_id, created_at, last_modified_at, words) VALUES (?1, ?2, ?2, ?3)
-         ON CONFLICT (task_id) DO UPDATE SET last_modified_at = excluded.last_modified_at",
-        params![job.task_id, ts(job.last_modified_at), words],
-    )?;
-    tx.execute(
-        "INSERT INTO jobs (job_id, task_id, last_modified_at, data) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (job_id) DO UPDATE SET last_modified_at = excluded.last_modified_at,
-                                            data = excluded.data",
-        params![
-            job.job_id,
-            job.task_id,
-            ts(job.last_modified_at),
-            to_json(job)?
-        ],
-    )?;
-    Ok(())
+/// A job as its rows hold it, encoded before it goes to the writer (whose
+/// thread every write waits for).
+struct JobRow {
+    job_id: String,
+    task_id: String,
+    modified: String,
+    words: String,
+    data: String,
 }
 
-fn upsert_execution(tx: &Connection, execution: &Execution) -> Result<(), DbError> {
-    tx.execute(
-        "INSERT INTO executions (execution_id, job_id, created_at, status, data)
-         VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (execution_id) DO UPDATE SET status = excluded.status,
-             data = json_set(excluded.data, '$.dispatches',
-                             json(COALESCE(json_extract(executions.data, '$.dispatches'), '[]')))
-         WHERE executions.status != 'stopped' OR excluded.status = 'stopped'",
-        params![
-            execution.execution_id,
-            execution.job_id,
-            ts(execution.created_at),
-            execution.status.as_str(),
-            to_json(execution)?
-        ],
-    )?;
-    Ok(())
+impl JobRow {
+    fn of(job: &Job) -> Result<Self, DbError> {
+        Ok(Self {
+            job_id: job.job_id.clone(),
+            task_id: job.task_id.clone(),
+            modified: ts(job.last_modified_at),
+            words: format!(" {} ", task_words(&job.task_id).join(" ")),
+            data: to_json(job)?,
+        })
+    }
+
+    fn upsert(&self, conn: &Connection) -> Result<(), DbError> {
+        conn.prepare_cached(
+            "INSERT INTO tasks (task_id, created_at, last_modified_at, words) VALUES (?1, ?2, ?2, ?3)
+             ON CONFLICT (task_id) DO UPDATE SET last_modified_at = excluded.last_modified_at",
+        )?
+        .execute(params![self.task_id, self.modified, self.words])?;
+        conn.prepare_cached(
+            "INSERT INTO jobs (job_id, task_id, last_modified_at, data) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (job_id) DO UPDATE SET last_modified_at = excluded.last_modified_at,
+                                                data = excluded.data",
+        )?
+        .execute(params![self.job_id, self.task_id, self.modified, self.data])?;
+        Ok(())
+    }
+}
+
+/// An execution as its row holds it, encoded before it goes to the writer.
+struct ExecutionRow {
+    execution_id: String,
+    job_id: String,
+    created: String,
+    status: &'static str,
+    data: String,
+}
+
+impl ExecutionRow {
+    fn of(execution: &Execution) -> Result<Self, DbError> {
+        Ok(Self {
+            execution_id: execution.execution_id.clone(),
+            job_id: execution.job_id.clone(),
+            created: ts(execution.created_at),
+            status: execution.status.as_str(),
+            data: to_json(execution)?,
+        })
+    }
+
+    fn upsert(&self, conn: &Connection) -> Result<(), DbError> {
+        conn.prepare_cached(
+            "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (execution_id) DO UPDATE SET status = excluded.status,
+                 data = json_set(excluded.data, '$.dispatches',
+                                 json(COALESCE(json_extract(executions.data, '$.dispatches'), '[]')))
+             WHERE executions.status != 'stopped' OR excluded.status = 'stopped'",
+        )?
+        .execute(params![
+            self.execution_id,
+            self.job_id,
+            self.created,
+            self.status,
+            self.data
+        ])?;
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
-        let job = job.clone();
-        let execution = execution.cloned();
+        let job = JobRow::of(job)?;
+        let execution = execution.map(ExecutionRow::of).transpose()?;
+        // The writer runs each operation in a savepoint of its own: both
+        // rows are kept, or neither.
         self.db
             .write(move |conn| {
-                let tx = conn.savepoint()?;
-                upsert_job(&tx, &job)?;
+                job.upsert(conn)?;
                 if let Some(execution) = &execution {
-                    upsert_execution(&tx, execution)?;
+                    execution.upsert(conn)?;
                 }
-                tx.commit()?;
                 Ok(())
             })
             .await?;
@@ -419,22 +456,20 @@ impl Store for SqliteStore {
         execution: &Execution,
         retry: Option<&Execution>,
     ) -> Result<(), StoreError> {
-        let execution = execution.clone();
-        let retry = retry.cloned();
+        let execution = ExecutionRow::of(execution)?;
+        let retry = retry.map(ExecutionRow::of).transpose()?;
         self.db
             .write(move |conn| {
-                let tx = conn.savepoint()?;
-                upsert_execution(&tx, &execution)?;
+                execution.upsert(conn)?;
                 if let Some(next) = &retry {
-                    tx.execute(
+                    conn.execute(
                         "UPDATE jobs SET data = json_set(data, '$.retry_count',
                              COALESCE(json_extract(data, '$.retry_count'), 0) + 1)
                          WHERE job_id = ?1",
                         params![next.job_id],
                     )?;
-                    upsert_execution(&tx, next)?;
+                    next.upsert(conn)?;
                 }
-                tx.commit()?;
                 Ok(())
             })
             .await?;
