@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""Queue-speed benchmark: runs a fastlane standalone (release build) and
+measures, side by side with the limits they approach:
+
+- the server's own HTTP ceiling (an unmatched route) and its durable
+  submission rate (`POST /tasks/bench`), with latency and CPU per submission;
+- the submission rate again once many jobs are queued;
+- firing lateness of 1,000 jobs due in the same second;
+- RSS idle and with the queue full;
+- with an engine (--engine unix:///…sock): the engine's own time for N
+  containers (create, start, wait, logs, remove through its Docker API at
+  the same parallelism) next to fastlane's drain time for N jobs.
+
+Nothing runs during the submission rounds: the only host is blacklisted.
+Prints a markdown table. Reproduce with scripts/bench.sh (see BENCHMARKS.md).
+"""
+
+import argparse
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BODY = '{"image": "busybox:latest", "command": "true"}'
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A fastlane standalone in a fresh data directory."""
+
+    def __init__(self, binary, hosts, extra_env=None):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="fastlane-bench-")
+        env = dict(os.environ)
+        env.update(
+            {
+                "FASTLANE_DATA_DIR": os.path.join(self.dir, "data"),
+                "DOCKER_HOSTS": json.dumps(hosts),
+                "RUST_LOG": "warn",
+            }
+        )
+        env.update(extra_env or {})
+        self.log = open(os.path.join(self.dir, "server.log"), "w")
+        self.proc = subprocess.Popen(
+            [binary, "standalone", "-b", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/healthcheck", timeout=2)
+                return
+            except Exception:
+                time.sleep(0.1)
+        raise SystemExit(f"the server did not start: see {self.log.name}")
+
+    def request(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read()
+            return json.loads(text) if text else None
+
+    def rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def duration(text):
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        return float("nan")
+    value, unit = match.groups()
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def wrk(url, seconds, connections, script=None):
+    """Requests per second, p50 and p99 in ms, and the request count."""
+    lua = None
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        lua = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        lua.write(script)
+        lua.close()
+        command += ["-s", lua.name]
+    out = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    if lua:
+        os.unlink(lua.name)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = duration(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = duration(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rate": rate,
+        "p50": p50,
+        "p99": p99,
+        "count": count,
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+SUBMIT = (
+    'wrk.method = "POST"\n'
+    'wrk.headers["Content-Type"] = "application/json"\n'
+    f"wrk.body = '{BODY}'\n"
+)
+
+
+def queued(server):
+    status = server.request("GET", "/status")
+    return status.get("queues", {}).get("jobs", {}).get("length") or sum(
+        q.get("length", 0) for q in status.get("queues", {}).values() if isinstance(q, dict)
+    )
+
+
+def submissions(binary, seconds, connections, fill):
+    server = Server(binary, [{"match": "", "hosts": ["127.0.0.1:9"]}])
+    try:
+        server.request("POST", "/docker-executor/blacklist", {"host": "127.0.0.1:9"})
+        time.sleep(1)
+        idle = server.rss_mb()
+        ceiling = wrk(server.url + "/bench-unmatched", seconds, connections)
+        cpu = server.cpu_seconds()
+        first = wrk(server.url + "/tasks/bench", seconds, connections, SUBMIT)
+        cpu = (server.cpu_seconds() - cpu) / max(first["count"], 1) * 1000
+        total = first["count"]
+        while total < fill:
+            total += wrk(server.url + "/tasks/bench", seconds, connections, SUBMIT)["count"]
+        later = wrk(server.url + "/tasks/bench", seconds, connections, SUBMIT)
+        total += later["count"]
+        return {
+            "ceiling": ceiling,
+            "first": first,
+            "later": later,
+            "queued_before_later": total - later["count"],
+            "cpu_ms": cpu,
+            "rss_idle": idle,
+            "rss_full": server.rss_mb(),
+            "queued": total,
+        }
+    finally:
+        server.stop()
+
+
+def lateness(binary, jobs):
+    server = Server(binary, [{"match": "", "hosts": ["127.0.0.1:9"]}])
+    try:
+        server.request("POST", "/docker-executor/blacklist", {"host": "127.0.0.1:9"})
+        due = int(time.time()) + 4
+        body = {"image": "busybox:latest", "command": "true", "startAt": due}
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            created = list(pool.map(lambda _: server.request("POST", "/tasks/late", body), range(jobs)))
+        if time.time() >= due:
+            raise SystemExit("submitting the jobs took longer than their delay")
+        time.sleep(max(0, due - time.time()) + 3)
+
+        def late(job):
+            view = server.request("GET", f"/tasks/late/jobs/{job['jobId']}")
+            runs = view["job"].get("executions") or []
+            if not runs:
+                return None
+            at = runs[0]["createdAt"]
+            stamp = time.mktime(time.strptime(at[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+            fraction = float("0" + at[19:].rstrip("Z").split("+")[0]) if at[19:20] == "." else 0.0
+            return (stamp + fraction - due) * 1000
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            values = list(pool.map(late, created))
+        fired = sorted(v for v in values if v is not None)
+        return {"fired": len(fired), "jobs": jobs, "p50": pct(fired, 50), "p99": pct(fired, 99)}
+    finally:
+        server.stop()
+
+
+def pct(values, p):
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=300)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def engine_call(sock, method, path, body=None):
+    conn = UnixConnection(sock)
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    if resp.status >= 400:
+        raise RuntimeError(f"{method} {path}: {resp.status} {data[:200]!r}")
+    return data
+
+
+def engine_floor(sock, containers, parallel):
+    """The engine's own time for `containers` echo containers, `parallel` at once."""
+
+    def one(i):
+        name = f"fastlane-bench-{os.getpid()}-{i}"
+        created = json.loads(
+            engine_call(sock, "POST", f"/containers/create?name={name}",
+                        {"Image": "busybox:latest", "Cmd": ["echo", "hello"]})
+        )
+        cid = created["Id"]
+        engine_call(sock, "POST", f"/containers/{cid}/start")
+        engine_call(sock, "POST", f"/containers/{cid}/wait")
+        engine_call(sock, "GET", f"/containers/{cid}/logs?stdout=1&stderr=1")
+        engine_call(sock, "DELETE", f"/containers/{cid}?force=1")
+
+    start = time.time()
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, range(containers)))
+    return time.time() - start
+
+
+def drain(binary, engine, jobs, parallel):
+    server = Server(binary, [{"match": "", "hosts": [engine], "maxRunning": parallel}])
+    try:
+        body = {"image": "busybox:latest", "command": "echo hello"}
+        start = time.time()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            created = list(pool.map(lambda _: server.request("POST", "/tasks/drain", body), range(jobs)))
+        pending = {c["jobId"] for c in created}
+        while pending and time.time() - start < 1800:
+            for job_id in list(pending):
+                view = server.request("GET", f"/tasks/drain/jobs/{job_id}")
+                runs = view["job"].get("executions") or []
+                if runs and runs[0].get("status") in ("done", "failed", "timedout", "expired", "stopped"):
+                    pending.discard(job_id)
+            time.sleep(0.2)
+        return time.time() - start, len(pending)
+    finally:
+        server.stop()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", default="target/release/fastlane")
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--fill", type=int, default=25000, help="jobs queued before the later round")
+    parser.add_argument("--late-jobs", type=int, default=1000)
+    parser.add_argument("--engine", help="unix:///path.sock of a Docker API engine for the drain rows")
+    parser.add_argument("--drain-jobs", type=int, default=200)
+    parser.add_argument("--parallel", type=int, default=10)
+    args = parser.parse_args()
+
+    s = submissions(args.binary, args.seconds, args.connections, args.fill)
+    late = lateness(args.binary, args.late_jobs)
+    c, f, l = s["ceiling"], s["first"], s["later"]
+    rows = [
+        ("HTTP ceiling (unmatched route)", f"{c['rate']:,.0f}/s, p50 {c['p50']:.1f} ms, p99 {c['p99']:.1f} ms", "—"),
+        ("`POST /tasks/bench` durable submissions",
+         f"{f['rate']:,.0f}/s, p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms ({f['errors']} non-2xx)",
+         "≥ 10,000/s, p99 ≤ 20 ms"),
+        ("submissions as a share of the ceiling", f"**{100 * f['rate'] / c['rate']:.1f} %**", "≥ 30 %"),
+        (f"rate after {s['queued_before_later']:,} jobs are queued",
+         f"{l['rate']:,.0f}/s ({100 * (l['rate'] / f['rate'] - 1):+.0f} %), p99 {l['p99']:.1f} ms",
+         "flat within 10 %"),
+        ("CPU per submission", f"{s['cpu_ms']:.3f} ms", "≤ 0.1 ms"),
+        (f"{late['jobs']:,} jobs due in the same second: firing lateness",
+         f"p50 {late['p50']:.0f} ms, p99 {late['p99']:.0f} ms ({late['fired']} fired)", "p99 ≤ 100 ms"),
+        ("RSS", f"{s['rss_idle']:.0f} MB idle, {s['rss_full']:.0f} MB with {s['queued']:,} queued",
+         "≤ 30 MB idle"),
+    ]
+    if args.engine:
+        sock = args.engine.removeprefix("unix://")
+        floor = engine_floor(sock, args.drain_jobs, args.parallel)
+        took, left = drain(args.binary, args.engine, args.drain_jobs, args.parallel)
+        rows.append((f"{args.drain_jobs} `echo` jobs drained ({args.parallel} at once)",
+                     f"{took:.1f} s = **{took / floor:.2f}×** the engine's own {floor:.1f} s"
+                     + (f" ({left} unfinished)" if left else ""), "≤ 1.10×"))
+    print(f"fastlane {args.binary}, wrk -t2 -c{args.connections} -d{args.seconds}s, "
+          f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores\n")
+    print("| | measured | goal |\n|---|---|---|")
+    for name, value, goal in rows:
+        print(f"| {name} | {value} | {goal} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
