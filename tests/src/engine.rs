@@ -2,7 +2,9 @@
 //! listener of the Podman engine `scripts/services.sh` runs (a
 //! `podman system service` on a loopback port), or a TLS-terminating
 //! `stunnel` in front of its socket. All of them reach the same engine, so a
-//! container started through one is visible through every other.
+//! container started through one is visible through every other. And
+//! [`EngineApi`], a client of that engine's Docker API for tests that check
+//! what fastlane did on it.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde_json::{Value, json};
 
 /// The engine's Unix socket, as `scripts/services.sh` starts it.
 pub fn engine_socket() -> String {
@@ -232,5 +235,116 @@ impl Certificates {
             client_key: path("client.key"),
             other_ca: path("other-ca.pem"),
         })
+    }
+}
+
+/// The engine's Docker API, over the TCP listener `scripts/services.sh`
+/// starts beside the socket (the same engine the servers use).
+#[derive(Debug)]
+pub struct EngineApi {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Default for EngineApi {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EngineApi {
+    /// The API at `FASTLANE_TEST_DOCKER_TCP` (or the services' default).
+    pub fn new() -> Self {
+        let tcp = std::env::var("FASTLANE_TEST_DOCKER_TCP")
+            .unwrap_or_else(|_| "127.0.0.1:23750".to_owned());
+        Self {
+            client: reqwest::Client::new(),
+            base: format!("http://{tcp}"),
+        }
+    }
+
+    /// GET `path` (with its API version), as JSON; a failure status is an error.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self.client.get(&url).send().await?;
+        let status = response.status();
+        let text = response.text().await?;
+        if !status.is_success() {
+            bail!("GET {url}: {status} {text}");
+        }
+        serde_json::from_str(&text).with_context(|| format!("GET {url}: {text}"))
+    }
+
+    /// Every container, running or not, of fastlane task `task`.
+    pub async fn containers_of(&self, task: &str) -> anyhow::Result<Vec<Value>> {
+        self.list(json!({"label": [format!("fastlane.task={task}")]}), true)
+            .await
+    }
+
+    /// The container of execution `execution_id`, inspected (Docker's
+    /// form).
+    pub async fn inspect_execution(&self, execution_id: &str) -> anyhow::Result<Value> {
+        let listed = self
+            .list(
+                json!({"label": [format!("fastlane.execution={execution_id}")]}),
+                true,
+            )
+            .await?;
+        let id = listed
+            .first()
+            .and_then(|c| c["Id"].as_str())
+            .with_context(|| format!("no container for execution {execution_id}"))?;
+        self.get(&format!("/v1.41/containers/{id}/json")).await
+    }
+
+    /// The log size limit the engine gives container `id`: Docker keeps
+    /// it in `LogConfig.Config["max-size"]`; Podman's compatible inspect
+    /// leaves `Config` empty and shows it in its own inspect (`Size`,
+    /// `"0B"` for none).
+    pub async fn log_size_limit(&self, inspect: &Value) -> anyhow::Result<Option<String>> {
+        if let Some(size) = inspect["HostConfig"]["LogConfig"]["Config"]["max-size"].as_str() {
+            return Ok(Some(size.to_owned()));
+        }
+        let id = inspect["Id"].as_str().context("Id")?;
+        let native = self
+            .get(&format!("/v4.0.0/libpod/containers/{id}/json"))
+            .await?;
+        Ok(native["HostConfig"]["LogConfig"]["Size"]
+            .as_str()
+            .filter(|size| *size != "0B")
+            .map(str::to_owned))
+    }
+
+    /// How many bytes of stdout the engine kept of container `id`.
+    pub async fn kept_log_bytes(&self, id: &str) -> anyhow::Result<usize> {
+        let url = format!("{}/v1.41/containers/{id}/logs?stdout=1", self.base);
+        Ok(self.client.get(url).send().await?.bytes().await?.len())
+    }
+
+    /// How many containers of fastlane task `task` are running.
+    pub async fn running(&self, task: &str) -> anyhow::Result<usize> {
+        let containers = self
+            .list(
+                json!({"label": [format!("fastlane.task={task}")], "status": ["running"]}),
+                false,
+            )
+            .await?;
+        Ok(containers.len())
+    }
+
+    /// The containers matching `filters` (running ones only unless `all`).
+    async fn list(&self, filters: Value, all: bool) -> anyhow::Result<Vec<Value>> {
+        let mut url = reqwest::Url::parse(&format!("{}/v1.41/containers/json", self.base))?;
+        url.query_pairs_mut()
+            .append_pair("all", if all { "true" } else { "false" })
+            .append_pair("filters", &filters.to_string());
+        Ok(self
+            .client
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 }

@@ -11,103 +11,10 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use fastlane_tests::engine::EngineApi;
 use fastlane_tests::{Server, docker_hosts, image};
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// The engine's Docker API, over the TCP listener `scripts/services.sh`
-/// starts beside the socket (the same engine the servers use).
-struct Engine {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Engine {
-    fn new() -> Self {
-        let tcp = std::env::var("FASTLANE_TEST_DOCKER_TCP")
-            .unwrap_or_else(|_| "127.0.0.1:23750".to_owned());
-        Self {
-            client: reqwest::Client::new(),
-            base: format!("http://{tcp}"),
-        }
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let response = self.client.get(&url).send().await?;
-        let status = response.status();
-        let text = response.text().await?;
-        if !status.is_success() {
-            bail!("GET {url}: {status} {text}");
-        }
-        serde_json::from_str(&text).with_context(|| format!("GET {url}: {text}"))
-    }
-
-    /// Every container, running or not, of fastlane task `task`.
-    async fn containers_of(&self, task: &str) -> anyhow::Result<Vec<Value>> {
-        let filters = json!({"label": [format!("fastlane.task={task}")]});
-        let mut url = reqwest::Url::parse(&format!("{}/v1.41/containers/json", self.base))?;
-        url.query_pairs_mut()
-            .append_pair("all", "true")
-            .append_pair("filters", &filters.to_string());
-        let listed: Vec<Value> = self
-            .client
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(listed)
-    }
-
-    /// The container of execution `execution_id`, inspected (Docker's
-    /// form).
-    async fn inspect_execution(&self, execution_id: &str) -> anyhow::Result<Value> {
-        let filters = json!({"label": [format!("fastlane.execution={execution_id}")]});
-        let mut url = reqwest::Url::parse(&format!("{}/v1.41/containers/json", self.base))?;
-        url.query_pairs_mut()
-            .append_pair("all", "true")
-            .append_pair("filters", &filters.to_string());
-        let listed: Vec<Value> = self
-            .client
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let id = listed
-            .first()
-            .and_then(|c| c["Id"].as_str())
-            .with_context(|| format!("no container for execution {execution_id}"))?;
-        self.get(&format!("/v1.41/containers/{id}/json")).await
-    }
-
-    /// The log size limit the engine gives container `id`: Docker keeps
-    /// it in `LogConfig.Config["max-size"]`; Podman's compatible inspect
-    /// leaves `Config` empty and shows it in its own inspect (`Size`,
-    /// `"0B"` for none).
-    async fn log_size_limit(&self, inspect: &Value) -> anyhow::Result<Option<String>> {
-        if let Some(size) = inspect["HostConfig"]["LogConfig"]["Config"]["max-size"].as_str() {
-            return Ok(Some(size.to_owned()));
-        }
-        let id = inspect["Id"].as_str().context("Id")?;
-        let native = self
-            .get(&format!("/v4.0.0/libpod/containers/{id}/json"))
-            .await?;
-        Ok(native["HostConfig"]["LogConfig"]["Size"]
-            .as_str()
-            .filter(|size| *size != "0B")
-            .map(str::to_owned))
-    }
-
-    /// How many bytes of stdout the engine kept of container `id`.
-    async fn kept_log_bytes(&self, id: &str) -> anyhow::Result<usize> {
-        let url = format!("{}/v1.41/containers/{id}/logs?stdout=1", self.base);
-        Ok(self.client.get(url).send().await?.bytes().await?.len())
-    }
-}
 
 /// `DOCKER_HOSTS` made of the test engine's first farm with `settings`
 /// added.
@@ -215,7 +122,7 @@ async fn a_job_printing_4_gb_ends_done_with_its_log_cut_and_the_server_stays_sma
     let execution_url = field(&created, "executionUrl")?;
     let execution_id = field(&created, "executionId")?;
 
-    let engine = Engine::new();
+    let engine = EngineApi::new();
     let running = server
         .wait_for(execution_url, LIMIT, |e| {
             e["status"] != "enqueued" && e["status"] != "pulling"
@@ -304,7 +211,7 @@ async fn every_container_gets_no_new_privileges_a_pids_limit_and_a_log_size_limi
     assert!(stdout.contains("NoNewPrivs:\t1"), "{stdout}");
     assert!(stdout.lines().any(|l| l == "4096"), "{stdout}");
 
-    let engine = Engine::new();
+    let engine = EngineApi::new();
     let inspect = engine
         .inspect_execution(field(&created, "executionId")?)
         .await?;
@@ -381,7 +288,7 @@ async fn the_engine_holds_a_container_to_its_farms_log_size_limit() -> anyhow::R
         .wait_finished(field(&created, "executionUrl")?, LIMIT)
         .await?;
     assert_eq!(execution["status"], "done", "{execution}");
-    let engine = Engine::new();
+    let engine = EngineApi::new();
     let inspect = engine
         .inspect_execution(field(&created, "executionId")?)
         .await?;
@@ -436,7 +343,7 @@ async fn a_farm_runs_its_containers_as_its_user_read_only_without_network_or_cap
         "the container has a network interface: {stdout}"
     );
 
-    let inspect = Engine::new()
+    let inspect = EngineApi::new()
         .inspect_execution(field(&created, "executionId")?)
         .await?;
     assert_eq!(inspect["Config"]["User"], "1000:1000");
@@ -469,7 +376,7 @@ async fn a_job_above_its_farms_maximums_is_refused_at_submit_and_nothing_is_crea
 -> anyhow::Result<()> {
     let hosts = farm_with(json!({"maxCpuLimit": 1, "maxMemoryLimit": 268_435_456}))?;
     let server = Server::start(&[("DOCKER_HOSTS", hosts.as_str())]).await?;
-    let engine = Engine::new();
+    let engine = EngineApi::new();
     let task = task("greedy");
     for (asked, limit) in [
         (json!({"cpuLimit": 2}), "maxCpuLimit of 1"),
@@ -516,7 +423,7 @@ async fn a_job_above_its_farms_maximums_is_refused_at_submit_and_nothing_is_crea
 #[tokio::test]
 async fn a_job_cannot_ask_for_a_privileged_container_or_host_mounts() -> anyhow::Result<()> {
     let server = Server::start(&[]).await?;
-    let engine = Engine::new();
+    let engine = EngineApi::new();
     let task = task("escape");
     let attempts = [
         ("privileged", json!(true)),

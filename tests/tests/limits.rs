@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use fastlane_tests::engine::EngineApi;
 use fastlane_tests::{Server, docker_hosts, image};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -30,40 +31,6 @@ fn farms_running_at_most(max: u32) -> anyhow::Result<String> {
     Ok(Value::Array(farms.clone()).to_string())
 }
 
-/// Counts the running containers of `task` on the engine itself, through
-/// the Docker API that `scripts/services.sh` also serves over TCP.
-struct Engine {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Engine {
-    fn new() -> Self {
-        let tcp = std::env::var("FASTLANE_TEST_DOCKER_TCP")
-            .unwrap_or_else(|_| "127.0.0.1:23750".to_owned());
-        Self {
-            client: reqwest::Client::new(),
-            base: format!("http://{tcp}/v1.41"),
-        }
-    }
-
-    async fn running(&self, task: &str) -> anyhow::Result<usize> {
-        let filters = json!({"label": [format!("fastlane.task={task}")], "status": ["running"]});
-        let mut url = reqwest::Url::parse(&format!("{}/containers/json", self.base))?;
-        url.query_pairs_mut()
-            .append_pair("filters", &filters.to_string());
-        let containers: Vec<Value> = self
-            .client
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        Ok(containers.len())
-    }
-}
-
 /// The most containers of each task seen running at once (an upper-bound
 /// check: a short overlap can fall between samples), sampled every
 /// 100 ms until every job in `jobs` has a final execution and nothing
@@ -73,7 +40,7 @@ async fn watch(
     tasks: &[&str],
     jobs: &[Value],
 ) -> anyhow::Result<(Vec<usize>, Vec<Value>)> {
-    let engine = Engine::new();
+    let engine = EngineApi::new();
     let mut most = vec![0; tasks.len()];
     let deadline = Instant::now() + LIMIT;
     loop {

@@ -100,6 +100,15 @@ pub struct JobSummary {
     pub created_at: DateTime<Utc>,
 }
 
+impl From<Job> for JobSummary {
+    fn from(job: Job) -> Self {
+        Self {
+            job_id: job.job_id,
+            created_at: job.created_at,
+        }
+    }
+}
+
 /// Where a piece of an execution's log came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogSource {

@@ -580,10 +580,7 @@ impl Store for MongoStore {
             .await?;
         let jobs = listed("job", &stored, from_record::<Job>)?
             .into_iter()
-            .map(|job| JobSummary {
-                job_id: job.job_id,
-                created_at: job.created_at,
-            })
+            .map(JobSummary::from)
             .collect();
         Ok(Some((task, jobs)))
     }

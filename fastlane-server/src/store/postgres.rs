@@ -258,10 +258,7 @@ impl Store for PostgresStore {
             .map_err(pg)?;
         let jobs = listed::<Job>("job", &rows)?
             .into_iter()
-            .map(|job| JobSummary {
-                job_id: job.job_id,
-                created_at: job.created_at,
-            })
+            .map(JobSummary::from)
             .collect();
         Ok(Some((task, jobs)))
     }

@@ -398,10 +398,7 @@ impl Store for SqliteStore {
         };
         let jobs = read_all::<Job>("job", rows)?
             .into_iter()
-            .map(|job| JobSummary {
-                job_id: job.job_id,
-                created_at: job.created_at,
-            })
+            .map(JobSummary::from)
             .collect();
         Ok(Some((task, jobs)))
     }
