@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS tasks (
@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS queue (
     attempts    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_by_due ON queue (queue, due_ms, seq);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    queue       TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    due_ms      INTEGER NOT NULL,
+    taken_until INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS execution_logs (
     execution_id TEXT NOT NULL,
     start        INTEGER NOT NULL,
@@ -123,6 +131,8 @@ struct Inner {
     checkpoints: Option<std::sync::mpsc::Sender<()>>,
     checkpointer: Option<std::thread::JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
+    /// Woken whenever messages are added to the queue table.
+    messages: Arc<Notify>,
     /// Held (and locked) until the writer has closed the database.
     _lock: File,
 }
@@ -218,6 +228,7 @@ impl Db {
                 checkpoints: Some(checkpoints),
                 checkpointer: Some(checkpointer),
                 readers: Mutex::new(Vec::new()),
+                messages: Arc::new(Notify::new()),
                 _lock: lock,
             }),
         })
@@ -261,6 +272,13 @@ impl Db {
         answered.await?.map_err(|_| writer_gone())?
     }
 
+    /// Woken (`notify_waiters`) after a commit added messages to the queue
+    /// table, whoever wrote them: the embedded queue, or the embedded store
+    /// handing over the messages of a submission in its own transaction.
+    pub fn messages_added(&self) -> &Arc<Notify> {
+        &self.inner.messages
+    }
+
     /// Runs `f` on a read-only connection, off the async runtime's threads.
     /// It sees every write acknowledged before it started.
     pub async fn read<R, F>(&self, f: F) -> Result<R, DbError>
@@ -293,6 +311,26 @@ impl Db {
         .await
         .map_err(|e| DbError::Join(e.to_string()))?
     }
+}
+
+/// Adds a message to the embedded queue's table unless one with its id is
+/// there; returns whether it was added. The one statement both the embedded
+/// queue and the embedded store (for the messages of the records it writes)
+/// enqueue with; wake [`Db::messages_added`] after the commit.
+pub fn insert_message(
+    conn: &Connection,
+    queue: &str,
+    id: &str,
+    payload: &str,
+    due_ms: i64,
+) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO queue (id, queue, payload, due_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(rusqlite::params![id, queue, payload, due_ms])?
+        > 0)
 }
 
 /// The writer dropped the operation without running it: it has stopped,

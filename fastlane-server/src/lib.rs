@@ -30,6 +30,7 @@ pub mod hosts;
 pub mod logs;
 pub mod metrics;
 pub mod notify;
+pub mod outbox;
 pub mod plugins;
 pub mod prune;
 pub mod queue;

@@ -162,6 +162,10 @@ pub async fn run(
             crate::hosts::keep_shared(&services.executors, services.store.as_ref(), shutdown).await;
         }));
     }
+    spawn(Box::pin(crate::outbox::run(
+        services.clone(),
+        shutdown.clone(),
+    )));
     if roles.jobs {
         spawn(Box::pin(worker::run(services.clone(), shutdown.clone())));
     }

@@ -216,8 +216,9 @@ mod tests {
                     .build_executor("docker", config.docker_executor())
                     .expect("executor"),
             ),
-            store: Arc::new(SqliteStore::new(db.clone())),
+            store: Arc::new(SqliteStore::with_embedded_queue(db.clone())),
             queue: Arc::new(SqliteQueue::new(db).await.expect("queue")),
+            outbox: crate::outbox::Outbox::direct(),
             config: Arc::new(config),
         }
     }
@@ -262,7 +263,11 @@ mod tests {
     async fn a_slot_delivered_many_times_at_once_fires_once() {
         let services = services().await;
         let job = cron_job();
-        services.store.create_job(&job, None).await.expect("stored");
+        services
+            .store
+            .create_job(&job, None, &[])
+            .await
+            .expect("stored");
         let slot = Utc::now();
         let work = firing(&job, slot);
         // Four schedulers receive the same firing at the same time.
@@ -296,7 +301,11 @@ mod tests {
     async fn a_firing_of_a_replaced_generation_does_nothing() {
         let services = services().await;
         let mut job = cron_job();
-        services.store.create_job(&job, None).await.expect("stored");
+        services
+            .store
+            .create_job(&job, None, &[])
+            .await
+            .expect("stored");
         let stale = firing(&job, Utc::now());
         job.generation += 1;
         services.store.save_job(&job).await.expect("replaced");
@@ -348,7 +357,11 @@ mod timing_tests {
         let start = clock::now();
         let first = first_slot(&job.spec.schedule, start).expect("fires");
         job.next_run_at = Some(first);
-        services.store.create_job(&job, None).await.expect("stored");
+        services
+            .store
+            .create_job(&job, None, &[])
+            .await
+            .expect("stored");
         services
             .queue
             .enqueue(SCHEDULE, &firing(&job, first), Some(first))
@@ -387,7 +400,11 @@ mod timing_tests {
         for _ in 0..50 {
             let mut job = cron_job();
             job.spec.schedule = Schedule::At { at: due };
-            services.store.create_job(&job, None).await.expect("stored");
+            services
+                .store
+                .create_job(&job, None, &[])
+                .await
+                .expect("stored");
             services
                 .queue
                 .enqueue(SCHEDULE, &firing(&job, due), Some(due))

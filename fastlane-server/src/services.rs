@@ -35,6 +35,8 @@ pub struct Services {
     pub reporter: crate::reporting::Reporter,
     /// The `PLUGINS` libraries and what became of them.
     pub libraries: Arc<Vec<crate::plugins::LibraryStatus>>,
+    /// Where submissions' queue messages wait to be published.
+    pub outbox: crate::outbox::Outbox,
 }
 
 impl Services {
@@ -87,7 +89,20 @@ impl Services {
                 .context("configuring Sentry (SENTRY_DSN)")?;
             handlers.push(sentry);
         }
+        // With both embedded, the store queues a submission's message in
+        // the transaction that writes the submission.
+        let (store_db, outbox) = match (&config.store, &config.redis_url) {
+            (None, None) => (
+                SqliteStore::with_embedded_queue as fn(Db) -> SqliteStore,
+                crate::outbox::Outbox::direct(),
+            ),
+            _ => (
+                SqliteStore::new as fn(Db) -> SqliteStore,
+                crate::outbox::Outbox::published(),
+            ),
+        };
         Ok(Self {
+            outbox,
             reporter: crate::reporting::Reporter::new(handlers),
             notifiers,
             metrics: crate::metrics::Metrics::new(),
@@ -103,7 +118,7 @@ impl Services {
                         })?,
                 ),
                 Some(StoreLocation::Mongo { url, database }) => mongo_store(url, database).await?,
-                None => Arc::new(SqliteStore::new(embedded()?)),
+                None => Arc::new(store_db(embedded()?)),
             },
             queue: match &config.redis_url {
                 Some(url) => Arc::new(

@@ -32,7 +32,9 @@ pub enum ApiError {
     /// A bug; the error says what failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The store or the queue is down; try again later.
+    /// The store (or, where a route needs it, the queue) is down; nothing
+    /// was written, try again later. Submissions need only the store: while
+    /// the queue is away they are accepted and queued once it is back.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -70,6 +72,13 @@ impl ApiError {
             operation,
             super::body::BodyError::TooLarge(limit).message(),
         ))
+    }
+
+    /// 500: a bug.
+    pub fn internal(operation: &str, error: impl Into<String>) -> Self {
+        let error = error.into();
+        tracing::error!(operation, error = %error, "internal error");
+        Self::Internal(body(operation, error))
     }
 
     /// 503.

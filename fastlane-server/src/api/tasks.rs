@@ -358,22 +358,16 @@ async fn submit(
         }
         Some(slot) => (scheduler::firing(&job, slot), SCHEDULE, Some(slot), None),
     };
-    // Nothing is written while the queue is away: the job could not run.
-    services
-        .queue
-        .ping()
-        .await
-        .map_err(ApiError::queue(operation))?;
+    // The job, its execution and the message that sets it going are written
+    // in one transaction (the outbox): acknowledged exactly when it will run.
+    let message = crate::outbox::message(queue, &work, due.unwrap_or(now))
+        .map_err(|err| ApiError::internal(operation, format!("{err:#}")))?;
     services
         .store
-        .create_job(&job, execution.as_ref())
+        .create_job(&job, execution.as_ref(), &[message])
         .await
         .map_err(ApiError::store(operation))?;
-    services
-        .queue
-        .enqueue(queue, &work, due)
-        .await
-        .map_err(ApiError::queue(operation))?;
+    services.outbox.nudge();
     tracing::info!(
         task = %job.task_id,
         job = %job.job_id,

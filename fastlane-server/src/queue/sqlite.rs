@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Delivery, Queue, QueueError, Work, due_ms, ms, now_ms};
-use crate::embedded::{Db, DbError};
+use crate::embedded::{Db, DbError, insert_message};
 
 /// The longest a waiting consumer sleeps before looking again, as a guard
 /// against a missed wake-up.
@@ -26,7 +26,8 @@ const MAX_IDLE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
     db: Db,
-    /// Wakes waiting consumers when a message is enqueued or given back.
+    /// Wakes waiting consumers when a message is enqueued or given back
+    /// (the database's own, which the embedded store also wakes).
     wake: Arc<Notify>,
 }
 
@@ -53,8 +54,8 @@ impl SqliteQueue {
             tracing::info!(released, "took back leases of the previous process");
         }
         Ok(Self {
+            wake: Arc::clone(db.messages_added()),
             db,
-            wake: Arc::new(Notify::new()),
         })
     }
 
@@ -130,17 +131,10 @@ impl Queue for SqliteQueue {
         let due_ms = due_ms(due);
         let added = self
             .db
-            .write(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "INSERT INTO queue (id, queue, payload, due_ms) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (id) DO NOTHING",
-                    )?
-                    .execute(params![id, queue, payload, due_ms])?)
-            })
+            .write(move |conn| Ok(insert_message(conn, &queue, &id, &payload, due_ms)?))
             .await?;
         self.wake.notify_waiters();
-        Ok(added > 0)
+        Ok(added)
     }
 
     async fn dequeue(

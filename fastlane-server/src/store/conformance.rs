@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use fastlane_sdk::{DispatchRecord, Execution, ExecutionStatus, Job, JobSpec};
 
-use super::{Admission, Gate, GateUsage, LogPiece, LogSource, LogTotals, Store};
+use super::{Admission, Gate, GateUsage, LogPiece, LogSource, LogTotals, Outgoing, Store};
 
 /// A fixed instant, so stored times compare exactly.
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -39,7 +39,10 @@ fn execution(job: &Job, created: i64) -> Execution {
 async fn stored(store: &dyn Store, task: &str, created: i64) -> (Job, Execution) {
     let job = job(task, created);
     let first = execution(&job, created);
-    store.create_job(&job, Some(&first)).await.expect("create");
+    store
+        .create_job(&job, Some(&first), &[])
+        .await
+        .expect("create");
     (job, first)
 }
 
@@ -204,7 +207,7 @@ pub async fn dispatches_survive_saves(store: Arc<dyn Store>) {
 /// job's current generation, and scheduled jobs are listed.
 pub async fn inserts_are_idempotent_and_schedules_follow_generations(store: Arc<dyn Store>) {
     let mut job = job("scheduled", 0);
-    store.create_job(&job, None).await.expect("create");
+    store.create_job(&job, None, &[]).await.expect("create");
     let slot = execution(&job, 60);
     assert!(store.insert_execution(&slot).await.expect("insert"));
     assert!(!store.insert_execution(&slot).await.expect("insert again"));
@@ -428,7 +431,7 @@ pub async fn concurrent_admissions_keep_the_limit(stores: [Arc<dyn Store>; 2]) {
         fastlane_sdk::JobSpec::new("busybox", "true"),
         now,
     );
-    stores[0].create_job(&job, None).await.expect("create");
+    stores[0].create_job(&job, None, &[]).await.expect("create");
     let mut ids = Vec::new();
     for i in 0..12 {
         let id = format!("e{i}");
@@ -491,10 +494,10 @@ where
     let (good, first) = stored(store.as_ref(), "spoilt", 0).await;
     let mut bad = job("spoilt", 1);
     bad.next_run_at = Some(at(100));
-    store.create_job(&bad, None).await.expect("create");
+    store.create_job(&bad, None, &[]).await.expect("create");
     let mut kept = job("spoilt", 2);
     kept.next_run_at = Some(at(200));
-    store.create_job(&kept, None).await.expect("create");
+    store.create_job(&kept, None, &[]).await.expect("create");
     let lost = execution(&good, 3);
     assert!(store.insert_execution(&lost).await.expect("insert"));
     let before = super::unreadable_records();
@@ -575,6 +578,62 @@ where
     );
 }
 
+fn message(id: &str, due_ms: i64) -> Outgoing {
+    Outgoing {
+        queue: "jobs".to_owned(),
+        id: id.to_owned(),
+        payload: format!("{{\"id\":\"{id}\"}}"),
+        due_ms,
+    }
+}
+
+/// A job's messages are stored with it, handed to one publisher at a time
+/// for the lease, oldest first, and kept until removed.
+pub async fn the_outbox_keeps_messages_with_their_job_until_published(store: Arc<dyn Store>) {
+    let job = job("outbox", 0);
+    let first = execution(&job, 0);
+    let (a, b) = (message("a", 2_000), message("b", 1_000));
+    store
+        .create_job(&job, Some(&first), &[a.clone(), b.clone()])
+        .await
+        .expect("create");
+    store
+        .create_job(&job, None, std::slice::from_ref(&a))
+        .await
+        .expect("the same message again");
+    let lease = std::time::Duration::from_secs(60);
+
+    let taken = store.take_outbox(10, lease).await.expect("take");
+    let mut ids: Vec<_> = taken.iter().map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a", "b"], "each message once: {taken:?}");
+    assert!(taken.contains(&a) && taken.contains(&b), "{taken:?}");
+    assert_eq!(
+        store.take_outbox(10, lease).await.expect("take"),
+        [],
+        "taken messages wait for their lease"
+    );
+
+    // A publisher that let its lease lapse: the messages are free again.
+    let job = self::job("outbox", 1);
+    let c = message("c", 3_000);
+    store
+        .create_job(&job, None, std::slice::from_ref(&c))
+        .await
+        .expect("create");
+    let taken = store
+        .take_outbox(1, std::time::Duration::ZERO)
+        .await
+        .expect("take");
+    assert_eq!(taken, std::slice::from_ref(&c), "one at most, the only free one");
+    store
+        .remove_outbox(&["a".to_owned()])
+        .await
+        .expect("remove");
+    let taken = store.take_outbox(10, lease).await.expect("take");
+    assert_eq!(taken, [c], "removed messages are gone for good");
+}
+
 /// Runs every conformance function as its own test, each against a fresh
 /// store from `$make` (an async block). With `with_cleanup #[attribute]`,
 /// `$make` gives the store and a future to await after the test (dropping
@@ -599,6 +658,7 @@ macro_rules! store_conformance {
             logs_append_once_and_read_from_any_offset,
             a_gate_admits_up_to_its_limit_then_lines_up,
             an_execution_takes_the_first_choice_with_room,
+            the_outbox_keeps_messages_with_their_job_until_published,
         );
     };
     (@tests always [] $make:expr; $($name:ident,)*) => {

@@ -319,12 +319,49 @@ pub fn log_from(mut pieces: Vec<LogPiece>, from: u64) -> Vec<LogPiece> {
     pieces
 }
 
+/// A queue message written by the store in the transaction that writes the
+/// records it is about (the transactional outbox): the message exists
+/// exactly when the records do, and [`crate::outbox`] publishes it to the
+/// queue afterwards. The store keeps it as opaque text; the queue's types
+/// stay above the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The queue it goes to (`jobs`, `schedule`, …).
+    pub queue: String,
+    /// The message id; publishing the same id twice queues it once.
+    pub id: String,
+    /// The message, as the queue keeps it.
+    pub payload: String,
+    /// When it is due, in milliseconds since the epoch (the time of writing
+    /// for a message due at once, which also keeps the queue's FIFO order).
+    pub due_ms: i64,
+}
+
 /// Persistent state of tasks, jobs and executions.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates `job` (and its task, if new) together with its first
-    /// execution, atomically.
-    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError>;
+    /// execution and the messages that set it going (`outgoing`),
+    /// atomically: after a failure none of them exists.
+    async fn create_job(
+        &self,
+        job: &Job,
+        execution: Option<&Execution>,
+        outgoing: &[Outgoing],
+    ) -> Result<(), StoreError>;
+
+    /// Takes up to `limit` outbox messages, oldest first, for `lease`: a
+    /// message taken and not removed within it (its publisher died) is taken
+    /// again. Stores that hand their messages straight to the queue
+    /// (the embedded store with the embedded queue) have none.
+    async fn take_outbox(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Outgoing>, StoreError>;
+
+    /// Removes published outbox messages.
+    async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError>;
 
     /// Saves a changed job.
     async fn save_job(&self, job: &Job) -> Result<(), StoreError>;

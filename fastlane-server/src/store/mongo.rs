@@ -29,6 +29,9 @@
 //!   its own, so a crash in between leaves a task without its job, a job
 //!   without its first execution (the submission was not acknowledged), or
 //!   a final execution whose retry is missing — never a retry run twice.
+//!   The outbox messages of `create_job` come last, so without
+//!   transactions a crash before them leaves an unacknowledged execution
+//!   that the start-up reconciliation runs.
 //!   Every other change is one document, as atomic on both.
 //! - **Order.** Tasks list in the order they were created and executions
 //!   tie-break on a `seq` taken from a counter document (`$inc`), the
@@ -59,11 +62,11 @@ use documents::{
     big, corrupt, count, date, field, from_record, is_duplicate_key, json, json_object, mongo,
     nanos, record, text,
 };
-use schema::{BLACKLIST, COUNTERS, EXECUTIONS, HOST_HEALTH, JOBS, LOGS, TASKS};
+use schema::{BLACKLIST, COUNTERS, EXECUTIONS, HOST_HEALTH, JOBS, LOGS, OUTBOX, TASKS};
 
 use super::{
-    Admission, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Store, StoreError,
-    TaskSummary, admissible_in_order, task_words,
+    Admission, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Outgoing, Store,
+    StoreError, TaskSummary, admissible_in_order, task_words,
 };
 
 /// Statuses of executions that have not reached a final status.
@@ -512,7 +515,12 @@ impl MongoStore {
 
 #[async_trait]
 impl Store for MongoStore {
-    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
+    async fn create_job(
+        &self,
+        job: &Job,
+        execution: Option<&Execution>,
+        outgoing: &[Outgoing],
+    ) -> Result<(), StoreError> {
         let modified = field(&job.last_modified_at)?;
         let job_record = record(job)?;
         let execution = execution.map(StoredExecution::new).transpose()?;
@@ -526,6 +534,23 @@ impl Store for MongoStore {
                 if let Some(execution) = &execution {
                     self.upsert_execution(&mut session, execution).await?;
                 }
+                for message in outgoing {
+                    // An upsert, not an insert: a duplicate key would abort
+                    // the transaction.
+                    self.collection(OUTBOX)
+                        .update_one(
+                            doc! {"_id": &message.id},
+                            doc! {"$setOnInsert": {
+                                "queue": &message.queue,
+                                "payload": &message.payload,
+                                "due_ms": message.due_ms,
+                                "taken_until": 0_i64,
+                            }},
+                        )
+                        .upsert(true)
+                        .session(&mut session)
+                        .await?;
+                }
                 Ok(())
             }
             .await;
@@ -535,8 +560,57 @@ impl Store for MongoStore {
         }
     }
 
+    async fn take_outbox(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Outgoing>, StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let now = Utc::now().timestamp_millis();
+        let outbox = self.collection(OUTBOX);
+        let mut taken = Vec::new();
+        // One message at a time: each take is atomic on its own.
+        while taken.len() < limit {
+            let Some(message) = outbox
+                .find_one_and_update(
+                    doc! {"taken_until": {"$lte": now}},
+                    doc! {"$set": {"taken_until": now.saturating_add(lease_ms)}},
+                )
+                .sort(doc! {"due_ms": 1, "_id": 1})
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(mongo)?
+            else {
+                break;
+            };
+            let read = |key: &str| {
+                message
+                    .get_str(key)
+                    .map(str::to_owned)
+                    .map_err(|e| corrupt(format!("outbox message: {e}")))
+            };
+            taken.push(Outgoing {
+                id: read("_id")?,
+                queue: read("queue")?,
+                payload: read("payload")?,
+                due_ms: message
+                    .get_i64("due_ms")
+                    .map_err(|e| corrupt(format!("outbox message: {e}")))?,
+            });
+        }
+        Ok(taken)
+    }
+
+    async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.collection(OUTBOX)
+            .delete_many(doc! {"_id": {"$in": ids}})
+            .await
+            .map_err(mongo)?;
+        Ok(())
+    }
+
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.create_job(job, None).await
+        self.create_job(job, None, &[]).await
     }
 
     async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
@@ -1126,7 +1200,7 @@ mod tests {
         let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
         execution.stdout = Some("a\0b".to_owned());
         store
-            .create_job(&job, Some(&execution))
+            .create_job(&job, Some(&execution), &[])
             .await
             .expect("create");
         assert_eq!(store.find_job("j").await.expect("read"), Some(job));

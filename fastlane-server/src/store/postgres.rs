@@ -27,8 +27,8 @@ use admission::{give_back_finished, held_slots, lock_admission, read_line};
 use rows::{big, col, corrupt, count, docs, document, listed, one, pg};
 
 use super::{
-    Admission, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Store, StoreError,
-    TaskSummary, admissible_in_order, task_words,
+    Admission, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Outgoing, Store,
+    StoreError, TaskSummary, admissible_in_order, task_words,
 };
 
 /// Statuses of executions that have not reached a final status, in SQL.
@@ -197,18 +197,89 @@ async fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
+    async fn create_job(
+        &self,
+        job: &Job,
+        execution: Option<&Execution>,
+        outgoing: &[Outgoing],
+    ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         upsert_job(&tx, job).await?;
         if let Some(execution) = execution {
             upsert_execution(&tx, execution).await?;
         }
+        if !outgoing.is_empty() {
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO outbox (id, queue, payload, due_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .await
+                .map_err(pg)?;
+            for message in outgoing {
+                tx.execute(
+                    &insert,
+                    &[
+                        &message.id,
+                        &message.queue,
+                        &message.payload,
+                        &message.due_ms,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            }
+        }
         tx.commit().await.map_err(pg)
     }
 
+    async fn take_outbox(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Outgoing>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let now = Utc::now().timestamp_millis();
+        // SKIP LOCKED: publishers in other processes take other messages.
+        let rows = self
+            .query(
+                "UPDATE outbox SET taken_until = $1 WHERE seq IN
+                     (SELECT seq FROM outbox WHERE taken_until <= $2 ORDER BY seq LIMIT $3
+                      FOR UPDATE SKIP LOCKED)
+                 RETURNING seq, id, queue, payload, due_ms",
+                &[&now.saturating_add(lease_ms), &now, &limit],
+            )
+            .await?;
+        let mut taken = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<_, i64>(0)?,
+                    Outgoing {
+                        id: row.try_get(1)?,
+                        queue: row.try_get(2)?,
+                        payload: row.try_get(3)?,
+                        due_ms: row.try_get(4)?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(pg)?;
+        // RETURNING has no order of its own.
+        taken.sort_by_key(|(seq, _)| *seq);
+        Ok(taken.into_iter().map(|(_, message)| message).collect())
+    }
+
+    async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+            .await?;
+        Ok(())
+    }
+
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.create_job(job, None).await
+        self.create_job(job, None, &[]).await
     }
 
     async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
@@ -770,7 +841,7 @@ mod tests {
         let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
         execution.stdout = Some("a\0b".to_owned());
         store
-            .create_job(&job, Some(&execution))
+            .create_job(&job, Some(&execution), &[])
             .await
             .expect("create");
         let kept = store

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use fastlane_sdk::{Execution, Job, Task};
 
 use super::{
-    Admission, Choices, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Store,
-    StoreError, TaskSummary, admissible_in_order, task_words,
+    Admission, Choices, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Outgoing,
+    Store, StoreError, TaskSummary, admissible_in_order, task_words,
 };
 use crate::embedded::{Db, DbError};
 
@@ -18,12 +18,38 @@ use crate::embedded::{Db, DbError};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: Db,
+    /// Where the messages of [`Store::create_job`] go.
+    outbox: Outbox,
+}
+
+/// Where the embedded store writes the messages that go with its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outbox {
+    /// Its own outbox table, which [`crate::outbox`] publishes to a
+    /// networked queue.
+    Table,
+    /// Straight into the embedded queue's table, in the same transaction:
+    /// the queue is in this database, so there is nothing to publish later.
+    EmbeddedQueue,
 }
 
 impl SqliteStore {
-    /// A store on an open database.
+    /// A store on an open database, keeping outgoing messages in its outbox.
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            outbox: Outbox::Table,
+        }
+    }
+
+    /// A store on an open database that also holds the queue
+    /// ([`crate::queue::sqlite::SqliteQueue`] on the same [`Db`]): outgoing
+    /// messages are queued in the transaction that writes their records.
+    pub fn with_embedded_queue(db: Db) -> Self {
+        Self {
+            db,
+            outbox: Outbox::EmbeddedQueue,
+        }
     }
 }
 
@@ -160,16 +186,103 @@ impl ExecutionRow {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_job(&self, job: &Job, execution: Option<&Execution>) -> Result<(), StoreError> {
+    async fn create_job(
+        &self,
+        job: &Job,
+        execution: Option<&Execution>,
+        outgoing: &[Outgoing],
+    ) -> Result<(), StoreError> {
         let job = JobRow::of(job)?;
         let execution = execution.map(ExecutionRow::of).transpose()?;
-        // The writer runs each operation in a savepoint of its own: both
-        // rows are kept, or neither.
+        let outgoing = outgoing.to_vec();
+        let outbox = self.outbox;
+        let queued = !outgoing.is_empty() && outbox == Outbox::EmbeddedQueue;
+        // The writer runs each operation in a savepoint of its own: every
+        // row is kept, or none.
         self.db
             .write(move |conn| {
                 job.upsert(conn)?;
                 if let Some(execution) = &execution {
                     execution.upsert(conn)?;
+                }
+                for message in &outgoing {
+                    match outbox {
+                        Outbox::EmbeddedQueue => {
+                            let Outgoing {
+                                queue,
+                                id,
+                                payload,
+                                due_ms,
+                            } = message;
+                            crate::embedded::insert_message(conn, queue, id, payload, *due_ms)?;
+                        }
+                        Outbox::Table => {
+                            conn.prepare_cached(
+                                "INSERT INTO outbox (id, queue, payload, due_ms)
+                                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
+                            )?
+                            .execute(params![
+                                message.id,
+                                message.queue,
+                                message.payload,
+                                message.due_ms
+                            ])?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        if queued {
+            self.db.messages_added().notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn take_outbox(
+        &self,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> Result<Vec<Outgoing>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let now = Utc::now().timestamp_millis();
+        Ok(self
+            .db
+            .write(move |conn| {
+                let mut taken: Vec<(i64, Outgoing)> = conn
+                    .prepare_cached(
+                        "UPDATE outbox SET taken_until = ?1 WHERE seq IN
+                             (SELECT seq FROM outbox WHERE taken_until <= ?2 ORDER BY seq LIMIT ?3)
+                         RETURNING seq, id, queue, payload, due_ms",
+                    )?
+                    .query_map(params![now.saturating_add(lease_ms), now, limit], |r| {
+                        Ok((
+                            r.get(0)?,
+                            Outgoing {
+                                id: r.get(1)?,
+                                queue: r.get(2)?,
+                                payload: r.get(3)?,
+                                due_ms: r.get(4)?,
+                            },
+                        ))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                // RETURNING has no order of its own.
+                taken.sort_by_key(|(seq, _)| *seq);
+                let taken: Vec<Outgoing> = taken.into_iter().map(|(_, message)| message).collect();
+                Ok(taken)
+            })
+            .await?)
+    }
+
+    async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
+        let ids = ids.to_vec();
+        self.db
+            .write(move |conn| {
+                let mut remove = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+                for id in &ids {
+                    remove.execute(params![id])?;
                 }
                 Ok(())
             })
@@ -178,7 +291,7 @@ impl Store for SqliteStore {
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.create_job(job, None).await
+        self.create_job(job, None, &[]).await
     }
 
     async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {

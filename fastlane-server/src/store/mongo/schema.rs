@@ -12,6 +12,7 @@
 //! | `host_health` | host | `since_ns`, the report in `doc` |
 //! | `blacklist` | host | — |
 //! | `counters` | sequence name | `n`, the last number handed out |
+//! | `outbox` | message id | `queue`, `payload`, `due_ms`, `taken_until` (see `Store::take_outbox`) |
 
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
@@ -25,6 +26,7 @@ pub(super) const ADMISSION: &str = "admission";
 pub(super) const HOST_HEALTH: &str = "host_health";
 pub(super) const BLACKLIST: &str = "blacklist";
 pub(super) const COUNTERS: &str = "counters";
+pub(super) const OUTBOX: &str = "outbox";
 
 fn index(keys: Document, unique: bool) -> IndexModel {
     IndexModel::builder()
@@ -59,6 +61,12 @@ pub(super) async fn create_indexes(db: &Database) -> mongodb::error::Result<()> 
             index(doc! {"job_id": 1, "created_at": -1, "seq": -1}, false),
             // Unfinished executions, oldest first.
             index(doc! {"status": 1, "created_at": 1, "seq": 1}, false),
+        ])
+        .await?;
+    collection(OUTBOX)
+        .create_indexes([
+            // Messages free to take, oldest first.
+            index(doc! {"taken_until": 1, "due_ms": 1, "_id": 1}, false),
         ])
         .await?;
     collection(LOGS)

@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS host_health (
     since TIMESTAMPTZ NOT NULL,
     data  JSONB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    seq         BIGSERIAL PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    queue       TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    due_ms      BIGINT NOT NULL,
+    taken_until BIGINT NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS blacklist (
     host TEXT PRIMARY KEY
 );
