@@ -40,9 +40,13 @@ use crate::services::Services;
 use crate::worker::Reconcile;
 use crate::{api, notify, scheduler, worker};
 
-/// How often the monitor queues again the unfinished executions no queue
-/// holds (their enqueue failed after they were stored).
+/// How often the monitor queues again, from the store, the unfinished
+/// executions and the next firings of schedules that no queue holds.
 pub const RECONCILE: Duration = Duration::from_secs(60);
+
+/// How often the monitor asks the queue for its epoch, to notice at once
+/// that it lost its messages ([`crate::queue::Queue::epoch`]).
+const EPOCH_CHECK: Duration = Duration::from_secs(1);
 
 /// The worker roles a process takes on (all of them by default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,28 +228,63 @@ pub async fn run(
     result
 }
 
-/// Puts unfinished executions back in the queue (a no-op for those already
-/// there): nothing the API accepted waits forever because a process died, or
-/// the queue failed, between storing an execution and queueing it.
+/// Queues again what the store says should be queued (a no-op for what the
+/// queue holds): every unfinished execution, and the next firing of every
+/// live schedule. Nothing the API accepted waits forever because a process
+/// died, or the queue lost its messages, between storing it and running it.
 async fn reconcile(services: &Services, which: Reconcile) -> anyhow::Result<()> {
     let requeued = worker::reconcile(services, which).await?;
     if requeued > 0 {
         info!(requeued, "queued unfinished executions again");
     }
+    let firings = scheduler::reconcile(services).await?;
+    if firings > 0 {
+        info!(firings, "queued schedules' next firings again");
+    }
     Ok(())
 }
 
 /// [`reconcile`] every [`RECONCILE`] until `shutdown`, leaving executions
-/// waiting in the admission line to its sweep.
+/// waiting in the admission line to its sweep; and at once, all of them
+/// included, when the queue's epoch changes (it lost its messages).
 async fn keep_reconciling(services: Services, shutdown: CancellationToken) {
+    let mut epoch = services.queue.epoch().await.ok();
+    let mut last = tokio::time::Instant::now();
+    // A reconciliation after a loss that failed, to do again.
+    let mut owed = false;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(RECONCILE) => {}
+            () = tokio::time::sleep(EPOCH_CHECK) => {}
             () = shutdown.cancelled() => return,
         }
-        if let Err(err) = reconcile(&services, Reconcile::NotWaiting).await {
-            warn!(error = %format!("{err:#}"), "cannot reconcile unfinished executions; will try again");
+        // A queue that is away has no epoch to give; it is asked again.
+        let lost = match services.queue.epoch().await {
+            Ok(now) => {
+                let lost = epoch.as_ref().is_some_and(|before| *before != now);
+                epoch = Some(now);
+                lost
+            }
+            Err(_) => false,
+        } || owed;
+        if !lost && last.elapsed() < RECONCILE {
+            continue;
         }
+        let which = if lost {
+            warn!(
+                "the queue lost its messages (or a reconciliation after that failed); queueing the store's work again"
+            );
+            Reconcile::All
+        } else {
+            Reconcile::NotWaiting
+        };
+        last = tokio::time::Instant::now();
+        owed = match reconcile(&services, which).await {
+            Ok(()) => false,
+            Err(err) => {
+                warn!(error = %format!("{err:#}"), "cannot reconcile with the store; will try again");
+                lost
+            }
+        };
     }
 }
 

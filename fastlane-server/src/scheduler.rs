@@ -91,6 +91,26 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
     info!("scheduler stopped");
 }
 
+/// Queues the next firing of every live schedule the store holds (a no-op
+/// for firings still queued: their ids are (job, generation, slot)), so
+/// schedules outlive a queue that lost its messages. Returns how many were
+/// missing. A firing queued again after it ran fires nothing twice: the
+/// slot's execution id is derived from the slot.
+pub async fn reconcile(services: &Services) -> anyhow::Result<usize> {
+    let mut queued = 0;
+    for job in services.store.scheduled_jobs().await? {
+        if let Some(slot) = job.next_run_at
+            && services
+                .queue
+                .enqueue(SCHEDULE, &firing(&job, slot), Some(slot))
+                .await?
+        {
+            queued += 1;
+        }
+    }
+    Ok(queued)
+}
+
 /// Fires one slot. Safe to repeat.
 async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
     let Work::FireJob {

@@ -379,3 +379,57 @@ async fn work_a_queue_lost_is_queued_again_from_the_store_when_a_worker_starts()
     }
     Ok(())
 }
+
+/// Redis loses everything while an API and a worker run a cron job: the
+/// worker's monitor role sees the queue's epoch change and queues the
+/// schedule again from the store, so the job goes on firing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cron_schedule_outlives_a_redis_flushall_under_api_and_worker_processes()
+-> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let store = fresh_store_url()?;
+    let redis_url = redis.url();
+    let env = [
+        ("STORE_URL", store.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
+    ];
+    let api = Server::start_api(&env).await?;
+    let worker = Worker::start("cron-keeper", &[], &env)?;
+    let task = unique_task("flushed-cron");
+    let created = api
+        .submit(
+            &task,
+            json!({"image": image(), "command": "echo tick", "cron": "*/2 * * * * *"}),
+        )
+        .await?;
+    let job_path = format!(
+        "/tasks/{task}/jobs/{}",
+        created["jobId"].as_str().context("jobId")?
+    );
+    let fired = |job: &Value| job["job"]["executions"].as_array().map_or(0, Vec::len);
+    let started = Instant::now();
+    while fired(&api.get(&job_path).await?.1) < 2 {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "never fired twice"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    redis.cli(&["FLUSHALL"])?;
+    let before = fired(&api.get(&job_path).await?.1);
+    let flushed = Instant::now();
+    loop {
+        let (_, job) = api.get(&job_path).await?;
+        if fired(&job) >= before + 2 {
+            break;
+        }
+        ensure!(
+            flushed.elapsed() < Duration::from_secs(10),
+            "the schedule stopped with the queue's data: {job}\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

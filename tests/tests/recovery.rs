@@ -166,3 +166,46 @@ async fn every_submission_acknowledged_before_a_kill_9_is_there_after_the_restar
     );
     Ok(())
 }
+
+/// The store is the source of truth for schedules: with every message of the
+/// embedded queue deleted while the standalone was stopped, the next start
+/// queues the delayed job's firing again from the store, and it fires once.
+#[tokio::test]
+async fn a_delayed_job_fires_after_its_queued_firing_is_lost() -> anyhow::Result<()> {
+    let mut server = Server::start(&[]).await?;
+    let created = server
+        .submit(
+            "lost-firing",
+            json!({"image": image(), "command": "echo still here", "startIn": "3s"}),
+        )
+        .await?;
+    // A path: the restarted server listens on another port.
+    let job_path = format!(
+        "/tasks/lost-firing/jobs/{}",
+        created["jobId"].as_str().expect("jobId")
+    );
+    assert!(server.terminate(Duration::from_secs(10)).is_some());
+
+    let db = rusqlite::Connection::open(server.data_dir.join("fastlane.db"))?;
+    let deleted = db.execute("DELETE FROM queue", [])?;
+    assert_eq!(deleted, 1, "the firing was queued");
+    drop(db);
+    server.spawn()?;
+
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let job = loop {
+        let (_, job) = server.get(&job_path).await?;
+        let executions = job["job"]["executions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if executions.iter().any(|e| e["status"] == "done") {
+            break job;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "never fired: {job}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job["job"]["executionCount"], 1, "{job}");
+    assert_eq!(job["job"]["scheduled"], false, "{job}");
+    Ok(())
+}

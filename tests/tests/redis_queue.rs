@@ -81,3 +81,68 @@ async fn a_redis_outage_loses_nothing_and_jobs_submitted_during_it_run_once_it_i
     }
     Ok(())
 }
+
+/// A cron job keeps firing after Redis loses every message (`FLUSHALL`, as a
+/// restart without persistence or a failover to an empty replica would):
+/// the monitor sees the queue's epoch change and queues the schedule's next
+/// firing again from the store. No slot fires twice.
+#[tokio::test]
+async fn a_cron_schedule_survives_a_redis_flushall() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let server = Server::start(&[("REDIS_URL", &redis.url())]).await?;
+    let created = server
+        .submit(
+            "flushed",
+            json!({"image": image(), "command": "echo tick", "cron": "*/2 * * * * *"}),
+        )
+        .await?;
+    let job_url = created["jobUrl"].as_str().context("jobUrl")?;
+    let fired = |job: &Value| job["job"]["executions"].as_array().map_or(0, Vec::len);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while fired(&server.get(job_url).await?.1) < 2 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "never fired twice");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    redis.cli(&["FLUSHALL"])?;
+    let before = fired(&server.get(job_url).await?.1);
+    let flushed = tokio::time::Instant::now();
+    loop {
+        let (_, job) = server.get(job_url).await?;
+        if fired(&job) >= before + 2 {
+            break;
+        }
+        anyhow::ensure!(
+            flushed.elapsed() < Duration::from_secs(10),
+            "the schedule stopped with the queue's data: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stop = server
+        .client()
+        .post(format!("{job_url}stop"))
+        .send()
+        .await?;
+    assert_eq!(stop.status(), 200);
+
+    let (_, job) = server.get(job_url).await?;
+    let mut slots: Vec<chrono::DateTime<chrono::Utc>> = job["job"]["executions"]
+        .as_array()
+        .context("executions")?
+        .iter()
+        .filter_map(|e| e["createdAt"].as_str()?.parse().ok())
+        .collect();
+    slots.sort();
+    for pair in slots.windows(2) {
+        let gap = (pair[1] - pair[0]).num_milliseconds();
+        // Slots are 2 s apart; the one after the flush may be up to a
+        // second late. The same slot twice would be milliseconds apart.
+        assert!(gap >= 500, "two firings {gap} ms apart: {job}");
+    }
+    assert!(
+        server.log().contains("the queue lost its messages"),
+        "{}",
+        server.log()
+    );
+    Ok(())
+}

@@ -162,6 +162,14 @@ pub async fn queues_are_apart_and_counted(queue: Arc<dyn Queue>) {
     assert_eq!(taken.work, run("job"), "the jobs queue gives only its own");
 }
 
+/// The epoch stays the same while the queue keeps its messages, whoever
+/// asks.
+pub async fn the_epoch_stays_while_the_messages_do(queue: Arc<dyn Queue>) {
+    let first = queue.epoch().await.expect("epoch");
+    queue.enqueue(JOBS, &run("e"), None).await.expect("enqueue");
+    assert_eq!(queue.epoch().await.expect("epoch"), first);
+}
+
 /// Runs every conformance function against fresh queues, in one of two ways:
 ///
 /// - `queue_conformance!(make)`: each function as its own test, against a
@@ -186,6 +194,7 @@ macro_rules! queue_conformance {
             a_message_given_back_comes_again_after_its_delay,
             a_waiting_consumer_gets_work_that_arrives_or_falls_due,
             queues_are_apart_and_counted,
+            the_epoch_stays_while_the_messages_do,
         );
     };
     (@each $make:expr; $($name:ident,)*) => {

@@ -198,4 +198,13 @@ pub trait Queue: Send + Sync + std::fmt::Debug {
 
     /// Checks the queue answers.
     async fn ping(&self) -> Result<(), QueueError>;
+
+    /// An id the queue keeps as long as it keeps its messages: a different
+    /// answer means it lost them (a Redis restarted without persistence,
+    /// failed over to an empty replica, or flushed), and the store's state
+    /// must be queued again ([`crate::roles`] watches it). The embedded
+    /// queue lives and dies with the store, so it never changes.
+    async fn epoch(&self) -> Result<String, QueueError> {
+        Ok("embedded".to_owned())
+    }
 }

@@ -14,6 +14,7 @@
 //! | `<prefix>:message:<id>` | hash | `queue`, `member`, `payload`, `attempts`, `token` |
 //! | `<prefix>:seq` | string | the last sequence number |
 //! | `<prefix>:queues` | set | the queue names in use |
+//! | `<prefix>:epoch` | string | an id set by the first process to look; gone with the data (see `Queue::epoch`) |
 //!
 //! # Topologies
 //!
@@ -116,6 +117,12 @@ redis.call('DEL', KEYS[1])
 return 1
 ";
 
+/// Sets the epoch unless set, and returns it. KEYS: epoch. ARGV: a new id.
+const EPOCH: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+";
+
 /// The Redis queue.
 #[derive(Clone)]
 pub struct RedisQueue {
@@ -125,6 +132,7 @@ pub struct RedisQueue {
     lease: Script,
     rescore: Script,
     ack: Script,
+    epoch: Script,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -166,6 +174,7 @@ impl RedisQueue {
             lease: Script::new(LEASE),
             rescore: Script::new(RESCORE),
             ack: Script::new(ACK),
+            epoch: Script::new(EPOCH),
         })
     }
 
@@ -339,5 +348,14 @@ impl Queue for RedisQueue {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn epoch(&self) -> Result<String, QueueError> {
+        self.epoch
+            .key(format!("{}:epoch", self.prefix))
+            .arg(uuid::Uuid::new_v4().to_string())
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)
     }
 }

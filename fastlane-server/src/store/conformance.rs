@@ -625,7 +625,11 @@ pub async fn the_outbox_keeps_messages_with_their_job_until_published(store: Arc
         .take_outbox(1, std::time::Duration::ZERO)
         .await
         .expect("take");
-    assert_eq!(taken, std::slice::from_ref(&c), "one at most, the only free one");
+    assert_eq!(
+        taken,
+        std::slice::from_ref(&c),
+        "one at most, the only free one"
+    );
     store
         .remove_outbox(&["a".to_owned()])
         .await

@@ -62,6 +62,31 @@ crate::queue_conformance!(
     |cluster| async { Arc::new(queue_at(&cluster.url(), &prefix()).await) }
 );
 
+/// A Redis that lost its data (here: the queue's keys deleted, as a
+/// `FLUSHALL` or an empty replica would) answers with another epoch.
+#[tokio::test]
+async fn the_epoch_changes_when_redis_loses_the_data() {
+    let url = std::env::var("FASTLANE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6390/0".to_owned());
+    let prefix = prefix();
+    let queue = queue_at(&url, &prefix).await;
+    let before = queue.epoch().await.expect("epoch");
+    queue
+        .enqueue(JOBS, &run("lost"), None)
+        .await
+        .expect("enqueue");
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = c.keys(format!("{prefix}*")).await.expect("KEYS");
+    let _: () = c.del(keys).await.expect("DEL");
+    let after = queue.epoch().await.expect("epoch");
+    assert_ne!(before, after);
+    assert_eq!(queue.epoch().await.expect("epoch"), after, "then it stays");
+}
+
 fn run(id: &str) -> Work {
     Work::RunExecution {
         execution_id: id.to_owned(),
