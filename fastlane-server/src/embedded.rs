@@ -60,6 +60,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     due_ms      INTEGER NOT NULL,
     taken_until INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    response    TEXT NOT NULL,
+    expires_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_ms);
 CREATE TABLE IF NOT EXISTS execution_logs (
     execution_id TEXT NOT NULL,
     start        INTEGER NOT NULL,

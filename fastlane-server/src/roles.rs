@@ -241,6 +241,13 @@ async fn reconcile(services: &Services, which: Reconcile) -> anyhow::Result<()> 
     if firings > 0 {
         info!(firings, "queued schedules' next firings again");
     }
+    let forgotten = services
+        .store
+        .forget_expired_keys(chrono::Utc::now().timestamp_millis())
+        .await?;
+    if forgotten > 0 {
+        info!(forgotten, "forgot expired idempotency keys");
+    }
     Ok(())
 }
 

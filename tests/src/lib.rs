@@ -223,6 +223,24 @@ impl Server {
         Ok((status, body))
     }
 
+    /// POSTs `body` to `/tasks/{task}` with an `Idempotency-Key`; the
+    /// status and JSON answer.
+    pub async fn post_keyed(
+        &self,
+        task: &str,
+        key: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value)> {
+        let response = self
+            .client
+            .post(self.url(&format!("/tasks/{task}")))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.json().await?))
+    }
+
     /// POSTs a raw body to `/tasks/<task>`; returns status and JSON body.
     pub async fn post_raw(
         &self,

@@ -324,3 +324,53 @@ async fn a_job_s_memory_and_cpu_limits_apply_inside_its_container() -> anyhow::R
     assert_eq!(execution["log"], "67108864\n");
     Ok(())
 }
+
+/// A client that sends its submission again (a timeout, a dropped
+/// connection) with the same `Idempotency-Key` gets the first answer, and
+/// one job runs: here 100 identical requests at once. The same key with
+/// another body is a 409 naming the key; a key that is no key, a 400.
+#[tokio::test]
+async fn one_idempotency_key_makes_one_job_however_often_it_is_sent() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let body = json!({"image": image(), "command": "echo once"});
+    let answers = futures_util::future::join_all(
+        (0..100).map(|_| server.post_keyed("keyed", "order-1234", &body)),
+    )
+    .await;
+    let mut job_ids = std::collections::BTreeSet::new();
+    for answer in answers {
+        let (status, created) = answer?;
+        assert_eq!(status, 200, "{created}");
+        job_ids.insert(created["jobId"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(job_ids.len(), 1, "one job for one key: {job_ids:?}");
+    let (_, task) = server.get("/tasks/keyed").await?;
+    assert_eq!(task["jobs"].as_array().map(Vec::len), Some(1), "{task}");
+
+    let (status, created) = server.post_keyed("keyed", "order-1234", &body).await?;
+    assert_eq!((status, &created["jobId"]), (200, &json!(job_ids.first())));
+    let url = created["executionUrl"].as_str().unwrap_or_default();
+    let execution = server.wait_finished(url, LIMIT).await?;
+    assert_eq!(execution["log"], "once\n");
+
+    let other = json!({"image": image(), "command": "echo twice"});
+    let (status, error) = server.post_keyed("keyed", "order-1234", &other).await?;
+    assert_eq!(status, 409, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("order-1234")),
+        "{error}"
+    );
+    let (status, error) = server.post_keyed("keyed", &"k".repeat(300), &body).await?;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Idempotency-Key")),
+        "{error}"
+    );
+    let (_, task) = server.get("/tasks/keyed").await?;
+    assert_eq!(task["jobs"].as_array().map(Vec::len), Some(1), "{task}");
+    Ok(())
+}

@@ -433,3 +433,36 @@ async fn a_cron_schedule_outlives_a_redis_flushall_under_api_and_worker_processe
     }
     Ok(())
 }
+
+/// On PostgreSQL too, with two API processes: 100 identical submissions
+/// with one `Idempotency-Key`, sent at once to both, make one job.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_idempotency_key_makes_one_job_across_api_processes() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let store = fresh_store_url()?;
+    let redis_url = redis.url();
+    let env = [
+        ("STORE_URL", store.as_str()),
+        ("REDIS_URL", redis_url.as_str()),
+    ];
+    let apis = [
+        Server::start_api(&env).await?,
+        Server::start_api(&env).await?,
+    ];
+    let task = unique_task("keyed");
+    let body = json!({"image": image(), "command": "echo once"});
+    let answers = futures_util::future::join_all(
+        (0..100).map(|i| apis[i % 2].post_keyed(&task, "payment-42", &body)),
+    )
+    .await;
+    let mut job_ids = std::collections::BTreeSet::new();
+    for answer in answers {
+        let (status, created) = answer?;
+        ensure!(status == 200, "{status}: {created}");
+        job_ids.insert(created["jobId"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(job_ids.len(), 1, "one job for one key: {job_ids:?}");
+    let (_, listed) = apis[0].get(&format!("/tasks/{task}")).await?;
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(1), "{listed}");
+    Ok(())
+}

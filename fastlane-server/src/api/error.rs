@@ -26,6 +26,9 @@ pub enum ApiError {
     /// No such task, job or execution.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The `Idempotency-Key` was used with another request.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
     /// The request body is larger than `MAX_BODY_BYTES`.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -64,6 +67,11 @@ impl ApiError {
     /// 404.
     pub fn not_found(operation: &str, error: impl Into<String>) -> Self {
         Self::NotFound(body(operation, error))
+    }
+
+    /// 409.
+    pub fn conflict(operation: &str, error: impl Into<String>) -> Self {
+        Self::Conflict(body(operation, error))
     }
 
     /// 413.

@@ -15,6 +15,7 @@ mod executions;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
+mod idempotency;
 mod job_request;
 mod logs;
 mod ordered;

@@ -5,7 +5,7 @@ use poem::Request;
 use poem::web::Data;
 use poem_openapi::{
     OpenApi,
-    param::{Path, Query},
+    param::{Header, Path, Query},
     payload::Json,
 };
 
@@ -13,6 +13,7 @@ use fastlane_sdk::{Execution, Job};
 
 use super::body::{BodyError, JobBody};
 use super::error::ApiError;
+use super::idempotency::Idempotency;
 use super::job_request::{self, Limits};
 use super::params::{NewTaskId, Page};
 use super::urls::Urls;
@@ -115,14 +116,32 @@ impl TasksApi {
         request: &Request,
         services: Data<&Services>,
         #[oai(name = "taskId")] task_id: Path<NewTaskId>,
+        /// Makes the request safe to send again: the same key with the same
+        /// request answers with the first answer (nothing is created twice)
+        /// for `IDEMPOTENCY_TTL_SECONDS`; with another request, 409.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: JobBody,
     ) -> Result<Json<JobCreated>, ApiError> {
         const OP: &str = "create_job";
         let task_id = task_id.checked(OP)?;
         let body = read_body(body, OP)?;
+        let idempotency = Idempotency::of(
+            idempotency_key.as_deref(),
+            &format!("POST /tasks/{task_id}"),
+            &body,
+            OP,
+        )?;
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
         let job_id = uuid::Uuid::new_v4().to_string();
-        submit(&services, &urls, request, task_id, job_id, None, &body, OP)
+        let submission = Submission {
+            task_id,
+            job_id,
+            existing: None,
+            body: &body,
+            idempotency,
+        };
+        submit(&services, &urls, request, submission, OP)
             .await
             .map(Json)
     }
@@ -145,6 +164,9 @@ impl TasksApi {
         services: Data<&Services>,
         #[oai(name = "taskId")] task_id: Path<NewTaskId>,
         #[oai(name = "jobId")] job_id: Path<String>,
+        /// As on `POST /tasks/{taskId}`.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
         body: JobBody,
     ) -> Result<Json<JobCreated>, ApiError> {
         const OP: &str = "create_or_update_job";
@@ -160,6 +182,12 @@ impl TasksApi {
         let task_id = task_id.checked(OP)?;
         let body = read_body(body, OP)?;
         let job_id = uuid.hyphenated().to_string();
+        let idempotency = Idempotency::of(
+            idempotency_key.as_deref(),
+            &format!("PUT /tasks/{task_id}/jobs/{job_id}"),
+            &body,
+            OP,
+        )?;
         let existing = services
             .store
             .find_job(&job_id)
@@ -174,11 +202,16 @@ impl TasksApi {
             ));
         }
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
-        submit(
-            &services, &urls, request, task_id, job_id, existing, &body, OP,
-        )
-        .await
-        .map(Json)
+        let submission = Submission {
+            task_id,
+            job_id,
+            existing,
+            body: &body,
+            idempotency,
+        };
+        submit(&services, &urls, request, submission, OP)
+            .await
+            .map(Json)
     }
 
     /// Search tasks
@@ -278,21 +311,44 @@ fn read_body(body: JobBody, operation: &str) -> Result<serde_json::Value, ApiErr
     }
 }
 
+/// What a submission asks for.
+struct Submission<'a> {
+    task_id: &'a str,
+    job_id: String,
+    /// The job it replaces (`PUT`).
+    existing: Option<Job>,
+    body: &'a serde_json::Value,
+    idempotency: Option<Idempotency>,
+}
+
 /// Validates and stores a job (new, or replacing `existing`), then queues
-/// its first run now or schedules its first firing.
-#[allow(clippy::too_many_arguments)]
+/// its first run now or schedules its first firing. With an idempotency key
+/// already used, answers as the first time instead (or 409).
 async fn submit(
     services: &Services,
     urls: &Urls,
     request: &Request,
-    task_id: &str,
-    job_id: String,
-    existing: Option<Job>,
-    body: &serde_json::Value,
+    submission: Submission<'_>,
     operation: &'static str,
 ) -> Result<JobCreated, ApiError> {
+    let Submission {
+        task_id,
+        job_id,
+        existing,
+        body,
+        idempotency,
+    } = submission;
     job_request::task_id(task_id).map_err(|message| ApiError::bad_request(operation, message))?;
     let now = Utc::now();
+    if let Some(idempotency) = &idempotency
+        && let Some(record) = services
+            .store
+            .idempotency(idempotency.key(), now.timestamp_millis())
+            .await
+            .map_err(ApiError::store(operation))?
+    {
+        return idempotency.replay(&record, operation);
+    }
     let limits = Limits {
         hooks_per_event: services.config.webhooks_max_per_event,
         addresses: services.config.notify_max_addresses,
@@ -358,15 +414,50 @@ async fn submit(
         }
         Some(slot) => (scheduler::firing(&job, slot), SCHEDULE, Some(slot), None),
     };
-    // The job, its execution and the message that sets it going are written
-    // in one transaction (the outbox): acknowledged exactly when it will run.
+    let created = JobCreated {
+        execution_url: execution
+            .as_ref()
+            .map(|e| urls.execution(&job.task_id, &job.job_id, &e.execution_id)),
+        execution_id: execution.as_ref().map(|e| e.execution_id.clone()),
+        queue_job_id: Some(work.message_id()),
+        job_url: urls.job(&job.task_id, &job.job_id),
+        task_url: urls.task(&job.task_id),
+        task_id: job.task_id.clone(),
+        job_id: job.job_id.clone(),
+    };
+    // The job, its execution, the message that sets it going and the
+    // idempotency key are written in one transaction (the outbox):
+    // acknowledged exactly when it will run.
     let message = crate::outbox::message(queue, &work, due.unwrap_or(now))
         .map_err(|err| ApiError::internal(operation, format!("{err:#}")))?;
-    services
+    let ttl_ms = i64::try_from(services.config.idempotency_ttl_seconds.saturating_mul(1000))
+        .unwrap_or(i64::MAX);
+    let record = idempotency
+        .as_ref()
+        .map(|i| i.record(&created, now.timestamp_millis().saturating_add(ttl_ms)));
+    let written = services
         .store
-        .create_job(&job, execution.as_ref(), &[message])
+        .create_job(&job, execution.as_ref(), &[message], record.as_ref())
         .await
         .map_err(ApiError::store(operation))?;
+    if let (false, Some(idempotency)) = (written, &idempotency) {
+        // A request with the same key was written first, meanwhile.
+        let record = services
+            .store
+            .idempotency(idempotency.key(), now.timestamp_millis())
+            .await
+            .map_err(ApiError::store(operation))?
+            .ok_or_else(|| {
+                ApiError::conflict(
+                    operation,
+                    format!(
+                        "the Idempotency-Key {:?} was just used and has expired; send the request again",
+                        idempotency.key()
+                    ),
+                )
+            })?;
+        return idempotency.replay(&record, operation);
+    }
     services.outbox.nudge();
     tracing::info!(
         task = %job.task_id,
@@ -377,17 +468,7 @@ async fn submit(
     services
         .metrics
         .count("fastlane_jobs_submitted_total", &[], 1);
-    Ok(JobCreated {
-        execution_url: execution
-            .as_ref()
-            .map(|e| urls.execution(&job.task_id, &job.job_id, &e.execution_id)),
-        execution_id: execution.map(|e| e.execution_id),
-        queue_job_id: Some(work.message_id()),
-        job_url: urls.job(&job.task_id, &job.job_id),
-        task_url: urls.task(&job.task_id),
-        task_id: job.task_id,
-        job_id: job.job_id,
-    })
+    Ok(created)
 }
 
 /// One page of a task listing, with links to its neighbours.

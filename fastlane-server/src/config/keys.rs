@@ -72,6 +72,14 @@ pub(super) const KEYS: &[Key] = &[
               with more is refused with 400.",
     },
     Key {
+        name: "IDEMPOTENCY_TTL_SECONDS",
+        section: "API",
+        kind: Kind::Integer,
+        default: Some("86400"),
+        doc: "How long an `Idempotency-Key` stands for the first request it came with: \
+              the same key and body answer with the first answer, another body with 409.",
+    },
+    Key {
         name: "MAX_WEBSOCKET_CONNECTIONS",
         section: "API",
         kind: Kind::Integer,

@@ -95,6 +95,8 @@ pub struct Config {
     pub webhooks_max_per_event: usize,
     /// `NOTIFY_MAX_ADDRESSES`: most e-mail addresses of one job.
     pub notify_max_addresses: usize,
+    /// `IDEMPOTENCY_TTL_SECONDS`: how long an `Idempotency-Key` is kept.
+    pub idempotency_ttl_seconds: u64,
     /// `MAX_WEBSOCKET_CONNECTIONS`: live-log sockets open at once, at most.
     pub max_websocket_connections: usize,
     /// Basic-auth credentials every HTTP route asks for, when set.
@@ -410,6 +412,12 @@ impl Config {
             .min(10_000) as usize,
             notify_max_addresses: int("NOTIFY_MAX_ADDRESSES", take("NOTIFY_MAX_ADDRESSES"), 0)?
                 .min(10_000) as usize,
+            idempotency_ttl_seconds: int(
+                "IDEMPOTENCY_TTL_SECONDS",
+                take("IDEMPOTENCY_TTL_SECONDS"),
+                1,
+            )?
+            .min(366 * 86_400),
             max_websocket_connections: usize::try_from(int(
                 "MAX_WEBSOCKET_CONNECTIONS",
                 take("MAX_WEBSOCKET_CONNECTIONS"),

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 
 use fastlane_sdk::{DispatchRecord, Execution, ExecutionStatus, Job, JobSpec};
 
-use super::{Admission, Gate, GateUsage, LogPiece, LogSource, LogTotals, Outgoing, Store};
+use super::{
+    Admission, Gate, GateUsage, IdempotencyRecord, LogPiece, LogSource, LogTotals, Outgoing, Store,
+};
 
 /// A fixed instant, so stored times compare exactly.
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -40,7 +42,7 @@ async fn stored(store: &dyn Store, task: &str, created: i64) -> (Job, Execution)
     let job = job(task, created);
     let first = execution(&job, created);
     store
-        .create_job(&job, Some(&first), &[])
+        .create_job(&job, Some(&first), &[], None)
         .await
         .expect("create");
     (job, first)
@@ -207,7 +209,10 @@ pub async fn dispatches_survive_saves(store: Arc<dyn Store>) {
 /// job's current generation, and scheduled jobs are listed.
 pub async fn inserts_are_idempotent_and_schedules_follow_generations(store: Arc<dyn Store>) {
     let mut job = job("scheduled", 0);
-    store.create_job(&job, None, &[]).await.expect("create");
+    store
+        .create_job(&job, None, &[], None)
+        .await
+        .expect("create");
     let slot = execution(&job, 60);
     assert!(store.insert_execution(&slot).await.expect("insert"));
     assert!(!store.insert_execution(&slot).await.expect("insert again"));
@@ -431,7 +436,10 @@ pub async fn concurrent_admissions_keep_the_limit(stores: [Arc<dyn Store>; 2]) {
         fastlane_sdk::JobSpec::new("busybox", "true"),
         now,
     );
-    stores[0].create_job(&job, None, &[]).await.expect("create");
+    stores[0]
+        .create_job(&job, None, &[], None)
+        .await
+        .expect("create");
     let mut ids = Vec::new();
     for i in 0..12 {
         let id = format!("e{i}");
@@ -494,10 +502,16 @@ where
     let (good, first) = stored(store.as_ref(), "spoilt", 0).await;
     let mut bad = job("spoilt", 1);
     bad.next_run_at = Some(at(100));
-    store.create_job(&bad, None, &[]).await.expect("create");
+    store
+        .create_job(&bad, None, &[], None)
+        .await
+        .expect("create");
     let mut kept = job("spoilt", 2);
     kept.next_run_at = Some(at(200));
-    store.create_job(&kept, None, &[]).await.expect("create");
+    store
+        .create_job(&kept, None, &[], None)
+        .await
+        .expect("create");
     let lost = execution(&good, 3);
     assert!(store.insert_execution(&lost).await.expect("insert"));
     let before = super::unreadable_records();
@@ -594,11 +608,11 @@ pub async fn the_outbox_keeps_messages_with_their_job_until_published(store: Arc
     let first = execution(&job, 0);
     let (a, b) = (message("a", 2_000), message("b", 1_000));
     store
-        .create_job(&job, Some(&first), &[a.clone(), b.clone()])
+        .create_job(&job, Some(&first), &[a.clone(), b.clone()], None)
         .await
         .expect("create");
     store
-        .create_job(&job, None, std::slice::from_ref(&a))
+        .create_job(&job, None, std::slice::from_ref(&a), None)
         .await
         .expect("the same message again");
     let lease = std::time::Duration::from_secs(60);
@@ -618,7 +632,7 @@ pub async fn the_outbox_keeps_messages_with_their_job_until_published(store: Arc
     let job = self::job("outbox", 1);
     let c = message("c", 3_000);
     store
-        .create_job(&job, None, std::slice::from_ref(&c))
+        .create_job(&job, None, std::slice::from_ref(&c), None)
         .await
         .expect("create");
     let taken = store
@@ -636,6 +650,97 @@ pub async fn the_outbox_keeps_messages_with_their_job_until_published(store: Arc
         .expect("remove");
     let taken = store.take_outbox(10, lease).await.expect("take");
     assert_eq!(taken, [c], "removed messages are gone for good");
+}
+
+/// A job written with an idempotency key is the only one written with it
+/// while the key lives; an expired key is free again, and forgotten.
+pub async fn an_idempotency_key_writes_once_until_it_expires(store: Arc<dyn Store>) {
+    let now = Utc::now().timestamp_millis();
+    let record = |response: &str, expires_ms: i64| IdempotencyRecord {
+        key: "retry-safe".to_owned(),
+        fingerprint: "f1".to_owned(),
+        response: response.to_owned(),
+        expires_ms,
+    };
+    let first = job("keyed", 0);
+    let live = record("first", now + 60_000);
+    assert!(
+        store
+            .create_job(&first, None, &[message("m1", 0)], Some(&live))
+            .await
+            .expect("create")
+    );
+    let second = job("keyed", 1);
+    assert!(
+        !store
+            .create_job(
+                &second,
+                None,
+                &[message("m2", 0)],
+                Some(&record("second", now + 60_000))
+            )
+            .await
+            .expect("create"),
+        "the key is taken"
+    );
+    assert_eq!(store.find_job(&second.job_id).await.expect("find"), None);
+    let taken = store
+        .take_outbox(10, std::time::Duration::from_secs(60))
+        .await
+        .expect("take");
+    assert_eq!(taken, [message("m1", 0)], "nothing of the second request");
+    assert_eq!(
+        store.idempotency("retry-safe", now).await.expect("read"),
+        Some(live.clone())
+    );
+    assert_eq!(
+        store
+            .idempotency("retry-safe", now + 60_000)
+            .await
+            .expect("read"),
+        None,
+        "expired"
+    );
+
+    // Once expired, the key stands for the next request.
+    let expired = IdempotencyRecord {
+        key: "old".to_owned(),
+        ..record("old", now - 1)
+    };
+    let third = job("keyed", 2);
+    assert!(
+        store
+            .create_job(&third, None, &[], Some(&expired))
+            .await
+            .expect("create")
+    );
+    let fourth = job("keyed", 3);
+    let again = IdempotencyRecord {
+        key: "old".to_owned(),
+        ..record("new", now + 60_000)
+    };
+    assert!(
+        store
+            .create_job(&fourth, None, &[], Some(&again))
+            .await
+            .expect("create"),
+        "an expired key is free"
+    );
+    assert_eq!(
+        store.idempotency("old", now).await.expect("read"),
+        Some(again)
+    );
+    assert_eq!(
+        store
+            .forget_expired_keys(now + 60_001)
+            .await
+            .expect("forget"),
+        2
+    );
+    assert_eq!(
+        store.idempotency("retry-safe", now).await.expect("read"),
+        None
+    );
 }
 
 /// Runs every conformance function as its own test, each against a fresh
@@ -663,6 +768,7 @@ macro_rules! store_conformance {
             a_gate_admits_up_to_its_limit_then_lines_up,
             an_execution_takes_the_first_choice_with_room,
             the_outbox_keeps_messages_with_their_job_until_published,
+            an_idempotency_key_writes_once_until_it_expires,
         );
     };
     (@tests always [] $make:expr; $($name:ident,)*) => {

@@ -337,18 +337,48 @@ pub struct Outgoing {
     pub due_ms: i64,
 }
 
+/// What an `Idempotency-Key` stands for: the request it came with (as a
+/// fingerprint) and the answer given, kept until `expires_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The key, as the client sent it.
+    pub key: String,
+    /// A digest of the request (route and body) the key was first used with.
+    pub fingerprint: String,
+    /// The answer, as JSON, to give again.
+    pub response: String,
+    /// When the key may be used for another request, in milliseconds since
+    /// the epoch.
+    pub expires_ms: i64,
+}
+
 /// Persistent state of tasks, jobs and executions.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates `job` (and its task, if new) together with its first
     /// execution and the messages that set it going (`outgoing`),
-    /// atomically: after a failure none of them exists.
+    /// atomically: after a failure none of them exists. With `idempotency`,
+    /// the key's record is written in the same transaction, unless a live
+    /// (unexpired) record of that key exists: then nothing is written and
+    /// the answer is `false`.
     async fn create_job(
         &self,
         job: &Job,
         execution: Option<&Execution>,
         outgoing: &[Outgoing],
-    ) -> Result<(), StoreError>;
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<bool, StoreError>;
+
+    /// The live record of an idempotency key, if any (expired ones are
+    /// absent).
+    async fn idempotency(
+        &self,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Forgets the idempotency keys expired by `now_ms`; returns how many.
+    async fn forget_expired_keys(&self, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Takes up to `limit` outbox messages, oldest first, for `lease`: a
     /// message taken and not removed within it (its publisher died) is taken

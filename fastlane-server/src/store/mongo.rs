@@ -62,11 +62,13 @@ use documents::{
     big, corrupt, count, date, field, from_record, is_duplicate_key, json, json_object, mongo,
     nanos, record, text,
 };
-use schema::{BLACKLIST, COUNTERS, EXECUTIONS, HOST_HEALTH, JOBS, LOGS, OUTBOX, TASKS};
+use schema::{
+    BLACKLIST, COUNTERS, EXECUTIONS, HOST_HEALTH, IDEMPOTENCY, JOBS, LOGS, OUTBOX, TASKS,
+};
 
 use super::{
-    Admission, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Outgoing, Store,
-    StoreError, TaskSummary, admissible_in_order, task_words,
+    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogSource, LogTotals,
+    Outgoing, Store, StoreError, TaskSummary, admissible_in_order, task_words,
 };
 
 /// Statuses of executions that have not reached a final status.
@@ -520,7 +522,8 @@ impl Store for MongoStore {
         job: &Job,
         execution: Option<&Execution>,
         outgoing: &[Outgoing],
-    ) -> Result<(), StoreError> {
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<bool, StoreError> {
         let modified = field(&job.last_modified_at)?;
         let job_record = record(job)?;
         let execution = execution.map(StoredExecution::new).transpose()?;
@@ -529,6 +532,22 @@ impl Store for MongoStore {
         loop {
             self.begin(&mut session).await?;
             let outcome = async {
+                if let Some(record) = idempotency {
+                    // Only an expired record is replaced; a live one makes
+                    // the upsert insert a second `_id`, a duplicate key.
+                    self.collection(IDEMPOTENCY)
+                        .update_one(
+                            doc! {"_id": &record.key, "expires_ms": {"$lte": Utc::now().timestamp_millis()}},
+                            doc! {"$set": {
+                                "fingerprint": &record.fingerprint,
+                                "response": &record.response,
+                                "expires_ms": record.expires_ms,
+                            }},
+                        )
+                        .upsert(true)
+                        .session(&mut session)
+                        .await?;
+                }
                 self.upsert_task(&mut session, job, &modified).await?;
                 self.upsert_job(&mut session, job, &job_record).await?;
                 if let Some(execution) = &execution {
@@ -554,10 +573,57 @@ impl Store for MongoStore {
                 Ok(())
             }
             .await;
+            if let Err(err) = &outcome
+                && idempotency.is_some()
+                && is_duplicate_key(err)
+            {
+                if self.transactions {
+                    let _ = session.abort_transaction().await;
+                }
+                return Ok(false);
+            }
             if self.settle(&mut session, outcome, &mut tries).await? {
-                return Ok(());
+                return Ok(true);
             }
         }
+    }
+
+    async fn idempotency(
+        &self,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(found) = self
+            .collection(IDEMPOTENCY)
+            .find_one(doc! {"_id": key, "expires_ms": {"$gt": now_ms}})
+            .await
+            .map_err(mongo)?
+        else {
+            return Ok(None);
+        };
+        let read = |name: &str| {
+            found
+                .get_str(name)
+                .map(str::to_owned)
+                .map_err(|e| corrupt(format!("idempotency key {key}: {e}")))
+        };
+        Ok(Some(IdempotencyRecord {
+            key: read("_id")?,
+            fingerprint: read("fingerprint")?,
+            response: read("response")?,
+            expires_ms: found
+                .get_i64("expires_ms")
+                .map_err(|e| corrupt(format!("idempotency key {key}: {e}")))?,
+        }))
+    }
+
+    async fn forget_expired_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let deleted = self
+            .collection(IDEMPOTENCY)
+            .delete_many(doc! {"expires_ms": {"$lte": now_ms}})
+            .await
+            .map_err(mongo)?;
+        Ok(deleted.deleted_count)
     }
 
     async fn take_outbox(
@@ -610,7 +676,8 @@ impl Store for MongoStore {
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.create_job(job, None, &[]).await
+        self.create_job(job, None, &[], None).await?;
+        Ok(())
     }
 
     async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
@@ -1200,7 +1267,7 @@ mod tests {
         let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
         execution.stdout = Some("a\0b".to_owned());
         store
-            .create_job(&job, Some(&execution), &[])
+            .create_job(&job, Some(&execution), &[], None)
             .await
             .expect("create");
         assert_eq!(store.find_job("j").await.expect("read"), Some(job));

@@ -27,8 +27,8 @@ use admission::{give_back_finished, held_slots, lock_admission, read_line};
 use rows::{big, col, corrupt, count, docs, document, listed, one, pg};
 
 use super::{
-    Admission, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Outgoing, Store,
-    StoreError, TaskSummary, admissible_in_order, task_words,
+    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogSource, LogTotals,
+    Outgoing, Store, StoreError, TaskSummary, admissible_in_order, task_words,
 };
 
 /// Statuses of executions that have not reached a final status, in SQL.
@@ -202,9 +202,34 @@ impl Store for PostgresStore {
         job: &Job,
         execution: Option<&Execution>,
         outgoing: &[Outgoing],
-    ) -> Result<(), StoreError> {
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<bool, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        if let Some(record) = idempotency {
+            // A concurrent request with the same key waits here for the
+            // first to commit, then finds its record.
+            let written = tx
+                .execute(
+                    "INSERT INTO idempotency (key, fingerprint, response, expires_ms)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
+                         response = excluded.response, expires_ms = excluded.expires_ms
+                     WHERE idempotency.expires_ms <= $5",
+                    &[
+                        &record.key,
+                        &record.fingerprint,
+                        &record.response,
+                        &record.expires_ms,
+                        &Utc::now().timestamp_millis(),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            if written == 0 {
+                return Ok(false);
+            }
+        }
         upsert_job(&tx, job).await?;
         if let Some(execution) = execution {
             upsert_execution(&tx, execution).await?;
@@ -231,7 +256,38 @@ impl Store for PostgresStore {
                 .map_err(pg)?;
             }
         }
-        tx.commit().await.map_err(pg)
+        tx.commit().await.map_err(pg)?;
+        Ok(true)
+    }
+
+    async fn idempotency(
+        &self,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT key, fingerprint, response, expires_ms FROM idempotency
+                 WHERE key = $1 AND expires_ms > $2",
+                &[&key, &now_ms],
+            )
+            .await?;
+        rows.first()
+            .map(|row| {
+                Ok(IdempotencyRecord {
+                    key: row.try_get(0)?,
+                    fingerprint: row.try_get(1)?,
+                    response: row.try_get(2)?,
+                    expires_ms: row.try_get(3)?,
+                })
+            })
+            .transpose()
+            .map_err(pg)
+    }
+
+    async fn forget_expired_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.execute("DELETE FROM idempotency WHERE expires_ms <= $1", &[&now_ms])
+            .await
     }
 
     async fn take_outbox(
@@ -279,7 +335,8 @@ impl Store for PostgresStore {
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.create_job(job, None, &[]).await
+        self.create_job(job, None, &[], None).await?;
+        Ok(())
     }
 
     async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
@@ -841,7 +898,7 @@ mod tests {
         let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
         execution.stdout = Some("a\0b".to_owned());
         store
-            .create_job(&job, Some(&execution), &[])
+            .create_job(&job, Some(&execution), &[], None)
             .await
             .expect("create");
         let kept = store

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use fastlane_sdk::{Execution, Job, Task};
 
 use super::{
-    Admission, Choices, Gate, GateUsage, JobSummary, LogPiece, LogSource, LogTotals, Outgoing,
-    Store, StoreError, TaskSummary, admissible_in_order, task_words,
+    Admission, Choices, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogSource,
+    LogTotals, Outgoing, Store, StoreError, TaskSummary, admissible_in_order, task_words,
 };
 use crate::embedded::{Db, DbError};
 
@@ -191,16 +191,25 @@ impl Store for SqliteStore {
         job: &Job,
         execution: Option<&Execution>,
         outgoing: &[Outgoing],
-    ) -> Result<(), StoreError> {
+        idempotency: Option<&IdempotencyRecord>,
+    ) -> Result<bool, StoreError> {
         let job = JobRow::of(job)?;
+        let idempotency = idempotency.cloned();
+        let now = Utc::now().timestamp_millis();
         let execution = execution.map(ExecutionRow::of).transpose()?;
         let outgoing = outgoing.to_vec();
         let outbox = self.outbox;
         let queued = !outgoing.is_empty() && outbox == Outbox::EmbeddedQueue;
         // The writer runs each operation in a savepoint of its own: every
         // row is kept, or none.
-        self.db
+        let created = self
+            .db
             .write(move |conn| {
+                if let Some(record) = &idempotency
+                    && !claim_key(conn, record, now)?
+                {
+                    return Ok(false);
+                }
                 job.upsert(conn)?;
                 if let Some(execution) = &execution {
                     execution.upsert(conn)?;
@@ -230,13 +239,53 @@ impl Store for SqliteStore {
                         }
                     }
                 }
-                Ok(())
+                Ok(true)
             })
             .await?;
-        if queued {
+        if created && queued {
             self.db.messages_added().notify_waiters();
         }
-        Ok(())
+        Ok(created)
+    }
+
+    async fn idempotency(
+        &self,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let key = key.to_owned();
+        Ok(self
+            .db
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT key, fingerprint, response, expires_ms FROM idempotency
+                         WHERE key = ?1 AND expires_ms > ?2",
+                    )?
+                    .query_row(params![key, now_ms], |r| {
+                        Ok(IdempotencyRecord {
+                            key: r.get(0)?,
+                            fingerprint: r.get(1)?,
+                            response: r.get(2)?,
+                            expires_ms: r.get(3)?,
+                        })
+                    })
+                    .optional()?)
+            })
+            .await?)
+    }
+
+    async fn forget_expired_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let forgotten = self
+            .db
+            .write(move |conn| {
+                Ok(conn.execute(
+                    "DELETE FROM idempotency WHERE expires_ms <= ?1",
+                    params![now_ms],
+                )?)
+            })
+            .await?;
+        Ok(forgotten as u64)
     }
 
     async fn take_outbox(
@@ -291,7 +340,8 @@ impl Store for SqliteStore {
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.create_job(job, None, &[]).await
+        self.create_job(job, None, &[], None).await?;
+        Ok(())
     }
 
     async fn find_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
@@ -879,6 +929,27 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+}
+
+/// Writes an idempotency key's record unless a live one holds the key;
+/// returns whether it was written.
+fn claim_key(conn: &Connection, record: &IdempotencyRecord, now_ms: i64) -> Result<bool, DbError> {
+    let written = conn
+        .prepare_cached(
+            "INSERT INTO idempotency (key, fingerprint, response, expires_ms)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
+                 response = excluded.response, expires_ms = excluded.expires_ms
+             WHERE idempotency.expires_ms <= ?5",
+        )?
+        .execute(params![
+            record.key,
+            record.fingerprint,
+            record.response,
+            record.expires_ms,
+            now_ms
+        ])?;
+    Ok(written > 0)
 }
 
 /// Gives back the slots and places in line of executions that are final

@@ -12,6 +12,7 @@
 //! | `host_health` | host | `since_ns`, the report in `doc` |
 //! | `blacklist` | host | — |
 //! | `counters` | sequence name | `n`, the last number handed out |
+//! | `idempotency` | key | `fingerprint`, `response`, `expires_ms` |
 //! | `outbox` | message id | `queue`, `payload`, `due_ms`, `taken_until` (see `Store::take_outbox`) |
 
 use mongodb::bson::{Document, doc};
@@ -27,6 +28,7 @@ pub(super) const HOST_HEALTH: &str = "host_health";
 pub(super) const BLACKLIST: &str = "blacklist";
 pub(super) const COUNTERS: &str = "counters";
 pub(super) const OUTBOX: &str = "outbox";
+pub(super) const IDEMPOTENCY: &str = "idempotency";
 
 fn index(keys: Document, unique: bool) -> IndexModel {
     IndexModel::builder()

@@ -61,6 +61,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     due_ms      BIGINT NOT NULL,
     taken_until BIGINT NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS idempotency (
+    key         TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    response    TEXT NOT NULL,
+    expires_ms  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency (expires_ms);
 CREATE TABLE IF NOT EXISTS blacklist (
     host TEXT PRIMARY KEY
 );
