@@ -285,7 +285,7 @@ mod tests {
         let job = cron_job();
         services
             .store
-            .create_job(&job, None, &[], None)
+            .submit(crate::store::Submission::job(&job))
             .await
             .expect("stored");
         let slot = Utc::now();
@@ -323,7 +323,7 @@ mod tests {
         let mut job = cron_job();
         services
             .store
-            .create_job(&job, None, &[], None)
+            .submit(crate::store::Submission::job(&job))
             .await
             .expect("stored");
         let stale = firing(&job, Utc::now());
@@ -379,7 +379,7 @@ mod timing_tests {
         job.next_run_at = Some(first);
         services
             .store
-            .create_job(&job, None, &[], None)
+            .submit(crate::store::Submission::job(&job))
             .await
             .expect("stored");
         services
@@ -422,7 +422,7 @@ mod timing_tests {
             job.spec.schedule = Schedule::At { at: due };
             services
                 .store
-                .create_job(&job, None, &[], None)
+                .submit(crate::store::Submission::job(&job))
                 .await
                 .expect("stored");
             services

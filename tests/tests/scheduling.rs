@@ -350,6 +350,25 @@ async fn retry_runs_the_last_execution_again() -> anyhow::Result<()> {
     let (_, job) = server.get(job_url).await?;
     assert_eq!(job["job"]["executionCount"], 2);
 
+    // A retry sent again with its Idempotency-Key makes one execution.
+    let mut keyed = Vec::new();
+    for _ in 0..3 {
+        let response = server
+            .client()
+            .post(format!("{job_url}retry"))
+            .header("Idempotency-Key", "retry-once")
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200);
+        keyed.push(response.json::<Value>().await?["executionId"].clone());
+    }
+    assert!(
+        keyed.iter().all(|id| *id == keyed[0] && id.is_string()),
+        "{keyed:?}"
+    );
+    let (_, job) = server.get(job_url).await?;
+    assert_eq!(job["job"]["executionCount"], 3);
+
     let later = server
         .submit(
             "retry-route",

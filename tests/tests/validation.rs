@@ -359,6 +359,7 @@ async fn every_bound_of_a_submission_is_a_400_that_creates_nothing() -> anyhow::
 async fn a_page_out_of_its_range_is_a_400() -> anyhow::Result<()> {
     let server = Server::start(&[]).await?;
     for page in [
+        "",
         "0",
         "-1",
         "abc",
@@ -383,6 +384,14 @@ async fn a_page_out_of_its_range_is_a_400() -> anyhow::Result<()> {
     }
     let (status, page) = server.get("/tasks/?page=1").await?;
     assert_eq!(status, 200, "{page}");
+    let (status, error) = server.get("/tasks/?page=&page=2").await?;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("given once")),
+        "{error}"
+    );
     let (status, _) = server.get("/tasks/?page=100000000").await?;
     assert_eq!(status, 404, "a page in range that does not exist");
     let (status, _) = server.get("/status/").await?;

@@ -3,17 +3,23 @@
 use chrono::Utc;
 use poem::Request;
 use poem::web::Data;
-use poem_openapi::{Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{
+    Object, OpenApi,
+    param::{Header, Path},
+    payload::Json,
+};
 
 use fastlane_sdk::{Execution, Job, Schedule};
 
 use super::error::ApiError;
+use super::idempotency::Idempotency;
 use super::urls::Urls;
 use super::views::Link;
 use super::{ApiTags, JOB_NOT_FOUND, client_ip, find_job, task_or_job_not_found};
 use crate::control::{self, STOPPED_BY_USER};
 use crate::queue::{JOBS, Work};
 use crate::services::Services;
+use crate::store::Submission;
 
 /// A job, after a stop or a retry.
 #[derive(Debug, Object)]
@@ -111,8 +117,26 @@ impl ControlApi {
         services: Data<&Services>,
         #[oai(name = "taskId")] task_id: Path<String>,
         #[oai(name = "jobId")] job_id: Path<String>,
+        /// As on `POST /tasks/{taskId}`: the same key answers with the
+        /// first retry's answer, and makes one execution.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
     ) -> Result<Json<JobControlled>, ApiError> {
         const OP: &str = "retry_job";
+        let idempotency = Idempotency::of(
+            idempotency_key.as_deref(),
+            &format!("POST /tasks/{}/jobs/{}/retry", task_id.0, job_id.0),
+            &serde_json::Value::Null,
+            OP,
+        )?;
+        let now = Utc::now();
+        if let Some(idempotency) = &idempotency
+            && let Some(earlier) = idempotency
+                .earlier(services.store.as_ref(), now.timestamp_millis(), OP)
+                .await?
+        {
+            return Ok(Json(earlier));
+        }
         let job = find_job(&services, &task_id, &job_id, OP, || JOB_NOT_FOUND.into()).await?;
         if matches!(job.spec.schedule, Schedule::At { .. })
             && job.next_run_at.is_some()
@@ -133,28 +157,41 @@ impl ControlApi {
             &last.image,
             &last.command,
             client_ip(request),
-            Utc::now(),
+            now,
             uuid::Uuid::new_v4().to_string(),
         );
-        services
-            .store
-            .insert_execution(&execution)
-            .await
-            .map_err(ApiError::store(OP))?;
         let work = Work::RunExecution {
             execution_id: execution.execution_id.clone(),
         };
-        services
-            .queue
-            .enqueue(JOBS, &work, None)
-            .await
-            .map_err(ApiError::queue(OP))?;
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
-        Ok(Json(JobControlled::new(
-            &urls,
-            job,
-            Some(execution.execution_id),
-        )))
+        let answer = JobControlled::new(&urls, job, Some(execution.execution_id.clone()));
+        // The execution and its message in one transaction (the outbox),
+        // with the key's record.
+        let message = crate::outbox::message(JOBS, &work, now)
+            .map_err(|err| ApiError::internal(OP, format!("{err:#}")))?;
+        let ttl_ms = i64::try_from(services.config.idempotency_ttl_seconds.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
+        let record = idempotency
+            .as_ref()
+            .map(|i| i.record(&answer, now.timestamp_millis().saturating_add(ttl_ms)));
+        let written = services
+            .store
+            .submit(Submission {
+                execution: Some(&execution),
+                outgoing: &[message],
+                idempotency: record.as_ref(),
+                ..Submission::default()
+            })
+            .await
+            .map_err(ApiError::store(OP))?;
+        if let (false, Some(idempotency)) = (written, &idempotency) {
+            return idempotency
+                .winner(services.store.as_ref(), now.timestamp_millis(), OP)
+                .await
+                .map(Json);
+        }
+        services.outbox.nudge();
+        Ok(Json(answer))
     }
 
     /// Stop an execution

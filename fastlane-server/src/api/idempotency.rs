@@ -1,10 +1,10 @@
-//! `Idempotency-Key` on submissions (`POST /tasks/{taskId}` and `PUT
-//! /tasks/{taskId}/jobs/{jobId}`): a client that sends a request again
+//! `Idempotency-Key` on submissions (`POST /tasks/{taskId}`, `PUT
+//! /tasks/{taskId}/jobs/{jobId}` and `POST …/retry`): a client that sends a request again
 //! (its connection dropped, it timed out) with the same key gets the first
 //! answer, and nothing is created twice.
 //!
 //! The key's record (a fingerprint of the request, the answer) is written
-//! in the transaction that writes the job ([`crate::store::Store::create_job`]),
+//! in the transaction that writes the job ([`crate::store::Store::submit`]),
 //! so the key exists exactly when the job does; of concurrent requests with
 //! one key, one writes and the others find its record. The same key with
 //! another request (another route, task or body) is a 409 naming the key.
@@ -13,7 +13,6 @@
 use poem_openapi::types::{ParseFromJSON, ToJSON};
 
 use super::error::ApiError;
-use super::views::JobCreated;
 use crate::store::IdempotencyRecord;
 
 /// The longest key accepted.
@@ -57,13 +56,45 @@ impl Idempotency {
         }))
     }
 
-    /// The key.
-    pub fn key(&self) -> &str {
-        &self.key
+    /// The first answer, when the key was used before (or the 409 of
+    /// another request); `None` when it is free.
+    pub async fn earlier<T: ParseFromJSON>(
+        &self,
+        store: &dyn crate::store::Store,
+        now_ms: i64,
+        operation: &'static str,
+    ) -> Result<Option<T>, ApiError> {
+        match store
+            .idempotency(&self.key, now_ms)
+            .await
+            .map_err(ApiError::store(operation))?
+        {
+            Some(record) => self.replay(&record, operation).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The answer of the request that took the key while this one was
+    /// being written ([`crate::store::Store::submit`] said `false`).
+    pub async fn winner<T: ParseFromJSON>(
+        &self,
+        store: &dyn crate::store::Store,
+        now_ms: i64,
+        operation: &'static str,
+    ) -> Result<T, ApiError> {
+        self.earlier(store, now_ms, operation).await?.ok_or_else(|| {
+            ApiError::conflict(
+                operation,
+                format!(
+                    "the Idempotency-Key {:?} was just used and has expired; send the request again",
+                    self.key
+                ),
+            )
+        })
     }
 
     /// The record that makes `answer` this key's answer until `expires_ms`.
-    pub fn record(&self, answer: &JobCreated, expires_ms: i64) -> IdempotencyRecord {
+    pub fn record(&self, answer: &impl ToJSON, expires_ms: i64) -> IdempotencyRecord {
         IdempotencyRecord {
             key: self.key.clone(),
             fingerprint: self.fingerprint.clone(),
@@ -74,11 +105,11 @@ impl Idempotency {
 
     /// The first answer again, when `record` was made by the same request;
     /// a 409 otherwise.
-    pub fn replay(
+    pub fn replay<T: ParseFromJSON>(
         &self,
         record: &IdempotencyRecord,
         operation: &str,
-    ) -> Result<JobCreated, ApiError> {
+    ) -> Result<T, ApiError> {
         if record.fingerprint != self.fingerprint {
             return Err(ApiError::conflict(
                 operation,
@@ -90,7 +121,7 @@ impl Idempotency {
         }
         let value: serde_json::Value = serde_json::from_str(&record.response)
             .map_err(|e| ApiError::internal(operation, format!("stored answer: {e}")))?;
-        JobCreated::parse_from_json(Some(value))
+        T::parse_from_json(Some(value))
             .map_err(|e| ApiError::internal(operation, format!("stored answer: {}", e.message())))
     }
 }

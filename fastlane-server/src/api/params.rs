@@ -17,18 +17,24 @@ use super::job_request::{self, MAX_TASK_ID, TASK_ID_PATTERN};
 pub const MAX_PAGE: u64 = 100_000_000;
 
 /// `?page=`: documented as an integer from 1 to [`MAX_PAGE`]; kept as sent
-/// and read by [`Page::number`].
+/// (`None` when given more than once) and read by [`Page::number`].
 #[derive(Debug)]
-pub struct Page(String);
+pub struct Page(Option<String>);
 
 impl Page {
-    /// The page number (1 when absent or empty), or a 400 saying the range.
+    /// The page number (1 when absent), or a 400 saying the range.
     pub fn number(page: Option<&Self>, operation: &str) -> Result<u64, ApiError> {
-        let text = page.map_or("", |p| p.0.trim());
-        if text.is_empty() {
+        let Some(page) = page else {
             return Ok(1);
-        }
-        text.parse::<u64>()
+        };
+        let Some(text) = page.0.as_deref() else {
+            return Err(ApiError::bad_request(
+                operation,
+                "Tasks pagination page param may be given once.",
+            ));
+        };
+        text.trim()
+            .parse::<u64>()
             .ok()
             .filter(|p| (1..=MAX_PAGE).contains(p))
             .ok_or_else(|| {
@@ -73,7 +79,18 @@ impl Type for Page {
 
 impl ParseFromParameter for Page {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        Ok(Self(value.to_owned()))
+        Ok(Self(Some(value.to_owned())))
+    }
+
+    fn parse_from_parameters<I: IntoIterator<Item = A>, A: AsRef<str>>(
+        iter: I,
+    ) -> ParseResult<Self> {
+        let mut values = iter.into_iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => Self::parse_from_parameter(value.as_ref()),
+            (None, _) => Ok(Self(Some(String::new()))),
+            (Some(_), Some(_)) => Ok(Self(None)),
+        }
     }
 }
 

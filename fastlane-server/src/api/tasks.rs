@@ -134,7 +134,7 @@ impl TasksApi {
         )?;
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
         let job_id = uuid::Uuid::new_v4().to_string();
-        let submission = Submission {
+        let submission = SubmitRequest {
             task_id,
             job_id,
             existing: None,
@@ -202,7 +202,7 @@ impl TasksApi {
             ));
         }
         let urls = Urls::new(request, services.config.public_base_url.as_deref());
-        let submission = Submission {
+        let submission = SubmitRequest {
             task_id,
             job_id,
             existing,
@@ -312,7 +312,7 @@ fn read_body(body: JobBody, operation: &str) -> Result<serde_json::Value, ApiErr
 }
 
 /// What a submission asks for.
-struct Submission<'a> {
+struct SubmitRequest<'a> {
     task_id: &'a str,
     job_id: String,
     /// The job it replaces (`PUT`).
@@ -328,10 +328,10 @@ async fn submit(
     services: &Services,
     urls: &Urls,
     request: &Request,
-    submission: Submission<'_>,
+    submission: SubmitRequest<'_>,
     operation: &'static str,
 ) -> Result<JobCreated, ApiError> {
-    let Submission {
+    let SubmitRequest {
         task_id,
         job_id,
         existing,
@@ -341,13 +341,11 @@ async fn submit(
     job_request::task_id(task_id).map_err(|message| ApiError::bad_request(operation, message))?;
     let now = Utc::now();
     if let Some(idempotency) = &idempotency
-        && let Some(record) = services
-            .store
-            .idempotency(idempotency.key(), now.timestamp_millis())
-            .await
-            .map_err(ApiError::store(operation))?
+        && let Some(earlier) = idempotency
+            .earlier(services.store.as_ref(), now.timestamp_millis(), operation)
+            .await?
     {
-        return idempotency.replay(&record, operation);
+        return Ok(earlier);
     }
     let limits = Limits {
         hooks_per_event: services.config.webhooks_max_per_event,
@@ -437,26 +435,19 @@ async fn submit(
         .map(|i| i.record(&created, now.timestamp_millis().saturating_add(ttl_ms)));
     let written = services
         .store
-        .create_job(&job, execution.as_ref(), &[message], record.as_ref())
+        .submit(crate::store::Submission {
+            job: Some(&job),
+            execution: execution.as_ref(),
+            outgoing: &[message],
+            idempotency: record.as_ref(),
+        })
         .await
         .map_err(ApiError::store(operation))?;
     if let (false, Some(idempotency)) = (written, &idempotency) {
         // A request with the same key was written first, meanwhile.
-        let record = services
-            .store
-            .idempotency(idempotency.key(), now.timestamp_millis())
-            .await
-            .map_err(ApiError::store(operation))?
-            .ok_or_else(|| {
-                ApiError::conflict(
-                    operation,
-                    format!(
-                        "the Idempotency-Key {:?} was just used and has expired; send the request again",
-                        idempotency.key()
-                    ),
-                )
-            })?;
-        return idempotency.replay(&record, operation);
+        return idempotency
+            .winner(services.store.as_ref(), now.timestamp_millis(), operation)
+            .await;
     }
     services.outbox.nudge();
     tracing::info!(

@@ -10,6 +10,7 @@ use fastlane_sdk::{DispatchRecord, Execution, ExecutionStatus, Job, JobSpec};
 
 use super::{
     Admission, Gate, GateUsage, IdempotencyRecord, LogPiece, LogSource, LogTotals, Outgoing, Store,
+    Submission,
 };
 
 /// A fixed instant, so stored times compare exactly.
@@ -42,7 +43,10 @@ async fn stored(store: &dyn Store, task: &str, created: i64) -> (Job, Execution)
     let job = job(task, created);
     let first = execution(&job, created);
     store
-        .create_job(&job, Some(&first), &[], None)
+        .submit(Submission {
+            execution: Some(&first),
+            ..Submission::job(&job)
+        })
         .await
         .expect("create");
     (job, first)
@@ -209,10 +213,7 @@ pub async fn dispatches_survive_saves(store: Arc<dyn Store>) {
 /// job's current generation, and scheduled jobs are listed.
 pub async fn inserts_are_idempotent_and_schedules_follow_generations(store: Arc<dyn Store>) {
     let mut job = job("scheduled", 0);
-    store
-        .create_job(&job, None, &[], None)
-        .await
-        .expect("create");
+    store.submit(Submission::job(&job)).await.expect("create");
     let slot = execution(&job, 60);
     assert!(store.insert_execution(&slot).await.expect("insert"));
     assert!(!store.insert_execution(&slot).await.expect("insert again"));
@@ -437,7 +438,7 @@ pub async fn concurrent_admissions_keep_the_limit(stores: [Arc<dyn Store>; 2]) {
         now,
     );
     stores[0]
-        .create_job(&job, None, &[], None)
+        .submit(Submission::job(&job))
         .await
         .expect("create");
     let mut ids = Vec::new();
@@ -502,16 +503,10 @@ where
     let (good, first) = stored(store.as_ref(), "spoilt", 0).await;
     let mut bad = job("spoilt", 1);
     bad.next_run_at = Some(at(100));
-    store
-        .create_job(&bad, None, &[], None)
-        .await
-        .expect("create");
+    store.submit(Submission::job(&bad)).await.expect("create");
     let mut kept = job("spoilt", 2);
     kept.next_run_at = Some(at(200));
-    store
-        .create_job(&kept, None, &[], None)
-        .await
-        .expect("create");
+    store.submit(Submission::job(&kept)).await.expect("create");
     let lost = execution(&good, 3);
     assert!(store.insert_execution(&lost).await.expect("insert"));
     let before = super::unreadable_records();
@@ -608,11 +603,18 @@ pub async fn the_outbox_keeps_messages_with_their_job_until_published(store: Arc
     let first = execution(&job, 0);
     let (a, b) = (message("a", 2_000), message("b", 1_000));
     store
-        .create_job(&job, Some(&first), &[a.clone(), b.clone()], None)
+        .submit(Submission {
+            execution: Some(&first),
+            outgoing: &[a.clone(), b.clone()],
+            ..Submission::job(&job)
+        })
         .await
         .expect("create");
     store
-        .create_job(&job, None, std::slice::from_ref(&a), None)
+        .submit(Submission {
+            outgoing: std::slice::from_ref(&a),
+            ..Submission::job(&job)
+        })
         .await
         .expect("the same message again");
     let lease = std::time::Duration::from_secs(60);
@@ -632,7 +634,10 @@ pub async fn the_outbox_keeps_messages_with_their_job_until_published(store: Arc
     let job = self::job("outbox", 1);
     let c = message("c", 3_000);
     store
-        .create_job(&job, None, std::slice::from_ref(&c), None)
+        .submit(Submission {
+            outgoing: std::slice::from_ref(&c),
+            ..Submission::job(&job)
+        })
         .await
         .expect("create");
     let taken = store
@@ -666,19 +671,22 @@ pub async fn an_idempotency_key_writes_once_until_it_expires(store: Arc<dyn Stor
     let live = record("first", now + 60_000);
     assert!(
         store
-            .create_job(&first, None, &[message("m1", 0)], Some(&live))
+            .submit(Submission {
+                outgoing: &[message("m1", 0)],
+                idempotency: Some(&live),
+                ..Submission::job(&first)
+            })
             .await
             .expect("create")
     );
     let second = job("keyed", 1);
     assert!(
         !store
-            .create_job(
-                &second,
-                None,
-                &[message("m2", 0)],
-                Some(&record("second", now + 60_000))
-            )
+            .submit(Submission {
+                outgoing: &[message("m2", 0)],
+                idempotency: Some(&record("second", now + 60_000)),
+                ..Submission::job(&second)
+            })
             .await
             .expect("create"),
         "the key is taken"
@@ -710,7 +718,10 @@ pub async fn an_idempotency_key_writes_once_until_it_expires(store: Arc<dyn Stor
     let third = job("keyed", 2);
     assert!(
         store
-            .create_job(&third, None, &[], Some(&expired))
+            .submit(Submission {
+                idempotency: Some(&expired),
+                ..Submission::job(&third)
+            })
             .await
             .expect("create")
     );
@@ -721,7 +732,10 @@ pub async fn an_idempotency_key_writes_once_until_it_expires(store: Arc<dyn Stor
     };
     assert!(
         store
-            .create_job(&fourth, None, &[], Some(&again))
+            .submit(Submission {
+                idempotency: Some(&again),
+                ..Submission::job(&fourth)
+            })
             .await
             .expect("create"),
         "an expired key is free"

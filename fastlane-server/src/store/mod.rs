@@ -352,22 +352,38 @@ pub struct IdempotencyRecord {
     pub expires_ms: i64,
 }
 
+/// What one submission writes in one transaction ([`Store::submit`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Submission<'a> {
+    /// The job, new or changed (and its task, created if new); `None` for
+    /// a retry, which leaves the job as it is.
+    pub job: Option<&'a Job>,
+    /// The execution to run, if it runs now.
+    pub execution: Option<&'a Execution>,
+    /// The queue messages that set it going.
+    pub outgoing: &'a [Outgoing],
+    /// The request's `Idempotency-Key`, with the answer it stands for.
+    pub idempotency: Option<&'a IdempotencyRecord>,
+}
+
+impl<'a> Submission<'a> {
+    /// Only `job` (a save).
+    pub fn job(job: &'a Job) -> Self {
+        Self {
+            job: Some(job),
+            ..Self::default()
+        }
+    }
+}
+
 /// Persistent state of tasks, jobs and executions.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Creates `job` (and its task, if new) together with its first
-    /// execution and the messages that set it going (`outgoing`),
-    /// atomically: after a failure none of them exists. With `idempotency`,
-    /// the key's record is written in the same transaction, unless a live
-    /// (unexpired) record of that key exists: then nothing is written and
-    /// the answer is `false`.
-    async fn create_job(
-        &self,
-        job: &Job,
-        execution: Option<&Execution>,
-        outgoing: &[Outgoing],
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> Result<bool, StoreError>;
+    /// Writes what a submission (a new or replaced job, a retry) writes,
+    /// atomically: after a failure none of it exists. With an idempotency
+    /// record, nothing is written when a live (unexpired) record holds its
+    /// key, and the answer is `false`.
+    async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError>;
 
     /// The live record of an idempotency key, if any (expired ones are
     /// absent).

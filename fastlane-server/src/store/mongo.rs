@@ -20,7 +20,7 @@
 //!   stores' `LIKE` pattern would, against `words_text` (` word word `).
 //! - **Admission** is one document changed by compare-and-swap on a version
 //!   (`admission.rs`): exact across processes, without transactions.
-//! - **Several documents at once.** `create_job` (task, job, first
+//! - **Several documents at once.** `submit` (task, job, first
 //!   execution) and `save_execution` with a retry (the execution, the
 //!   retry's execution and the job's retry count) run in a transaction
 //!   when the server is a replica set member or a `mongos`, retried on
@@ -29,7 +29,7 @@
 //!   its own, so a crash in between leaves a task without its job, a job
 //!   without its first execution (the submission was not acknowledged), or
 //!   a final execution whose retry is missing — never a retry run twice.
-//!   The outbox messages of `create_job` come last, so without
+//!   The outbox messages of `submit` come last, so without
 //!   transactions a crash before them leaves an unacknowledged execution
 //!   that the start-up reconciliation runs.
 //!   Every other change is one document, as atomic on both.
@@ -68,7 +68,7 @@ use schema::{
 
 use super::{
     Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogSource, LogTotals,
-    Outgoing, Store, StoreError, TaskSummary, admissible_in_order, task_words,
+    Outgoing, Store, StoreError, Submission, TaskSummary, admissible_in_order, task_words,
 };
 
 /// Statuses of executions that have not reached a final status.
@@ -517,15 +517,16 @@ impl MongoStore {
 
 #[async_trait]
 impl Store for MongoStore {
-    async fn create_job(
-        &self,
-        job: &Job,
-        execution: Option<&Execution>,
-        outgoing: &[Outgoing],
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> Result<bool, StoreError> {
-        let modified = field(&job.last_modified_at)?;
-        let job_record = record(job)?;
+    async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
+        let Submission {
+            job,
+            execution,
+            outgoing,
+            idempotency,
+        } = submission;
+        let job = job
+            .map(|job| Ok::<_, StoreError>((job, field(&job.last_modified_at)?, record(job)?)))
+            .transpose()?;
         let execution = execution.map(StoredExecution::new).transpose()?;
         let mut session = self.client.start_session().await.map_err(mongo)?;
         let mut tries = 0;
@@ -548,8 +549,10 @@ impl Store for MongoStore {
                         .session(&mut session)
                         .await?;
                 }
-                self.upsert_task(&mut session, job, &modified).await?;
-                self.upsert_job(&mut session, job, &job_record).await?;
+                if let Some((job, modified, job_record)) = &job {
+                    self.upsert_task(&mut session, job, modified).await?;
+                    self.upsert_job(&mut session, job, job_record).await?;
+                }
                 if let Some(execution) = &execution {
                     self.upsert_execution(&mut session, execution).await?;
                 }
@@ -676,7 +679,7 @@ impl Store for MongoStore {
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.create_job(job, None, &[], None).await?;
+        self.submit(Submission::job(job)).await?;
         Ok(())
     }
 
@@ -1267,7 +1270,10 @@ mod tests {
         let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
         execution.stdout = Some("a\0b".to_owned());
         store
-            .create_job(&job, Some(&execution), &[], None)
+            .submit(Submission {
+                execution: Some(&execution),
+                ..Submission::job(&job)
+            })
             .await
             .expect("create");
         assert_eq!(store.find_job("j").await.expect("read"), Some(job));

@@ -28,7 +28,7 @@ use rows::{big, col, corrupt, count, docs, document, listed, one, pg};
 
 use super::{
     Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogSource, LogTotals,
-    Outgoing, Store, StoreError, TaskSummary, admissible_in_order, task_words,
+    Outgoing, Store, StoreError, Submission, TaskSummary, admissible_in_order, task_words,
 };
 
 /// Statuses of executions that have not reached a final status, in SQL.
@@ -197,13 +197,13 @@ async fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn create_job(
-        &self,
-        job: &Job,
-        execution: Option<&Execution>,
-        outgoing: &[Outgoing],
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> Result<bool, StoreError> {
+    async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
+        let Submission {
+            job,
+            execution,
+            outgoing,
+            idempotency,
+        } = submission;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         if let Some(record) = idempotency {
@@ -230,7 +230,9 @@ impl Store for PostgresStore {
                 return Ok(false);
             }
         }
-        upsert_job(&tx, job).await?;
+        if let Some(job) = job {
+            upsert_job(&tx, job).await?;
+        }
         if let Some(execution) = execution {
             upsert_execution(&tx, execution).await?;
         }
@@ -335,7 +337,7 @@ impl Store for PostgresStore {
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.create_job(job, None, &[], None).await?;
+        self.submit(Submission::job(job)).await?;
         Ok(())
     }
 
@@ -898,7 +900,10 @@ mod tests {
         let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
         execution.stdout = Some("a\0b".to_owned());
         store
-            .create_job(&job, Some(&execution), &[], None)
+            .submit(Submission {
+                execution: Some(&execution),
+                ..Submission::job(&job)
+            })
             .await
             .expect("create");
         let kept = store

@@ -10,7 +10,8 @@ use fastlane_sdk::{Execution, Job, Task};
 
 use super::{
     Admission, Choices, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogSource,
-    LogTotals, Outgoing, Store, StoreError, TaskSummary, admissible_in_order, task_words,
+    LogTotals, Outgoing, Store, StoreError, Submission, TaskSummary, admissible_in_order,
+    task_words,
 };
 use crate::embedded::{Db, DbError};
 
@@ -18,7 +19,7 @@ use crate::embedded::{Db, DbError};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     db: Db,
-    /// Where the messages of [`Store::create_job`] go.
+    /// Where the messages of [`Store::submit`] go.
     outbox: Outbox,
 }
 
@@ -186,14 +187,14 @@ impl ExecutionRow {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_job(
-        &self,
-        job: &Job,
-        execution: Option<&Execution>,
-        outgoing: &[Outgoing],
-        idempotency: Option<&IdempotencyRecord>,
-    ) -> Result<bool, StoreError> {
-        let job = JobRow::of(job)?;
+    async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
+        let Submission {
+            job,
+            execution,
+            outgoing,
+            idempotency,
+        } = submission;
+        let job = job.map(JobRow::of).transpose()?;
         let idempotency = idempotency.cloned();
         let now = Utc::now().timestamp_millis();
         let execution = execution.map(ExecutionRow::of).transpose()?;
@@ -210,7 +211,9 @@ impl Store for SqliteStore {
                 {
                     return Ok(false);
                 }
-                job.upsert(conn)?;
+                if let Some(job) = &job {
+                    job.upsert(conn)?;
+                }
                 if let Some(execution) = &execution {
                     execution.upsert(conn)?;
                 }
@@ -340,7 +343,7 @@ impl Store for SqliteStore {
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.create_job(job, None, &[], None).await?;
+        self.submit(Submission::job(job)).await?;
         Ok(())
     }
 
