@@ -5,6 +5,7 @@ measures, side by side with the limits they approach:
 - the server's own HTTP ceiling (an unmatched route) and its durable
   submission rate (`POST /tasks/bench`), with latency and CPU per submission;
 - the submission rate again once many jobs are queued;
+- jobs per second through the batch route (1,000 jobs a request);
 - firing lateness of 1,000 jobs due in the same second;
 - RSS idle and with the queue full;
 - with an engine (--engine unix:///…sock): the engine's own time for N
@@ -141,6 +142,27 @@ SUBMIT = (
     'wrk.headers["Content-Type"] = "application/json"\n'
     f"wrk.body = '{BODY}'\n"
 )
+
+
+BATCH = 1000
+SUBMIT_BATCH = (
+    'wrk.method = "POST"\n'
+    'wrk.headers["Content-Type"] = "application/json"\n'
+    "wrk.body = '{\"jobs\": [" + ", ".join([BODY] * BATCH) + "]}'\n"
+)
+
+
+def batches(binary, seconds):
+    """Jobs per second through the batch route (1,000 jobs a request)."""
+    server = Server(binary, [{"match": "", "hosts": ["127.0.0.1:9"]}])
+    try:
+        server.request("POST", "/docker-executor/blacklist", {"host": "127.0.0.1:9"})
+        time.sleep(1)
+        result = wrk(server.url + "/tasks/bench/batch", seconds, 4, SUBMIT_BATCH)
+        result["jobs"] = result["rate"] * BATCH
+        return result
+    finally:
+        server.stop()
 
 
 def queued(server):
@@ -291,6 +313,7 @@ def main():
     args = parser.parse_args()
 
     s = submissions(args.binary, args.seconds, args.connections, args.fill)
+    batch = batches(args.binary, args.seconds)
     late = lateness(args.binary, args.late_jobs)
     c, f, l = s["ceiling"], s["first"], s["later"]
     rows = [
@@ -303,6 +326,9 @@ def main():
          f"{l['rate']:,.0f}/s ({100 * (l['rate'] / f['rate'] - 1):+.0f} %), p99 {l['p99']:.1f} ms",
          "flat within 10 %"),
         ("CPU per submission", f"{s['cpu_ms']:.3f} ms", "≤ 0.1 ms"),
+        (f"`POST /tasks/bench/batch`, {BATCH:,} jobs a request (4 connections)",
+         f"{batch['jobs']:,.0f} jobs/s, p50 {batch['p50']:.0f} ms, p99 {batch['p99']:.0f} ms "
+         f"({batch['errors']} non-2xx)", "≥ 100,000 jobs/s"),
         (f"{late['jobs']:,} jobs due in the same second: firing lateness",
          f"p50 {late['p50']:.0f} ms, p99 {late['p99']:.0f} ms ({late['fired']} fired)", "p99 ≤ 100 ms"),
         ("RSS", f"{s['rss_idle']:.0f} MB idle, {s['rss_full']:.0f} MB with {s['queued']:,} queued",

@@ -374,3 +374,66 @@ async fn one_idempotency_key_makes_one_job_however_often_it_is_sent() -> anyhow:
     assert_eq!(task["jobs"].as_array().map(Vec::len), Some(1), "{task}");
     Ok(())
 }
+
+/// A batch of jobs of one task goes in with one request, one transaction:
+/// each job is answered and runs; one bad job refuses the whole batch,
+/// naming it, and nothing is stored.
+#[tokio::test]
+async fn a_batch_of_jobs_runs_every_job_or_stores_none() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let jobs: Vec<_> = (0..3)
+        .map(|i| json!({"image": image(), "command": format!("echo batch {i}")}))
+        .collect();
+    let response = server
+        .client()
+        .post(server.url("/tasks/batched/batch"))
+        .json(&json!({ "jobs": jobs }))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let created: serde_json::Value = response.json().await?;
+    let answers = created["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(answers.len(), 3, "{created}");
+    for (i, answer) in answers.iter().enumerate() {
+        let url = answer["executionUrl"].as_str().unwrap_or_default();
+        let execution = server.wait_finished(url, LIMIT).await?;
+        assert_eq!(
+            execution["log"],
+            format!("batch {i}\n"),
+            "in the order sent"
+        );
+    }
+
+    let bad = json!({"jobs": [
+        {"image": image(), "command": "echo fine"},
+        {"image": image(), "command": "echo late", "startIn": "soon"},
+    ]});
+    let response = server
+        .client()
+        .post(server.url("/tasks/refused-batch/batch"))
+        .json(&bad)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await?;
+    let message = error["error"].as_str().unwrap_or_default();
+    assert!(message.starts_with("jobs[1]: "), "{error}");
+    assert!(message.contains("startIn"), "{error}");
+    let (status, _) = server.get("/tasks/refused-batch").await?;
+    assert_eq!(status, 404, "nothing stored");
+
+    let too_many = json!({"jobs": vec![json!({"image": image(), "command": "true"}); 1001]});
+    let response = server
+        .client()
+        .post(server.url("/tasks/refused-batch/batch"))
+        .json(&too_many)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await?;
+    assert!(
+        error["error"].as_str().is_some_and(|e| e.contains("1001")),
+        "{error}"
+    );
+    Ok(())
+}

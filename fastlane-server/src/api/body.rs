@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use std::marker::PhantomData;
 
-use super::job_request::JobRequest;
+use super::job_request::{BatchRequest, JobRequest};
 
 /// The size limit of request bodies, attached to the route as data.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +96,9 @@ pub struct JsonBody<S>(pub Result<Value, BodyError>, PhantomData<S>);
 
 /// The body of a job submission.
 pub type JobBody = JsonBody<JobRequest>;
+
+/// The body of a batch submission.
+pub type BatchBody = JsonBody<BatchRequest>;
 
 impl<S: Type + Send> Payload for JsonBody<S> {
     const CONTENT_TYPE: &'static str = "application/json";

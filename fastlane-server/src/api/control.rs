@@ -177,7 +177,7 @@ impl ControlApi {
         let written = services
             .store
             .submit(Submission {
-                execution: Some(&execution),
+                executions: std::slice::from_ref(&execution),
                 outgoing: &[message],
                 idempotency: record.as_ref(),
                 ..Submission::default()

@@ -20,6 +20,7 @@ mod job_request;
 mod logs;
 mod ordered;
 mod params;
+mod submit;
 mod tasks;
 mod urls;
 mod views;

@@ -9,21 +9,17 @@ use poem_openapi::{
     payload::Json,
 };
 
-use fastlane_sdk::{Execution, Job};
-
-use super::body::{BodyError, JobBody};
+use super::body::{BatchBody, BodyError, JobBody, JsonBody};
 use super::error::ApiError;
 use super::idempotency::Idempotency;
-use super::job_request::{self, Limits};
 use super::params::{NewTaskId, Page};
+use super::submit::{self, Asked};
 use super::urls::Urls;
 use super::views::{
-    JobCreated, JobDetails, JobView, Link, TaskDetails, TaskItem, TaskJob, TaskPage,
+    BatchCreated, JobCreated, JobDetails, JobView, Link, TaskDetails, TaskItem, TaskJob, TaskPage,
     execution_view, job_metadata,
 };
 use super::{ApiTags, JOB_NOT_FOUND, client_ip, find_job};
-use crate::queue::{JOBS, SCHEDULE, Work};
-use crate::scheduler;
 use crate::services::Services;
 
 /// How many executions job details show.
@@ -132,16 +128,82 @@ impl TasksApi {
             &body,
             OP,
         )?;
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
-        let job_id = uuid::Uuid::new_v4().to_string();
-        let submission = SubmitRequest {
+        let asked = Asked {
             task_id,
-            job_id,
+            job_id: uuid::Uuid::new_v4().to_string(),
             existing: None,
             body: &body,
-            idempotency,
+            ip: client_ip(request),
         };
-        submit(&services, &urls, request, submission, OP)
+        submit_one(&services, request, asked, idempotency, OP)
+            .await
+            .map(Json)
+    }
+
+    /// Submit a batch of jobs
+    ///
+    /// Up to 1,000 jobs of one task in one request (`{"jobs": [...]}`, each
+    /// job as `POST /tasks/{taskId}` takes it, the whole body within
+    /// `MAX_BODY_BYTES`), written in one transaction: every job is checked
+    /// first, and one bad job refuses the batch with a 400 naming it
+    /// (`jobs[3]: …`) and nothing stored. Answers with one entry per job,
+    /// in the order sent.
+    #[oai(
+        path = "/tasks/:taskId/batch",
+        method = "post",
+        operation_id = "createJobs",
+        tag = "ApiTags::Jobs"
+    )]
+    async fn create_jobs(
+        &self,
+        request: &Request,
+        services: Data<&Services>,
+        #[oai(name = "taskId")] task_id: Path<NewTaskId>,
+        /// As on `POST /tasks/{taskId}`, for the whole batch.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+        body: BatchBody,
+    ) -> Result<Json<BatchCreated>, ApiError> {
+        const OP: &str = "create_jobs";
+        let task_id = task_id.checked(OP)?;
+        let body = read_body(body, OP)?;
+        let idempotency = Idempotency::of(
+            idempotency_key.as_deref(),
+            &format!("POST /tasks/{task_id}/batch"),
+            &body,
+            OP,
+        )?;
+        let now = Utc::now();
+        if let Some(idempotency) = &idempotency
+            && let Some(earlier) = idempotency
+                .earlier(services.store.as_ref(), now.timestamp_millis(), OP)
+                .await?
+        {
+            return Ok(Json(earlier));
+        }
+        let jobs = super::job_request::batch(&body)
+            .map_err(|message| ApiError::bad_request(OP, message))?;
+        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let ip = client_ip(request);
+        let prepared = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, job)| {
+                let asked = Asked {
+                    task_id,
+                    job_id: uuid::Uuid::new_v4().to_string(),
+                    existing: None,
+                    body: job,
+                    ip: ip.clone(),
+                };
+                submit::prepare(&services, &urls, asked, now)
+                    .map_err(|message| ApiError::bad_request(OP, format!("jobs[{i}]: {message}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let answer = BatchCreated {
+            jobs: prepared.iter().map(|p| p.created.clone()).collect(),
+        };
+        submit::write(&services, prepared, idempotency.as_ref(), answer, now, OP)
             .await
             .map(Json)
     }
@@ -201,15 +263,14 @@ impl TasksApi {
                 format!("job {job_id} belongs to task {:?}", job.task_id),
             ));
         }
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
-        let submission = SubmitRequest {
+        let asked = Asked {
             task_id,
             job_id,
             existing,
             body: &body,
-            idempotency,
+            ip: client_ip(request),
         };
-        submit(&services, &urls, request, submission, OP)
+        submit_one(&services, request, asked, idempotency, OP)
             .await
             .map(Json)
     }
@@ -303,7 +364,7 @@ impl TasksApi {
 }
 
 /// The body as JSON, or the 400/413 that says why not.
-fn read_body(body: JobBody, operation: &str) -> Result<serde_json::Value, ApiError> {
+fn read_body<S>(body: JsonBody<S>, operation: &str) -> Result<serde_json::Value, ApiError> {
     match body.0 {
         Ok(body) => Ok(body),
         Err(BodyError::TooLarge(limit)) => Err(ApiError::too_large(operation, limit)),
@@ -311,34 +372,15 @@ fn read_body(body: JobBody, operation: &str) -> Result<serde_json::Value, ApiErr
     }
 }
 
-/// What a submission asks for.
-struct SubmitRequest<'a> {
-    task_id: &'a str,
-    job_id: String,
-    /// The job it replaces (`PUT`).
-    existing: Option<Job>,
-    body: &'a serde_json::Value,
-    idempotency: Option<Idempotency>,
-}
-
-/// Validates and stores a job (new, or replacing `existing`), then queues
-/// its first run now or schedules its first firing. With an idempotency key
-/// already used, answers as the first time instead (or 409).
-async fn submit(
+/// Checks and writes one job; with an idempotency key already used,
+/// answers as the first time instead (or 409).
+async fn submit_one(
     services: &Services,
-    urls: &Urls,
     request: &Request,
-    submission: SubmitRequest<'_>,
+    asked: Asked<'_>,
+    idempotency: Option<Idempotency>,
     operation: &'static str,
 ) -> Result<JobCreated, ApiError> {
-    let SubmitRequest {
-        task_id,
-        job_id,
-        existing,
-        body,
-        idempotency,
-    } = submission;
-    job_request::task_id(task_id).map_err(|message| ApiError::bad_request(operation, message))?;
     let now = Utc::now();
     if let Some(idempotency) = &idempotency
         && let Some(earlier) = idempotency
@@ -347,119 +389,19 @@ async fn submit(
     {
         return Ok(earlier);
     }
-    let limits = Limits {
-        hooks_per_event: services.config.webhooks_max_per_event,
-        addresses: services.config.notify_max_addresses,
-    };
-    let spec = job_request::parse(
-        body,
-        &limits,
-        services.config.hard_execution_timeout_seconds,
-        now,
-    )
-    .map_err(|message| ApiError::bad_request(operation, message))?;
-    crate::egress::check_webhooks(&spec.webhooks, &services.config.webhook_egress)
+    let urls = Urls::new(request, services.config.public_base_url.as_deref());
+    let prepared = submit::prepare(services, &urls, asked, now)
         .map_err(|message| ApiError::bad_request(operation, message))?;
-    let executor = services.executors.for_task(task_id);
-    let resources = fastlane_sdk::Resources {
-        cpu_limit: spec.cpu_limit,
-        memory_limit: spec.memory_limit,
-    };
-    executor
-        .accepts(task_id)
-        .and_then(|()| executor.accepts_resources(task_id, &resources))
-        .map_err(|err| ApiError::bad_request(operation, err.message()))?;
-    let ip = client_ip(request);
-    let mut job = match existing {
-        Some(mut job) => {
-            job.spec = spec;
-            job.generation += 1;
-            job.retry_count = 0;
-            job.stopped = false;
-            job.last_modified_at = now;
-            job.request_ip = ip.clone();
-            job
-        }
-        None => Job {
-            job_id,
-            task_id: task_id.to_owned(),
-            created_at: now,
-            last_modified_at: now,
-            request_ip: ip.clone(),
-            retry_count: 0,
-            generation: 0,
-            next_run_at: None,
-            stopped: false,
-            spec,
-        },
-    };
-    job.next_run_at = scheduler::first_slot(&job.spec.schedule, now);
-
-    let (work, queue, due, execution) = match job.next_run_at {
-        None => {
-            let execution = Execution::enqueued(
-                &job,
-                &job.spec.image,
-                &job.spec.command,
-                ip,
-                now,
-                uuid::Uuid::new_v4().to_string(),
-            );
-            let work = Work::RunExecution {
-                execution_id: execution.execution_id.clone(),
-            };
-            (work, JOBS, None, Some(execution))
-        }
-        Some(slot) => (scheduler::firing(&job, slot), SCHEDULE, Some(slot), None),
-    };
-    let created = JobCreated {
-        execution_url: execution
-            .as_ref()
-            .map(|e| urls.execution(&job.task_id, &job.job_id, &e.execution_id)),
-        execution_id: execution.as_ref().map(|e| e.execution_id.clone()),
-        queue_job_id: Some(work.message_id()),
-        job_url: urls.job(&job.task_id, &job.job_id),
-        task_url: urls.task(&job.task_id),
-        task_id: job.task_id.clone(),
-        job_id: job.job_id.clone(),
-    };
-    // The job, its execution, the message that sets it going and the
-    // idempotency key are written in one transaction (the outbox):
-    // acknowledged exactly when it will run.
-    let message = crate::outbox::message(queue, &work, due.unwrap_or(now))
-        .map_err(|err| ApiError::internal(operation, format!("{err:#}")))?;
-    let ttl_ms = i64::try_from(services.config.idempotency_ttl_seconds.saturating_mul(1000))
-        .unwrap_or(i64::MAX);
-    let record = idempotency
-        .as_ref()
-        .map(|i| i.record(&created, now.timestamp_millis().saturating_add(ttl_ms)));
-    let written = services
-        .store
-        .submit(crate::store::Submission {
-            job: Some(&job),
-            execution: execution.as_ref(),
-            outgoing: &[message],
-            idempotency: record.as_ref(),
-        })
-        .await
-        .map_err(ApiError::store(operation))?;
-    if let (false, Some(idempotency)) = (written, &idempotency) {
-        // A request with the same key was written first, meanwhile.
-        return idempotency
-            .winner(services.store.as_ref(), now.timestamp_millis(), operation)
-            .await;
-    }
-    services.outbox.nudge();
-    tracing::info!(
-        task = %job.task_id,
-        job = %job.job_id,
-        next_run_at = ?job.next_run_at,
-        "job submitted"
-    );
-    services
-        .metrics
-        .count("fastlane_jobs_submitted_total", &[], 1);
-    Ok(created)
+    let answer = prepared.created.clone();
+    submit::write(
+        services,
+        vec![prepared],
+        idempotency.as_ref(),
+        answer,
+        now,
+        operation,
+    )
+    .await
 }
 
 /// One page of a task listing, with links to its neighbours.

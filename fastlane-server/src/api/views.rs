@@ -21,7 +21,7 @@ pub struct Link {
 }
 
 /// The answer to a job submission.
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 #[oai(rename_all = "camelCase", example)]
 pub struct JobCreated {
     /// The task id from the URL.
@@ -41,6 +41,15 @@ pub struct JobCreated {
     pub job_url: String,
     /// The task's URL.
     pub task_url: String,
+}
+
+/// The answer to a batch submission: each job as `POST /tasks/{taskId}`
+/// answers it, in the order sent.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct BatchCreated {
+    /// One answer per job of the request.
+    pub jobs: Vec<JobCreated>,
 }
 
 impl poem_openapi::types::Example for JobCreated {

@@ -44,7 +44,7 @@ async fn stored(store: &dyn Store, task: &str, created: i64) -> (Job, Execution)
     let first = execution(&job, created);
     store
         .submit(Submission {
-            execution: Some(&first),
+            executions: std::slice::from_ref(&first),
             ..Submission::job(&job)
         })
         .await
@@ -604,7 +604,7 @@ pub async fn the_outbox_keeps_messages_with_their_job_until_published(store: Arc
     let (a, b) = (message("a", 2_000), message("b", 1_000));
     store
         .submit(Submission {
-            execution: Some(&first),
+            executions: std::slice::from_ref(&first),
             outgoing: &[a.clone(), b.clone()],
             ..Submission::job(&job)
         })

@@ -355,11 +355,11 @@ pub struct IdempotencyRecord {
 /// What one submission writes in one transaction ([`Store::submit`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Submission<'a> {
-    /// The job, new or changed (and its task, created if new); `None` for
-    /// a retry, which leaves the job as it is.
-    pub job: Option<&'a Job>,
-    /// The execution to run, if it runs now.
-    pub execution: Option<&'a Execution>,
+    /// The jobs, new or changed (and their tasks, created if new); none for
+    /// a retry, which leaves its job as it is.
+    pub jobs: &'a [Job],
+    /// The executions to run now.
+    pub executions: &'a [Execution],
     /// The queue messages that set it going.
     pub outgoing: &'a [Outgoing],
     /// The request's `Idempotency-Key`, with the answer it stands for.
@@ -370,7 +370,7 @@ impl<'a> Submission<'a> {
     /// Only `job` (a save).
     pub fn job(job: &'a Job) -> Self {
         Self {
-            job: Some(job),
+            jobs: std::slice::from_ref(job),
             ..Self::default()
         }
     }

@@ -519,15 +519,19 @@ impl MongoStore {
 impl Store for MongoStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
         let Submission {
-            job,
-            execution,
+            jobs,
+            executions,
             outgoing,
             idempotency,
         } = submission;
-        let job = job
+        let jobs = jobs
+            .iter()
             .map(|job| Ok::<_, StoreError>((job, field(&job.last_modified_at)?, record(job)?)))
-            .transpose()?;
-        let execution = execution.map(StoredExecution::new).transpose()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let executions = executions
+            .iter()
+            .map(StoredExecution::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut session = self.client.start_session().await.map_err(mongo)?;
         let mut tries = 0;
         loop {
@@ -549,11 +553,11 @@ impl Store for MongoStore {
                         .session(&mut session)
                         .await?;
                 }
-                if let Some((job, modified, job_record)) = &job {
+                for (job, modified, job_record) in &jobs {
                     self.upsert_task(&mut session, job, modified).await?;
                     self.upsert_job(&mut session, job, job_record).await?;
                 }
-                if let Some(execution) = &execution {
+                for execution in &executions {
                     self.upsert_execution(&mut session, execution).await?;
                 }
                 for message in outgoing {
@@ -1271,7 +1275,7 @@ mod tests {
         execution.stdout = Some("a\0b".to_owned());
         store
             .submit(Submission {
-                execution: Some(&execution),
+                executions: std::slice::from_ref(&execution),
                 ..Submission::job(&job)
             })
             .await

@@ -199,8 +199,8 @@ async fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result
 impl Store for PostgresStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
         let Submission {
-            job,
-            execution,
+            jobs,
+            executions,
             outgoing,
             idempotency,
         } = submission;
@@ -230,10 +230,10 @@ impl Store for PostgresStore {
                 return Ok(false);
             }
         }
-        if let Some(job) = job {
+        for job in jobs {
             upsert_job(&tx, job).await?;
         }
-        if let Some(execution) = execution {
+        for execution in executions {
             upsert_execution(&tx, execution).await?;
         }
         if !outgoing.is_empty() {
@@ -901,7 +901,7 @@ mod tests {
         execution.stdout = Some("a\0b".to_owned());
         store
             .submit(Submission {
-                execution: Some(&execution),
+                executions: std::slice::from_ref(&execution),
                 ..Submission::job(&job)
             })
             .await

@@ -189,15 +189,18 @@ impl ExecutionRow {
 impl Store for SqliteStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
         let Submission {
-            job,
-            execution,
+            jobs,
+            executions,
             outgoing,
             idempotency,
         } = submission;
-        let job = job.map(JobRow::of).transpose()?;
+        let jobs = jobs.iter().map(JobRow::of).collect::<Result<Vec<_>, _>>()?;
         let idempotency = idempotency.cloned();
         let now = Utc::now().timestamp_millis();
-        let execution = execution.map(ExecutionRow::of).transpose()?;
+        let executions = executions
+            .iter()
+            .map(ExecutionRow::of)
+            .collect::<Result<Vec<_>, _>>()?;
         let outgoing = outgoing.to_vec();
         let outbox = self.outbox;
         let queued = !outgoing.is_empty() && outbox == Outbox::EmbeddedQueue;
@@ -211,10 +214,10 @@ impl Store for SqliteStore {
                 {
                     return Ok(false);
                 }
-                if let Some(job) = &job {
+                for job in &jobs {
                     job.upsert(conn)?;
                 }
-                if let Some(execution) = &execution {
+                for execution in &executions {
                     execution.upsert(conn)?;
                 }
                 for message in &outgoing {

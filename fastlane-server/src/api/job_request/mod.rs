@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use serde_json::Value;
 
@@ -66,6 +66,75 @@ impl Type for JobRequest {
     ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
         Box::new(std::iter::once(self))
     }
+}
+
+/// The most jobs one batch submission holds.
+pub const MAX_BATCH: usize = 1000;
+
+/// A batch of job requests (`POST /tasks/{taskId}/batch`):
+/// `{"jobs": [JobRequest, …]}`, 1 to [`MAX_BATCH`] of them.
+#[derive(Debug)]
+pub struct BatchRequest;
+
+impl Type for BatchRequest {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("BatchRequest")
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut jobs = MetaSchema::new("array");
+        jobs.items = Some(Box::new(JOB_REQUEST.reference()));
+        jobs.min_items = Some(1);
+        jobs.max_items = Some(MAX_BATCH);
+        jobs.description = Some("The jobs, each as `POST /tasks/{taskId}` takes it.");
+        let mut batch = MetaSchema::new("object");
+        batch.properties = vec![("jobs", MetaSchemaRef::Inline(Box::new(jobs)))];
+        batch.required = vec!["jobs"];
+        batch.description = Some("A batch of jobs of one task; no other key is accepted.");
+        MetaSchemaRef::Inline(Box::new(batch))
+    }
+
+    fn register(registry: &mut Registry) {
+        JOB_REQUEST.register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(std::iter::once(self))
+    }
+}
+
+/// The job requests of a batch body, or the 400 message saying its shape.
+pub fn batch(body: &Value) -> Result<&[Value], String> {
+    let shape = || {
+        format!(
+            "the body must be {{\"jobs\": [...]}}: an array of 1 to {MAX_BATCH} job requests, and no other key"
+        )
+    };
+    let object = body.as_object().ok_or_else(shape)?;
+    if object.keys().any(|key| key != "jobs") {
+        return Err(shape());
+    }
+    let jobs = object
+        .get("jobs")
+        .and_then(Value::as_array)
+        .ok_or_else(shape)?;
+    if jobs.is_empty() || jobs.len() > MAX_BATCH {
+        return Err(format!(
+            "jobs holds {} job requests: from 1 to {MAX_BATCH} are accepted",
+            jobs.len()
+        ));
+    }
+    Ok(jobs)
 }
 
 /// The OpenAPI document `spec` (JSON text, as poem writes it) with what
