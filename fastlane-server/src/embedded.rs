@@ -96,6 +96,16 @@ CREATE TABLE IF NOT EXISTS blacklist (
 );
 "#;
 
+/// The schema's migrations, in order: migration `i` brings a database at
+/// version `i` to `i + 1`. Version 0 is a new database, or one made before
+/// versions were kept: the first migration creates whatever is missing.
+/// Every schema change is a new migration at the end; one that shipped is
+/// never edited.
+const MIGRATIONS: &[&str] = &[SCHEMA];
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
 /// The most operations one commit holds.
 const MAX_BATCH: usize = 512;
 
@@ -182,6 +192,19 @@ pub enum DbError {
     /// The commit holding the operation failed: nothing it wrote is kept.
     #[error("embedded database commit: {0}")]
     Commit(String),
+    /// The database was made by a newer fastlane.
+    #[error(
+        "the embedded database {path} has schema version {found}, newer than the {known} this \
+         fastlane knows: run the fastlane that wrote it (or a newer one), or restore a backup"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: String,
+        /// Its version.
+        found: u32,
+        /// This build's ([`SCHEMA_VERSION`]).
+        known: u32,
+    },
 }
 
 impl Db {
@@ -211,7 +234,8 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
+        let mut conn = conn;
+        migrate(&mut conn, &path)?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
         // Checkpoints run beside the writer, not inside its commits.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -318,6 +342,42 @@ impl Db {
         .await
         .map_err(|e| DbError::Join(e.to_string()))?
     }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], in one transaction; refuses a
+/// database a newer fastlane made.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let found: u32 = tx
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<u32>>(0)
+        })?
+        .unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(DbError::NewerSchema {
+            path: path.display().to_string(),
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for migration in MIGRATIONS.iter().skip(found as usize) {
+        tx.execute_batch(migration)?;
+    }
+    if found < SCHEMA_VERSION {
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            rusqlite::params![SCHEMA_VERSION],
+        )?;
+        tracing::info!(
+            from = found,
+            to = SCHEMA_VERSION,
+            "embedded database schema migrated"
+        );
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Adds a message to the embedded queue's table unless one with its id is
@@ -477,6 +537,31 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// A new database gets this build's schema version; one a newer
+    /// fastlane made is refused, naming both versions, and left as it is.
+    #[tokio::test]
+    async fn a_database_from_a_newer_fastlane_is_refused() {
+        let dir = std::env::temp_dir().join(format!("fastlane-db-{}", uuid::Uuid::new_v4()));
+        let version = |dir: &Path| -> u32 {
+            Connection::open(dir.join("fastlane.db"))
+                .and_then(|c| c.query_row("SELECT version FROM schema_version", [], |r| r.get(0)))
+                .expect("version")
+        };
+        drop(Db::open(&dir).expect("open"));
+        assert_eq!(version(&dir), SCHEMA_VERSION);
+        Connection::open(dir.join("fastlane.db"))
+            .and_then(|c| c.execute("UPDATE schema_version SET version = 999", []))
+            .expect("newer");
+        let err = Db::open(&dir).expect_err("refused").to_string();
+        assert!(
+            err.contains("schema version 999")
+                && err.contains(&format!("the {SCHEMA_VERSION} this")),
+            "{err}"
+        );
+        assert_eq!(version(&dir), 999, "left as it is");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[tokio::test]
     async fn the_database_is_for_its_owner_only() {

@@ -209,3 +209,83 @@ async fn a_delayed_job_fires_after_its_queued_firing_is_lost() -> anyhow::Result
     assert_eq!(job["job"]["scheduled"], false, "{job}");
     Ok(())
 }
+
+/// A database an earlier fastlane made (`tests/fixtures/upgrade/fastlane.db`,
+/// by `tests/fixtures/make-upgrade-db.sh` with a build from before schema
+/// versions were kept) opens with this build: every task, job, execution
+/// and schedule is there, and the schema is brought to this build's version.
+#[tokio::test]
+async fn a_database_made_by_an_earlier_fastlane_opens_with_everything_in_it() -> anyhow::Result<()>
+{
+    let mut server = Server::start(&[]).await?;
+    assert!(server.terminate(Duration::from_secs(10)).is_some());
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(server.data_dir.join(format!("fastlane.db{suffix}")));
+    }
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/upgrade/fastlane.db");
+    std::fs::copy(&fixture, server.data_dir.join("fastlane.db"))?;
+    server.spawn()?;
+
+    let (_, tasks) = server.get("/tasks").await?;
+    let mut ids: Vec<&str> = tasks["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["taskId"].as_str())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["upgraded", "upgraded-cron"], "{tasks}");
+
+    let (_, task) = server.get("/tasks/upgraded").await?;
+    let jobs = task["jobs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(jobs.len(), 3, "{task}");
+    let mut finished = Vec::new();
+    for listed in &jobs {
+        let job_id = listed["id"].as_str().unwrap_or_default();
+        let (_, job) = server
+            .get(&format!("/tasks/upgraded/jobs/{job_id}"))
+            .await?;
+        for execution in job["job"]["executions"].as_array().into_iter().flatten() {
+            let id = execution["executionId"].as_str().unwrap_or_default();
+            let path = format!("/tasks/upgraded/jobs/{job_id}/executions/{id}");
+            let (status, body) = server.get(&path).await?;
+            assert_eq!(status, 200, "{path}: {body}");
+            let execution = &body["execution"];
+            finished.push((
+                execution["status"].as_str().unwrap_or_default().to_owned(),
+                execution["exitCode"].clone(),
+                execution["log"].clone(),
+                execution["error"].clone(),
+            ));
+        }
+        if job["job"]["metadata"]["envs"]["A_SECRET"].is_string() {
+            assert_eq!(job["job"]["metadata"]["envs"]["A_SECRET"], "***", "{job}");
+        }
+    }
+    finished.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        finished,
+        [
+            ("done".to_owned(), json!(0), json!("kept\n"), json!("")),
+            ("failed".to_owned(), json!(3), json!(""), json!("oops\n")),
+        ]
+    );
+
+    let (_, status) = server.get("/status").await?;
+    let scheduled = status["jobs"]["scheduled"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(scheduled.len(), 2, "the delayed and the cron job: {status}");
+    assert!(
+        scheduled.iter().all(|s| s["nextScheduledAt"].is_string()),
+        "{status}"
+    );
+
+    assert!(server.terminate(Duration::from_secs(10)).is_some());
+    let db = rusqlite::Connection::open(server.data_dir.join("fastlane.db"))?;
+    let version: u32 = db.query_row("SELECT version FROM schema_version", [], |r| r.get(0))?;
+    assert!(version >= 1, "migrated to version {version}");
+    Ok(())
+}

@@ -70,17 +70,9 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
         let store = Self { pool };
-        // One process at a time creates the tables (concurrent `CREATE TABLE
-        // IF NOT EXISTS` can collide).
-        store
-            .client()
-            .await?
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('fastlane-schema')); {} COMMIT;",
-                schema::SCHEMA
-            ))
-            .await
-            .map_err(pg)?;
+        let mut client = store.client().await?;
+        schema::migrate(&mut client).await?;
+        drop(client);
         Ok(store)
     }
 
@@ -875,6 +867,35 @@ mod tests {
     }
 
     crate::store_conformance!(async { std::sync::Arc::new(fresh().await) });
+
+    /// A new store gets this build's schema version, connecting again
+    /// changes nothing, and a store a newer fastlane made is refused,
+    /// naming both versions.
+    #[tokio::test]
+    async fn a_store_from_a_newer_fastlane_is_refused() {
+        let url = fresh_url().await;
+        let store = PostgresStore::connect(&url).await.expect("connect");
+        let version = |rows: Vec<Row>| rows.first().map(|r| r.get::<_, i32>(0));
+        let read = "SELECT version FROM schema_version";
+        assert_eq!(
+            version(store.query(read, &[]).await.expect("read")),
+            Some(schema::SCHEMA_VERSION)
+        );
+        drop(PostgresStore::connect(&url).await.expect("again"));
+        store
+            .execute("UPDATE schema_version SET version = 999", &[])
+            .await
+            .expect("newer");
+        let err = PostgresStore::connect(&url)
+            .await
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("schema version 999")
+                && err.contains(&format!("the {} this", schema::SCHEMA_VERSION)),
+            "{err}"
+        );
+    }
 
     #[tokio::test]
     async fn nul_characters_are_kept_in_logs_and_replaced_in_documents() {

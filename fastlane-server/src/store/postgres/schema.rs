@@ -2,8 +2,64 @@
 //! for times, JSONB for documents, `BYTEA` for log text, and a `seq` where
 //! the embedded store orders by SQLite's rowid.
 
-/// The tables, created at connect when missing.
-pub(super) const SCHEMA: &str = r#"
+use deadpool_postgres::Object;
+
+use crate::store::StoreError;
+
+/// The schema's migrations, in order: migration `i` brings a database at
+/// version `i` to `i + 1`. Version 0 is a new database, or one made before
+/// versions were kept: the first migration creates whatever is missing.
+/// Every schema change is a new migration at the end; one that shipped is
+/// never edited.
+const MIGRATIONS: &[&str] = &[SCHEMA];
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction, one process
+/// at a time (concurrent `CREATE TABLE IF NOT EXISTS` can collide); refuses
+/// a database a newer fastlane made.
+pub(super) async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+    let pg = super::rows::pg;
+    let tx = client.transaction().await.map_err(pg)?;
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(hashtext('fastlane-schema'));
+         CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
+    )
+    .await
+    .map_err(pg)?;
+    let found: i32 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+        .await
+        .map_err(pg)?
+        .try_get(0)
+        .map_err(pg)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "the PostgreSQL store has schema version {found}, newer than the {SCHEMA_VERSION} this \
+             fastlane knows: run the fastlane that wrote it (or a newer one), or restore a backup"
+        )));
+    }
+    for migration in MIGRATIONS.iter().skip(usize::try_from(found).unwrap_or(0)) {
+        tx.batch_execute(migration).await.map_err(pg)?;
+    }
+    if found < SCHEMA_VERSION {
+        tx.execute("DELETE FROM schema_version", &[])
+            .await
+            .map_err(pg)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+        .await
+        .map_err(pg)?;
+        tracing::info!(from = found, to = SCHEMA_VERSION, "store schema migrated");
+    }
+    tx.commit().await.map_err(pg)
+}
+
+/// The tables of the first version, created when missing.
+const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS tasks (
     task_id          TEXT PRIMARY KEY,
     seq              BIGSERIAL NOT NULL,
