@@ -143,6 +143,22 @@ pub enum ConcurrencyPolicy {
     Replace,
 }
 
+/// What a cron job does with the slots that passed while nothing fired
+/// them (fastlane was down, its queue lost the firing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissedRuns {
+    /// Fire the first of them, late, and go on from the next slot to come
+    /// (the original's behaviour).
+    #[default]
+    Skip,
+    /// Fire only the latest of them, once.
+    Latest,
+    /// Fire every one of them, oldest first (at most `max_missed_runs`, the
+    /// latest ones).
+    All,
+}
+
 /// What to run and how: everything a user said when submitting a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -181,6 +197,12 @@ pub struct JobSpec {
     /// What a cron slot does while a previous run is still live.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
+    /// What a cron job does with slots that passed while nothing fired them.
+    #[serde(default)]
+    pub missed_runs: MissedRuns,
+    /// With [`MissedRuns::All`], at most this many missed slots fire.
+    #[serde(default)]
+    pub max_missed_runs: Option<u32>,
     /// CPUs the container may use (`1.5` = one and a half); the farm's
     /// default when absent.
     #[serde(default)]
@@ -212,6 +234,8 @@ impl JobSpec {
             additional_dns_entries: Vec::new(),
             backoff: None,
             concurrency_policy: ConcurrencyPolicy::Allow,
+            missed_runs: MissedRuns::Skip,
+            max_missed_runs: None,
             cpu_limit: None,
             memory_limit: None,
             max_concurrent: None,
@@ -380,6 +404,10 @@ pub struct Execution {
     pub handle: Option<RunHandle>,
     /// The address that asked for this execution, if it came from the API.
     pub request_ip: Option<String>,
+    /// For an execution of a delayed or cron job, the slot it fired for
+    /// (the container sees it as `FASTLANE_SCHEDULED_AT`).
+    #[serde(default)]
+    pub scheduled_at: Option<DateTime<Utc>>,
     /// Every notification attempt made about this execution.
     #[serde(default)]
     pub dispatches: Vec<DispatchRecord>,
@@ -414,6 +442,7 @@ impl Execution {
             placement: None,
             handle: None,
             request_ip,
+            scheduled_at: None,
             dispatches: Vec::new(),
         }
     }

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use fastlane_sdk::{ConcurrencyPolicy, Execution, ExecutionStatus, Job, Schedule};
+use fastlane_sdk::{ConcurrencyPolicy, Execution, ExecutionStatus, Job, MissedRuns, Schedule};
 
 use crate::queue::consumer::consume;
 use crate::queue::{JOBS, SCHEDULE, Work};
@@ -111,6 +111,62 @@ pub async fn reconcile(services: &Services) -> anyhow::Result<usize> {
     Ok(queued)
 }
 
+/// How many missed slots `missedRuns: all` fires when the job does not say.
+const DEFAULT_MAX_MISSED_RUNS: u32 = 100;
+
+/// The most slots looked at between a late firing and now.
+const MAX_SLOTS_LOOKED_AT: usize = 100_000;
+
+/// The slots a cron job's firing for `slot` fires at `now`, oldest first:
+/// `slot` itself, and the slots after it that have passed too, as the
+/// job's `missedRuns` says.
+fn to_fire(
+    job: &Job,
+    cron: &CronSchedule,
+    slot: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let mut missed = Vec::new();
+    let mut at = slot;
+    while missed.len() < MAX_SLOTS_LOOKED_AT {
+        match cron.next_after(at).filter(|next| *next <= now) {
+            Some(next) => {
+                missed.push(next);
+                at = next;
+            }
+            None => break,
+        }
+    }
+    match job.spec.missed_runs {
+        MissedRuns::Skip => vec![slot],
+        MissedRuns::Latest => vec![missed.last().copied().unwrap_or(slot)],
+        MissedRuns::All => {
+            let max = job.spec.max_missed_runs.unwrap_or(DEFAULT_MAX_MISSED_RUNS) as usize;
+            let kept = missed.split_off(missed.len().saturating_sub(max));
+            std::iter::once(slot).chain(kept).collect()
+        }
+    }
+}
+
+/// The execution of `job`'s run for `slot`, created `now`.
+fn slot_execution(
+    job: &Job,
+    generation: u32,
+    slot: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Execution {
+    let mut execution = Execution::enqueued(
+        job,
+        &job.spec.image,
+        &job.spec.command,
+        None,
+        now,
+        slot_execution_id(&job.job_id, generation, slot),
+    );
+    execution.scheduled_at = Some(slot);
+    execution
+}
+
 /// Fires one slot. Safe to repeat.
 async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
     let Work::FireJob {
@@ -130,24 +186,19 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = crate::clock::now();
-    let lateness_ms = (now - *slot).num_milliseconds();
     let expired = job.spec.expiration.is_some_and(|e| now > e);
-    let execution_id = slot_execution_id(job_id, *generation, *slot);
-    let mut execution = Execution::enqueued(
-        &job,
-        &job.spec.image,
-        &job.spec.command,
-        None,
-        now,
-        execution_id.clone(),
-    );
-
+    let cron = match &job.spec.schedule {
+        Schedule::Cron {
+            expression,
+            timezone,
+        } => {
+            Some(CronSchedule::parse(expression, timezone.as_deref()).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     let live = services.store.live_executions(job_id).await?;
-    let skip = !expired
-        && !live.is_empty()
-        && job.spec.concurrency_policy == ConcurrencyPolicy::Forbid
-        && !live.iter().any(|e| e.execution_id == execution_id);
     if expired {
+        let mut execution = slot_execution(&job, *generation, *slot, now);
         execution.status = ExecutionStatus::Expired;
         execution.finished_at = Some(now);
         execution.error = Some(format!(
@@ -160,34 +211,59 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         ));
         crate::notify::announce(services, &job, &execution).await?;
         services.store.insert_execution(&execution).await?;
-    } else if skip {
-        info!(job = %job_id, %slot, "slot skipped: the previous run is still live (concurrencyPolicy Forbid)");
     } else {
-        if job.spec.concurrency_policy == ConcurrencyPolicy::Replace {
-            for old in live.iter().filter(|e| e.execution_id != execution_id) {
-                crate::control::stop_execution(services, old, "replaced by the next cron run")
-                    .await?;
+        let mut slots = match &cron {
+            Some(cron) => to_fire(&job, cron, *slot, now),
+            None => vec![*slot],
+        };
+        let own = |s: &DateTime<Utc>| {
+            let id = slot_execution_id(job_id, *generation, *s);
+            live.iter().any(|e| e.execution_id == id)
+        };
+        match job.spec.concurrency_policy {
+            ConcurrencyPolicy::Allow => {}
+            // Only the first can start while nothing else is live; the
+            // others would find it live.
+            ConcurrencyPolicy::Forbid => {
+                slots.truncate(1);
+                if !live.is_empty() && !slots.iter().any(own) {
+                    info!(job = %job_id, %slot, "slot skipped: the previous run is still live (concurrencyPolicy Forbid)");
+                    slots.clear();
+                }
+            }
+            // Each would stop the one before: only the latest runs.
+            ConcurrencyPolicy::Replace => {
+                slots.drain(..slots.len().saturating_sub(1));
+                let keep: Vec<String> = slots
+                    .iter()
+                    .map(|s| slot_execution_id(job_id, *generation, *s))
+                    .collect();
+                for old in live.iter().filter(|e| !keep.contains(&e.execution_id)) {
+                    crate::control::stop_execution(services, old, "replaced by the next cron run")
+                        .await?;
+                }
             }
         }
-        services.store.insert_execution(&execution).await?;
-        let run = Work::RunExecution { execution_id };
-        services.queue.enqueue(JOBS, &run, None).await?;
-        info!(job = %job_id, %slot, lateness_ms, "fired");
-        services.metrics.observe(
-            "fastlane_schedule_lateness_seconds",
-            &[],
-            lateness_ms.max(0) as f64 / 1000.0,
-        );
+        for at in slots {
+            let execution = slot_execution(&job, *generation, at, now);
+            services.store.insert_execution(&execution).await?;
+            let run = Work::RunExecution {
+                execution_id: execution.execution_id,
+            };
+            services.queue.enqueue(JOBS, &run, None).await?;
+            let lateness_ms = (now - at).num_milliseconds();
+            info!(job = %job_id, slot = %at, lateness_ms, "fired");
+            services.metrics.observe(
+                "fastlane_schedule_lateness_seconds",
+                &[],
+                lateness_ms.max(0) as f64 / 1000.0,
+            );
+        }
     }
 
     // The next slot (none for one-shot jobs, nor for jobs past expiration).
-    let next = match &job.spec.schedule {
-        Schedule::Cron {
-            expression,
-            timezone,
-        } if !expired => CronSchedule::parse(expression, timezone.as_deref())
-            .map_err(anyhow::Error::msg)?
-            .next_after(now.max(*slot)),
+    let next = match &cron {
+        Some(cron) if !expired => cron.next_after(now.max(*slot)),
         _ => None,
     };
     if let Some(next) = next {
@@ -243,6 +319,33 @@ mod tests {
         }
     }
 
+    /// What a firing fires when slots passed since it was due, by the job's
+    /// `missedRuns`: `skip` its own slot only, `latest` the latest passed
+    /// one, `all` its own and each passed one (the latest `maxMissedRuns`).
+    #[test]
+    fn missed_slots_fire_as_the_job_says() {
+        let cron = CronSchedule::parse("* * * * *", None).expect("cron");
+        let slot = DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let minute = |n: i64| slot + chrono::Duration::minutes(n);
+        let now = minute(5) + chrono::Duration::seconds(30);
+        let mut job = cron_job();
+        let fired = |job: &Job| to_fire(job, &cron, slot, now);
+
+        assert_eq!(fired(&job), [slot], "skip, the default");
+        job.spec.missed_runs = MissedRuns::Latest;
+        assert_eq!(fired(&job), [minute(5)]);
+        job.spec.missed_runs = MissedRuns::All;
+        assert_eq!(fired(&job), (0..=5).map(minute).collect::<Vec<_>>());
+        job.spec.max_missed_runs = Some(2);
+        assert_eq!(fired(&job), [slot, minute(4), minute(5)]);
+        // On time, nothing was missed whatever the policy.
+        assert_eq!(to_fire(&job, &cron, slot, slot), [slot]);
+        job.spec.missed_runs = MissedRuns::Latest;
+        assert_eq!(to_fire(&job, &cron, slot, slot), [slot]);
+    }
+
     pub(super) fn cron_job() -> Job {
         let now = Utc::now();
         Job {
@@ -272,6 +375,8 @@ mod tests {
                 additional_dns_entries: Vec::new(),
                 backoff: None,
                 concurrency_policy: Default::default(),
+                missed_runs: Default::default(),
+                max_missed_runs: None,
                 cpu_limit: None,
                 memory_limit: None,
                 max_concurrent: None,

@@ -551,3 +551,42 @@ async fn replace_stops_the_previous_run_when_the_next_slot_comes() -> anyhow::Re
         .await?;
     Ok(())
 }
+
+/// A run of a delayed job knows the slot it fired for: `scheduledAt` in the
+/// API, and `FASTLANE_SCHEDULED_AT` (RFC 3339) in its container.
+#[tokio::test]
+async fn a_scheduled_run_sees_its_slot_in_its_environment() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let created = server
+        .submit(
+            "slot-env",
+            json!({"image": image(), "command": "sh -c 'echo $FASTLANE_SCHEDULED_AT'", "startIn": "1s"}),
+        )
+        .await?;
+    let job_url = created["jobUrl"].as_str().expect("jobUrl");
+    let job = wait_job(&server, job_url, |job| count(job) >= 1).await?;
+    let path = format!(
+        "/tasks/slot-env/jobs/{}/executions/{}",
+        created["jobId"].as_str().expect("jobId"),
+        job["executions"][0]["executionId"]
+            .as_str()
+            .expect("executionId")
+    );
+    let execution = server.wait_finished(&path, LIMIT).await?;
+    assert_eq!(execution["status"], "done", "{execution}");
+    let slot = at(&execution["scheduledAt"]);
+    let seen: DateTime<Utc> = execution["log"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}: {execution}"))?;
+    assert_eq!(
+        seen.timestamp_millis(),
+        slot.timestamp_millis(),
+        "{execution}"
+    );
+    let (_, status) = server.get("/status").await?;
+    assert_eq!(status["jobs"]["scheduled"], json!([]));
+    Ok(())
+}

@@ -178,6 +178,10 @@ pub struct ExecutionView {
     pub execution_id: String,
     /// When it was enqueued.
     pub created_at: DateTime<Utc>,
+    /// For a run of a delayed or cron job, the slot it fired for (the
+    /// container sees it as `FASTLANE_SCHEDULED_AT`).
+    #[oai(nullable)]
+    pub scheduled_at: Option<DateTime<Utc>>,
     /// The address that asked for it.
     #[oai(rename = "requestIPAddress")]
     #[oai(nullable)]
@@ -221,6 +225,7 @@ impl poem_openapi::types::Example for ExecutionView {
         Self {
             execution_id: "9f0d2a61-8a7e-4c1f-b6f0-0c7b0f3e2d11".to_owned(),
             created_at: at("2026-11-23T12:00:00Z"),
+            scheduled_at: None,
             request_ip_address: Some("127.0.0.1".to_owned()),
             started_at: Some(at("2026-11-23T12:00:01Z")),
             finished_at: Some(at("2026-11-23T12:00:02Z")),
@@ -333,6 +338,7 @@ pub fn execution_view(execution: &Execution, urls: &Urls) -> ExecutionView {
     ExecutionView {
         execution_id: execution.execution_id.clone(),
         created_at: execution.created_at,
+        scheduled_at: execution.scheduled_at,
         request_ip_address: execution.request_ip.clone(),
         started_at: execution.started_at,
         finished_at: execution.finished_at,

@@ -147,7 +147,16 @@ fn spec(job: &Job, execution: &Execution) -> Result<ExecutionSpec, PluginError> 
         task_id: job.task_id.clone(),
         image: execution.image.clone(),
         argv,
-        envs: job.spec.envs.clone(),
+        envs: {
+            let mut envs = job.spec.envs.clone();
+            if let Some(slot) = execution.scheduled_at {
+                envs.insert(
+                    "FASTLANE_SCHEDULED_AT".to_owned(),
+                    slot.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                );
+            }
+            envs
+        },
         extra_hosts: job.spec.additional_dns_entries.clone(),
         cpu_limit: job.spec.cpu_limit,
         memory_limit: job.spec.memory_limit,
@@ -476,7 +485,7 @@ fn next_attempt(
         jitter: 0.0,
     });
     let delay = retry_delay(&backoff, job.retry_count, random_unit());
-    let next = Execution::enqueued(
+    let mut next = Execution::enqueued(
         job,
         &failed.image,
         &failed.command,
@@ -484,6 +493,8 @@ fn next_attempt(
         now,
         uuid::Uuid::new_v4().to_string(),
     );
+    // A retry of a slot's run is still that slot's.
+    next.scheduled_at = failed.scheduled_at;
     (next, now + delay)
 }
 

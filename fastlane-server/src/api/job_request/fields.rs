@@ -280,6 +280,32 @@ pub static JOB_REQUEST: Object = Object {
             },
         },
         Field {
+            name: "missedRuns",
+            doc: "For cron jobs, what to do with slots that passed while nothing fired \
+                  them (fastlane was down, its queue lost the firing): `skip` (default: \
+                  fire the first of them, late, and go on from the next slot to come), \
+                  `latest` (fire only the latest of them) or `all` (fire each, oldest \
+                  first, at most `maxMissedRuns`).",
+            required: false,
+            schema: Schema {
+                kind: Kind::Enum(&["skip", "latest", "all"]),
+                must: Some("skip, latest or all"),
+            },
+        },
+        Field {
+            name: "maxMissedRuns",
+            doc: "With `missedRuns: all`, at most this many missed slots fire (the \
+                  latest ones); 100 when absent.",
+            required: false,
+            schema: Schema {
+                kind: Kind::Int {
+                    min: 1,
+                    max: 10_000,
+                },
+                must: Some("a whole number of slots, from 1 to 10000"),
+            },
+        },
+        Field {
             name: "backoff",
             doc: "Retry delays for this job; the server's defaults when absent.",
             required: false,

@@ -27,7 +27,8 @@ use poem_openapi::types::Type;
 use serde_json::Value;
 
 use fastlane_sdk::{
-    Backoff, ConcurrencyPolicy, JobSpec, NotifyTargets, Schedule, Webhook, WebhookTargets,
+    Backoff, ConcurrencyPolicy, JobSpec, MissedRuns, NotifyTargets, Schedule, Webhook,
+    WebhookTargets,
 };
 
 use crate::schedule::{CronSchedule, parse_start_at, parse_start_in};
@@ -222,6 +223,14 @@ pub fn parse(
             .and_then(|n| u32::try_from(n).ok()),
         schedule,
         concurrency_policy,
+        missed_runs: match text("missedRuns") {
+            Some("latest") => MissedRuns::Latest,
+            Some("all") => MissedRuns::All,
+            _ => MissedRuns::Skip,
+        },
+        max_missed_runs: present("maxMissedRuns")
+            .and_then(whole)
+            .and_then(|n| u32::try_from(n).ok()),
         backoff: present("backoff").map(backoff).transpose()?,
         image,
         command,
