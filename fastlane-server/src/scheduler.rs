@@ -149,7 +149,7 @@ fn to_fire(
 }
 
 /// The execution of `job`'s run for `slot`, created `now`.
-fn slot_execution(
+pub fn slot_execution(
     job: &Job,
     generation: u32,
     slot: DateTime<Utc>,

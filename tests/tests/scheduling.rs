@@ -590,3 +590,67 @@ async fn a_scheduled_run_sees_its_slot_in_its_environment() -> anyhow::Result<()
     assert_eq!(status["jobs"]["scheduled"], json!([]));
     Ok(())
 }
+
+/// A cron job's past slots can be run after the fact: each once, each
+/// seeing its slot, however often the same span is backfilled.
+#[tokio::test]
+async fn backfilling_a_cron_job_runs_each_past_slot_once() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let yearly = json!({"image": image(), "command": "sh -c 'echo $FASTLANE_SCHEDULED_AT'", "cron": "0 0 1 1 *"});
+    let created = server.submit("backfill", yearly).await?;
+    let job_url = created["jobUrl"].as_str().expect("jobUrl").to_owned();
+    let backfill = |body: Value| {
+        let url = format!("{job_url}backfill");
+        let client = server.client().clone();
+        async move {
+            let response = client.post(url).json(&body).send().await?;
+            let status = response.status().as_u16();
+            anyhow::Ok((status, response.json::<Value>().await?))
+        }
+    };
+    let span = json!({"from": "2020-01-01T00:00:00Z", "to": "2022-01-01T00:00:00Z"});
+    let (status, first) = backfill(span.clone()).await?;
+    assert_eq!(status, 200, "{first}");
+    let runs = first["runs"].as_array().cloned().unwrap_or_default();
+    let slots: Vec<&str> = runs
+        .iter()
+        .filter_map(|r| r["scheduledAt"].as_str())
+        .collect();
+    assert_eq!(slots.len(), 3, "{first}");
+    for run in &runs {
+        let url = run["executionUrl"].as_str().unwrap_or_default();
+        let execution = server.wait_finished(url, LIMIT).await?;
+        let seen: DateTime<Utc> = execution["log"]
+            .as_str()
+            .unwrap_or_default()
+            .trim()
+            .parse()?;
+        assert_eq!(seen, at(&run["scheduledAt"]), "{execution}");
+    }
+
+    let (status, again) = backfill(span).await?;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["runs"], first["runs"], "the same runs");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, job) = server.get(&job_url).await?;
+    assert_eq!(count(&job["job"]), 3, "no slot ran twice: {job}");
+
+    let future = json!({"from": "2020-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"});
+    assert_eq!(backfill(future).await?.0, 400);
+    let once = server
+        .submit("backfill", json!({"image": image(), "command": "true"}))
+        .await?;
+    let (status, error) = server
+        .client()
+        .post(format!(
+            "{}backfill",
+            once["jobUrl"].as_str().expect("jobUrl")
+        ))
+        .json(&json!({"from": "2020-01-01T00:00:00Z", "to": "2021-01-01T00:00:00Z"}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map(|s| (s, ()))?;
+    assert_eq!(status, 400, "{error:?}");
+    Ok(())
+}

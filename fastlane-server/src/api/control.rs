@@ -1,4 +1,5 @@
-//! Job control routes: stop a job, stop one execution, retry a job.
+//! Job control routes: stop a job, stop one execution, retry a job,
+//! backfill a cron job's slots.
 
 use chrono::Utc;
 use poem::Request;
@@ -7,10 +8,12 @@ use poem_openapi::{
     Object, OpenApi,
     param::{Header, Path},
     payload::Json,
+    types::ParseFromJSON,
 };
 
 use fastlane_sdk::{Execution, Job, Schedule};
 
+use super::body::{BodyError, JsonBody};
 use super::error::ApiError;
 use super::idempotency::Idempotency;
 use super::urls::Urls;
@@ -40,6 +43,38 @@ pub struct JobControlled {
     #[oai(nullable)]
     pub execution_url: Option<String>,
 }
+
+/// The slots to backfill: every slot of the job's cron schedule from `from`
+/// to `to`, both included.
+#[derive(Debug, Object)]
+pub struct BackfillRequest {
+    /// The first instant (RFC 3339).
+    pub from: chrono::DateTime<Utc>,
+    /// The last instant (RFC 3339), not in the future.
+    pub to: chrono::DateTime<Utc>,
+}
+
+/// One slot's run, made by a backfill or found made.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct BackfilledRun {
+    /// The slot.
+    pub scheduled_at: chrono::DateTime<Utc>,
+    /// Its execution (the same one however often the slot is backfilled).
+    pub execution_id: String,
+    /// Its execution's URL.
+    pub execution_url: String,
+}
+
+/// The answer to a backfill.
+#[derive(Debug, Clone, Object)]
+pub struct Backfilled {
+    /// The slots' runs, oldest first.
+    pub runs: Vec<BackfilledRun>,
+}
+
+/// The most slots one backfill covers.
+pub const MAX_BACKFILL: usize = 1000;
 
 impl JobControlled {
     /// `job`'s ids and URLs, with the execution a retry queued.
@@ -192,6 +227,126 @@ impl ControlApi {
         }
         services.outbox.nudge();
         Ok(Json(answer))
+    }
+
+    /// Backfill a cron job
+    ///
+    /// Runs the slots of the job's cron schedule between `from` and `to`
+    /// (both included, `to` not in the future, at most 1,000 slots), each
+    /// once: a slot's run has an id derived from the slot, so a slot that
+    /// already ran, fired or was backfilled keeps its run and is not run
+    /// again. Each run sees its slot as `FASTLANE_SCHEDULED_AT`. 400 for a
+    /// job that is not a cron job.
+    #[oai(
+        path = "/tasks/:taskId/jobs/:jobId/backfill",
+        method = "post",
+        operation_id = "backfillJob",
+        tag = "ApiTags::Jobs"
+    )]
+    async fn backfill_job(
+        &self,
+        request: &Request,
+        services: Data<&Services>,
+        #[oai(name = "taskId")] task_id: Path<String>,
+        #[oai(name = "jobId")] job_id: Path<String>,
+        body: JsonBody<BackfillRequest>,
+    ) -> Result<Json<Backfilled>, ApiError> {
+        const OP: &str = "backfill_job";
+        let body = match body.0 {
+            Ok(body) => body,
+            Err(BodyError::TooLarge(limit)) => return Err(ApiError::too_large(OP, limit)),
+            Err(err) => return Err(ApiError::bad_request(OP, err.message())),
+        };
+        let BackfillRequest { from, to } =
+            BackfillRequest::parse_from_json(Some(body)).map_err(|err| {
+                ApiError::bad_request(
+                    OP,
+                    format!(
+                        "the body must be {{\"from\": \"<RFC 3339>\", \"to\": \"<RFC 3339>\"}}: {}",
+                        err.message()
+                    ),
+                )
+            })?;
+        let job = find_job(&services, &task_id, &job_id, OP, || JOB_NOT_FOUND.into()).await?;
+        let Schedule::Cron {
+            expression,
+            timezone,
+        } = &job.spec.schedule
+        else {
+            return Err(ApiError::bad_request(
+                OP,
+                "only a cron job can be backfilled",
+            ));
+        };
+        let now = Utc::now();
+        if from > to {
+            return Err(ApiError::bad_request(OP, "from must not be after to"));
+        }
+        if to > now {
+            return Err(ApiError::bad_request(
+                OP,
+                "to is in the future: slots to come fire on their own",
+            ));
+        }
+        let cron = crate::schedule::CronSchedule::parse(expression, timezone.as_deref())
+            .map_err(|e| ApiError::internal(OP, e))?;
+        let mut slots = Vec::new();
+        let mut at = from - chrono::Duration::milliseconds(1);
+        while let Some(slot) = cron.next_after(at).filter(|slot| *slot <= to) {
+            if slots.len() == MAX_BACKFILL {
+                return Err(ApiError::bad_request(
+                    OP,
+                    format!(
+                        "more than {MAX_BACKFILL} slots from {from} to {to}: backfill a shorter span"
+                    ),
+                ));
+            }
+            slots.push(slot);
+            at = slot;
+        }
+        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let executions: Vec<Execution> = slots
+            .iter()
+            .map(|slot| crate::scheduler::slot_execution(&job, job.generation, *slot, now))
+            .collect();
+        let outgoing = executions
+            .iter()
+            .map(|execution| {
+                let work = Work::RunExecution {
+                    execution_id: execution.execution_id.clone(),
+                };
+                crate::outbox::message(JOBS, &work, now)
+                    .map_err(|err| ApiError::internal(OP, format!("{err:#}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // A slot whose run exists keeps it; its message finds it and leaves
+        // it be if it ended.
+        services
+            .store
+            .submit(Submission {
+                executions: &executions,
+                outgoing: &outgoing,
+                keep_existing: true,
+                ..Submission::default()
+            })
+            .await
+            .map_err(ApiError::store(OP))?;
+        services.outbox.nudge();
+        tracing::info!(job = %job.job_id, slots = slots.len(), %from, %to, "backfilled");
+        Ok(Json(Backfilled {
+            runs: executions
+                .into_iter()
+                .map(|execution| BackfilledRun {
+                    scheduled_at: execution.scheduled_at.unwrap_or(now),
+                    execution_url: urls.execution(
+                        &job.task_id,
+                        &job.job_id,
+                        &execution.execution_id,
+                    ),
+                    execution_id: execution.execution_id,
+                })
+                .collect(),
+        }))
     }
 
     /// Stop an execution

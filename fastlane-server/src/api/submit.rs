@@ -180,6 +180,7 @@ pub async fn write<T: ToJSON + ParseFromJSON>(
             executions: &executions,
             outgoing: &outgoing,
             idempotency: record.as_ref(),
+            keep_existing: false,
         })
         .await
         .map_err(ApiError::store(operation))?;

@@ -364,6 +364,9 @@ pub struct Submission<'a> {
     pub outgoing: &'a [Outgoing],
     /// The request's `Idempotency-Key`, with the answer it stands for.
     pub idempotency: Option<&'a IdempotencyRecord>,
+    /// Executions already stored are left as they are, not replaced (a
+    /// backfill: a slot's run that exists, or is being made, stays).
+    pub keep_existing: bool,
 }
 
 impl<'a> Submission<'a> {

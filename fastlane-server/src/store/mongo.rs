@@ -523,6 +523,7 @@ impl Store for MongoStore {
             executions,
             outgoing,
             idempotency,
+            keep_existing,
         } = submission;
         let jobs = jobs
             .iter()
@@ -558,7 +559,19 @@ impl Store for MongoStore {
                     self.upsert_job(&mut session, job, job_record).await?;
                 }
                 for execution in &executions {
-                    self.upsert_execution(&mut session, execution).await?;
+                    if keep_existing {
+                        // Inserted only where absent: a duplicate key
+                        // would abort the transaction.
+                        let mut full = execution.full(self.next_seq(EXECUTIONS).await?);
+                        full.remove("_id");
+                        self.collection(EXECUTIONS)
+                            .update_one(doc! {"_id": &execution.id}, doc! {"$setOnInsert": full})
+                            .upsert(true)
+                            .session(&mut session)
+                            .await?;
+                    } else {
+                        self.upsert_execution(&mut session, execution).await?;
+                    }
                 }
                 for message in outgoing {
                     // An upsert, not an insert: a duplicate key would abort

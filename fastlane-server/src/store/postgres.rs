@@ -195,6 +195,7 @@ impl Store for PostgresStore {
             executions,
             outgoing,
             idempotency,
+            keep_existing,
         } = submission;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
@@ -226,7 +227,23 @@ impl Store for PostgresStore {
             upsert_job(&tx, job).await?;
         }
         for execution in executions {
-            upsert_execution(&tx, execution).await?;
+            if keep_existing {
+                tx.execute(
+                    "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id) DO NOTHING",
+                    &[
+                        &execution.execution_id,
+                        &execution.job_id,
+                        &execution.created_at,
+                        &execution.status.as_str(),
+                        &document(execution)?,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            } else {
+                upsert_execution(&tx, execution).await?;
+            }
         }
         if !outgoing.is_empty() {
             let insert = tx

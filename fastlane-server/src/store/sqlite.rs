@@ -165,6 +165,22 @@ impl ExecutionRow {
         })
     }
 
+    /// Inserts the execution unless one with its id is stored.
+    fn insert(&self, conn: &Connection) -> Result<(), DbError> {
+        conn.prepare_cached(
+            "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (execution_id) DO NOTHING",
+        )?
+        .execute(params![
+            self.execution_id,
+            self.job_id,
+            self.created,
+            self.status,
+            self.data
+        ])?;
+        Ok(())
+    }
+
     fn upsert(&self, conn: &Connection) -> Result<(), DbError> {
         conn.prepare_cached(
             "INSERT INTO executions (execution_id, job_id, created_at, status, data)
@@ -193,6 +209,7 @@ impl Store for SqliteStore {
             executions,
             outgoing,
             idempotency,
+            keep_existing,
         } = submission;
         let jobs = jobs.iter().map(JobRow::of).collect::<Result<Vec<_>, _>>()?;
         let idempotency = idempotency.cloned();
@@ -218,7 +235,11 @@ impl Store for SqliteStore {
                     job.upsert(conn)?;
                 }
                 for execution in &executions {
-                    execution.upsert(conn)?;
+                    if keep_existing {
+                        execution.insert(conn)?;
+                    } else {
+                        execution.upsert(conn)?;
+                    }
                 }
                 for message in &outgoing {
                     match outbox {
