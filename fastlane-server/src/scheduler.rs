@@ -24,6 +24,7 @@ use crate::queue::consumer::consume;
 use crate::queue::{JOBS, SCHEDULE, Work};
 use crate::schedule::CronSchedule;
 use crate::services::Services;
+use crate::store::Submission;
 
 /// Namespace of the UUIDs of scheduled executions.
 const SLOT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6661_7374_6c61_6e65_2d73_6c6f_7473_0001);
@@ -197,6 +198,7 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         _ => None,
     };
     let live = services.store.live_executions(job_id).await?;
+    let mut fired = Vec::new();
     if expired {
         let mut execution = slot_execution(&job, *generation, *slot, now);
         execution.status = ExecutionStatus::Expired;
@@ -244,21 +246,7 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
                 }
             }
         }
-        for at in slots {
-            let execution = slot_execution(&job, *generation, at, now);
-            services.store.insert_execution(&execution).await?;
-            let run = Work::RunExecution {
-                execution_id: execution.execution_id,
-            };
-            services.queue.enqueue(JOBS, &run, None).await?;
-            let lateness_ms = (now - at).num_milliseconds();
-            info!(job = %job_id, slot = %at, lateness_ms, "fired");
-            services.metrics.observe(
-                "fastlane_schedule_lateness_seconds",
-                &[],
-                lateness_ms.max(0) as f64 / 1000.0,
-            );
-        }
+        fired = slots;
     }
 
     // The next slot (none for one-shot jobs, nor for jobs past expiration).
@@ -266,11 +254,44 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         Some(cron) if !expired => cron.next_after(now.max(*slot)),
         _ => None,
     };
+    // The slots' runs, their messages and the next firing in one write (a
+    // run that exists, from an earlier delivery of this firing, is kept).
+    let executions: Vec<Execution> = fired
+        .iter()
+        .map(|at| slot_execution(&job, *generation, *at, now))
+        .collect();
+    let mut outgoing = executions
+        .iter()
+        .map(|execution| {
+            let run = Work::RunExecution {
+                execution_id: execution.execution_id.clone(),
+            };
+            crate::outbox::message(JOBS, &run, now)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(next) = next {
+        outgoing.push(crate::outbox::message(SCHEDULE, &firing(&job, next), next)?);
+    }
+    if !outgoing.is_empty() {
         services
-            .queue
-            .enqueue(SCHEDULE, &firing(&job, next), Some(next))
+            .store
+            .submit(Submission {
+                executions: &executions,
+                outgoing: &outgoing,
+                keep_existing: true,
+                ..Submission::default()
+            })
             .await?;
+        services.outbox.nudge();
+    }
+    for at in &fired {
+        let lateness_ms = (now - *at).num_milliseconds();
+        info!(job = %job_id, slot = %at, lateness_ms, "fired");
+        services.metrics.observe(
+            "fastlane_schedule_lateness_seconds",
+            &[],
+            lateness_ms.max(0) as f64 / 1000.0,
+        );
     }
     services
         .store
