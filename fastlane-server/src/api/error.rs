@@ -95,11 +95,16 @@ impl ApiError {
         Self::Unavailable(body(operation, error))
     }
 
-    /// 503 for a store failure, as a `map_err` argument.
+    /// A store failure, as a `map_err` argument: 503 when the store is
+    /// away (trying again may work), 500 when a stored record cannot be
+    /// read (trying again will not).
     pub fn store(operation: &'static str) -> impl Fn(StoreError) -> Self {
         move |err| {
             tracing::error!(operation, error = %err, "store failure");
-            Self::Unavailable(body(operation, err.to_string()))
+            match err {
+                StoreError::Unavailable(_) => Self::Unavailable(body(operation, err.to_string())),
+                StoreError::Corrupt(_) => Self::Internal(body(operation, err.to_string())),
+            }
         }
     }
 
