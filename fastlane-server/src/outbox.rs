@@ -84,8 +84,22 @@ pub fn message(queue: &str, work: &Work, due: DateTime<Utc>) -> anyhow::Result<O
     })
 }
 
-/// Publishes outbox messages to the queue until `shutdown`.
+/// Publishes outbox messages to the queue until `shutdown`. Where the store
+/// queues its messages itself, it only publishes what an earlier run (with
+/// a networked queue, on the same data) left in the outbox, and stops.
 pub async fn run(services: Services, shutdown: CancellationToken) {
+    if services.outbox.direct {
+        loop {
+            match publish(&services).await {
+                Ok(taken) if taken == BATCH && !shutdown.is_cancelled() => {}
+                Ok(_) => return,
+                Err(err) => {
+                    warn!(error = %format!("{err:#}"), "cannot publish what the outbox holds");
+                    return;
+                }
+            }
+        }
+    }
     let mut backoff = Duration::from_millis(100);
     loop {
         let wait = match publish(&services).await {

@@ -16,6 +16,7 @@ use fastlane_sdk::{Execution, Job, Schedule};
 use super::body::{BodyError, JsonBody};
 use super::error::ApiError;
 use super::idempotency::Idempotency;
+use super::submit;
 use super::urls::Urls;
 use super::views::Link;
 use super::{ApiTags, JOB_NOT_FOUND, client_ip, find_job, task_or_job_not_found};
@@ -165,11 +166,7 @@ impl ControlApi {
             OP,
         )?;
         let now = Utc::now();
-        if let Some(idempotency) = &idempotency
-            && let Some(earlier) = idempotency
-                .earlier(services.store.as_ref(), now.timestamp_millis(), OP)
-                .await?
-        {
+        if let Some(earlier) = submit::replayed(&services, idempotency.as_ref(), now, OP).await? {
             return Ok(Json(earlier));
         }
         let job = find_job(&services, &task_id, &job_id, OP, || JOB_NOT_FOUND.into()).await?;
@@ -204,28 +201,13 @@ impl ControlApi {
         // with the key's record.
         let message = crate::outbox::message(JOBS, &work, now)
             .map_err(|err| ApiError::internal(OP, format!("{err:#}")))?;
-        let ttl_ms = i64::try_from(services.config.idempotency_ttl_seconds.saturating_mul(1000))
-            .unwrap_or(i64::MAX);
-        let record = idempotency
-            .as_ref()
-            .map(|i| i.record(&answer, now.timestamp_millis().saturating_add(ttl_ms)));
-        let written = services
-            .store
-            .submit(Submission {
-                executions: std::slice::from_ref(&execution),
-                outgoing: &[message],
-                idempotency: record.as_ref(),
-                ..Submission::default()
-            })
-            .await
-            .map_err(ApiError::store(OP))?;
-        if let (false, Some(idempotency)) = (written, &idempotency) {
-            return idempotency
-                .winner(services.store.as_ref(), now.timestamp_millis(), OP)
-                .await
-                .map(Json);
-        }
-        services.outbox.nudge();
+        let submission = Submission {
+            executions: std::slice::from_ref(&execution),
+            outgoing: &[message],
+            ..Submission::default()
+        };
+        let (answer, _) =
+            submit::commit(&services, submission, idempotency.as_ref(), answer, now, OP).await?;
         Ok(Json(answer))
     }
 

@@ -144,9 +144,61 @@ pub fn prepare(
     })
 }
 
-/// Writes `prepared` jobs in one transaction, with `idempotency`'s record
-/// standing for `answer`. When a request with the same key was written
-/// first (meanwhile), its answer instead.
+/// The first answer of a request whose idempotency key was used before
+/// (or the 409 of another request with it); `None` without a key, or when
+/// the key is free.
+pub async fn replayed<T: ParseFromJSON>(
+    services: &Services,
+    idempotency: Option<&Idempotency>,
+    now: DateTime<Utc>,
+    operation: &'static str,
+) -> Result<Option<T>, ApiError> {
+    match idempotency {
+        Some(idempotency) => {
+            idempotency
+                .earlier(services.store.as_ref(), now.timestamp_millis(), operation)
+                .await
+        }
+        None => Ok(None),
+    }
+}
+
+/// Writes `submission` in one transaction, with `idempotency`'s record
+/// standing for `answer`, and nudges the outbox: `(answer, true)`. When a
+/// request with the same key was written first (meanwhile), nothing is
+/// written: `(its answer, false)`.
+pub async fn commit<T: ToJSON + ParseFromJSON>(
+    services: &Services,
+    submission: Submission<'_>,
+    idempotency: Option<&Idempotency>,
+    answer: T,
+    now: DateTime<Utc>,
+    operation: &'static str,
+) -> Result<(T, bool), ApiError> {
+    let ttl_ms = i64::try_from(services.config.idempotency_ttl_seconds.saturating_mul(1000))
+        .unwrap_or(i64::MAX);
+    let record =
+        idempotency.map(|i| i.record(&answer, now.timestamp_millis().saturating_add(ttl_ms)));
+    let written = services
+        .store
+        .submit(Submission {
+            idempotency: record.as_ref(),
+            ..submission
+        })
+        .await
+        .map_err(ApiError::store(operation))?;
+    if let (false, Some(idempotency)) = (written, idempotency) {
+        let first = idempotency
+            .winner(services.store.as_ref(), now.timestamp_millis(), operation)
+            .await?;
+        return Ok((first, false));
+    }
+    services.outbox.nudge();
+    Ok((answer, true))
+}
+
+/// Writes `prepared` jobs in one transaction ([`commit`]), then logs and
+/// counts them.
 pub async fn write<T: ToJSON + ParseFromJSON>(
     services: &Services,
     prepared: Vec<Prepared>,
@@ -155,10 +207,6 @@ pub async fn write<T: ToJSON + ParseFromJSON>(
     now: DateTime<Utc>,
     operation: &'static str,
 ) -> Result<T, ApiError> {
-    let ttl_ms = i64::try_from(services.config.idempotency_ttl_seconds.saturating_mul(1000))
-        .unwrap_or(i64::MAX);
-    let record =
-        idempotency.map(|i| i.record(&answer, now.timestamp_millis().saturating_add(ttl_ms)));
     let mut jobs = Vec::with_capacity(prepared.len());
     let mut executions = Vec::with_capacity(prepared.len());
     let mut outgoing = Vec::with_capacity(prepared.len());
@@ -173,23 +221,17 @@ pub async fn write<T: ToJSON + ParseFromJSON>(
         executions.extend(execution);
         outgoing.push(message);
     }
-    let written = services
-        .store
-        .submit(Submission {
-            jobs: &jobs,
-            executions: &executions,
-            outgoing: &outgoing,
-            idempotency: record.as_ref(),
-            keep_existing: false,
-        })
-        .await
-        .map_err(ApiError::store(operation))?;
-    if let (false, Some(idempotency)) = (written, idempotency) {
-        return idempotency
-            .winner(services.store.as_ref(), now.timestamp_millis(), operation)
-            .await;
+    let submission = Submission {
+        jobs: &jobs,
+        executions: &executions,
+        outgoing: &outgoing,
+        ..Submission::default()
+    };
+    let (answer, written) =
+        commit(services, submission, idempotency, answer, now, operation).await?;
+    if !written {
+        return Ok(answer);
     }
-    services.outbox.nudge();
     for job in &jobs {
         tracing::info!(
             task = %job.task_id,

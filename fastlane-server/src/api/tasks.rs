@@ -174,11 +174,7 @@ impl TasksApi {
             OP,
         )?;
         let now = Utc::now();
-        if let Some(idempotency) = &idempotency
-            && let Some(earlier) = idempotency
-                .earlier(services.store.as_ref(), now.timestamp_millis(), OP)
-                .await?
-        {
+        if let Some(earlier) = submit::replayed(&services, idempotency.as_ref(), now, OP).await? {
             return Ok(Json(earlier));
         }
         let jobs = super::job_request::batch(&body)
@@ -382,11 +378,7 @@ async fn submit_one(
     operation: &'static str,
 ) -> Result<JobCreated, ApiError> {
     let now = Utc::now();
-    if let Some(idempotency) = &idempotency
-        && let Some(earlier) = idempotency
-            .earlier(services.store.as_ref(), now.timestamp_millis(), operation)
-            .await?
-    {
+    if let Some(earlier) = submit::replayed(services, idempotency.as_ref(), now, operation).await? {
         return Ok(earlier);
     }
     let urls = Urls::new(request, services.config.public_base_url.as_deref());

@@ -164,6 +164,29 @@ async fn upsert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Inserts `execution` unless one with its id is stored; returns whether
+/// it was inserted.
+async fn insert_execution_in(
+    client: &impl deadpool_postgres::GenericClient,
+    execution: &Execution,
+) -> Result<bool, StoreError> {
+    let added = client
+        .execute(
+            "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id) DO NOTHING",
+            &[
+                &execution.execution_id,
+                &execution.job_id,
+                &execution.created_at,
+                &execution.status.as_str(),
+                &document(execution)?,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(added > 0)
+}
+
 /// Saves `execution`, keeping its stored dispatches, unless it is stopped
 /// and the save is not.
 async fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result<(), StoreError> {
@@ -228,19 +251,7 @@ impl Store for PostgresStore {
         }
         for execution in executions {
             if keep_existing {
-                tx.execute(
-                    "INSERT INTO executions (execution_id, job_id, created_at, status, data)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id) DO NOTHING",
-                    &[
-                        &execution.execution_id,
-                        &execution.job_id,
-                        &execution.created_at,
-                        &execution.status.as_str(),
-                        &document(execution)?,
-                    ],
-                )
-                .await
-                .map_err(pg)?;
+                insert_execution_in(&tx, execution).await?;
             } else {
                 upsert_execution(&tx, execution).await?;
             }
@@ -497,20 +508,7 @@ impl Store for PostgresStore {
     }
 
     async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
-        let added = self
-            .execute(
-                "INSERT INTO executions (execution_id, job_id, created_at, status, data)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id) DO NOTHING",
-                &[
-                    &execution.execution_id,
-                    &execution.job_id,
-                    &execution.created_at,
-                    &execution.status.as_str(),
-                    &document(execution)?,
-                ],
-            )
-            .await?;
-        Ok(added > 0)
+        insert_execution_in(&self.client().await?, execution).await
     }
 
     async fn set_next_run(

@@ -165,20 +165,22 @@ impl ExecutionRow {
         })
     }
 
-    /// Inserts the execution unless one with its id is stored.
-    fn insert(&self, conn: &Connection) -> Result<(), DbError> {
-        conn.prepare_cached(
-            "INSERT INTO executions (execution_id, job_id, created_at, status, data)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (execution_id) DO NOTHING",
-        )?
-        .execute(params![
-            self.execution_id,
-            self.job_id,
-            self.created,
-            self.status,
-            self.data
-        ])?;
-        Ok(())
+    /// Inserts the execution unless one with its id is stored; returns
+    /// whether it was inserted.
+    fn insert(&self, conn: &Connection) -> Result<bool, DbError> {
+        let added = conn
+            .prepare_cached(
+                "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (execution_id) DO NOTHING",
+            )?
+            .execute(params![
+                self.execution_id,
+                self.job_id,
+                self.created,
+                self.status,
+                self.data
+            ])?;
+        Ok(added > 0)
     }
 
     fn upsert(&self, conn: &Connection) -> Result<(), DbError> {
@@ -479,24 +481,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
-        let execution = execution.clone();
-        Ok(self
-            .db
-            .write(move |conn| {
-                let added = conn.execute(
-                    "INSERT INTO executions (execution_id, job_id, created_at, status, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (execution_id) DO NOTHING",
-                    params![
-                        execution.execution_id,
-                        execution.job_id,
-                        ts(execution.created_at),
-                        execution.status.as_str(),
-                        to_json(&execution)?
-                    ],
-                )?;
-                Ok(added > 0)
-            })
-            .await?)
+        let execution = ExecutionRow::of(execution)?;
+        Ok(self.db.write(move |conn| execution.insert(conn)).await?)
     }
 
     async fn set_next_run(
