@@ -101,7 +101,19 @@ CREATE TABLE IF NOT EXISTS blacklist (
 /// versions were kept: the first migration creates whatever is missing.
 /// Every schema change is a new migration at the end; one that shipped is
 /// never edited.
-const MIGRATIONS: &[&str] = &[SCHEMA];
+const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES];
+
+/// Version 2: the notification deliveries owed, kept from the status change
+/// that calls for them until they are made or given up
+/// ([`crate::store::Submission::owed`]).
+const OWED_DELIVERIES: &str = r#"
+CREATE TABLE IF NOT EXISTS deliveries (
+    id      TEXT PRIMARY KEY,
+    queue   TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    due_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
 
 /// The schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -1,14 +1,17 @@
 //! Notifications: who hears about an execution, and their delivery.
 //!
-//! [`announce`] queues one `Deliver` message per target the job names for an
+//! [`announce`] owes one `Deliver` message per target the job names for an
 //! event: its webhooks (`webhooks.<event>`, notifier `webhook`) and its
 //! e-mail addresses (`notify.<event>`, notifier `email`), and the notifier
-//! plugins the operator subscribed to the task (`NOTIFIERS`). Message ids are
-//! derived from execution, notifier, event and target position, so
-//! announcing twice is harmless. [`run`] consumes them: it hands each to its
-//! notifier plugin, records the attempt with the execution, and gives failed
-//! ones back to the queue with back-off until the target's attempts are used
-//! up. Deliveries never hold up jobs.
+//! plugins the operator subscribed to the task (`NOTIFIERS`). The store
+//! keeps each owed delivery until it settles, and the outbox queues it.
+//! Message ids are derived from execution, notifier, event and target
+//! position, so announcing twice is harmless. [`run`] consumes them: it
+//! hands each to its notifier plugin, records the attempt with the
+//! execution, and gives failed ones back to the queue with back-off until
+//! the target's attempts are used up; then (or once accepted) the delivery
+//! is settled in the store. [`reconcile`] queues every owed delivery again
+//! after the queue lost its messages. Deliveries never hold up jobs.
 //!
 //! Deliveries are fair across jobs: a worker makes at most
 //! `NOTIFICATIONS_MAX_IN_FLIGHT_PER_JOB` of one job's deliveries at once
@@ -39,6 +42,7 @@ use crate::queue::consumer::consume;
 use crate::queue::{Delivery as QueueDelivery, NOTIFY, WEBHOOKS, Work};
 use crate::redact::{redact_envs, redact_url, redact_webhooks};
 use crate::services::Services;
+use crate::store::Submission;
 
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 8;
@@ -228,8 +232,12 @@ fn backoff(notifier: &str, attempt: u32, config: &Config) -> Duration {
     Duration::from_millis(ms as u64)
 }
 
-/// Queues the notifications `execution`'s current status calls for.
+/// Owes the notifications `execution`'s current status calls for: writes
+/// one delivery per target in one store transaction, kept until it is made
+/// or given up ([`Submission::owed`]), and has the outbox queue them.
 pub async fn announce(services: &Services, job: &Job, execution: &Execution) -> anyhow::Result<()> {
+    let now = crate::clock::now();
+    let mut owed = Vec::new();
     for &event in events_for(execution.status) {
         for notifier in notifier_names(&services.config) {
             for index in 0..targets(job, notifier, event, &services.config).len() {
@@ -241,14 +249,56 @@ pub async fn announce(services: &Services, job: &Job, execution: &Execution) -> 
                     event,
                     index,
                 };
-                services
-                    .queue
-                    .enqueue(queue_of(notifier), &work, None)
-                    .await?;
+                owed.push(crate::outbox::message(queue_of(notifier), &work, now)?);
             }
         }
     }
+    if owed.is_empty() {
+        return Ok(());
+    }
+    services
+        .store
+        .submit(Submission {
+            owed: &owed,
+            ..Submission::default()
+        })
+        .await?;
+    services.outbox.nudge();
     Ok(())
+}
+
+/// Queues every delivery the store says is owed again (a no-op for those
+/// the queue holds): a queue that lost its messages (a Redis flushed,
+/// restarted without persistence, failed over to an empty replica) loses
+/// no notification. Returns how many were queued again.
+pub async fn reconcile(services: &Services) -> anyhow::Result<usize> {
+    const PAGE: usize = 512;
+    let mut after = String::new();
+    let mut requeued = 0;
+    loop {
+        let owed = services.store.owed_deliveries(&after, PAGE).await?;
+        for message in &owed {
+            let work: Work = match serde_json::from_str(&message.payload) {
+                Ok(work) => work,
+                Err(err) => {
+                    warn!(message = %message.id, error = %err, "unreadable owed delivery dropped");
+                    services
+                        .store
+                        .settle_deliveries(std::slice::from_ref(&message.id))
+                        .await?;
+                    continue;
+                }
+            };
+            let due = chrono::DateTime::from_timestamp_millis(message.due_ms);
+            if services.queue.enqueue(&message.queue, &work, due).await? {
+                requeued += 1;
+            }
+        }
+        match owed.last() {
+            Some(last) if owed.len() == PAGE => after.clone_from(&last.id),
+            _ => return Ok(requeued),
+        }
+    }
 }
 
 /// The queue deliveries of `notifier` wait in.
@@ -288,7 +338,16 @@ pub async fn run(services: Services, queue_name: &'static str, shutdown: Cancell
                 }
             };
             let settled = match deliver(&services, &message).await {
-                Ok(None) => services.queue.ack(&message).await,
+                Ok(None) => match services.store.settle_deliveries(std::slice::from_ref(&message.id)).await {
+                    Ok(()) => services.queue.ack(&message).await,
+                    Err(err) => {
+                        warn!(message = %message.id, error = %err, "cannot settle a delivery; will try again");
+                        services
+                            .queue
+                            .retry_later(&message, Duration::from_secs(1))
+                            .await
+                    }
+                },
                 Ok(Some(delay)) => services.queue.retry_later(&message, delay).await,
                 Err(err) => {
                     warn!(message = %message.id, error = %err, "delivery failed; will try again");
@@ -338,14 +397,18 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
     };
     // Attempts are counted from the execution's record, not from queue
     // deliveries: a delivery that found the execution not yet final made no
-    // attempt.
-    let attempt = 1 + execution
-        .dispatches
-        .iter()
-        .filter(|d| {
-            d.notifier == *notifier && d.event == event.as_str() && d.target == target.label
-        })
-        .count() as u32;
+    // attempt. The record also says when one was made, or all were used
+    // (a delivery queued again from the store after it settled).
+    let made = execution.dispatches.iter().filter(|d| {
+        d.notifier == *notifier && d.event == event.as_str() && d.target == target.label
+    });
+    let (tries, accepted) = made.fold((0_u32, false), |(tries, accepted), d| {
+        (tries + 1, accepted || d.error.is_none())
+    });
+    if accepted || tries >= target.attempts_allowed {
+        return Ok(None);
+    }
+    let attempt = tries + 1;
     let outcome = match services.notifiers.get(notifier.as_str()) {
         None => Err(fastlane_sdk::PluginError::permanent(
             match notifier.as_str() {

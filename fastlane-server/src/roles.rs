@@ -229,8 +229,8 @@ pub async fn run(
 }
 
 /// Queues again what the store says should be queued (a no-op for what the
-/// queue holds): every unfinished execution, and the next firing of every
-/// live schedule. Nothing the API accepted waits forever because a process
+/// queue holds): every unfinished execution, the next firing of every live
+/// schedule, and every notification delivery owed. Nothing the API accepted waits forever because a process
 /// died, or the queue lost its messages, between storing it and running it.
 async fn reconcile(services: &Services, which: Reconcile) -> anyhow::Result<()> {
     let requeued = worker::reconcile(services, which).await?;
@@ -240,6 +240,10 @@ async fn reconcile(services: &Services, which: Reconcile) -> anyhow::Result<()> 
     let firings = scheduler::reconcile(services).await?;
     if firings > 0 {
         info!(firings, "queued schedules' next firings again");
+    }
+    let deliveries = crate::notify::reconcile(services).await?;
+    if deliveries > 0 {
+        info!(deliveries, "queued owed notification deliveries again");
     }
     let forgotten = services
         .store

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use fastlane_tests::postgres::fresh_store_url;
 use fastlane_tests::processes::{ContainerCreations, Worker};
+use fastlane_tests::receiver::Receiver;
 use fastlane_tests::redis::RedisServer;
 use fastlane_tests::{Server, image};
 
@@ -380,22 +381,33 @@ async fn work_a_queue_lost_is_queued_again_from_the_store_when_a_worker_starts()
     Ok(())
 }
 
-/// Redis loses everything while an API and a worker run a cron job: the
+/// Redis loses everything while an API and a worker run a cron job and a
+/// webhook waits in the queue for its next try (a minute of back-off): the
 /// worker's monitor role sees the queue's epoch change and queues the
-/// schedule again from the store, so the job goes on firing.
+/// schedule and the owed delivery again from the store, so the job goes on
+/// firing and the hook gets its second try, once.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cron_schedule_outlives_a_redis_flushall_under_api_and_worker_processes()
+async fn schedules_and_owed_notifications_outlive_a_redis_flushall_under_api_and_worker_processes()
 -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
+    let receiver = Receiver::start(vec![500, 200]).await?;
     let store = fresh_store_url()?;
     let redis_url = redis.url();
     let env = [
         ("STORE_URL", store.as_str()),
         ("REDIS_URL", redis_url.as_str()),
+        ("WEBHOOKS_ALLOW_LOCAL_NETWORK", "true"),
+        ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "60000"),
     ];
     let api = Server::start_api(&env).await?;
     let worker = Worker::start("cron-keeper", &[], &env)?;
     let task = unique_task("flushed-cron");
+    let hook = json!({"url": format!("{}/finishes", receiver.url), "retries": 3});
+    api.submit(
+        &task,
+        json!({"image": image(), "command": "echo hooked", "webhooks": {"finishes": [hook]}}),
+    )
+    .await?;
     let created = api
         .submit(
             &task,
@@ -408,10 +420,10 @@ async fn a_cron_schedule_outlives_a_redis_flushall_under_api_and_worker_processe
     );
     let fired = |job: &Value| job["job"]["executions"].as_array().map_or(0, Vec::len);
     let started = Instant::now();
-    while fired(&api.get(&job_path).await?.1) < 2 {
+    while fired(&api.get(&job_path).await?.1) < 2 || receiver.received().is_empty() {
         ensure!(
             started.elapsed() < Duration::from_secs(30),
-            "never fired twice"
+            "never fired twice, or never notified"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -421,16 +433,23 @@ async fn a_cron_schedule_outlives_a_redis_flushall_under_api_and_worker_processe
     let flushed = Instant::now();
     loop {
         let (_, job) = api.get(&job_path).await?;
-        if fired(&job) >= before + 2 {
+        if fired(&job) >= before + 2 && receiver.received().len() >= 2 {
             break;
         }
         ensure!(
-            flushed.elapsed() < Duration::from_secs(10),
-            "the schedule stopped with the queue's data: {job}\n{}",
+            flushed.elapsed() < Duration::from_secs(15),
+            "the schedule or the delivery went with the queue's data: {job}, {} requests\n{}",
+            receiver.received().len(),
             worker.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    tokio::time::sleep(Duration::from_secs(2)).await; // nothing more may come
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "the hook tried twice, no more"
+    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use fastlane_tests::receiver::Receiver;
 use fastlane_tests::{Server, image};
 use serde_json::json;
 
@@ -207,6 +208,64 @@ async fn a_delayed_job_fires_after_its_queued_firing_is_lost() -> anyhow::Result
     };
     assert_eq!(job["job"]["executionCount"], 1, "{job}");
     assert_eq!(job["job"]["scheduled"], false, "{job}");
+    Ok(())
+}
+
+/// Notifications too: a webhook that failed waits in the embedded queue for
+/// its next try (a minute of back-off) when the standalone stops, and its
+/// message is deleted meanwhile. The store still owes the delivery, so the
+/// next start queues it again: the hook gets its second try, once.
+#[tokio::test]
+async fn a_webhook_owed_when_the_queue_lost_it_is_tried_again_after_a_restart() -> anyhow::Result<()>
+{
+    let receiver = Receiver::start(vec![500, 200]).await?;
+    let mut server = Server::start(&[
+        ("WEBHOOKS_ALLOW_LOCAL_NETWORK", "true"),
+        ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "60000"),
+    ])
+    .await?;
+    let hook = json!({"url": format!("{}/finishes", receiver.url), "retries": 3});
+    let created = server
+        .submit(
+            "lost-delivery",
+            json!({"image": image(), "command": "echo hooked", "webhooks": {"finishes": [hook]}}),
+        )
+        .await?;
+    let execution_path = format!(
+        "/tasks/lost-delivery/jobs/{}/executions/{}",
+        created["jobId"].as_str().expect("jobId"),
+        created["executionId"].as_str().expect("executionId")
+    );
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while receiver.received().is_empty() {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "never notified");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.terminate(Duration::from_secs(10)).is_some());
+
+    let db = rusqlite::Connection::open(server.data_dir.join("fastlane.db"))?;
+    let deleted = db.execute("DELETE FROM queue WHERE queue = 'webhooks'", [])?;
+    assert_eq!(deleted, 1, "the next try was queued");
+    drop(db);
+    server.spawn()?;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.received().len() < 2 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the delivery was lost with the queue's message"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // nothing more may come
+    assert_eq!(receiver.received().len(), 2, "tried twice, no more");
+    let (_, execution) = server.get(&execution_path).await?;
+    let dispatch = execution["execution"]["metadata"]["webhookDispatch"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let codes: Vec<&serde_json::Value> = dispatch.iter().map(|d| &d["statusCode"]).collect();
+    assert_eq!(codes, [&json!(500), &json!(200)], "{execution}");
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use fastlane_tests::receiver::Receiver;
 use fastlane_tests::redis::RedisServer;
 use fastlane_tests::{Server, image};
 
@@ -144,5 +145,56 @@ async fn a_cron_schedule_survives_a_redis_flushall() -> anyhow::Result<()> {
         "{}",
         server.log()
     );
+    Ok(())
+}
+
+/// A webhook that failed waits in the queue for its next try (a minute of
+/// back-off); Redis loses every message meanwhile. The store still owes the
+/// delivery, so the monitor queues it again: the hook gets its second try,
+/// once, long before the back-off would have ended.
+#[tokio::test]
+async fn a_webhook_waiting_for_its_next_try_survives_a_redis_flushall() -> anyhow::Result<()> {
+    let redis = RedisServer::start().await?;
+    let receiver = Receiver::start(vec![500, 200]).await?;
+    let server = Server::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("WEBHOOKS_ALLOW_LOCAL_NETWORK", "true"),
+        ("WEBHOOKS_EXPONENTIAL_BACKOFF_MIN_MS", "60000"),
+    ])
+    .await?;
+    let hook = json!({"url": format!("{}/finishes", receiver.url), "retries": 3});
+    let created = server
+        .submit(
+            "flushed-hook",
+            json!({"image": image(), "command": "echo hooked", "webhooks": {"finishes": [hook]}}),
+        )
+        .await?;
+    server.wait_finished(url(&created)?, LIMIT).await?;
+    wait_received(&receiver, 1, LIMIT).await?;
+
+    redis.cli(&["FLUSHALL"])?;
+    wait_received(&receiver, 2, Duration::from_secs(20)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // nothing more may come
+    let paths: Vec<_> = receiver.received().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/finishes", "/finishes"], "tried twice, no more");
+    let (_, execution) = server.get(url(&created)?).await?;
+    let dispatch = execution["execution"]["metadata"]["webhookDispatch"]
+        .as_array()
+        .context("webhookDispatch")?;
+    let codes: Vec<&Value> = dispatch.iter().map(|d| &d["statusCode"]).collect();
+    assert_eq!(codes, [&json!(500), &json!(200)], "{execution}");
+    Ok(())
+}
+
+async fn wait_received(receiver: &Receiver, count: usize, limit: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while receiver.received().len() < count {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {count} requests received",
+            receiver.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }

@@ -657,6 +657,51 @@ pub async fn the_outbox_keeps_messages_with_their_job_until_published(store: Arc
     assert_eq!(taken, [c], "removed messages are gone for good");
 }
 
+/// Owed deliveries are published like any outbox message, and kept,
+/// listed in pages by id, until settled; owing one twice keeps it once.
+pub async fn owed_deliveries_stay_until_settled(store: Arc<dyn Store>) {
+    let (b, a, c) = (
+        message("b", 1_000),
+        message("a", 2_000),
+        message("c", 3_000),
+    );
+    let owe = |owed: Vec<Outgoing>| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .submit(Submission {
+                    owed: &owed,
+                    ..Submission::default()
+                })
+                .await
+                .expect("owe")
+        }
+    };
+    owe(vec![b.clone(), a.clone()]).await;
+    owe(vec![a.clone(), c.clone()]).await;
+
+    let lease = std::time::Duration::from_secs(60);
+    let taken = store.take_outbox(10, lease).await.expect("take");
+    let mut ids: Vec<_> = taken.iter().map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["a", "b", "c"], "published like the others: {taken:?}");
+    store
+        .remove_outbox(&["a".to_owned(), "b".to_owned(), "c".to_owned()])
+        .await
+        .expect("published");
+
+    let first = store.owed_deliveries("", 2).await.expect("owed");
+    assert_eq!(first, [a, b.clone()], "in order of id, a page at most");
+    let rest = store.owed_deliveries("b", 2).await.expect("owed");
+    assert_eq!(rest, std::slice::from_ref(&c), "after the last one seen");
+
+    store
+        .settle_deliveries(&["a".to_owned(), "c".to_owned()])
+        .await
+        .expect("settle");
+    assert_eq!(store.owed_deliveries("", 10).await.expect("owed"), [b]);
+}
+
 /// A job written with an idempotency key is the only one written with it
 /// while the key lives; an expired key is free again, and forgotten.
 pub async fn an_idempotency_key_writes_once_until_it_expires(store: Arc<dyn Store>) {
@@ -783,6 +828,7 @@ macro_rules! store_conformance {
             an_execution_takes_the_first_choice_with_room,
             the_outbox_keeps_messages_with_their_job_until_published,
             an_idempotency_key_writes_once_until_it_expires,
+            owed_deliveries_stay_until_settled,
         );
     };
     (@tests always [] $make:expr; $($name:ident,)*) => {

@@ -362,6 +362,11 @@ pub struct Submission<'a> {
     pub executions: &'a [Execution],
     /// The queue messages that set it going.
     pub outgoing: &'a [Outgoing],
+    /// Notification deliveries a status change calls for: queued like
+    /// `outgoing`, and also kept as owed until [`Store::settle_deliveries`]
+    /// says each was made or given up, so that a queue that loses them
+    /// gets them again ([`Store::owed_deliveries`]).
+    pub owed: &'a [Outgoing],
     /// The request's `Idempotency-Key`, with the answer it stands for.
     pub idempotency: Option<&'a IdempotencyRecord>,
     /// Executions already stored are left as they are, not replaced (a
@@ -411,6 +416,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Removes published outbox messages.
     async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError>;
+
+    /// The notification deliveries owed ([`Submission::owed`], not yet
+    /// settled), in order of message id, after `after` (`""` for the
+    /// first), at most `limit`.
+    async fn owed_deliveries(&self, after: &str, limit: usize)
+    -> Result<Vec<Outgoing>, StoreError>;
+
+    /// Settles owed deliveries: made, given up, or about records now gone.
+    async fn settle_deliveries(&self, ids: &[String]) -> Result<(), StoreError>;
 
     /// Saves a changed job.
     async fn save_job(&self, job: &Job) -> Result<(), StoreError>;

@@ -63,7 +63,8 @@ use documents::{
     nanos, record, text,
 };
 use schema::{
-    BLACKLIST, COUNTERS, EXECUTIONS, HOST_HEALTH, IDEMPOTENCY, JOBS, LOGS, OUTBOX, TASKS,
+    BLACKLIST, COUNTERS, DELIVERIES, EXECUTIONS, HOST_HEALTH, IDEMPOTENCY, JOBS, LOGS, OUTBOX,
+    TASKS,
 };
 
 use super::{
@@ -522,6 +523,7 @@ impl Store for MongoStore {
             jobs,
             executions,
             outgoing,
+            owed,
             idempotency,
             keep_existing,
         } = submission;
@@ -573,7 +575,21 @@ impl Store for MongoStore {
                         self.upsert_execution(&mut session, execution).await?;
                     }
                 }
-                for message in outgoing {
+                for message in owed {
+                    self.collection(DELIVERIES)
+                        .update_one(
+                            doc! {"_id": &message.id},
+                            doc! {"$setOnInsert": {
+                                "queue": &message.queue,
+                                "payload": &message.payload,
+                                "due_ms": message.due_ms,
+                            }},
+                        )
+                        .upsert(true)
+                        .session(&mut session)
+                        .await?;
+                }
+                for message in outgoing.iter().chain(owed) {
                     // An upsert, not an insert: a duplicate key would abort
                     // the transaction.
                     self.collection(OUTBOX)
@@ -689,6 +705,49 @@ impl Store for MongoStore {
 
     async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
         self.collection(OUTBOX)
+            .delete_many(doc! {"_id": {"$in": ids}})
+            .await
+            .map_err(mongo)?;
+        Ok(())
+    }
+
+    async fn owed_deliveries(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Outgoing>, StoreError> {
+        let owed: Vec<Document> = self
+            .collection(DELIVERIES)
+            .find(doc! {"_id": {"$gt": after}})
+            .sort(doc! {"_id": 1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(mongo)?
+            .try_collect()
+            .await
+            .map_err(mongo)?;
+        owed.iter()
+            .map(|message| {
+                let read = |key: &str| {
+                    message
+                        .get_str(key)
+                        .map(str::to_owned)
+                        .map_err(|e| corrupt(format!("owed delivery: {e}")))
+                };
+                Ok(Outgoing {
+                    id: read("_id")?,
+                    queue: read("queue")?,
+                    payload: read("payload")?,
+                    due_ms: message
+                        .get_i64("due_ms")
+                        .map_err(|e| corrupt(format!("owed delivery: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn settle_deliveries(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.collection(DELIVERIES)
             .delete_many(doc! {"_id": {"$in": ids}})
             .await
             .map_err(mongo)?;

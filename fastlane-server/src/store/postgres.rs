@@ -217,6 +217,7 @@ impl Store for PostgresStore {
             jobs,
             executions,
             outgoing,
+            owed,
             idempotency,
             keep_existing,
         } = submission;
@@ -256,7 +257,29 @@ impl Store for PostgresStore {
                 upsert_execution(&tx, execution).await?;
             }
         }
-        if !outgoing.is_empty() {
+        if !owed.is_empty() {
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO deliveries (id, queue, payload, due_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .await
+                .map_err(pg)?;
+            for message in owed {
+                tx.execute(
+                    &insert,
+                    &[
+                        &message.id,
+                        &message.queue,
+                        &message.payload,
+                        &message.due_ms,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            }
+        }
+        if !outgoing.is_empty() || !owed.is_empty() {
             let insert = tx
                 .prepare_cached(
                     "INSERT INTO outbox (id, queue, payload, due_ms) VALUES ($1, $2, $3, $4)
@@ -264,7 +287,7 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(pg)?;
-            for message in outgoing {
+            for message in outgoing.iter().chain(owed) {
                 tx.execute(
                     &insert,
                     &[
@@ -352,6 +375,38 @@ impl Store for PostgresStore {
 
     async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
         self.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
+            .await?;
+        Ok(())
+    }
+
+    async fn owed_deliveries(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Outgoing>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                "SELECT id, queue, payload, due_ms FROM deliveries
+                 WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Outgoing {
+                    id: row.try_get(0)?,
+                    queue: row.try_get(1)?,
+                    payload: row.try_get(2)?,
+                    due_ms: row.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            .map_err(pg)
+    }
+
+    async fn settle_deliveries(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.execute("DELETE FROM deliveries WHERE id = ANY($1)", &[&ids])
             .await?;
         Ok(())
     }

@@ -210,6 +210,7 @@ impl Store for SqliteStore {
             jobs,
             executions,
             outgoing,
+            owed,
             idempotency,
             keep_existing,
         } = submission;
@@ -220,7 +221,8 @@ impl Store for SqliteStore {
             .iter()
             .map(ExecutionRow::of)
             .collect::<Result<Vec<_>, _>>()?;
-        let outgoing = outgoing.to_vec();
+        let owed = owed.to_vec();
+        let outgoing = [outgoing, &owed].concat();
         let outbox = self.outbox;
         let queued = !outgoing.is_empty() && outbox == Outbox::EmbeddedQueue;
         // The writer runs each operation in a savepoint of its own: every
@@ -242,6 +244,18 @@ impl Store for SqliteStore {
                     } else {
                         execution.upsert(conn)?;
                     }
+                }
+                for message in &owed {
+                    conn.prepare_cached(
+                        "INSERT INTO deliveries (id, queue, payload, due_ms)
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
+                    )?
+                    .execute(params![
+                        message.id,
+                        message.queue,
+                        message.payload,
+                        message.due_ms
+                    ])?;
                 }
                 for message in &outgoing {
                     match outbox {
@@ -361,6 +375,49 @@ impl Store for SqliteStore {
                 let mut remove = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
                 for id in &ids {
                     remove.execute(params![id])?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn owed_deliveries(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Outgoing>, StoreError> {
+        let after = after.to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .db
+            .read(move |conn| {
+                let owed = conn
+                    .prepare_cached(
+                        "SELECT id, queue, payload, due_ms FROM deliveries
+                         WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    )?
+                    .query_map(params![after, limit], |r| {
+                        Ok(Outgoing {
+                            id: r.get(0)?,
+                            queue: r.get(1)?,
+                            payload: r.get(2)?,
+                            due_ms: r.get(3)?,
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+                Ok(owed)
+            })
+            .await?)
+    }
+
+    async fn settle_deliveries(&self, ids: &[String]) -> Result<(), StoreError> {
+        let ids = ids.to_vec();
+        self.db
+            .write(move |conn| {
+                let mut settle = conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?;
+                for id in &ids {
+                    settle.execute(params![id])?;
                 }
                 Ok(())
             })

@@ -14,6 +14,7 @@
 //! | `counters` | sequence name | `n`, the last number handed out |
 //! | `idempotency` | key | `fingerprint`, `response`, `expires_ms` |
 //! | `outbox` | message id | `queue`, `payload`, `due_ms`, `taken_until` (see `Store::take_outbox`) |
+//! | `deliveries` | message id | `queue`, `payload`, `due_ms` (see `Submission::owed`) |
 
 use mongodb::bson::{Document, doc};
 use mongodb::options::IndexOptions;
@@ -28,6 +29,7 @@ pub(super) const HOST_HEALTH: &str = "host_health";
 pub(super) const BLACKLIST: &str = "blacklist";
 pub(super) const COUNTERS: &str = "counters";
 pub(super) const OUTBOX: &str = "outbox";
+pub(super) const DELIVERIES: &str = "deliveries";
 pub(super) const IDEMPOTENCY: &str = "idempotency";
 
 fn index(keys: Document, unique: bool) -> IndexModel {
