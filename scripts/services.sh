@@ -163,6 +163,43 @@ start_postgres() {
     if [ -z "$(as_postgres "${psql[@]}" -tA -c "SELECT 1 FROM pg_database WHERE datname = 'fastlane'")" ]; then
         as_postgres "${psql[@]}" -c 'CREATE DATABASE fastlane OWNER fastlane' >/dev/null
     fi
+    postgres_tls "$version"
+}
+
+# TLS for the tests of `sslmode` (tests/tests/networked.rs): a CA and a
+# server certificate for `localhost` made here with openssl, kept with the
+# cluster's configuration; SSL on; and a role `fastlane_tls` (password
+# `fastlane`, a member of `fastlane`) that may log in over TLS only.
+postgres_tls() {
+    local version=$1 dir="/etc/postgresql/$1/fastlane/tls"
+    if [ ! -f "$dir/server.key" ]; then
+        log "making the test PostgreSQL's TLS certificates in $dir"
+        as_root mkdir -p "$dir"
+        as_root openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=fastlane-test-postgres-ca \
+            -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+        as_root openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+            -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+        printf 'subjectAltName=DNS:localhost\n' | as_root tee "$dir/server.ext" >/dev/null
+        as_root openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+            -CAcreateserial -days 3650 -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
+        as_root chown -R postgres:postgres "$dir"
+        as_root chmod 600 "$dir/server.key" "$dir/ca.key"
+        as_root chmod 644 "$dir/ca.pem"
+    fi
+    local hba="/etc/postgresql/$version/fastlane/pg_hba.conf"
+    if ! grep -q fastlane_tls "$hba"; then
+        as_root sed -i '1i hostnossl all fastlane_tls all reject' "$hba"
+    fi
+    local psql=(psql -p "$POSTGRES_PORT" -X -q -v ON_ERROR_STOP=1)
+    as_postgres "${psql[@]}" -c "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fastlane_tls') THEN
+            CREATE ROLE fastlane_tls LOGIN PASSWORD 'fastlane' IN ROLE fastlane;
+        END IF; END \$\$" >/dev/null
+    as_postgres "${psql[@]}" -c "ALTER SYSTEM SET ssl = on" \
+        -c "ALTER SYSTEM SET ssl_cert_file = '$dir/server.crt'" \
+        -c "ALTER SYSTEM SET ssl_key_file = '$dir/server.key'" \
+        -c "SELECT pg_reload_conf()" >/dev/null
+    POSTGRES_CA="$dir/ca.pem"
 }
 
 install_packages
@@ -179,4 +216,5 @@ FASTLANE_TEST_DOCKER_UNIX=unix://$PODMAN_SOCK
 FASTLANE_TEST_DOCKER_TCP=$PODMAN_TCP
 FASTLANE_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 FASTLANE_TEST_POSTGRES_URL=postgres://fastlane:fastlane@127.0.0.1:$POSTGRES_PORT/fastlane
+FASTLANE_TEST_POSTGRES_CA=${POSTGRES_CA:-}
 INFO

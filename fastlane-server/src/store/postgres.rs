@@ -15,13 +15,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::{Row, Transaction};
 
 use fastlane_sdk::{Execution, Job, Task};
 
 mod admission;
 mod rows;
 mod schema;
+pub mod tls;
 
 use admission::{give_back_finished, held_slots, lock_admission, read_line};
 use rows::{big, col, corrupt, count, docs, document, listed, one, pg};
@@ -50,17 +51,21 @@ impl std::fmt::Debug for PostgresStore {
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`,
-    /// or the `key=value` form; no TLS) and creates the tables it lacks.
+    /// or the `key=value` form; TLS as libpq's `sslmode` and `sslrootcert`
+    /// say, see [`tls`]) and brings its tables to this build's schema.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let refused = |e: String| StoreError::Unavailable(format!("postgres url: {e}"));
+        let (url, tls) = tls::split(url).map_err(refused)?;
         let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError::Unavailable(format!("postgres url: {e}")))?;
+            .map_err(|e: tokio_postgres::Error| refused(e.to_string()))?;
+        config.ssl_mode(tls.ssl_mode());
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.connector().map_err(refused)?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -898,7 +903,7 @@ mod tests {
     async fn fresh_url() -> String {
         let url =
             std::env::var("FASTLANE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let (client, connection) = tokio_postgres::connect(&url, NoTls)
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| {
                 panic!(
