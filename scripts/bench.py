@@ -10,7 +10,11 @@ measures, side by side with the limits they approach:
 - RSS idle and with the queue full;
 - with an engine (--engine unix:///…sock): the engine's own time for N
   containers (create, start, wait, logs, remove through its Docker API at
-  the same parallelism) next to fastlane's drain time for N jobs.
+  the same parallelism) next to fastlane's drain time for N jobs; and the
+  worker path of one job at a time with a free slot: from the job's
+  creation to the container's (the engine's `Created`), and from the
+  container's exit (its `State.FinishedAt`) to the result stored (the
+  execution's `finishedAt`, set as the result is written).
 
 Nothing runs during the submission rounds: the only host is blacklisted.
 Prints a markdown table. Reproduce with scripts/bench.sh (see BENCHMARKS.md).
@@ -18,6 +22,7 @@ Prints a markdown table. Reproduce with scripts/bench.sh (see BENCHMARKS.md).
 
 import argparse
 import concurrent.futures
+import datetime
 import http.client
 import json
 import os
@@ -300,6 +305,45 @@ def drain(binary, engine, jobs, parallel):
         server.stop()
 
 
+def engine_time(text):
+    """An engine's RFC 3339 time (nanoseconds, any offset) in seconds since the epoch."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", text)
+    if not match:
+        raise ValueError(f"not a time: {text!r}")
+    whole, frac, zone = match.groups()
+    zone = "+00:00" if zone == "Z" else zone
+    seconds = datetime.datetime.fromisoformat(whole + zone).timestamp()
+    return seconds + (float("0" + frac) if frac else 0.0)
+
+
+def worker_path(binary, engine, jobs):
+    """One job at a time on a free slot: job created → container created, and
+    container exited → result stored, in milliseconds (sorted lists)."""
+    sock = engine.removeprefix("unix://")
+    server = Server(binary, [{"match": "", "hosts": [engine], "maxRunning": 10}])
+    to_create, to_store = [], []
+    try:
+        body = {"image": "busybox:latest", "command": "echo hello"}
+        for _ in range(jobs):
+            created = server.request("POST", "/tasks/path", body)
+            execution_url = created["executionUrl"].replace(server.url, "")
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                view = server.request("GET", execution_url)["execution"]
+                if view.get("finishedAt"):
+                    break
+                time.sleep(0.02)
+            name = f"defunct-fastlane-job-{created['executionId']}"
+            container = json.loads(engine_call(sock, "GET", f"/containers/{name}/json"))
+            to_create.append(1000 * (engine_time(container["Created"]) - engine_time(view["createdAt"])))
+            to_store.append(
+                1000 * (engine_time(view["finishedAt"]) - engine_time(container["State"]["FinishedAt"]))
+            )
+        return sorted(to_create), sorted(to_store)
+    finally:
+        server.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default="target/release/fastlane")
@@ -310,7 +354,18 @@ def main():
     parser.add_argument("--engine", help="unix:///path.sock of a Docker API engine for the drain rows")
     parser.add_argument("--drain-jobs", type=int, default=200)
     parser.add_argument("--parallel", type=int, default=10)
+    parser.add_argument("--path-jobs", type=int, default=30, help="jobs for the worker-path rows")
+    parser.add_argument("--only-path", action="store_true", help="measure only the worker-path rows")
     args = parser.parse_args()
+    if args.only_path:
+        if not args.engine:
+            raise SystemExit("--only-path needs --engine")
+        to_create, to_store = worker_path(args.binary, args.engine, args.path_jobs)
+        print(f"job created → container created: p50 {pct(to_create, 50):.1f} ms, "
+              f"p99 {pct(to_create, 99):.1f} ms; all {[round(v, 1) for v in to_create]}")
+        print(f"container exited → result stored: p50 {pct(to_store, 50):.1f} ms, "
+              f"p99 {pct(to_store, 99):.1f} ms; all {[round(v, 1) for v in to_store]}")
+        return 0
 
     s = submissions(args.binary, args.seconds, args.connections, args.fill)
     batch = batches(args.binary, args.seconds)
@@ -341,6 +396,11 @@ def main():
         rows.append((f"{args.drain_jobs} `echo` jobs drained ({args.parallel} at once)",
                      f"{took:.1f} s = **{took / floor:.2f}×** the engine's own {floor:.1f} s"
                      + (f" ({left} unfinished)" if left else ""), "≤ 1.10×"))
+        to_create, to_store = worker_path(args.binary, args.engine, args.path_jobs)
+        rows.append((f"job created → its container created ({args.path_jobs} jobs, one at a time)",
+                     f"p50 {pct(to_create, 50):.1f} ms, p99 {pct(to_create, 99):.1f} ms", "p50 ≤ 5 ms"))
+        rows.append(("container exited → result stored",
+                     f"p50 {pct(to_store, 50):.1f} ms, p99 {pct(to_store, 99):.1f} ms", "p50 ≤ 50 ms"))
     print(f"fastlane {args.binary}, wrk -t2 -c{args.connections} -d{args.seconds}s, "
           f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores\n")
     print("| | measured | goal |\n|---|---|---|")

@@ -111,6 +111,18 @@ async fn metrics_parse_and_move_when_jobs_run() -> anyhow::Result<()> {
         value(&after, "fastlane_queue_wait_seconds_count", json!({})),
         2.0
     );
+    // Each run's steps are timed once each.
+    for step in ["place", "start", "collect"] {
+        assert_eq!(
+            value(
+                &after,
+                "fastlane_execution_step_seconds_count",
+                json!({"step": step})
+            ),
+            2.0,
+            "{step}"
+        );
+    }
     // The queue drains once the worker has acknowledged its messages.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

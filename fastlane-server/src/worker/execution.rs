@@ -2,12 +2,15 @@
 //! next begins, and each can be repeated safely, so `drive` can resume an
 //! execution wherever a previous worker left it:
 //!
-//! | stored state | what `drive` does |
-//! |---|---|
-//! | `enqueued` | check expiration, choose a host → `pulling` |
-//! | `pulling` | ready the image, start the container (finding one already started) → `running` |
-//! | `running` | wait for the exit (or the timeout), collect output → final status |
-//! | final | tidy up the container |
+//! | stored state | step | what it does |
+//! |---|---|---|
+//! | `enqueued` | [`expire`], [`place`] | check expiration, take a slot in line, choose a host → `pulling` |
+//! | `pulling` | [`start`] | ready the image, start the container (finding one already started) → `running` |
+//! | `running` | [`watch`] | wait for the exit (or the timeout), collect output → final status |
+//! | final | | tidy up the container |
+//!
+//! `place`, `start` and the collecting part of `watch` are timed in
+//! `fastlane_execution_step_seconds{step}`.
 
 use std::time::Duration;
 
@@ -164,104 +167,179 @@ fn spec(job: &Job, execution: &Execution) -> Result<ExecutionSpec, PluginError> 
     })
 }
 
+/// Takes the execution from its stored state to its end, one step per
+/// status (see the module's table); each step is stored before the next.
 async fn steps(
     services: &Services,
     job: &Job,
     execution: &mut Execution,
     ticket: Ticket,
 ) -> Result<Outcome, StepError> {
-    let store = &services.store;
-    let executor = services.executors.for_task(&execution.task_id);
     if execution.status.is_final() {
         release(services, execution).await;
         return Ok(Outcome::Finished);
     }
     let spec = spec(job, execution)?;
-
-    if execution.status == ExecutionStatus::Enqueued
-        && let Some(expiration) = job.spec.expiration
-        && Utc::now() > expiration
-    {
-        let now = Utc::now();
-        execution.status = ExecutionStatus::Expired;
-        execution.finished_at = Some(now);
-        execution.error = Some(format!(
-            "Job was supposed to be done before {}, but was started at {}.",
-            expiration.to_rfc3339(),
-            now.to_rfc3339()
-        ));
+    if execution.status == ExecutionStatus::Enqueued && expire(job, execution) {
         return Ok(finish(services, job, execution.clone()).await);
     }
-
     let placement = match &execution.placement {
         Some(placement) => {
             // Placed before: nothing to wait for in line.
             drop(ticket);
             placement.clone()
         }
-        None => {
-            let choices = crate::admission::choices(services, job);
-            // Executions ask for slots in the order they came off the queue.
-            ticket.wait().await;
-            let admitted = store.admit(&execution.execution_id, &choices).await;
-            drop(ticket);
-            let held = match admitted? {
-                Admission::Admitted { gates } => gates,
-                Admission::Waiting { ahead } => {
-                    info!(execution = %execution.execution_id, ahead, "waiting for a slot");
-                    return Ok(Outcome::Parked);
-                }
-            };
-            let spec = ExecutionSpec {
-                pool: crate::admission::pool_held(executor.name(), &held),
-                ..spec.clone()
-            };
-            let placement = executor.place(&spec).await?;
-            execution.placement = Some(placement.clone());
-            execution.status = ExecutionStatus::Pulling;
-            store.save_execution(execution, None).await?;
-            placement
-        }
+        None => match timed(
+            services,
+            "place",
+            place(services, job, execution, &spec, ticket),
+        )
+        .await?
+        {
+            Some(placement) => placement,
+            None => return Ok(Outcome::Parked),
+        },
     };
-
     let handle = match &execution.handle {
         Some(handle) => handle.clone(),
         None => {
-            if let Err(err) = executor.prepare(&spec, &placement).await {
-                if err.kind() == ErrorKind::Unavailable {
-                    // The host did not answer, and nothing was created on it
-                    // yet: the next try places the execution afresh, on a
-                    // host that answers, instead of waiting for this one.
-                    execution.placement = None;
-                    execution.status = ExecutionStatus::Enqueued;
-                    store.save_execution(execution, None).await?;
-                }
-                return Err(err.into());
-            }
-            let started_at = Utc::now();
-            let handle = executor.start(&spec, &placement).await?;
-            execution.started_at.get_or_insert(started_at);
-            execution.handle = Some(handle.clone());
-            execution.status = ExecutionStatus::Running;
-            store.save_execution(execution, None).await?;
-            info!(execution = %execution.execution_id, host = %handle.host, container = %handle.id, "running");
-            crate::notify::announce(services, job, execution).await?;
-            let waited = (started_at - execution.created_at)
-                .num_milliseconds()
-                .max(0);
-            services
-                .metrics
-                .observe("fastlane_queue_wait_seconds", &[], waited as f64 / 1000.0);
-            // A stop that came while the container was starting found no
-            // container to stop: stop it now.
-            let stored = store.execution(&execution.execution_id).await?;
-            if stored.is_some_and(|e| e.status == ExecutionStatus::Stopped) {
-                let grace = Duration::from_secs(services.config.stop_grace_seconds);
-                executor.stop(&handle, grace).await?;
-            }
-            handle
+            timed(
+                services,
+                "start",
+                start(services, job, execution, &spec, &placement),
+            )
+            .await?
         }
     };
+    watch(services, job, execution, &handle).await
+}
+
+/// Runs one step, and records how long it took in
+/// `fastlane_execution_step_seconds{step}`.
+async fn timed<T>(
+    services: &Services,
+    step: &str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let began = std::time::Instant::now();
+    let result = work.await;
+    services.metrics.observe(
+        "fastlane_execution_step_seconds",
+        &[("step", step)],
+        began.elapsed().as_secs_f64(),
+    );
+    result
+}
+
+/// `enqueued`, past the job's expiration: marks the execution expired.
+fn expire(job: &Job, execution: &mut Execution) -> bool {
+    let now = Utc::now();
+    let Some(expiration) = job.spec.expiration.filter(|e| now > *e) else {
+        return false;
+    };
+    execution.status = ExecutionStatus::Expired;
+    execution.finished_at = Some(now);
+    execution.error = Some(format!(
+        "Job was supposed to be done before {}, but was started at {}.",
+        expiration.to_rfc3339(),
+        now.to_rfc3339()
+    ));
+    true
+}
+
+/// `enqueued` → `pulling`: a slot in the admission line, then a host.
+/// `None` when the execution waits in line.
+async fn place(
+    services: &Services,
+    job: &Job,
+    execution: &mut Execution,
+    spec: &ExecutionSpec,
+    ticket: Ticket,
+) -> Result<Option<fastlane_sdk::Placement>, StepError> {
+    let executor = services.executors.for_task(&execution.task_id);
+    let choices = crate::admission::choices(services, job);
+    // Executions ask for slots in the order they came off the queue.
+    ticket.wait().await;
+    let admitted = services
+        .store
+        .admit(&execution.execution_id, &choices)
+        .await;
+    drop(ticket);
+    let held = match admitted? {
+        Admission::Admitted { gates } => gates,
+        Admission::Waiting { ahead } => {
+            info!(execution = %execution.execution_id, ahead, "waiting for a slot");
+            return Ok(None);
+        }
+    };
+    let spec = ExecutionSpec {
+        pool: crate::admission::pool_held(executor.name(), &held),
+        ..spec.clone()
+    };
+    let placement = executor.place(&spec).await?;
+    execution.placement = Some(placement.clone());
+    execution.status = ExecutionStatus::Pulling;
+    services.store.save_execution(execution, None).await?;
+    Ok(Some(placement))
+}
+
+/// `pulling` → `running`: the image ready, the container started (or the
+/// one a previous try started found), the start announced.
+async fn start(
+    services: &Services,
+    job: &Job,
+    execution: &mut Execution,
+    spec: &ExecutionSpec,
+    placement: &fastlane_sdk::Placement,
+) -> Result<RunHandle, StepError> {
+    let store = &services.store;
+    let executor = services.executors.for_task(&execution.task_id);
+    if let Err(err) = executor.prepare(spec, placement).await {
+        if err.kind() == ErrorKind::Unavailable {
+            // The host did not answer, and nothing was created on it yet:
+            // the next try places the execution afresh, on a host that
+            // answers, instead of waiting for this one.
+            execution.placement = None;
+            execution.status = ExecutionStatus::Enqueued;
+            store.save_execution(execution, None).await?;
+        }
+        return Err(err.into());
+    }
+    let started_at = Utc::now();
+    let handle = executor.start(spec, placement).await?;
+    execution.started_at.get_or_insert(started_at);
+    execution.handle = Some(handle.clone());
+    execution.status = ExecutionStatus::Running;
+    store.save_execution(execution, None).await?;
+    info!(execution = %execution.execution_id, host = %handle.host, container = %handle.id, "running");
+    crate::notify::announce(services, job, execution).await?;
+    let waited = (started_at - execution.created_at)
+        .num_milliseconds()
+        .max(0);
+    services
+        .metrics
+        .observe("fastlane_queue_wait_seconds", &[], waited as f64 / 1000.0);
+    // A stop that came while the container was starting found no
+    // container to stop: stop it now.
+    let stored = store.execution(&execution.execution_id).await?;
+    if stored.is_some_and(|e| e.status == ExecutionStatus::Stopped) {
+        let grace = Duration::from_secs(services.config.stop_grace_seconds);
+        executor.stop(&handle, grace).await?;
+    }
+    Ok(handle)
+}
+
+/// `running` → final: waits for the exit (or the timeout) while following
+/// the output, collects the result and stores it.
+async fn watch(
+    services: &Services,
+    job: &Job,
+    execution: &mut Execution,
+    handle: &RunHandle,
+) -> Result<Outcome, StepError> {
+    let store = &services.store;
+    let executor = services.executors.for_task(&execution.task_id);
+    let handle = handle.clone();
 
     let timeout = job
         .spec
@@ -281,6 +359,8 @@ async fn steps(
         cap,
     )));
     let waited = tokio::time::timeout(remaining, executor.wait(&handle)).await;
+    // From here on the run has ended: the rest is collecting its result.
+    let ended = std::time::Instant::now();
     // The run has ended (or was stopped): its output ends too, soon.
     follower.finish().await;
     match waited {
@@ -323,7 +403,13 @@ async fn steps(
             execution.error = Some(format!("Job execution timed out after {timeout} seconds."));
         }
     }
-    Ok(finish(services, job, execution.clone()).await)
+    let outcome = finish(services, job, execution.clone()).await;
+    services.metrics.observe(
+        "fastlane_execution_step_seconds",
+        &[("step", "collect")],
+        ended.elapsed().as_secs_f64(),
+    );
+    Ok(outcome)
 }
 
 /// The task following a run's output, stopped if the step is dropped.

@@ -46,6 +46,10 @@ fn help(name: &str) -> &'static str {
             "Time from container start to result, by final status."
         }
         "fastlane_queue_wait_seconds" => "Time an execution waited between enqueued and started.",
+        "fastlane_execution_step_seconds" => {
+            "Time the worker spent in each step of an execution: place (a slot and a host), \
+             start (image ready, container started), collect (run ended to result stored)."
+        }
         "fastlane_schedule_lateness_seconds" => "How late scheduled and cron firings happened.",
         "fastlane_notifications_total" => "Notification attempts, by notifier and outcome.",
         "fastlane_queue_messages" => "Messages in each queue (due or not, leased or not).",
