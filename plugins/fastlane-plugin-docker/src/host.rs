@@ -1,5 +1,9 @@
 //! One Docker API endpoint: how its address is written and how to reach it.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use bollard::{API_DEFAULT_VERSION, Docker};
 use tokio::sync::OnceCell;
 
@@ -91,7 +95,12 @@ pub struct Host {
     pub circuit: Circuit,
     /// How many executions run on it, as placement counts them.
     pub load: Load,
+    /// The images it was last seen to hold, with when.
+    images: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long an image a host was seen to hold is taken on trust.
+const IMAGE_TRUST: Duration = Duration::from_secs(60);
 
 impl Host {
     /// A host whose address already parsed.
@@ -110,6 +119,7 @@ impl Host {
             client: OnceCell::new(),
             circuit: Circuit::new(circuit),
             load: Load::default(),
+            images: Mutex::new(HashMap::new()),
         }
     }
 
@@ -156,6 +166,24 @@ impl Host {
     /// The host answered: its circuit closes.
     pub fn answered(&self) {
         self.circuit.succeeded();
+    }
+
+    /// Whether the host held `image` a moment ago (within [`IMAGE_TRUST`]).
+    pub fn holds_image(&self, image: &str) -> bool {
+        let images = self.images.lock().unwrap_or_else(PoisonError::into_inner);
+        images
+            .get(image)
+            .is_some_and(|seen| seen.elapsed() < IMAGE_TRUST)
+    }
+
+    /// The host holds `image` now; or, with `false`, no longer does.
+    pub fn saw_image(&self, image: &str, held: bool) {
+        let mut images = self.images.lock().unwrap_or_else(PoisonError::into_inner);
+        if held {
+            images.insert(image.to_owned(), Instant::now());
+        } else {
+            images.remove(image);
+        }
     }
 }
 

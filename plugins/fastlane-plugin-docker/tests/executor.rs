@@ -232,3 +232,73 @@ async fn a_prune_policy_spares_the_newest_and_the_young() {
         );
     }
 }
+
+/// Sends one request to the engine's API; returns the status code.
+async fn engine_request(method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = engine();
+    let socket = socket.trim_start_matches("unix://");
+    let mut stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("the engine's socket");
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: engine\r\nContent-Length: 0\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request sent");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .expect("answer read");
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
+
+/// An image the host held a moment ago is taken on trust (no engine round
+/// trip per execution); one removed meanwhile is pulled again at start, and
+/// where it cannot be pulled, the error names it.
+#[tokio::test]
+async fn an_image_removed_after_it_was_seen_is_pulled_again_at_start() {
+    let executor = local();
+    let base = spec(&["true"]).image;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let image = format!("fastlane-test/trusted:{tag}");
+    let tagged = engine_request(
+        "POST",
+        &format!("/images/{base}/tag?repo=fastlane-test/trusted&tag={tag}"),
+    )
+    .await;
+    assert_eq!(tagged, 201, "tagging {base}");
+    let first = ExecutionSpec {
+        image: image.clone(),
+        ..spec(&["true"])
+    };
+    let placement = executor.place(&first).await.expect("placed");
+    executor.prepare(&first, &placement).await.expect("seen");
+    let handle = executor.start(&first, &placement).await.expect("started");
+    assert_eq!(executor.wait(&handle).await.expect("exited").code, 0);
+    executor.release(&handle).await.expect("released");
+
+    let removed = engine_request("DELETE", &format!("/images/{image}?force=true")).await;
+    assert_eq!(removed, 200, "removing {image}");
+    let second = ExecutionSpec {
+        image: image.clone(),
+        ..spec(&["true"])
+    };
+    executor
+        .prepare(&second, &placement)
+        .await
+        .expect("taken on trust");
+    let err = executor
+        .start(&second, &placement)
+        .await
+        .expect_err("the image is gone, and no registry has it");
+    assert!(
+        err.message().contains(&image) && err.message().contains("could not be pulled"),
+        "{err}"
+    );
+}
