@@ -68,7 +68,8 @@ pub fn redact_webhooks(hooks: &WebhookTargets, words: &[String]) -> WebhookTarge
 
 /// `url` with its credentials shown as `***`: the password in the user
 /// info, and the values of query parameters whose names contain one of
-/// `words` (lower case) or are `pass`/`password`.
+/// `words` (lower case), are `pass`/`password` or end in `_password`
+/// (a Redis Sentinel URL's `sentinel_password`).
 pub fn redact_url(url: &str, words: &[String]) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -93,8 +94,9 @@ pub fn redact_url(url: &str, words: &[String]) -> String {
 }
 
 /// `url` with its password (if any) shown as `***`, for logs and errors:
-/// the one in the user info and the value of a `pass` or `password` query
-/// parameter (a `unix://` Redis URL carries it there).
+/// the one in the user info and the value of a `pass`, `password` or
+/// `…_password` query parameter (a `unix://` Redis URL carries it there, a
+/// Sentinel URL its `sentinel_password`).
 pub fn url_without_password(url: &str) -> String {
     redact_url(url, &[])
 }
@@ -114,6 +116,7 @@ fn query_without_secrets(path: &str, words: &[String]) -> String {
         .map(|pair| match pair.split_once('=') {
             Some((name, _))
                 if matches!(name, "pass" | "password")
+                    || name.ends_with("_password")
                     || is_secret_name(&percent_decoded(name), words) =>
             {
                 format!("{name}={MASK}")

@@ -7,13 +7,18 @@
 //! - Cluster: the redis crate's cluster connection, which sends each command
 //!   to the node serving its key's slot and follows the cluster's own
 //!   failovers and slot moves.
+//!
+//! In the TLS forms (`rediss+sentinel://`, `rediss+cluster://`) every
+//! connection speaks TLS: the cluster client gets `TlsMode::Secure`, so the
+//! nodes `CLUSTER SLOTS` names are reached over TLS too, and with the URL's
+//! user and password, like the nodes listed.
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ConnectionAddr, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, TlsMode, Value};
 
-use super::sentinel::{CONNECT_TIMEOUT, Master, RESPONSE_TIMEOUT};
+use super::sentinel::{CONNECT_TIMEOUT, Master, RESPONSE_TIMEOUT, address};
 use super::url::{RedisUrl, Target};
 
 /// A connection to whatever `REDIS_URL` names. Clones share it.
@@ -59,11 +64,12 @@ impl Connection {
                 let nodes = cluster
                     .nodes
                     .iter()
-                    .map(|(host, port)| {
-                        ConnectionAddr::Tcp(host.clone(), *port).into_connection_info()
-                    })
+                    .map(|(host, port)| address(host, *port, cluster.tls).into_connection_info())
                     .collect::<RedisResult<Vec<_>>>()?;
                 let mut builder = ClusterClientBuilder::new(nodes);
+                if cluster.tls {
+                    builder = builder.tls(TlsMode::Secure);
+                }
                 if let Some(username) = &cluster.credentials.username {
                     builder = builder.username(username);
                 }

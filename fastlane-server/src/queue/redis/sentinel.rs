@@ -35,6 +35,13 @@
 //!   until its lease lapses and is then delivered again — what happens when
 //!   a consumer dies holding it (delivery is at least once, and counted in
 //!   `attempts`).
+//!
+//! **TLS** (`rediss+sentinel://`): the Sentinels are reached over TLS, and
+//! so is every server they name (the crate's `TlsMode::Secure` for the
+//! nodes), each certificate checked against the system's roots or
+//! `SSL_CERT_FILE`, as for `rediss://`. The URL's user and password log in
+//! to the master; `sentinel_username` / `sentinel_password`, when given, to
+//! the Sentinels.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,12 +50,13 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, IntoConnectionInfo, Pipeline,
-    RedisConnectionInfo, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    Pipeline, RedisConnectionInfo, RedisError, RedisFuture, RedisResult, ServerErrorKind, TlsMode,
+    Value,
 };
 use tracing::{debug, info, warn};
 
-use super::url::SentinelUrl;
+use super::url::{Credentials, SentinelUrl};
 
 /// How long a request keeps trying through a failover before it fails.
 /// Sentinel's own failover takes about a second once it starts; this also
@@ -120,14 +128,19 @@ impl Master {
         let sentinels = url
             .sentinels
             .iter()
-            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port).into_connection_info())
-            .collect::<RedisResult<Vec<_>>>()?;
-        let mut redis = RedisConnectionInfo::default().set_db(url.db);
-        if let Some(username) = &url.credentials.username {
-            redis = redis.set_username(username);
-        }
-        if let Some(password) = &url.credentials.password {
-            redis = redis.set_password(password);
+            .map(|(host, port)| {
+                let info = address(host, *port, url.tls).into_connection_info()?;
+                let redis = logged_in(RedisConnectionInfo::default(), &url.sentinel_credentials);
+                Ok(info.set_redis_settings(redis))
+            })
+            .collect::<RedisResult<Vec<ConnectionInfo>>>()?;
+        let redis = logged_in(
+            RedisConnectionInfo::default().set_db(url.db),
+            &url.credentials,
+        );
+        let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(redis);
+        if url.tls {
+            node = node.set_tls_mode(TlsMode::Secure);
         }
         let master = Self {
             inner: Arc::new(Inner {
@@ -135,7 +148,7 @@ impl Master {
                 db: url.db,
                 wait_replicas: url.wait_replicas,
                 sentinels: tokio::sync::Mutex::new(Sentinel::build(sentinels)?),
-                node: SentinelNodeConnectionInfo::default().set_redis_connection_info(redis),
+                node,
                 current: Mutex::new(None),
                 generation: AtomicU64::new(0),
             }),
@@ -297,6 +310,31 @@ impl Master {
             ))),
         }
     }
+}
+
+/// `host:port`, over TLS (certificates checked) when `tls`.
+pub(super) fn address(host: &str, port: u16, tls: bool) -> ConnectionAddr {
+    if tls {
+        ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.to_owned(), port)
+    }
+}
+
+/// `redis` logging in with `credentials`.
+fn logged_in(mut redis: RedisConnectionInfo, credentials: &Credentials) -> RedisConnectionInfo {
+    if let Some(username) = &credentials.username {
+        redis = redis.set_username(username);
+    }
+    if let Some(password) = &credentials.password {
+        redis = redis.set_password(password);
+    }
+    redis
 }
 
 /// Whether `cmd` runs a script (every queue write is one) or is a `PING`.

@@ -7,22 +7,32 @@
 //! | `redis://[[user]:password@]host[:port][/db]` | one server (port 6379, database 0 by default) |
 //! | `rediss://…` | the same over TLS; the certificate is checked against the system's roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` name others) |
 //! | `unix:///path/to.sock[?db=N]`, `redis+unix://…` | one server on a Unix socket |
-//! | `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db][?wait_replicas=N]` | the master the Sentinels (port 26379 by default) name for `service`, followed across failovers |
+//! | `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db][?wait_replicas=N][&sentinel_username=U][&sentinel_password=P]` | the master the Sentinels (port 26379 by default) name for `service`, followed across failovers |
+//! | `rediss+sentinel://…` | the same with every connection (to the Sentinels, the master, and the servers Sentinel names after a failover) over TLS |
 //! | `redis+cluster://[[user]:password@]host[:port][,host[:port]…]` | a Redis Cluster, through any of the nodes listed |
+//! | `rediss+cluster://…` | the same with every connection (to the nodes listed and those the cluster names) over TLS |
 //!
 //! The three one-server forms are read by the redis crate exactly as before
 //! (fastlane never changed how it reads them). In the Sentinel and Cluster
-//! forms the password is the data nodes' (the Sentinels themselves are asked
-//! without one); a bare `password@`, without a colon, is read as a password
-//! too. Percent-encode any of `@ : / , ?` in a password.
+//! forms the user and password are the data nodes' (every cluster node's,
+//! the master's behind Sentinels); a bare `password@`, without a colon, is
+//! read as a password too. The Sentinels themselves are asked without one
+//! unless `sentinel_password` (and `sentinel_username`, for an ACL user)
+//! name theirs. Percent-encode any of `@ : / , ? & =` in a user name or a
+//! password. Over TLS (`rediss…`) every certificate is checked as for
+//! `rediss://`: against the system's roots, or the CA file `SSL_CERT_FILE`
+//! names; `#insecure` is refused in every form.
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 /// The forms, for error messages.
 pub const FORMS: &str = "redis://[[user]:password@]host[:port][/db], \
      rediss://… (TLS), unix:///path/to.sock[?db=N], \
-     redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db][?wait_replicas=N], \
-     redis+cluster://[[user]:password@]host[:port][,host[:port]…]";
+     redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db]\
+     [?wait_replicas=N][&sentinel_username=U][&sentinel_password=P], \
+     rediss+sentinel://… (TLS), \
+     redis+cluster://[[user]:password@]host[:port][,host[:port]…], \
+     rediss+cluster://… (TLS)";
 
 /// The Sentinels' port when a host has none.
 const SENTINEL_PORT: u16 = 26379;
@@ -47,6 +57,9 @@ pub enum RedisUrlError {
          (name your CA with SSL_CERT_FILE)"
     )]
     Insecure,
+    /// A `#fragment` other than `#insecure` on a Sentinel or Cluster URL.
+    #[error("unexpected #{0} (a Sentinel or Cluster URL takes no fragment)")]
+    Fragment(String),
     /// No host in a Sentinel or Cluster URL, or an empty entry in its list.
     #[error("an empty host in the host list")]
     NoHost,
@@ -63,7 +76,10 @@ pub enum RedisUrlError {
     #[error("Redis Cluster has only database 0")]
     ClusterDb,
     /// A query parameter fastlane does not know.
-    #[error("unknown parameter {0:?} (a Sentinel URL takes wait_replicas=N)")]
+    #[error(
+        "unknown parameter {0:?} (a Sentinel URL takes wait_replicas=N, sentinel_username \
+         and sentinel_password; a Cluster URL takes none)"
+    )]
     Parameter(String),
     /// `wait_replicas` that is not a whole number.
     #[error("wait_replicas={0:?} is not a whole number")]
@@ -73,7 +89,7 @@ pub enum RedisUrlError {
     Encoding,
 }
 
-/// Who fastlane logs in as on the data nodes.
+/// Who fastlane logs in as (on the data nodes, or on the Sentinels).
 #[derive(Clone, Default)]
 pub struct Credentials {
     /// The ACL user, when not `default`.
@@ -91,9 +107,11 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// A `redis+sentinel://` URL.
+/// A `redis+sentinel://` or `rediss+sentinel://` URL.
 #[derive(Debug, Clone)]
 pub struct SentinelUrl {
+    /// Whether every connection speaks TLS (`rediss+sentinel://`).
+    pub tls: bool,
     /// The Sentinels, `(host, port)`.
     pub sentinels: Vec<(String, u16)>,
     /// The name the Sentinels monitor the master under.
@@ -102,14 +120,19 @@ pub struct SentinelUrl {
     pub db: i64,
     /// The data nodes' credentials.
     pub credentials: Credentials,
+    /// The Sentinels' own credentials (`sentinel_username`,
+    /// `sentinel_password`); none by default.
+    pub sentinel_credentials: Credentials,
     /// How many replicas must confirm each queue write (Redis `WAIT`)
     /// before fastlane counts it as done; 0 for none.
     pub wait_replicas: u32,
 }
 
-/// A `redis+cluster://` URL.
+/// A `redis+cluster://` or `rediss+cluster://` URL.
 #[derive(Debug, Clone)]
 pub struct ClusterUrl {
+    /// Whether every connection speaks TLS (`rediss+cluster://`).
+    pub tls: bool,
     /// The nodes to discover the cluster from, `(host, port)`.
     pub nodes: Vec<(String, u16)>,
     /// The nodes' credentials.
@@ -155,8 +178,10 @@ impl RedisUrl {
         let (scheme, rest) = url.split_once("://").ok_or(RedisUrlError::NotAUrl)?;
         let target = match scheme.to_ascii_lowercase().as_str() {
             "redis" | "rediss" | "unix" | "redis+unix" => server(url)?,
-            "redis+sentinel" => Target::Sentinel(sentinel(rest)?),
-            "redis+cluster" => Target::Cluster(cluster(rest)?),
+            "redis+sentinel" => Target::Sentinel(sentinel(rest, false)?),
+            "rediss+sentinel" => Target::Sentinel(sentinel(rest, true)?),
+            "redis+cluster" => Target::Cluster(cluster(rest, false)?),
+            "rediss+cluster" => Target::Cluster(cluster(rest, true)?),
             other => return Err(RedisUrlError::Scheme(other.to_owned())),
         };
         Ok(Self {
@@ -191,6 +216,11 @@ struct Parts<'a> {
 }
 
 fn parts(rest: &str) -> Result<Parts<'_>, RedisUrlError> {
+    let rest = match rest.split_once('#') {
+        None => rest,
+        Some((_, "insecure")) => return Err(RedisUrlError::Insecure),
+        Some((_, fragment)) => return Err(RedisUrlError::Fragment(fragment.to_owned())),
+    };
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (user_info, hosts) = match authority.rsplit_once('@') {
@@ -259,7 +289,7 @@ fn database(text: &str) -> Result<i64, RedisUrlError> {
         .ok_or_else(|| RedisUrlError::Db(text.to_owned()))
 }
 
-fn sentinel(rest: &str) -> Result<SentinelUrl, RedisUrlError> {
+fn sentinel(rest: &str, tls: bool) -> Result<SentinelUrl, RedisUrlError> {
     let parts = parts(rest)?;
     let sentinels = hosts(parts.hosts, SENTINEL_PORT)?;
     let mut segments = parts.path.split('/').filter(|s| !s.is_empty());
@@ -269,6 +299,7 @@ fn sentinel(rest: &str) -> Result<SentinelUrl, RedisUrlError> {
         return Err(RedisUrlError::Db(extra.to_owned()));
     }
     let mut wait_replicas = 1;
+    let mut sentinel_credentials = Credentials::default();
     for pair in parts.query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
@@ -277,19 +308,27 @@ fn sentinel(rest: &str) -> Result<SentinelUrl, RedisUrlError> {
                     .parse()
                     .map_err(|_| RedisUrlError::WaitReplicas(value.to_owned()))?;
             }
+            "sentinel_username" => {
+                sentinel_credentials.username = Some(decode(value)?).filter(|u| !u.is_empty());
+            }
+            "sentinel_password" => {
+                sentinel_credentials.password = Some(decode(value)?).filter(|p| !p.is_empty());
+            }
             other => return Err(RedisUrlError::Parameter(other.to_owned())),
         }
     }
     Ok(SentinelUrl {
+        tls,
         sentinels,
         service,
         db,
         credentials: parts.credentials,
+        sentinel_credentials,
         wait_replicas,
     })
 }
 
-fn cluster(rest: &str) -> Result<ClusterUrl, RedisUrlError> {
+fn cluster(rest: &str, tls: bool) -> Result<ClusterUrl, RedisUrlError> {
     let parts = parts(rest)?;
     let nodes = hosts(parts.hosts, REDIS_PORT)?;
     match parts.path.trim_matches('/') {
@@ -302,6 +341,7 @@ fn cluster(rest: &str) -> Result<ClusterUrl, RedisUrlError> {
         return Err(RedisUrlError::Parameter(name.to_owned()));
     }
     Ok(ClusterUrl {
+        tls,
         nodes,
         credentials: parts.credentials,
     })
@@ -366,6 +406,41 @@ mod tests {
     }
 
     #[test]
+    fn tls_forms_say_tls_and_take_the_same_syntax() {
+        let s = sentinel_of(
+            "rediss+sentinel://fastlane:s%26cret@h1:1,h2/svc/1\
+             ?sentinel_username=watch&sentinel_password=p%40%26w&wait_replicas=2",
+        );
+        assert!(s.tls);
+        assert_eq!(s.credentials.username.as_deref(), Some("fastlane"));
+        assert_eq!(s.credentials.password.as_deref(), Some("s&cret"));
+        assert_eq!(s.sentinel_credentials.username.as_deref(), Some("watch"));
+        assert_eq!(s.sentinel_credentials.password.as_deref(), Some("p@&w"));
+        assert_eq!((s.db, s.wait_replicas, s.sentinels.len()), (1, 2, 2));
+        let plain = sentinel_of("redis+sentinel://h1/svc");
+        assert!(!plain.tls);
+        assert!(plain.sentinel_credentials.password.is_none());
+
+        let Target::Cluster(c) = RedisUrl::parse("RediSS+Cluster://fastlane:secret@a:7000,b")
+            .expect("valid")
+            .target
+        else {
+            panic!("a cluster");
+        };
+        assert!(c.tls);
+        assert_eq!(c.credentials.username.as_deref(), Some("fastlane"));
+        assert_eq!(c.nodes[1], ("b".to_owned(), 6379));
+
+        let shown = RedisUrl::parse(
+            "rediss+sentinel://u:secret@h/svc?sentinel_username=w&sentinel_password=secret2",
+        )
+        .expect("valid")
+        .to_string();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("sentinel_username=w"), "{shown}");
+    }
+
+    #[test]
     fn cluster_urls_list_nodes() {
         let Target::Cluster(c) = RedisUrl::parse("redis+cluster://:pw@a:7000,b:7001,c")
             .expect("valid")
@@ -411,6 +486,15 @@ mod tests {
             ("redis+cluster://:secret@a:1/2", "only database 0"),
             ("redis+cluster://:secret@a:1?x=1", "unknown parameter"),
             ("redis+cluster://:secret@", "empty host"),
+            ("rediss+cluster://:secret@a:1#insecure", "#insecure"),
+            ("rediss+sentinel://:secret@a:1/svc#insecure", "#insecure"),
+            ("rediss+cluster://:secret@a:1#x", "unexpected #x"),
+            (
+                "rediss+sentinel://:secret@h1/svc?sentinel_pass=secret",
+                "sentinel_pass",
+            ),
+            ("rediss+cluster://:secret@a:1/3", "only database 0"),
+            ("redis+tls://:secret@a:1", "unknown scheme"),
         ] {
             let err = RedisUrl::parse(url).expect_err(url).to_string();
             assert!(err.contains(needle), "{url}: {err}");
