@@ -2,7 +2,8 @@
 //! again on the same port and data (the shared test Redis of
 //! `scripts/services.sh` must stay up for everyone else). Data servers keep
 //! an append-only file synced on every write; the same type runs the
-//! Sentinels and Cluster nodes of [`crate::redis_topologies`].
+//! Sentinels and Cluster nodes of [`crate::redis_topologies`], in the clear
+//! or, with [`Secure`], over TLS only and behind an ACL user.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +25,80 @@ pub struct RedisServer {
     args: Vec<String>,
     /// How `redis-cli` reaches it.
     cli: Vec<String>,
+}
+
+/// TLS on every port and one ACL user for a set-up's processes: each
+/// listens only on a TLS port (replication, the cluster bus and Sentinel's
+/// own links included) with a certificate for 127.0.0.1 and localhost made
+/// here by a CA of its own (and shows the client certificate when it
+/// connects to another), and the `default` user is off, so nothing gets
+/// in without [`Secure::USER`] and [`Secure::PASSWORD`]. The certificates
+/// are deleted when it is dropped.
+#[derive(Debug)]
+pub struct Secure {
+    /// The certificates (`ca` is the one to trust).
+    pub certs: Certificates,
+}
+
+impl Secure {
+    /// The ACL user every process lets in.
+    pub const USER: &'static str = "fastlane";
+    /// Its password.
+    pub const PASSWORD: &'static str = "secret";
+
+    /// Makes the certificates, with `openssl`, in a temporary directory.
+    pub fn generate() -> anyhow::Result<Self> {
+        let certs = Certificates::generate(&temp_dir("redis-tls")?)?;
+        Ok(Self { certs })
+    }
+
+    /// `redis-server`'s TLS and ACL settings (for a data server on no plain
+    /// port), as `(name, value…)` lines.
+    fn settings(&self, tls_port: u16) -> Vec<Vec<String>> {
+        let path = |p: &Path| p.display().to_string();
+        let user = format!("{} on >{} ~* &* +@all", Self::USER, Self::PASSWORD);
+        [
+            format!("tls-port {tls_port}"),
+            format!("tls-cert-file {}", path(&self.certs.server_cert)),
+            format!("tls-key-file {}", path(&self.certs.server_key)),
+            format!("tls-ca-cert-file {}", path(&self.certs.ca)),
+            "tls-auth-clients no".to_owned(),
+            // Shown when it connects to another (a master, a Sentinel, a
+            // node's cluster bus, which always asks for one).
+            format!("tls-client-cert-file {}", path(&self.certs.client_cert)),
+            format!("tls-client-key-file {}", path(&self.certs.client_key)),
+            "tls-replication yes".to_owned(),
+            format!("user {user}"),
+            "user default off".to_owned(),
+        ]
+        .iter()
+        .map(|line| line.split(' ').map(str::to_owned).collect())
+        .collect()
+    }
+
+    /// How `redis-cli` reaches a process of this set-up on `port`.
+    fn cli(&self, port: u16) -> Vec<String> {
+        [
+            "-p",
+            &port.to_string(),
+            "--tls",
+            "--cacert",
+            &self.certs.ca.display().to_string(),
+            "--user",
+            Self::USER,
+            "--pass",
+            Self::PASSWORD,
+            "--no-auth-warning",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+impl Drop for Secure {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.certs.dir);
+    }
 }
 
 /// A fresh temporary directory.
@@ -67,11 +142,42 @@ impl RedisServer {
     /// Starts a data server with `extra` arguments after the usual ones
     /// (`--replicaof …`, `--cluster-enabled yes`, …).
     pub async fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_secured(extra, None).await
+    }
+
+    /// [`RedisServer::start_with`], over TLS only and behind `secure`'s
+    /// ACL user when there is one (then it also logs in to a master it
+    /// replicates as that user, and speaks TLS on the cluster bus).
+    pub async fn start_secured(extra: &[&str], secure: Option<&Secure>) -> anyhow::Result<Self> {
         let dir = temp_dir("redis")?;
         let port = crate::smtp::free_port()?;
-        let mut args = data_server_args(port, &dir);
+        let (mut args, cli) = match secure {
+            None => (
+                data_server_args(port, &dir),
+                vec!["-p".to_owned(), port.to_string()],
+            ),
+            Some(secure) => {
+                let mut args = data_server_args(0, &dir);
+                for line in secure.settings(port) {
+                    args.push(format!("--{}", line[0]));
+                    args.extend(line[1..].iter().cloned());
+                }
+                args.extend(
+                    [
+                        "--tls-cluster",
+                        "yes",
+                        "--masteruser",
+                        Secure::USER,
+                        "--masterauth",
+                        Secure::PASSWORD,
+                    ]
+                    .map(str::to_owned),
+                );
+                (args, secure.cli(port))
+            }
+        };
         args.extend(extra.iter().map(|a| (*a).to_owned()));
-        Self::spawn(port, dir, args, vec!["-p".to_owned(), port.to_string()]).await
+        Self::spawn(port, dir, args, cli).await
     }
 
     /// Starts one that listens only on a Unix socket, `redis.sock` in its
@@ -116,18 +222,45 @@ impl RedisServer {
     /// Starts a Sentinel on a free port with this configuration (the port,
     /// bind address and directory lines are added).
     pub async fn start_sentinel(config: &str) -> anyhow::Result<Self> {
+        Self::start_secured_sentinel(config, None).await
+    }
+
+    /// [`RedisServer::start_sentinel`], over TLS only and behind
+    /// `secure`'s ACL user when there is one (then it also logs in to the
+    /// other Sentinels as that user; `config` says how to log in to the
+    /// servers it watches).
+    pub async fn start_secured_sentinel(
+        config: &str,
+        secure: Option<&Secure>,
+    ) -> anyhow::Result<Self> {
         let dir = temp_dir("sentinel")?;
         let port = crate::smtp::free_port()?;
         let file = dir.join("sentinel.conf");
+        let (own, cli) = match secure {
+            None => (
+                format!("port {port}\n"),
+                vec!["-p".to_owned(), port.to_string()],
+            ),
+            Some(secure) => {
+                let mut own = "port 0\n".to_owned();
+                for line in secure.settings(port) {
+                    own.push_str(&line.join(" "));
+                    own.push('\n');
+                }
+                own.push_str(&format!(
+                    "sentinel sentinel-user {}\nsentinel sentinel-pass {}\n",
+                    Secure::USER,
+                    Secure::PASSWORD
+                ));
+                (own, secure.cli(port))
+            }
+        };
         std::fs::write(
             &file,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n{config}",
-                dir.display()
-            ),
+            format!("{own}bind 127.0.0.1\ndir {}\n{config}", dir.display()),
         )?;
         let args = vec![file.display().to_string(), "--sentinel".to_owned()];
-        Self::spawn(port, dir, args, vec!["-p".to_owned(), port.to_string()]).await
+        Self::spawn(port, dir, args, cli).await
     }
 
     async fn spawn(
@@ -178,6 +311,13 @@ impl RedisServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// How `redis-cli` reaches it (`-p PORT`, and the TLS and login
+    /// options of a [`Secure`] one), for commands [`RedisServer::cli`]
+    /// does not run.
+    pub fn cli_args(&self) -> &[String] {
+        &self.cli
     }
 
     /// Runs `redis-cli` against it; its output, trimmed.

@@ -3,13 +3,14 @@
 //! of masters ([`Cluster`]). Every process listens on loopback on a free
 //! port, keeps its files in a temporary directory, and is killed when the
 //! set-up is dropped. They are tuned to be quick: a Sentinel calls a master
-//! down after a second without an answer.
+//! down after a second without an answer. `start_secured` makes the same
+//! set-ups over TLS only and behind an ACL user ([`Secure`]).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::redis::RedisServer;
+use crate::redis::{RedisServer, Secure};
 
 /// How long a set-up may take to settle.
 const SETTLE: Duration = Duration::from_secs(30);
@@ -34,6 +35,8 @@ pub struct SentinelSet {
     pub servers: Vec<RedisServer>,
     /// The Sentinels.
     pub sentinels: Vec<RedisServer>,
+    /// Their TLS and ACL user, if secured (dropped after them).
+    pub secure: Option<Secure>,
 }
 
 impl SentinelSet {
@@ -44,25 +47,49 @@ impl SentinelSet {
     /// waits until the replicas are in sync and every Sentinel knows them
     /// and the other Sentinels.
     pub async fn start(replicas: usize) -> anyhow::Result<Self> {
-        let master = RedisServer::start().await?;
+        Self::start_secured(replicas, None).await
+    }
+
+    /// [`SentinelSet::start`], every process over TLS only and behind
+    /// `secure`'s ACL user when there is one: the Sentinels log in to the
+    /// servers and to each other as that user, and so do replicas to their
+    /// master.
+    pub async fn start_secured(replicas: usize, secure: Option<Secure>) -> anyhow::Result<Self> {
+        let master = RedisServer::start_secured(&[], secure.as_ref()).await?;
         let master_port = master.port.to_string();
         let mut servers = vec![master];
         for _ in 0..replicas {
-            servers
-                .push(RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]).await?);
+            servers.push(
+                RedisServer::start_secured(
+                    &["--replicaof", "127.0.0.1", &master_port],
+                    secure.as_ref(),
+                )
+                .await?,
+            );
         }
         let service = Self::SERVICE;
-        let config = format!(
+        let mut config = format!(
             "sentinel monitor {service} 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds {service} 1000\n\
              sentinel failover-timeout {service} 4000\n\
              sentinel parallel-syncs {service} 1\n"
         );
+        if secure.is_some() {
+            config.push_str(&format!(
+                "sentinel auth-user {service} {}\nsentinel auth-pass {service} {}\n",
+                Secure::USER,
+                Secure::PASSWORD
+            ));
+        }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            sentinels.push(RedisServer::start_sentinel(&config).await?);
+            sentinels.push(RedisServer::start_secured_sentinel(&config, secure.as_ref()).await?);
         }
-        let set = Self { servers, sentinels };
+        let set = Self {
+            servers,
+            sentinels,
+            secure,
+        };
         set.wait_for_replicas(0, replicas).await?;
         settle("the sentinels to know each other and the replicas", || {
             set.sentinels.iter().all(|sentinel| {
@@ -75,14 +102,31 @@ impl SentinelSet {
         Ok(set)
     }
 
-    /// `redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/<service>/0`.
+    /// `redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/<service>/0`;
+    /// secured, `rediss+sentinel://` with the user and password, for the
+    /// servers and (`sentinel_username`, `sentinel_password`) the Sentinels.
     pub fn url(&self) -> String {
+        match self.secure {
+            None => format!("redis+sentinel://{}/{}/0", self.hosts(), Self::SERVICE),
+            Some(_) => format!(
+                "rediss+sentinel://{user}:{password}@{}/{}/0\
+                 ?sentinel_username={user}&sentinel_password={password}",
+                self.hosts(),
+                Self::SERVICE,
+                user = Secure::USER,
+                password = Secure::PASSWORD,
+            ),
+        }
+    }
+
+    /// The Sentinels, `127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`.
+    pub fn hosts(&self) -> String {
         let hosts: Vec<String> = self
             .sentinels
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
             .collect();
-        format!("redis+sentinel://{}/{}/0", hosts.join(","), Self::SERVICE)
+        hosts.join(",")
     }
 
     /// The master's port, as the first Sentinel that answers names it.
@@ -195,26 +239,37 @@ fn field<'a>(fields: &'a [String], name: &str) -> Option<&'a str> {
 pub struct Cluster {
     /// Its nodes.
     pub nodes: Vec<RedisServer>,
+    /// Their TLS and ACL user, if secured (dropped after them).
+    pub secure: Option<Secure>,
 }
 
 impl Cluster {
     /// Starts `masters` nodes, joins them with `redis-cli --cluster create`
     /// and waits until every node says `cluster_state:ok`.
     pub async fn start(masters: usize) -> anyhow::Result<Self> {
+        Self::start_secured(masters, None).await
+    }
+
+    /// [`Cluster::start`], every node over TLS only (the cluster bus too)
+    /// and behind `secure`'s ACL user when there is one.
+    pub async fn start_secured(masters: usize, secure: Option<Secure>) -> anyhow::Result<Self> {
         let mut nodes = Vec::new();
         for _ in 0..masters {
             let bus = crate::smtp::free_port()?.to_string();
             nodes.push(
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-port",
-                    &bus,
-                    "--cluster-node-timeout",
-                    "2000",
-                ])
+                RedisServer::start_secured(
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-port",
+                        &bus,
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                    secure.as_ref(),
+                )
                 .await?,
             );
         }
@@ -222,11 +277,17 @@ impl Cluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let created = std::process::Command::new("redis-cli")
+        let mut create = tokio::process::Command::new("redis-cli");
+        create
+            .args(nodes.first().map(RedisServer::cli_args).unwrap_or_default())
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
+            .kill_on_drop(true);
+        // It waits for ever for nodes that cannot reach each other.
+        let created = tokio::time::timeout(SETTLE, create.output())
+            .await
+            .context("redis-cli --cluster create: the nodes did not join")?
             .context("running redis-cli --cluster create")?;
         if !created.status.success() {
             bail!(
@@ -235,7 +296,7 @@ impl Cluster {
                 String::from_utf8_lossy(&created.stderr)
             );
         }
-        let cluster = Self { nodes };
+        let cluster = Self { nodes, secure };
         settle("cluster_state:ok on every node", || {
             cluster.nodes.iter().all(|n| {
                 n.info("cluster", "cluster_enabled").as_deref() == Some("1")
@@ -249,14 +310,49 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// `redis+cluster://127.0.0.1:P1,…`.
+    /// `redis+cluster://127.0.0.1:P1,…`; secured,
+    /// `rediss+cluster://fastlane:secret@127.0.0.1:P1,…`.
     pub fn url(&self) -> String {
+        match self.secure {
+            None => format!("redis+cluster://{}", self.hosts()),
+            Some(_) => format!(
+                "rediss+cluster://{}:{}@{}",
+                Secure::USER,
+                Secure::PASSWORD,
+                self.hosts()
+            ),
+        }
+    }
+
+    /// The nodes, `127.0.0.1:P1,…`.
+    pub fn hosts(&self) -> String {
         let hosts: Vec<String> = self
             .nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        hosts.join(",")
+    }
+
+    /// The index in [`Cluster::nodes`] of the node serving `key`'s slot.
+    pub fn node_serving(&self, key: &str) -> anyhow::Result<usize> {
+        let first = self.nodes.first().context("no nodes")?;
+        let slot: u16 = first.cli(&["cluster", "keyslot", key])?.parse()?;
+        for (index, node) in self.nodes.iter().enumerate() {
+            let nodes = node.cli(&["cluster", "nodes"])?;
+            let myself = nodes
+                .lines()
+                .find(|line| line.contains("myself"))
+                .context("CLUSTER NODES without myself")?;
+            let serves = myself.split(' ').skip(8).any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(from), Ok(to)) if (from..=to).contains(&slot))
+            });
+            if serves {
+                return Ok(index);
+            }
+        }
+        bail!("no node serves slot {slot}")
     }
 
     /// How many keys matching `pattern` (a `KEYS` glob) each node holds.
