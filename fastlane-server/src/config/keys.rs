@@ -493,9 +493,11 @@ pub(super) const KEYS: &[Key] = &[
               A master behind Sentinels, followed across failovers: \
               `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db]` \
               (Sentinel port 26379 by default; each queue write waits for one replica to have it, \
-              `?wait_replicas=N` to change, 0 for none). A Redis Cluster: \
+              `?wait_replicas=N` to change, 0 for none; `sentinel_username=U&sentinel_password=P` \
+              log in to the Sentinels). A Redis Cluster: \
               `redis+cluster://[[user]:password@]host[:port][,host[:port]…]` (keys go in the \
-              `{REDIS_KEY_PREFIX}` hash tag).",
+              `{REDIS_KEY_PREFIX}` hash tag). `rediss+sentinel://…` and `rediss+cluster://…` speak \
+              TLS to every Sentinel and node, certificates checked as for `rediss://`.",
     },
     Key {
         name: "REDIS_KEY_PREFIX",

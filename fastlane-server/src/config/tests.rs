@@ -270,6 +270,8 @@ fn redis_urls_are_checked_at_load() {
         "unix:///run/redis.sock?db=2",
         "redis+sentinel://:pw@s1:26379,s2:26380/mymaster/0",
         "redis+cluster://n1:7000,n2:7001,n3:7002",
+        "rediss+sentinel://app:pw@s1,s2/mymaster/0?sentinel_username=w&sentinel_password=x",
+        "rediss+cluster://app:pw@n1:7000,n2:7001",
     ] {
         let config = Config::load(None, &env(&[("REDIS_URL", url)])).expect(url);
         assert_eq!(config.redis_url.as_deref(), Some(url));
@@ -284,6 +286,8 @@ fn redis_urls_are_checked_at_load() {
     assert!(text.contains("service"), "{text}");
     assert!(text.contains("Accepted forms: redis://"), "{text}");
     assert!(text.contains("redis+cluster://"), "{text}");
+    assert!(text.contains("rediss+sentinel://"), "{text}");
+    assert!(text.contains("rediss+cluster://"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
     let err = Config::load(None, &env(&[("REDIS_URL", "mongodb://db")])).expect_err("scheme");
     assert!(err.to_string().contains("unknown scheme"), "{err}");

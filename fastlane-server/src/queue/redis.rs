@@ -19,9 +19,10 @@
 //! # Topologies
 //!
 //! `REDIS_URL` ([`url`]) names one server (`redis://`, `rediss://`,
-//! `unix://`), a master behind Sentinels (`redis+sentinel://`, see
-//! [`sentinel`] for how failovers are followed and why acknowledged writes
-//! survive them) or a Redis Cluster (`redis+cluster://`); [`connection`]
+//! `unix://`), a master behind Sentinels (`redis+sentinel://`, or
+//! `rediss+sentinel://` over TLS; see [`sentinel`] for how failovers are
+//! followed and why acknowledged writes survive them) or a Redis Cluster
+//! (`redis+cluster://`, or `rediss+cluster://` over TLS); [`connection`]
 //! gives the scripts one connection type for all of them.
 //!
 //! **In a Cluster the prefix is a hash tag**: the keys are `{<prefix>}:…`.
