@@ -109,7 +109,8 @@ fn encrypted_connections(application: &str) -> anyhow::Result<(u32, bool)> {
 /// `sslmode=verify-full` with the CA that signed the server's certificate:
 /// jobs run with their records in PostgreSQL, and the server's view of the
 /// store's connections says every one is encrypted. `verify-ca` trusts the
-/// same certificate on an address it was not issued for.
+/// same certificate on an address it was not issued for, and `require`
+/// any certificate.
 #[tokio::test]
 async fn a_store_reached_over_verified_tls_runs_jobs_on_encrypted_connections() -> anyhow::Result<()>
 {
@@ -133,9 +134,16 @@ async fn a_store_reached_over_verified_tls_runs_jobs_on_encrypted_connections() 
     assert!(connections >= 1, "the store's connections are not there");
     assert!(encrypted, "a store connection is not encrypted");
 
+    // The role gets in over TLS only, so a store that answers is one
+    // reached over TLS.
     let tls = format!("sslmode=verify-ca&sslrootcert={}", postgres_ca());
     let by_address = Server::start(&[("STORE_URL", &tls_store_url("127.0.0.1", &tls)?)]).await?;
     let (status, health) = by_address.get("/healthcheck").await?;
+    assert_eq!((status, &health["store"]), (200, &json!(true)), "{health}");
+    // `require` encrypts without checking the certificate, as libpq does.
+    let unchecked =
+        Server::start(&[("STORE_URL", &tls_store_url("127.0.0.1", "sslmode=require")?)]).await?;
+    let (status, health) = unchecked.get("/healthcheck").await?;
     assert_eq!((status, &health["store"]), (200, &json!(true)), "{health}");
     Ok(())
 }
