@@ -903,6 +903,8 @@ impl Executor for DockerExecutor {
             host: host.name.clone(),
             id: created.id,
         };
+        // Listening before it starts, so that even a quick exit is heard.
+        host.exits.subscribe(docker);
         self.start_container(host, &handle).await?;
         debug!(host = %host.name, container = %handle.id, "container started");
         Ok(handle)
@@ -911,17 +913,25 @@ impl Executor for DockerExecutor {
     async fn wait(&self, handle: &RunHandle) -> Result<ExitStatus, PluginError> {
         let host = self.host(&handle.host)?;
         let docker = host.client().await?;
+        host.exits.subscribe(docker);
+        let exit = host.exits.interest(&handle.id);
         loop {
             let options = WaitContainerOptions {
                 condition: "not-running".to_owned(),
             };
+            let mut waiting = docker.wait_container(&handle.id, Some(options));
+            // Whichever says it first: the engine's `wait`, or its event
+            // stream (sooner on Podman; see `exits`). Either way the state
+            // is read from inspect below.
+            let answer = tokio::select! {
+                answer = waiting.next() => answer,
+                () = exit.exited() => None,
+            };
+            // A `wait` left open holds Podman's answers to inspect back.
+            drop(waiting);
             // bollard reports a non-zero exit as an error value; the exit code
             // is read from inspect below either way, so both mean "it stopped".
-            match docker
-                .wait_container(&handle.id, Some(options))
-                .next()
-                .await
-            {
+            match answer {
                 Some(Ok(_)) | Some(Err(DockerError::DockerContainerWaitError { .. })) | None => {}
                 Some(Err(e)) => {
                     return Err(lost_if_given_up(

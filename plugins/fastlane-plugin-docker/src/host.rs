@@ -12,6 +12,7 @@ use fastlane_sdk::text::error_chain;
 
 use crate::circuit::{Circuit, CircuitSettings};
 use crate::config::TlsFiles;
+use crate::exits::Exits;
 use crate::load::Load;
 
 /// Where a Docker API listens.
@@ -97,6 +98,8 @@ pub struct Host {
     pub load: Load,
     /// The images it was last seen to hold, with when.
     images: Mutex<HashMap<String, Instant>>,
+    /// The exits its event stream announces.
+    pub exits: Exits,
 }
 
 /// How long an image a host was seen to hold is taken on trust.
@@ -120,6 +123,7 @@ impl Host {
             circuit: Circuit::new(circuit),
             load: Load::default(),
             images: Mutex::new(HashMap::new()),
+            exits: Exits::default(),
         }
     }
 

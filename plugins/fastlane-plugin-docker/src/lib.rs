@@ -19,6 +19,7 @@
 pub mod circuit;
 pub mod config;
 pub mod executor;
+pub mod exits;
 pub mod host;
 pub mod image;
 pub mod load;
