@@ -516,6 +516,25 @@ impl MongoStore {
     }
 }
 
+/// The queue message a document of `outbox` or `deliveries` holds; errors
+/// say which (`what`).
+fn outgoing_of(message: &Document, what: &str) -> Result<Outgoing, StoreError> {
+    let read = |key: &str| {
+        message
+            .get_str(key)
+            .map(str::to_owned)
+            .map_err(|e| corrupt(format!("{what}: {e}")))
+    };
+    Ok(Outgoing {
+        id: read("_id")?,
+        queue: read("queue")?,
+        payload: read("payload")?,
+        due_ms: message
+            .get_i64("due_ms")
+            .map_err(|e| corrupt(format!("{what}: {e}")))?,
+    })
+}
+
 #[async_trait]
 impl Store for MongoStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
@@ -685,20 +704,7 @@ impl Store for MongoStore {
             else {
                 break;
             };
-            let read = |key: &str| {
-                message
-                    .get_str(key)
-                    .map(str::to_owned)
-                    .map_err(|e| corrupt(format!("outbox message: {e}")))
-            };
-            taken.push(Outgoing {
-                id: read("_id")?,
-                queue: read("queue")?,
-                payload: read("payload")?,
-                due_ms: message
-                    .get_i64("due_ms")
-                    .map_err(|e| corrupt(format!("outbox message: {e}")))?,
-            });
+            taken.push(outgoing_of(&message, "outbox message")?);
         }
         Ok(taken)
     }
@@ -727,22 +733,7 @@ impl Store for MongoStore {
             .await
             .map_err(mongo)?;
         owed.iter()
-            .map(|message| {
-                let read = |key: &str| {
-                    message
-                        .get_str(key)
-                        .map(str::to_owned)
-                        .map_err(|e| corrupt(format!("owed delivery: {e}")))
-                };
-                Ok(Outgoing {
-                    id: read("_id")?,
-                    queue: read("queue")?,
-                    payload: read("payload")?,
-                    due_ms: message
-                        .get_i64("due_ms")
-                        .map_err(|e| corrupt(format!("owed delivery: {e}")))?,
-                })
-            })
+            .map(|message| outgoing_of(message, "owed delivery"))
             .collect()
     }
 

@@ -215,6 +215,17 @@ async fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result
     Ok(())
 }
 
+/// The queue message in the columns `id, queue, payload, due_ms` of `row`,
+/// from column `first` on (the outbox's and the owed deliveries').
+fn outgoing_at(row: &Row, first: usize) -> Result<Outgoing, tokio_postgres::Error> {
+    Ok(Outgoing {
+        id: row.try_get(first)?,
+        queue: row.try_get(first + 1)?,
+        payload: row.try_get(first + 2)?,
+        due_ms: row.try_get(first + 3)?,
+    })
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
@@ -360,17 +371,7 @@ impl Store for PostgresStore {
             .await?;
         let mut taken = rows
             .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get::<_, i64>(0)?,
-                    Outgoing {
-                        id: row.try_get(1)?,
-                        queue: row.try_get(2)?,
-                        payload: row.try_get(3)?,
-                        due_ms: row.try_get(4)?,
-                    },
-                ))
-            })
+            .map(|row| Ok((row.try_get::<_, i64>(0)?, outgoing_at(row, 1)?)))
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()
             .map_err(pg)?;
         // RETURNING has no order of its own.
@@ -398,14 +399,7 @@ impl Store for PostgresStore {
             )
             .await?;
         rows.iter()
-            .map(|row| {
-                Ok(Outgoing {
-                    id: row.try_get(0)?,
-                    queue: row.try_get(1)?,
-                    payload: row.try_get(2)?,
-                    due_ms: row.try_get(3)?,
-                })
-            })
+            .map(|row| outgoing_at(row, 0))
             .collect::<Result<Vec<_>, tokio_postgres::Error>>()
             .map_err(pg)
     }

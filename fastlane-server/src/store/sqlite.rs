@@ -203,6 +203,17 @@ impl ExecutionRow {
     }
 }
 
+/// The queue message in the columns `id, queue, payload, due_ms` of `row`,
+/// from column `first` on (the outbox's and the owed deliveries').
+fn outgoing_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Outgoing> {
+    Ok(Outgoing {
+        id: row.get(first)?,
+        queue: row.get(first + 1)?,
+        payload: row.get(first + 2)?,
+        due_ms: row.get(first + 3)?,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
@@ -349,15 +360,7 @@ impl Store for SqliteStore {
                          RETURNING seq, id, queue, payload, due_ms",
                     )?
                     .query_map(params![now.saturating_add(lease_ms), now, limit], |r| {
-                        Ok((
-                            r.get(0)?,
-                            Outgoing {
-                                id: r.get(1)?,
-                                queue: r.get(2)?,
-                                payload: r.get(3)?,
-                                due_ms: r.get(4)?,
-                            },
-                        ))
+                        Ok((r.get(0)?, outgoing_at(r, 1)?))
                     })?
                     .collect::<Result<_, _>>()?;
                 // RETURNING has no order of its own.
@@ -397,14 +400,7 @@ impl Store for SqliteStore {
                         "SELECT id, queue, payload, due_ms FROM deliveries
                          WHERE id > ?1 ORDER BY id LIMIT ?2",
                     )?
-                    .query_map(params![after, limit], |r| {
-                        Ok(Outgoing {
-                            id: r.get(0)?,
-                            queue: r.get(1)?,
-                            payload: r.get(2)?,
-                            due_ms: r.get(3)?,
-                        })
-                    })?
+                    .query_map(params![after, limit], |r| outgoing_at(r, 0))?
                     .collect::<Result<_, _>>()?;
                 Ok(owed)
             })
