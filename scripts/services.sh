@@ -166,7 +166,7 @@ start_postgres() {
     postgres_tls "$version"
 }
 
-# TLS for the tests of `sslmode` (tests/tests/networked.rs): a CA and a
+# TLS for the tests of `sslmode` (tests/tests/stories/networked.rs): a CA and a
 # server certificate for `localhost` made here with openssl, kept with the
 # cluster's configuration; SSL on; and a role `fastlane_tls` (password
 # `fastlane`, a member of `fastlane`) that may log in over TLS only.
