@@ -4,18 +4,42 @@
 //! them.
 //!
 //! # Layout
-//! - [`config`]: known keys, read from a TOML file and the environment.
-//! - [`api`]: the HTTP routes, the OpenAPI document and Swagger UI.
-//! - [`worker`]: takes queued work and drives executions to their end.
-//! - [`store`] and [`queue`]: traits for persistent state and pending work,
-//!   with the embedded SQLite implementations standalone mode uses
-//!   ([`embedded`] opens their shared file).
-//! - [`plugins`]: the built-in plugins, registered in one place.
-//! - [`services`]: what the API and the worker share.
-//! - [`standalone`]: everything in one process.
-//! - [`redact`]: masking secrets (env values, webhook headers, URL
-//!   credentials) in output.
-//! - [`egress`]: the webhook egress policy checked at submission.
+//! From the process down. Only the process modules use [`api`]; nothing
+//! below it does (`tests/tests/stories/tidy.rs` checks).
+//!
+//! The process:
+//! - `main.rs`: the `fastlane` command line.
+//! - [`commands`]: `standalone`, `api` and `worker`, each a set of
+//!   [`roles`] over one [`services::Services`].
+//! - [`roles`]: what a process runs (the API, the consumers, the
+//!   reconciliation at start-up) and how it shuts down.
+//!
+//! The HTTP layer:
+//! - [`api`]: the routes, the OpenAPI document, Swagger UI, live logs.
+//!
+//! What the routes and the consumers do:
+//! - [`worker`]: drives executions to their end; [`admission`] decides
+//!   which may be placed now under the concurrency limits.
+//! - [`scheduler`]: fires delayed and cron jobs ([`schedule`] parses when).
+//! - [`control`]: stopping executions and jobs.
+//! - [`notify`]: e-mail, webhook and plugin notifications, owed in the
+//!   store until delivered.
+//! - [`outbox`]: publishes the queue messages the store wrote with a
+//!   submission.
+//! - [`logs`]: live logs kept with their execution as they are written.
+//! - [`prune`]: removing the containers of finished executions.
+//! - [`hosts`]: the blacklist and host health every process shares.
+//!
+//! What they share:
+//! - [`services`]: everything built once at start-up from [`config`].
+//! - [`store`] and [`queue`]: persistent state and pending work, with the
+//!   embedded SQLite implementations ([`embedded`] opens their file).
+//! - [`executors`]: which executor runs which task; [`plugins`]: where the
+//!   executors, notifiers and sinks come from.
+//! - [`metrics`], [`reporting`]: what fastlane measures and the failures it
+//!   reports.
+//! - [`urls`], [`redact`], [`egress`], [`clock`]: absolute URLs, masking
+//!   secrets, the webhook egress policy, the current time.
 
 pub mod admission;
 pub mod api;
@@ -41,4 +65,5 @@ pub mod schedule;
 pub mod scheduler;
 pub mod services;
 pub mod store;
+pub mod urls;
 pub mod worker;

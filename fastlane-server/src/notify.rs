@@ -423,7 +423,7 @@ async fn deliver(services: &Services, message: &QueueDelivery) -> anyhow::Result
                 .public_base_url
                 .as_ref()
                 .or(config.listen_base_url.as_ref());
-            let urls = crate::api::Urls::with_base(base.map(String::as_str));
+            let urls = crate::urls::Urls::with_base(base.map(String::as_str));
             let delivery = Delivery {
                 event: *event,
                 task_url: urls.task(&job.task_id),

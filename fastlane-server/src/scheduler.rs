@@ -24,7 +24,7 @@ use crate::queue::consumer::consume;
 use crate::queue::{JOBS, SCHEDULE, Work};
 use crate::schedule::CronSchedule;
 use crate::services::Services;
-use crate::store::Submission;
+use crate::store::{Outgoing, Submission};
 
 /// Namespace of the UUIDs of scheduled executions.
 const SLOT_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6661_7374_6c61_6e65_2d73_6c6f_7473_0001);
@@ -49,13 +49,53 @@ pub fn first_slot(schedule: &Schedule, now: DateTime<Utc>) -> Option<DateTime<Ut
     }
 }
 
-/// The message that fires `job` at `slot`.
+/// The work that fires `job` at `slot`.
 pub fn firing(job: &Job, slot: DateTime<Utc>) -> Work {
     Work::FireJob {
         task_id: job.task_id.clone(),
         job_id: job.job_id.clone(),
         generation: job.generation,
         slot,
+    }
+}
+
+/// The message that fires `job` at `slot`, due then, on the schedule queue.
+pub fn firing_message(job: &Job, slot: DateTime<Utc>) -> anyhow::Result<Outgoing> {
+    crate::outbox::message(SCHEDULE, &firing(job, slot), slot)
+}
+
+/// The message that runs `execution` now, on the jobs queue.
+pub fn run_now(execution: &Execution, now: DateTime<Utc>) -> anyhow::Result<Outgoing> {
+    let work = Work::RunExecution {
+        execution_id: execution.execution_id.clone(),
+    };
+    crate::outbox::message(JOBS, &work, now)
+}
+
+/// How a new (or replaced) `job` starts: sets its `next_run_at` and returns
+/// its first execution with the message that runs it now, or, for a
+/// delayed or cron job, no execution and the message that fires its first
+/// slot.
+pub fn first_run(
+    job: &mut Job,
+    ip: Option<String>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<(Option<Execution>, Outgoing)> {
+    job.next_run_at = first_slot(&job.spec.schedule, now);
+    match job.next_run_at {
+        Some(slot) => Ok((None, firing_message(job, slot)?)),
+        None => {
+            let execution = Execution::enqueued(
+                job,
+                &job.spec.image,
+                &job.spec.command,
+                ip,
+                now,
+                uuid::Uuid::new_v4().to_string(),
+            );
+            let message = run_now(&execution, now)?;
+            Ok((Some(execution), message))
+        }
     }
 }
 
@@ -262,15 +302,10 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         .collect();
     let mut outgoing = executions
         .iter()
-        .map(|execution| {
-            let run = Work::RunExecution {
-                execution_id: execution.execution_id.clone(),
-            };
-            crate::outbox::message(JOBS, &run, now)
-        })
+        .map(|execution| run_now(execution, now))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(next) = next {
-        outgoing.push(crate::outbox::message(SCHEDULE, &firing(&job, next), next)?);
+        outgoing.push(firing_message(&job, next)?);
     }
     if !outgoing.is_empty() {
         services

@@ -17,13 +17,12 @@ use super::body::{BodyError, JsonBody};
 use super::error::ApiError;
 use super::idempotency::Idempotency;
 use super::submit;
-use super::urls::Urls;
 use super::views::Link;
 use super::{ApiTags, JOB_NOT_FOUND, client_ip, find_job, task_or_job_not_found};
 use crate::control::{self, STOPPED_BY_USER};
-use crate::queue::{JOBS, Work};
 use crate::services::Services;
 use crate::store::Submission;
+use crate::urls::Urls;
 
 /// A job, after a stop or a retry.
 #[derive(Debug, Object)]
@@ -133,7 +132,7 @@ impl ControlApi {
         let job = control::stop_job(&services, job)
             .await
             .map_err(|e| ApiError::unavailable(OP, e.to_string()))?;
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         Ok(Json(JobControlled::new(&urls, job, None)))
     }
 
@@ -192,14 +191,11 @@ impl ControlApi {
             now,
             uuid::Uuid::new_v4().to_string(),
         );
-        let work = Work::RunExecution {
-            execution_id: execution.execution_id.clone(),
-        };
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         let answer = JobControlled::new(&urls, job, Some(execution.execution_id.clone()));
         // The execution and its message in one transaction (the outbox),
         // with the key's record.
-        let message = crate::outbox::message(JOBS, &work, now)
+        let message = crate::scheduler::run_now(&execution, now)
             .map_err(|err| ApiError::internal(OP, format!("{err:#}")))?;
         let submission = Submission {
             executions: std::slice::from_ref(&execution),
@@ -286,7 +282,7 @@ impl ControlApi {
             slots.push(slot);
             at = slot;
         }
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         let executions: Vec<Execution> = slots
             .iter()
             .map(|slot| crate::scheduler::slot_execution(&job, job.generation, *slot, now))
@@ -294,10 +290,7 @@ impl ControlApi {
         let outgoing = executions
             .iter()
             .map(|execution| {
-                let work = Work::RunExecution {
-                    execution_id: execution.execution_id.clone(),
-                };
-                crate::outbox::message(JOBS, &work, now)
+                crate::scheduler::run_now(execution, now)
                     .map_err(|err| ApiError::internal(OP, format!("{err:#}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -372,7 +365,7 @@ impl ControlApi {
         control::stop_execution(&services, &execution, STOPPED_BY_USER)
             .await
             .map_err(|e| ApiError::unavailable(OP, e.to_string()))?;
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         Ok(Json(ExecutionStopped {
             task: Link {
                 id: task_id.0.clone(),

@@ -8,7 +8,6 @@ use poem_openapi::{ApiResponse, OpenApi, param::Path, payload::Json, payload::Pl
 use fastlane_sdk::Execution;
 
 use super::error::ApiError;
-use super::urls::Urls;
 use super::views::{ExecutionDetails, Link, error_text, execution_view};
 use super::{ApiTags, find_job, task_or_job_not_found};
 use crate::services::Services;
@@ -123,7 +122,7 @@ impl ExecutionsApi {
             &execution_id,
         )
         .await?;
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         Ok(Json(ExecutionDetails {
             task: Link {
                 id: task_id.0.clone(),

@@ -13,7 +13,6 @@ use fastlane_sdk::{HostStatus, RunningContainer, Schedule};
 
 use super::ApiTags;
 use super::error::ApiError;
-use super::urls::Urls;
 use super::views::{Link, job_metadata};
 use crate::services::Services;
 
@@ -390,7 +389,7 @@ impl HealthApi {
         services: Data<&Services>,
     ) -> Result<Json<Status>, ApiError> {
         const OP: &str = "status";
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         let scheduled = services
             .store
             .scheduled_jobs()

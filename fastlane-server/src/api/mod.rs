@@ -17,12 +17,12 @@ pub mod fuzzing;
 mod health;
 mod idempotency;
 mod job_request;
+mod labels;
 mod logs;
 mod ordered;
 mod params;
 mod submit;
 mod tasks;
-mod urls;
 mod views;
 
 use poem::http::{StatusCode, header};
@@ -31,8 +31,8 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Route};
 use poem_openapi::{OpenApiService, Tags};
 
 use crate::services::Services;
+use crate::urls::Urls;
 pub use body::BodyLimit;
-pub use urls::Urls;
 
 /// Groups of operations in the document.
 #[derive(Debug, Tags)]
@@ -117,8 +117,8 @@ pub fn app(services: Services) -> impl Endpoint {
             Ok(response)
         })
         .around(|endpoint, request| async move {
-            let method = crate::metrics::method_label(request.method()).to_owned();
-            let route = crate::metrics::route_of(request.uri().path());
+            let method = labels::method_label(request.method()).to_owned();
+            let route = labels::route_of(request.uri().path());
             let metrics = request.data::<Services>().map(|s| s.metrics.clone());
             let response = endpoint.call(request).await?.into_response();
             if let Some(metrics) = metrics {
@@ -182,6 +182,15 @@ fn route(path: &str) -> Option<&'static (Vec<String>, String, String)> {
 /// document.
 fn allowed_methods(path: &str) -> Option<String> {
     route(path).map(|(_, _, methods)| methods.clone())
+}
+
+/// The URLs of the response to `request`: on `PUBLIC_BASE_URL`, else on
+/// its `Host`.
+fn urls_for(request: &Request, services: &Services) -> Urls {
+    Urls::new(
+        request.header("host"),
+        services.config.public_base_url.as_deref(),
+    )
 }
 
 /// The template of the OpenAPI document's route matching `path`, such as

@@ -13,12 +13,11 @@ use fastlane_sdk::{Execution, Job};
 use super::error::ApiError;
 use super::idempotency::Idempotency;
 use super::job_request::{self, Limits};
-use super::urls::Urls;
 use super::views::JobCreated;
-use crate::queue::{JOBS, SCHEDULE, Work};
 use crate::scheduler;
 use crate::services::Services;
 use crate::store::{Outgoing, Submission};
+use crate::urls::Urls;
 
 /// A checked job, ready to be written.
 #[derive(Debug)]
@@ -105,26 +104,8 @@ pub fn prepare(
             spec,
         },
     };
-    job.next_run_at = scheduler::first_slot(&job.spec.schedule, now);
-
-    let (work, queue, due, execution) = match job.next_run_at {
-        None => {
-            let execution = Execution::enqueued(
-                &job,
-                &job.spec.image,
-                &job.spec.command,
-                ip,
-                now,
-                uuid::Uuid::new_v4().to_string(),
-            );
-            let work = Work::RunExecution {
-                execution_id: execution.execution_id.clone(),
-            };
-            (work, JOBS, now, Some(execution))
-        }
-        Some(slot) => (scheduler::firing(&job, slot), SCHEDULE, slot, None),
-    };
-    let message = crate::outbox::message(queue, &work, due).map_err(|err| format!("{err:#}"))?;
+    let (execution, message) =
+        scheduler::first_run(&mut job, ip, now).map_err(|err| format!("{err:#}"))?;
     let created = JobCreated {
         execution_url: execution
             .as_ref()

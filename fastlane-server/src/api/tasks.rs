@@ -14,13 +14,13 @@ use super::error::ApiError;
 use super::idempotency::Idempotency;
 use super::params::{NewTaskId, Page};
 use super::submit::{self, Asked};
-use super::urls::Urls;
 use super::views::{
     BatchCreated, JobCreated, JobDetails, JobView, Link, TaskDetails, TaskItem, TaskJob, TaskPage,
     execution_view, job_metadata,
 };
 use super::{ApiTags, JOB_NOT_FOUND, client_ip, find_job};
 use crate::services::Services;
+use crate::urls::Urls;
 
 /// How many executions job details show.
 const EXECUTIONS_SHOWN: u64 = 20;
@@ -55,7 +55,7 @@ impl TasksApi {
             .tasks((page - 1).saturating_mul(per_page), per_page)
             .await
             .map_err(ApiError::store(OP))?;
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         let link = |n: u64| urls.tasks_page(n);
         task_page(tasks, total, page, per_page, &urls, link, OP).map(Json)
     }
@@ -82,7 +82,7 @@ impl TasksApi {
             .await
             .map_err(ApiError::store(OP))?
             .ok_or_else(|| ApiError::not_found(OP, "Task not found."))?;
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         Ok(Json(TaskDetails {
             jobs: jobs
                 .into_iter()
@@ -179,7 +179,7 @@ impl TasksApi {
         }
         let jobs = super::job_request::batch(&body)
             .map_err(|message| ApiError::bad_request(OP, message))?;
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         let ip = client_ip(request);
         let prepared = jobs
             .iter()
@@ -303,7 +303,7 @@ impl TasksApi {
             .search_tasks(word, (page - 1).saturating_mul(per_page), per_page)
             .await
             .map_err(ApiError::store(OP))?;
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         let link = |n: u64| urls.search_page(word, n);
         task_page(tasks, total, page, per_page, &urls, link, OP).map(Json)
     }
@@ -332,7 +332,7 @@ impl TasksApi {
             .executions(&job.job_id, EXECUTIONS_SHOWN)
             .await
             .map_err(ApiError::store(OP))?;
-        let urls = Urls::new(request, services.config.public_base_url.as_deref());
+        let urls = super::urls_for(request, &services);
         Ok(Json(JobDetails {
             task: Link {
                 id: job.task_id.clone(),
@@ -381,7 +381,7 @@ async fn submit_one(
     if let Some(earlier) = submit::replayed(services, idempotency.as_ref(), now, operation).await? {
         return Ok(earlier);
     }
-    let urls = Urls::new(request, services.config.public_base_url.as_deref());
+    let urls = super::urls_for(request, services);
     let prepared = submit::prepare(services, &urls, asked, now)
         .map_err(|message| ApiError::bad_request(operation, message))?;
     let answer = prepared.created.clone();

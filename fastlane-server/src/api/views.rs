@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use fastlane_sdk::{Execution, ExecutionStatus, Job};
 
-use super::urls::Urls;
 use crate::redact::{redact_envs, redact_webhooks};
+use crate::urls::Urls;
 
 /// An id and its absolute URL.
 #[derive(Debug, Clone, Object)]

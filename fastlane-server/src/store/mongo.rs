@@ -44,8 +44,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use mongodb::bson::spec::BinarySubtype;
-use mongodb::bson::{Binary, Bson, Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, ClientSession, Collection, Database};
@@ -55,21 +54,21 @@ use fastlane_sdk::{Execution, Job, Task};
 
 mod admission;
 mod documents;
+mod hosts;
+mod logs;
+mod messages;
 mod schema;
 
 use admission::{Holder, Waiter};
 use documents::{
     big, corrupt, count, date, field, from_record, is_duplicate_key, json, json_object, mongo,
-    nanos, record, text,
+    record, text,
 };
-use schema::{
-    BLACKLIST, COUNTERS, DELIVERIES, EXECUTIONS, HOST_HEALTH, IDEMPOTENCY, JOBS, LOGS, OUTBOX,
-    TASKS,
-};
+use schema::{COUNTERS, DELIVERIES, EXECUTIONS, IDEMPOTENCY, JOBS, OUTBOX, TASKS};
 
 use super::{
-    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogSource, LogTotals,
-    Outgoing, Store, StoreError, Submission, TaskSummary, admissible_in_order, task_words,
+    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals, Outgoing,
+    Store, StoreError, Submission, TaskSummary, admissible_in_order, task_words,
 };
 
 /// Statuses of executions that have not reached a final status.
@@ -648,37 +647,11 @@ impl Store for MongoStore {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let Some(found) = self
-            .collection(IDEMPOTENCY)
-            .find_one(doc! {"_id": key, "expires_ms": {"$gt": now_ms}})
-            .await
-            .map_err(mongo)?
-        else {
-            return Ok(None);
-        };
-        let read = |name: &str| {
-            found
-                .get_str(name)
-                .map(str::to_owned)
-                .map_err(|e| corrupt(format!("idempotency key {key}: {e}")))
-        };
-        Ok(Some(IdempotencyRecord {
-            key: read("_id")?,
-            fingerprint: read("fingerprint")?,
-            response: read("response")?,
-            expires_ms: found
-                .get_i64("expires_ms")
-                .map_err(|e| corrupt(format!("idempotency key {key}: {e}")))?,
-        }))
+        messages::idempotency(self, key, now_ms).await
     }
 
     async fn forget_expired_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let deleted = self
-            .collection(IDEMPOTENCY)
-            .delete_many(doc! {"expires_ms": {"$lte": now_ms}})
-            .await
-            .map_err(mongo)?;
-        Ok(deleted.deleted_count)
+        messages::forget_expired_keys(self, now_ms).await
     }
 
     async fn take_outbox(
@@ -686,35 +659,11 @@ impl Store for MongoStore {
         limit: usize,
         lease: std::time::Duration,
     ) -> Result<Vec<Outgoing>, StoreError> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let now = Utc::now().timestamp_millis();
-        let outbox = self.collection(OUTBOX);
-        let mut taken = Vec::new();
-        // One message at a time: each take is atomic on its own.
-        while taken.len() < limit {
-            let Some(message) = outbox
-                .find_one_and_update(
-                    doc! {"taken_until": {"$lte": now}},
-                    doc! {"$set": {"taken_until": now.saturating_add(lease_ms)}},
-                )
-                .sort(doc! {"due_ms": 1, "_id": 1})
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(mongo)?
-            else {
-                break;
-            };
-            taken.push(outgoing_of(&message, "outbox message")?);
-        }
-        Ok(taken)
+        messages::take_outbox(self, limit, lease).await
     }
 
     async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
-        self.collection(OUTBOX)
-            .delete_many(doc! {"_id": {"$in": ids}})
-            .await
-            .map_err(mongo)?;
-        Ok(())
+        messages::remove_outbox(self, ids).await
     }
 
     async fn owed_deliveries(
@@ -722,27 +671,11 @@ impl Store for MongoStore {
         after: &str,
         limit: usize,
     ) -> Result<Vec<Outgoing>, StoreError> {
-        let owed: Vec<Document> = self
-            .collection(DELIVERIES)
-            .find(doc! {"_id": {"$gt": after}})
-            .sort(doc! {"_id": 1})
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-            .await
-            .map_err(mongo)?
-            .try_collect()
-            .await
-            .map_err(mongo)?;
-        owed.iter()
-            .map(|message| outgoing_of(message, "owed delivery"))
-            .collect()
+        messages::owed_deliveries(self, after, limit).await
     }
 
     async fn settle_deliveries(&self, ids: &[String]) -> Result<(), StoreError> {
-        self.collection(DELIVERIES)
-            .delete_many(doc! {"_id": {"$in": ids}})
-            .await
-            .map_err(mongo)?;
-        Ok(())
+        messages::settle_deliveries(self, ids).await
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
@@ -978,53 +911,18 @@ impl Store for MongoStore {
     }
 
     async fn blacklist(&self) -> Result<Vec<String>, StoreError> {
-        self.all(BLACKLIST, Document::new(), doc! {"_id": 1})
-            .await?
-            .iter()
-            .map(|host| text(host, "_id"))
-            .collect()
+        hosts::blacklist(self).await
     }
 
     async fn set_blacklisted(&self, host: &str, blacklisted: bool) -> Result<(), StoreError> {
-        let blacklist = self.collection(BLACKLIST);
-        if !blacklisted {
-            blacklist
-                .delete_one(doc! {"_id": host})
-                .await
-                .map_err(mongo)?;
-            return Ok(());
-        }
-        match blacklist.insert_one(doc! {"_id": host}).await {
-            Err(err) if !is_duplicate_key(&err) => Err(mongo(err)),
-            _ => Ok(()),
-        }
+        hosts::set_blacklisted(self, host, blacklisted).await
     }
 
     async fn share_host_health(
         &self,
         reports: &[fastlane_sdk::HostHealth],
     ) -> Result<Vec<fastlane_sdk::HostHealth>, StoreError> {
-        let health = self.collection(HOST_HEALTH);
-        for report in reports {
-            let since = nanos(report.since);
-            let kept = health
-                .update_one(
-                    doc! {"_id": &report.host, "since_ns": {"$lt": since}},
-                    doc! {"$set": {"since_ns": since, "doc": record(report)?}},
-                )
-                .upsert(true)
-                .await;
-            match kept {
-                // A report as new or newer is kept already.
-                Err(err) if !is_duplicate_key(&err) => return Err(mongo(err)),
-                _ => {}
-            }
-        }
-        self.all(HOST_HEALTH, Document::new(), doc! {"_id": 1})
-            .await?
-            .iter()
-            .map(from_record)
-            .collect()
+        hosts::share_host_health(self, reports).await
     }
 
     async fn counts(&self) -> Result<(u64, u64), StoreError> {
@@ -1042,27 +940,7 @@ impl Store for MongoStore {
     }
 
     async fn append_log(&self, execution_id: &str, pieces: &[LogPiece]) -> Result<(), StoreError> {
-        if pieces.is_empty() {
-            return Ok(());
-        }
-        let docs = pieces.iter().map(|piece| {
-            doc! {
-                "execution_id": execution_id,
-                "start": big(piece.offset),
-                "end": big(piece.end()),
-                "source": piece.source.as_str(),
-                "text": Binary {
-                    subtype: BinarySubtype::Generic,
-                    bytes: piece.text.as_bytes().to_vec(),
-                },
-                "raw_len": big(piece.raw_len),
-            }
-        });
-        // Unordered: every new piece goes in, whatever pieces are kept already.
-        match self.collection(LOGS).insert_many(docs).ordered(false).await {
-            Err(err) if !is_duplicate_key(&err) => Err(mongo(err)),
-            _ => Ok(()),
-        }
+        logs::append_log(self, execution_id, pieces).await
     }
 
     async fn read_log(
@@ -1071,76 +949,11 @@ impl Store for MongoStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<LogPiece>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let logs = self.collection(LOGS);
-        let first = logs
-            .find_one(doc! {"execution_id": execution_id, "start": {"$lte": big(from)}})
-            .sort(doc! {"start": -1})
-            .projection(doc! {"start": 1})
-            .await
-            .map_err(mongo)?;
-        let start = first.as_ref().and_then(|p| p.get("start")).cloned();
-        let stored: Vec<Document> = logs
-            .find(doc! {
-                "execution_id": execution_id,
-                "start": {"$gte": start.unwrap_or(Bson::Int64(0))},
-            })
-            .sort(doc! {"start": 1})
-            .limit(i64::from(limit))
-            .await
-            .map_err(mongo)?
-            .try_collect()
-            .await
-            .map_err(mongo)?;
-        let mut pieces = Vec::with_capacity(stored.len());
-        for piece in &stored {
-            let source = text(piece, "source")?;
-            let source = LogSource::parse(&source)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown log source {source:?}")))?;
-            let bytes = piece
-                .get_binary_generic("text")
-                .map_err(|e| corrupt(format!("log text: {e}")))?;
-            pieces.push(LogPiece {
-                offset: count(piece.get("start"))?,
-                source,
-                text: String::from_utf8(bytes.clone()).map_err(corrupt)?,
-                raw_len: count(piece.get("raw_len"))?,
-            });
-        }
-        Ok(super::log_from(pieces, from))
+        logs::read_log(self, execution_id, from, limit).await
     }
 
     async fn log_totals(&self, execution_id: &str) -> Result<LogTotals, StoreError> {
-        let of =
-            |source: &str, value: Bson| doc! {"$cond": [{"$eq": ["$source", source]}, value, 0]};
-        let totals: Vec<Document> = self
-            .collection(LOGS)
-            .aggregate([
-                doc! {"$match": {"execution_id": execution_id}},
-                doc! {"$group": {
-                    "_id": Bson::Null,
-                    "bytes": {"$max": "$end"},
-                    "stdout": {"$sum": of("stdout", Bson::String("$raw_len".to_owned()))},
-                    "stderr": {"$sum": of("stderr", Bson::String("$raw_len".to_owned()))},
-                    "notices": {"$sum": of("notice", Bson::Int32(1))},
-                }},
-            ])
-            .await
-            .map_err(mongo)?
-            .try_collect()
-            .await
-            .map_err(mongo)?;
-        let Some(totals) = totals.first() else {
-            return Ok(LogTotals::default());
-        };
-        Ok(LogTotals {
-            bytes: count(totals.get("bytes"))?,
-            stdout: count(totals.get("stdout"))?,
-            stderr: count(totals.get("stderr"))?,
-            cut: count(totals.get("notices"))? > 0,
-        })
+        logs::log_totals(self, execution_id).await
     }
 
     async fn admit(
@@ -1231,225 +1044,4 @@ impl Store for MongoStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    /// Test databases are named `fastlane_t_<unix seconds>_<uuid>`.
-    const TEST_PREFIX: &str = "fastlane_t_";
-
-    /// Test databases older than this are dropped by later runs (a test that
-    /// failed did not drop its own).
-    const STALE_AFTER_SECS: i64 = 3600;
-
-    /// The server under test (`FASTLANE_TEST_MONGO_URL`). The tests that
-    /// need it are compiled `#[ignore]`d unless it was set when they were
-    /// built (`build.rs`), so without one they are reported skipped.
-    fn server() -> String {
-        match std::env::var("FASTLANE_TEST_MONGO_URL") {
-            Ok(url) if !url.is_empty() => url,
-            _ => panic!(
-                "FASTLANE_TEST_MONGO_URL is not set: point it at a MongoDB server, e.g. \
-                 mongodb://127.0.0.1:27017/?serverSelectionTimeoutMS=2000, and build the \
-                 tests again"
-            ),
-        }
-    }
-
-    /// A fresh database's name on the server at `url`, after dropping the
-    /// test databases of runs long past.
-    async fn fresh_database(url: &str) -> String {
-        let client = Client::with_uri_str(url).await.unwrap_or_else(|e| {
-            panic!(
-                "FASTLANE_TEST_MONGO_URL {} is not usable: {e}",
-                crate::redact::url_without_password(url)
-            )
-        });
-        let now = Utc::now().timestamp();
-        let names = client.list_database_names().await.unwrap_or_else(|e| {
-            panic!(
-                "MongoDB at {} does not answer: {}",
-                crate::redact::url_without_password(url),
-                fastlane_sdk::text::error_chain(&e)
-            )
-        });
-        for name in names {
-            let born = name
-                .strip_prefix(TEST_PREFIX)
-                .and_then(|rest| rest.split('_').next())
-                .and_then(|s| s.parse::<i64>().ok());
-            if born.is_some_and(|born| now - born > STALE_AFTER_SECS) {
-                // Best effort: another run may be dropping it too.
-                let _ = client.database(&name).drop().await;
-            }
-        }
-        format!("{TEST_PREFIX}{now}_{}", uuid::Uuid::new_v4().simple())
-    }
-
-    /// A store on a fresh database of the server under test.
-    async fn fresh() -> MongoStore {
-        let url = server();
-        let database = fresh_database(&url).await;
-        MongoStore::connect(&url, &database).await.expect("connect")
-    }
-
-    crate::store_conformance!(with_cleanup #[cfg_attr(
-        not(fastlane_mongo_tests),
-        ignore = "needs FASTLANE_TEST_MONGO_URL: no MongoDB server can be installed on this machine"
-    )] async {
-        let store = fresh().await;
-        let owner = store.clone();
-        let cleanup = async move {
-            let _ = owner.drop_database().await;
-        };
-        (Arc::new(store) as Arc<dyn Store>, cleanup)
-    });
-
-    #[tokio::test]
-    #[cfg_attr(
-        not(fastlane_mongo_tests),
-        ignore = "needs FASTLANE_TEST_MONGO_URL: no MongoDB server can be installed on this machine"
-    )]
-    async fn log_text_and_awkward_records_are_kept_exactly() {
-        let store = fresh().await;
-        let piece = LogPiece {
-            offset: 0,
-            source: LogSource::Stdout,
-            text: "a\0b é".to_owned(),
-            raw_len: 6,
-        };
-        store
-            .append_log("e", std::slice::from_ref(&piece))
-            .await
-            .expect("append");
-        assert_eq!(store.read_log("e", 0, 10).await.expect("read"), [piece]);
-        let now = Utc::now();
-        let mut spec = fastlane_sdk::JobSpec::new("busybox", "true");
-        spec.envs.insert("A.B$C\0".to_owned(), "v\0".to_owned());
-        spec.custom = Some(
-            serde_json::json!({"$where": {"x.y": u64::MAX}, "%": 1.5})
-                .as_object()
-                .cloned()
-                .unwrap_or_default(),
-        );
-        let job = Job::new("awkward", "j".to_owned(), spec, now);
-        let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
-        execution.stdout = Some("a\0b".to_owned());
-        store
-            .submit(Submission {
-                executions: std::slice::from_ref(&execution),
-                ..Submission::job(&job)
-            })
-            .await
-            .expect("create");
-        assert_eq!(store.find_job("j").await.expect("read"), Some(job));
-        assert_eq!(store.execution("e").await.expect("read"), Some(execution));
-        store.drop_database().await.expect("drop");
-    }
-
-    /// A job and an execution whose stored timestamps are not timestamps,
-    /// written behind the store's back (MongoDB itself refuses documents
-    /// nested past 100 levels, so the depth case cannot be stored here).
-    #[tokio::test]
-    #[cfg_attr(
-        not(fastlane_mongo_tests),
-        ignore = "needs FASTLANE_TEST_MONGO_URL: no MongoDB server can be installed on this machine"
-    )]
-    async fn unreadable_records_are_skipped_in_listings() {
-        let store = fresh().await;
-        let raw = store.clone();
-        crate::store::conformance::unreadable_records_are_skipped_in_listings(
-            Arc::new(store.clone()),
-            |kind, id| {
-                let raw = raw.clone();
-                async move {
-                    let collection = if kind == "job" { JOBS } else { EXECUTIONS };
-                    let changed = raw
-                        .collection(collection)
-                        .update_one(
-                            doc! {"_id": id},
-                            doc! {"$set": {"doc.created_at": "not a date"}},
-                        )
-                        .await
-                        .expect("spoil");
-                    assert_eq!(changed.matched_count, 1);
-                }
-            },
-        )
-        .await;
-        store.drop_database().await.expect("drop");
-    }
-
-    /// Admissions from several processes (here: clients) at once never
-    /// give out more slots than a gate has, and the rest wait in one line.
-    #[tokio::test]
-    #[cfg_attr(
-        not(fastlane_mongo_tests),
-        ignore = "needs FASTLANE_TEST_MONGO_URL: no MongoDB server can be installed on this machine"
-    )]
-    async fn concurrent_admissions_keep_the_limit() {
-        let url = server();
-        let database = fresh_database(&url).await;
-        let stores = [
-            MongoStore::connect(&url, &database).await.expect("connect"),
-            MongoStore::connect(&url, &database).await.expect("connect"),
-        ];
-        crate::store::conformance::concurrent_admissions_keep_the_limit([
-            Arc::new(stores[0].clone()),
-            Arc::new(stores[1].clone()),
-        ])
-        .await;
-        stores[0].drop_database().await.expect("drop");
-    }
-
-    #[test]
-    fn an_execution_reads_back_from_what_is_stored() {
-        let now = Utc::now();
-        let job = Job::new(
-            "t",
-            "j".to_owned(),
-            fastlane_sdk::JobSpec::new("busybox", "true"),
-            now,
-        );
-        let mut execution = Execution::enqueued(&job, "busybox", "true", None, now, "e".to_owned());
-        execution.dispatches.push(fastlane_sdk::DispatchRecord {
-            timestamp: now,
-            notifier: "webhook".to_owned(),
-            event: "finishes".to_owned(),
-            target: "http://receiver.invalid/".to_owned(),
-            attempt: 1,
-            status_code: None,
-            error: Some("refused".to_owned()),
-        });
-        let stored = StoredExecution::new(&execution).expect("store");
-        assert!(!stored.doc.contains_key("dispatches"), "kept beside doc");
-        let full = stored.full(7);
-        assert_eq!(full.get_i64("seq").ok(), Some(7));
-        assert_eq!(full.get_str("status").ok(), Some("enqueued"));
-        assert_eq!(execution_from(&full).expect("read"), execution);
-    }
-
-    #[test]
-    fn search_looks_words_up_and_matches_anything_else_as_like_would() {
-        assert_eq!(
-            search_filter("alpha"),
-            Some(doc! {"words": {"$all": ["alpha"]}})
-        );
-        assert_eq!(
-            search_filter("al%ph_a"),
-            Some(doc! {"words": {"$all": ["alpha"]}}),
-            "LIKE's wildcards are taken out, as search_pattern does"
-        );
-        assert_eq!(
-            search_filter("a.b c"),
-            Some(doc! {"words_text": {"$regex": " a\\.b c "}})
-        );
-        assert_eq!(
-            search_filter(""),
-            Some(doc! {"words_text": {"$regex": "  "}}),
-            "like '%  %': only tasks without words"
-        );
-        assert_eq!(search_filter("a\0"), None);
-    }
-}
+mod tests;

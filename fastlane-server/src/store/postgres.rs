@@ -20,16 +20,20 @@ use tokio_postgres::{Row, Transaction};
 use fastlane_sdk::{Execution, Job, Task};
 
 mod admission;
+mod hosts;
+mod logs;
+mod messages;
 mod rows;
 mod schema;
+mod submit;
 pub mod tls;
 
 use admission::{give_back_finished, held_slots, lock_admission, read_line};
-use rows::{big, col, corrupt, count, docs, document, listed, one, pg};
+use rows::{big, col, count, document, listed, one, pg};
 
 use super::{
-    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogSource, LogTotals,
-    Outgoing, Store, StoreError, Submission, TaskSummary, admissible_in_order, task_words,
+    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals, Outgoing,
+    Store, StoreError, Submission, TaskSummary, admissible_in_order,
 };
 
 /// Statuses of executions that have not reached a final status, in SQL.
@@ -144,31 +148,6 @@ impl PostgresStore {
     }
 }
 
-async fn upsert_job(tx: &Transaction<'_>, job: &Job) -> Result<(), StoreError> {
-    let words = format!(" {} ", task_words(&job.task_id).join(" "));
-    tx.execute(
-        "INSERT INTO tasks (task_id, created_at, last_modified_at, words) VALUES ($1, $2, $2, $3)
-         ON CONFLICT (task_id) DO UPDATE SET last_modified_at = EXCLUDED.last_modified_at",
-        &[&job.task_id, &job.last_modified_at, &words],
-    )
-    .await
-    .map_err(pg)?;
-    tx.execute(
-        "INSERT INTO jobs (job_id, task_id, last_modified_at, data) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (job_id) DO UPDATE SET last_modified_at = EXCLUDED.last_modified_at,
-                                            data = EXCLUDED.data",
-        &[
-            &job.job_id,
-            &job.task_id,
-            &job.last_modified_at,
-            &document(job)?,
-        ],
-    )
-    .await
-    .map_err(pg)?;
-    Ok(())
-}
-
 /// Inserts `execution` unless one with its id is stored; returns whether
 /// it was inserted.
 async fn insert_execution_in(
@@ -177,8 +156,7 @@ async fn insert_execution_in(
 ) -> Result<bool, StoreError> {
     let added = client
         .execute(
-            "INSERT INTO executions (execution_id, job_id, created_at, status, data)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id) DO NOTHING",
+            submit::NEW_EXECUTION,
             &[
                 &execution.execution_id,
                 &execution.job_id,
@@ -196,12 +174,7 @@ async fn insert_execution_in(
 /// and the save is not.
 async fn upsert_execution(tx: &Transaction<'_>, execution: &Execution) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO executions (execution_id, job_id, created_at, status, data)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (execution_id) DO UPDATE SET status = EXCLUDED.status,
-             data = jsonb_set(EXCLUDED.data, '{dispatches}',
-                              COALESCE(NULLIF(executions.data -> 'dispatches', 'null'), '[]'))
-         WHERE executions.status <> 'stopped' OR EXCLUDED.status = 'stopped'",
+        submit::EXECUTION,
         &[
             &execution.execution_id,
             &execution.job_id,
@@ -229,96 +202,7 @@ fn outgoing_at(row: &Row, first: usize) -> Result<Outgoing, tokio_postgres::Erro
 #[async_trait]
 impl Store for PostgresStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
-        let Submission {
-            jobs,
-            executions,
-            outgoing,
-            owed,
-            idempotency,
-            keep_existing,
-        } = submission;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        if let Some(record) = idempotency {
-            // A concurrent request with the same key waits here for the
-            // first to commit, then finds its record.
-            let written = tx
-                .execute(
-                    "INSERT INTO idempotency (key, fingerprint, response, expires_ms)
-                     VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
-                         response = excluded.response, expires_ms = excluded.expires_ms
-                     WHERE idempotency.expires_ms <= $5",
-                    &[
-                        &record.key,
-                        &record.fingerprint,
-                        &record.response,
-                        &record.expires_ms,
-                        &Utc::now().timestamp_millis(),
-                    ],
-                )
-                .await
-                .map_err(pg)?;
-            if written == 0 {
-                return Ok(false);
-            }
-        }
-        for job in jobs {
-            upsert_job(&tx, job).await?;
-        }
-        for execution in executions {
-            if keep_existing {
-                insert_execution_in(&tx, execution).await?;
-            } else {
-                upsert_execution(&tx, execution).await?;
-            }
-        }
-        if !owed.is_empty() {
-            let insert = tx
-                .prepare_cached(
-                    "INSERT INTO deliveries (id, queue, payload, due_ms) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .await
-                .map_err(pg)?;
-            for message in owed {
-                tx.execute(
-                    &insert,
-                    &[
-                        &message.id,
-                        &message.queue,
-                        &message.payload,
-                        &message.due_ms,
-                    ],
-                )
-                .await
-                .map_err(pg)?;
-            }
-        }
-        if !outgoing.is_empty() || !owed.is_empty() {
-            let insert = tx
-                .prepare_cached(
-                    "INSERT INTO outbox (id, queue, payload, due_ms) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .await
-                .map_err(pg)?;
-            for message in outgoing.iter().chain(owed) {
-                tx.execute(
-                    &insert,
-                    &[
-                        &message.id,
-                        &message.queue,
-                        &message.payload,
-                        &message.due_ms,
-                    ],
-                )
-                .await
-                .map_err(pg)?;
-            }
-        }
-        tx.commit().await.map_err(pg)?;
-        Ok(true)
+        submit::write(&mut self.client().await?, submission).await
     }
 
     async fn idempotency(
@@ -326,29 +210,11 @@ impl Store for PostgresStore {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT key, fingerprint, response, expires_ms FROM idempotency
-                 WHERE key = $1 AND expires_ms > $2",
-                &[&key, &now_ms],
-            )
-            .await?;
-        rows.first()
-            .map(|row| {
-                Ok(IdempotencyRecord {
-                    key: row.try_get(0)?,
-                    fingerprint: row.try_get(1)?,
-                    response: row.try_get(2)?,
-                    expires_ms: row.try_get(3)?,
-                })
-            })
-            .transpose()
-            .map_err(pg)
+        messages::idempotency(self, key, now_ms).await
     }
 
     async fn forget_expired_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
-        self.execute("DELETE FROM idempotency WHERE expires_ms <= $1", &[&now_ms])
-            .await
+        messages::forget_expired_keys(self, now_ms).await
     }
 
     async fn take_outbox(
@@ -356,33 +222,11 @@ impl Store for PostgresStore {
         limit: usize,
         lease: std::time::Duration,
     ) -> Result<Vec<Outgoing>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let now = Utc::now().timestamp_millis();
-        // SKIP LOCKED: publishers in other processes take other messages.
-        let rows = self
-            .query(
-                "UPDATE outbox SET taken_until = $1 WHERE seq IN
-                     (SELECT seq FROM outbox WHERE taken_until <= $2 ORDER BY seq LIMIT $3
-                      FOR UPDATE SKIP LOCKED)
-                 RETURNING seq, id, queue, payload, due_ms",
-                &[&now.saturating_add(lease_ms), &now, &limit],
-            )
-            .await?;
-        let mut taken = rows
-            .iter()
-            .map(|row| Ok((row.try_get::<_, i64>(0)?, outgoing_at(row, 1)?)))
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
-            .map_err(pg)?;
-        // RETURNING has no order of its own.
-        taken.sort_by_key(|(seq, _)| *seq);
-        Ok(taken.into_iter().map(|(_, message)| message).collect())
+        messages::take_outbox(self, limit, lease).await
     }
 
     async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
-        self.execute("DELETE FROM outbox WHERE id = ANY($1)", &[&ids])
-            .await?;
-        Ok(())
+        messages::remove_outbox(self, ids).await
     }
 
     async fn owed_deliveries(
@@ -390,24 +234,11 @@ impl Store for PostgresStore {
         after: &str,
         limit: usize,
     ) -> Result<Vec<Outgoing>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .query(
-                "SELECT id, queue, payload, due_ms FROM deliveries
-                 WHERE id > $1 ORDER BY id LIMIT $2",
-                &[&after, &limit],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| outgoing_at(row, 0))
-            .collect::<Result<Vec<_>, tokio_postgres::Error>>()
-            .map_err(pg)
+        messages::owed_deliveries(self, after, limit).await
     }
 
     async fn settle_deliveries(&self, ids: &[String]) -> Result<(), StoreError> {
-        self.execute("DELETE FROM deliveries WHERE id = ANY($1)", &[&ids])
-            .await?;
-        Ok(())
+        messages::settle_deliveries(self, ids).await
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
@@ -631,50 +462,18 @@ impl Store for PostgresStore {
     }
 
     async fn blacklist(&self) -> Result<Vec<String>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT host FROM blacklist ORDER BY host COLLATE \"C\"",
-                &[],
-            )
-            .await?;
-        rows.iter().map(|row| col(row, 0)).collect()
+        hosts::blacklist(self).await
     }
 
     async fn set_blacklisted(&self, host: &str, blacklisted: bool) -> Result<(), StoreError> {
-        let sql = if blacklisted {
-            "INSERT INTO blacklist (host) VALUES ($1) ON CONFLICT (host) DO NOTHING"
-        } else {
-            "DELETE FROM blacklist WHERE host = $1"
-        };
-        self.execute(sql, &[&host]).await?;
-        Ok(())
+        hosts::set_blacklisted(self, host, blacklisted).await
     }
 
     async fn share_host_health(
         &self,
         reports: &[fastlane_sdk::HostHealth],
     ) -> Result<Vec<fastlane_sdk::HostHealth>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        for report in reports {
-            tx.execute(
-                "INSERT INTO host_health (host, since, data) VALUES ($1, $2, $3)
-                 ON CONFLICT (host) DO UPDATE SET since = EXCLUDED.since, data = EXCLUDED.data
-                 WHERE EXCLUDED.since > host_health.since",
-                &[&report.host, &report.since, &document(report)?],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        let rows = tx
-            .query(
-                "SELECT data FROM host_health ORDER BY host COLLATE \"C\"",
-                &[],
-            )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        docs(&rows)
+        hosts::share_host_health(self, reports).await
     }
 
     async fn counts(&self) -> Result<(u64, u64), StoreError> {
@@ -691,30 +490,7 @@ impl Store for PostgresStore {
     }
 
     async fn append_log(&self, execution_id: &str, pieces: &[LogPiece]) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO execution_logs (execution_id, start, source, text, raw_len)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id, start) DO NOTHING",
-            )
-            .await
-            .map_err(pg)?;
-        for piece in pieces {
-            tx.execute(
-                &insert,
-                &[
-                    &execution_id,
-                    &big(piece.offset),
-                    &piece.source.as_str(),
-                    &piece.text.as_bytes(),
-                    &big(piece.raw_len),
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        tx.commit().await.map_err(pg)
+        logs::append_log(self, execution_id, pieces).await
     }
 
     async fn read_log(
@@ -723,51 +499,11 @@ impl Store for PostgresStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<LogPiece>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT start, source, text, raw_len FROM execution_logs
-                 WHERE execution_id = $1
-                   AND start >= COALESCE((SELECT MAX(start) FROM execution_logs
-                                          WHERE execution_id = $1 AND start <= $2), 0)
-                 ORDER BY start LIMIT $3",
-                &[&execution_id, &big(from), &i64::from(limit)],
-            )
-            .await?;
-        let mut pieces = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let source: String = col(row, 1)?;
-            let source = LogSource::parse(&source)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown log source {source:?}")))?;
-            pieces.push(LogPiece {
-                offset: count(row, 0)?,
-                source,
-                text: String::from_utf8(col(row, 2)?).map_err(corrupt)?,
-                raw_len: count(row, 3)?,
-            });
-        }
-        Ok(super::log_from(pieces, from))
+        logs::read_log(self, execution_id, from, limit).await
     }
 
     async fn log_totals(&self, execution_id: &str) -> Result<LogTotals, StoreError> {
-        let rows = self
-            .query(
-                "SELECT COALESCE(MAX(start + octet_length(text)), 0)::bigint,
-                        COALESCE(SUM(CASE source WHEN 'stdout' THEN raw_len END), 0)::bigint,
-                        COALESCE(SUM(CASE source WHEN 'stderr' THEN raw_len END), 0)::bigint,
-                        COALESCE(bool_or(source = 'notice'), false)
-                 FROM execution_logs WHERE execution_id = $1",
-                &[&execution_id],
-            )
-            .await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| StoreError::Unavailable("postgres: no log totals".to_owned()))?;
-        Ok(LogTotals {
-            bytes: count(row, 0)?,
-            stdout: count(row, 1)?,
-            stderr: count(row, 2)?,
-            cut: col(row, 3)?,
-        })
+        logs::log_totals(self, execution_id).await
     }
 
     async fn admit(
@@ -878,6 +614,7 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::LogSource;
 
     const DEFAULT_URL: &str = "postgres://fastlane:fastlane@127.0.0.1:5433/fastlane";
 

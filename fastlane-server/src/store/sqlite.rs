@@ -9,11 +9,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 use fastlane_sdk::{Execution, Job, Task};
 
 use super::{
-    Admission, Choices, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogSource,
-    LogTotals, Outgoing, Store, StoreError, Submission, TaskSummary, admissible_in_order,
-    task_words,
+    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals, Outgoing,
+    Store, StoreError, Submission, TaskSummary, task_words,
 };
 use crate::embedded::{Db, DbError};
+
+mod admission;
+mod hosts;
+mod logs;
+mod messages;
 
 /// The embedded store.
 #[derive(Debug, Clone)]
@@ -307,39 +311,11 @@ impl Store for SqliteStore {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let key = key.to_owned();
-        Ok(self
-            .db
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT key, fingerprint, response, expires_ms FROM idempotency
-                         WHERE key = ?1 AND expires_ms > ?2",
-                    )?
-                    .query_row(params![key, now_ms], |r| {
-                        Ok(IdempotencyRecord {
-                            key: r.get(0)?,
-                            fingerprint: r.get(1)?,
-                            response: r.get(2)?,
-                            expires_ms: r.get(3)?,
-                        })
-                    })
-                    .optional()?)
-            })
-            .await?)
+        messages::idempotency(self, key, now_ms).await
     }
 
     async fn forget_expired_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let forgotten = self
-            .db
-            .write(move |conn| {
-                Ok(conn.execute(
-                    "DELETE FROM idempotency WHERE expires_ms <= ?1",
-                    params![now_ms],
-                )?)
-            })
-            .await?;
-        Ok(forgotten as u64)
+        messages::forget_expired_keys(self, now_ms).await
     }
 
     async fn take_outbox(
@@ -347,42 +323,11 @@ impl Store for SqliteStore {
         limit: usize,
         lease: std::time::Duration,
     ) -> Result<Vec<Outgoing>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let now = Utc::now().timestamp_millis();
-        Ok(self
-            .db
-            .write(move |conn| {
-                let mut taken: Vec<(i64, Outgoing)> = conn
-                    .prepare_cached(
-                        "UPDATE outbox SET taken_until = ?1 WHERE seq IN
-                             (SELECT seq FROM outbox WHERE taken_until <= ?2 ORDER BY seq LIMIT ?3)
-                         RETURNING seq, id, queue, payload, due_ms",
-                    )?
-                    .query_map(params![now.saturating_add(lease_ms), now, limit], |r| {
-                        Ok((r.get(0)?, outgoing_at(r, 1)?))
-                    })?
-                    .collect::<Result<_, _>>()?;
-                // RETURNING has no order of its own.
-                taken.sort_by_key(|(seq, _)| *seq);
-                let taken: Vec<Outgoing> = taken.into_iter().map(|(_, message)| message).collect();
-                Ok(taken)
-            })
-            .await?)
+        messages::take_outbox(self, limit, lease).await
     }
 
     async fn remove_outbox(&self, ids: &[String]) -> Result<(), StoreError> {
-        let ids = ids.to_vec();
-        self.db
-            .write(move |conn| {
-                let mut remove = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
-                for id in &ids {
-                    remove.execute(params![id])?;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(())
+        messages::remove_outbox(self, ids).await
     }
 
     async fn owed_deliveries(
@@ -390,35 +335,11 @@ impl Store for SqliteStore {
         after: &str,
         limit: usize,
     ) -> Result<Vec<Outgoing>, StoreError> {
-        let after = after.to_owned();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        Ok(self
-            .db
-            .read(move |conn| {
-                let owed = conn
-                    .prepare_cached(
-                        "SELECT id, queue, payload, due_ms FROM deliveries
-                         WHERE id > ?1 ORDER BY id LIMIT ?2",
-                    )?
-                    .query_map(params![after, limit], |r| outgoing_at(r, 0))?
-                    .collect::<Result<_, _>>()?;
-                Ok(owed)
-            })
-            .await?)
+        messages::owed_deliveries(self, after, limit).await
     }
 
     async fn settle_deliveries(&self, ids: &[String]) -> Result<(), StoreError> {
-        let ids = ids.to_vec();
-        self.db
-            .write(move |conn| {
-                let mut settle = conn.prepare_cached("DELETE FROM deliveries WHERE id = ?1")?;
-                for id in &ids {
-                    settle.execute(params![id])?;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(())
+        messages::settle_deliveries(self, ids).await
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
@@ -718,67 +639,18 @@ impl Store for SqliteStore {
     }
 
     async fn blacklist(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .db
-            .read(|conn| {
-                let mut stmt = conn.prepare("SELECT host FROM blacklist ORDER BY host")?;
-                let hosts = stmt
-                    .query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(hosts)
-            })
-            .await?)
+        hosts::blacklist(self).await
     }
 
     async fn set_blacklisted(&self, host: &str, blacklisted: bool) -> Result<(), StoreError> {
-        let host = host.to_owned();
-        self.db
-            .write(move |conn| {
-                if blacklisted {
-                    conn.execute(
-                        "INSERT INTO blacklist (host) VALUES (?1) ON CONFLICT (host) DO NOTHING",
-                        params![host],
-                    )?;
-                } else {
-                    conn.execute("DELETE FROM blacklist WHERE host = ?1", params![host])?;
-                }
-                Ok(())
-            })
-            .await?;
-        Ok(())
+        hosts::set_blacklisted(self, host, blacklisted).await
     }
 
     async fn share_host_health(
         &self,
         reports: &[fastlane_sdk::HostHealth],
     ) -> Result<Vec<fastlane_sdk::HostHealth>, StoreError> {
-        let rows = reports
-            .iter()
-            .map(|r| Ok((r.host.clone(), ts(r.since), to_json(r)?)))
-            .collect::<Result<Vec<_>, DbError>>()?;
-        Ok(self
-            .db
-            .write(move |conn| {
-                let tx = conn.savepoint()?;
-                for (host, since, data) in &rows {
-                    tx.execute(
-                        "INSERT INTO host_health (host, since, data) VALUES (?1, ?2, ?3)
-                         ON CONFLICT (host) DO UPDATE SET since = excluded.since, data = excluded.data
-                         WHERE excluded.since > host_health.since",
-                        params![host, since, data],
-                    )?;
-                }
-                let mut shared = Vec::new();
-                {
-                    let mut stmt = tx.prepare_cached("SELECT data FROM host_health ORDER BY host")?;
-                    for data in stmt.query_map([], |r| r.get::<_, String>(0))? {
-                        shared.push(from_json(&data?)?);
-                    }
-                }
-                tx.commit()?;
-                Ok(shared)
-            })
-            .await?)
+        hosts::share_host_health(self, reports).await
     }
 
     async fn counts(&self) -> Result<(u64, u64), StoreError> {
@@ -793,32 +665,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_log(&self, execution_id: &str, pieces: &[LogPiece]) -> Result<(), StoreError> {
-        let execution_id = execution_id.to_owned();
-        let pieces = pieces.to_vec();
-        self.db
-            .write(move |conn| {
-                let tx = conn.savepoint()?;
-                {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO execution_logs (execution_id, start, source, text, raw_len)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (execution_id, start) DO NOTHING",
-                    )?;
-                    for piece in &pieces {
-                        insert.execute(params![
-                            execution_id,
-                            piece.offset,
-                            piece.source.as_str(),
-                            piece.text,
-                            piece.raw_len
-                        ])?;
-                    }
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await?;
-        Ok(())
+        logs::append_log(self, execution_id, pieces).await
     }
 
     async fn read_log(
@@ -827,63 +674,11 @@ impl Store for SqliteStore {
         from: u64,
         limit: u32,
     ) -> Result<Vec<LogPiece>, StoreError> {
-        let execution_id = execution_id.to_owned();
-        let start = super::sql_int(from);
-        let rows: Vec<(u64, String, String, u64)> = self
-            .db
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT start, source, text, raw_len FROM execution_logs
-                     WHERE execution_id = ?1
-                       AND start >= COALESCE((SELECT MAX(start) FROM execution_logs
-                                               WHERE execution_id = ?1 AND start <= ?2), 0)
-                     ORDER BY start LIMIT ?3",
-                )?;
-                let rows = stmt
-                    .query_map(params![execution_id, start, limit], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                    })?
-                    .collect::<Result<_, _>>()?;
-                Ok(rows)
-            })
-            .await?;
-        let mut pieces = Vec::with_capacity(rows.len());
-        for (offset, source, text, raw_len) in rows {
-            let source = LogSource::parse(&source)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown log source {source:?}")))?;
-            pieces.push(LogPiece {
-                offset,
-                source,
-                text,
-                raw_len,
-            });
-        }
-        Ok(super::log_from(pieces, from))
+        logs::read_log(self, execution_id, from, limit).await
     }
 
     async fn log_totals(&self, execution_id: &str) -> Result<LogTotals, StoreError> {
-        let execution_id = execution_id.to_owned();
-        Ok(self
-            .db
-            .read(move |conn| {
-                Ok(conn.query_row(
-                    "SELECT COALESCE(MAX(start + length(CAST(text AS BLOB))), 0),
-                            COALESCE(SUM(CASE source WHEN 'stdout' THEN raw_len END), 0),
-                            COALESCE(SUM(CASE source WHEN 'stderr' THEN raw_len END), 0),
-                            COALESCE(MAX(source = 'notice'), 0)
-                     FROM execution_logs WHERE execution_id = ?1",
-                    params![execution_id],
-                    |row| {
-                        Ok(LogTotals {
-                            bytes: row.get(0)?,
-                            stdout: row.get(1)?,
-                            stderr: row.get(2)?,
-                            cut: row.get(3)?,
-                        })
-                    },
-                )?)
-            })
-            .await?)
+        logs::log_totals(self, execution_id).await
     }
 
     async fn admit(
@@ -891,102 +686,19 @@ impl Store for SqliteStore {
         execution_id: &str,
         choices: &[Vec<Gate>],
     ) -> Result<Admission, StoreError> {
-        let execution_id = execution_id.to_owned();
-        let gates_json = to_json(&choices)?;
-        let unlimited = choices.is_empty() || choices.iter().any(Vec::is_empty);
-        Ok(self
-            .db
-            .write(move |conn| {
-                let tx = conn.savepoint()?;
-                give_back_finished(&tx)?;
-                let held: Vec<String> = {
-                    let mut stmt = tx.prepare_cached(
-                        "SELECT gate FROM admission_slots WHERE execution_id = ?1 ORDER BY gate",
-                    )?;
-                    let rows = stmt.query_map(params![execution_id], |row| row.get(0))?;
-                    rows.collect::<Result<_, _>>()?
-                };
-                if !held.is_empty() || unlimited {
-                    tx.commit()?;
-                    return Ok(Admission::Admitted { gates: held });
-                }
-                tx.execute(
-                    "INSERT INTO admission_line (execution_id, gates) VALUES (?1, ?2)
-                     ON CONFLICT (execution_id) DO UPDATE SET gates = excluded.gates",
-                    params![execution_id, gates_json],
-                )?;
-                let (ids, line) = read_line(&tx)?;
-                let position = ids.iter().position(|id| *id == execution_id).unwrap_or(0);
-                let choice = admissible_in_order(held_slots(&tx)?, &line)
-                    .into_iter()
-                    .find_map(|(waiter, choice)| (waiter == position).then_some(choice));
-                let Some(gates) = choice.and_then(|c| line.get(position)?.get(c)) else {
-                    tx.commit()?;
-                    return Ok(Admission::Waiting {
-                        ahead: position as u64,
-                    });
-                };
-                for gate in gates {
-                    tx.execute(
-                        "INSERT INTO admission_slots (gate, execution_id) VALUES (?1, ?2)
-                         ON CONFLICT DO NOTHING",
-                        params![gate.key, execution_id],
-                    )?;
-                }
-                tx.execute(
-                    "DELETE FROM admission_line WHERE execution_id = ?1",
-                    params![execution_id],
-                )?;
-                tx.commit()?;
-                Ok(Admission::Admitted {
-                    gates: gates.iter().map(|g| g.key.clone()).collect(),
-                })
-            })
-            .await?)
+        admission::admit(self, execution_id, choices).await
     }
 
     async fn admissible(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .db
-            .write(|conn| {
-                let tx = conn.savepoint()?;
-                give_back_finished(&tx)?;
-                let (ids, line) = read_line(&tx)?;
-                let admissible = admissible_in_order(held_slots(&tx)?, &line);
-                tx.commit()?;
-                Ok(admissible
-                    .into_iter()
-                    .filter_map(|(i, _)| ids.get(i).cloned())
-                    .collect())
-            })
-            .await?)
+        admission::admissible(self).await
     }
 
     async fn waiting(&self) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .db
-            .write(|conn| {
-                let tx = conn.savepoint()?;
-                give_back_finished(&tx)?;
-                let (ids, _) = read_line(&tx)?;
-                tx.commit()?;
-                Ok(ids)
-            })
-            .await?)
+        admission::waiting(self).await
     }
 
     async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
-        Ok(self
-            .db
-            .write(|conn| {
-                let tx = conn.savepoint()?;
-                give_back_finished(&tx)?;
-                let held = held_slots(&tx)?;
-                let (_, line) = read_line(&tx)?;
-                tx.commit()?;
-                Ok(super::usage_of(held, &line))
-            })
-            .await?)
+        admission::gate_usage(self).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -1016,47 +728,6 @@ fn claim_key(conn: &Connection, record: &IdempotencyRecord, now_ms: i64) -> Resu
             now_ms
         ])?;
     Ok(written > 0)
-}
-
-/// Gives back the slots and places in line of executions that are final
-/// or gone.
-fn give_back_finished(tx: &Connection) -> Result<(), DbError> {
-    for table in ["admission_slots", "admission_line"] {
-        tx.execute(
-            &format!(
-                "DELETE FROM {table} WHERE execution_id IN (
-                     SELECT t.execution_id FROM {table} t
-                     LEFT JOIN executions e ON e.execution_id = t.execution_id
-                     WHERE e.status IS NULL OR e.status NOT IN ('enqueued', 'pulling', 'running'))"
-            ),
-            [],
-        )?;
-    }
-    Ok(())
-}
-
-/// Slots held, by gate.
-fn held_slots(tx: &Connection) -> Result<std::collections::HashMap<String, u32>, DbError> {
-    let mut stmt = tx.prepare_cached("SELECT gate, COUNT(*) FROM admission_slots GROUP BY gate")?;
-    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// The executions in line, first come first, with their choices of gates.
-fn read_line(tx: &Connection) -> Result<(Vec<String>, Vec<Choices>), DbError> {
-    let mut stmt =
-        tx.prepare_cached("SELECT execution_id, gates FROM admission_line ORDER BY seq")?;
-    let rows = stmt.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-    })?;
-    let mut ids = Vec::new();
-    let mut line = Vec::new();
-    for row in rows {
-        let (id, gates) = row?;
-        ids.push(id);
-        line.push(from_json(&gates)?);
-    }
-    Ok((ids, line))
 }
 
 impl SqliteStore {
@@ -1109,52 +780,4 @@ impl SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A store on a database of its own.
-    async fn fresh() -> SqliteStore {
-        let dir = std::env::temp_dir().join(format!("fastlane-store-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        SqliteStore::new(Db::open(&dir).expect("open db"))
-    }
-
-    crate::store_conformance!(async { std::sync::Arc::new(fresh().await) });
-
-    /// A job whose metadata nests deeper than a record can be read back
-    /// (what one accepted request made before its depth was bounded), and
-    /// an execution with a timestamp that is not one, written with SQL.
-    #[tokio::test]
-    async fn unreadable_records_are_skipped_in_listings() {
-        let store = fresh().await;
-        let db = store.db.clone();
-        crate::store::conformance::unreadable_records_are_skipped_in_listings(
-            std::sync::Arc::new(store),
-            |kind, id| {
-                let db = db.clone();
-                async move {
-                    let sql = match kind {
-                        "job" => {
-                            "UPDATE jobs SET data = json_set(data, '$.spec.custom', json(?1))
-                             WHERE job_id = ?2"
-                        }
-                        _ => {
-                            "UPDATE executions SET data = json_set(data, '$.created_at', ?1)
-                             WHERE execution_id = ?2"
-                        }
-                    };
-                    let value = match kind {
-                        "job" => crate::store::conformance::nested(200),
-                        _ => "not a date".to_owned(),
-                    };
-                    let changed = db
-                        .write(move |conn| Ok(conn.execute(sql, params![value, id])?))
-                        .await
-                        .expect("spoil");
-                    assert_eq!(changed, 1);
-                }
-            },
-        )
-        .await;
-    }
-}
+mod tests;

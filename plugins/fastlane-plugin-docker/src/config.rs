@@ -4,7 +4,7 @@ use serde::Deserialize;
 
 use fastlane_sdk::PluginError;
 
-use crate::host::HostAddr;
+use crate::addr::HostAddr;
 
 /// One farm: hosts that run the tasks whose id matches `match`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -5,27 +5,28 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
-use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig,
-};
+use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, RenameContainerOptions, StopContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RenameContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use futures_util::StreamExt;
 use regex::Regex;
 use tracing::{debug, info, warn};
 
 use fastlane_sdk::{
-    ErrorKind, ExecutionSpec, Executor, ExecutorStatus, ExitStatus, HostHealth, HostStatus,
-    LogSink, LogStream, OutputCollector, Placement, PluginError, Pool, Resources, RunHandle,
-    RunOutput, RunningContainer,
+    ExecutionSpec, Executor, ExecutorStatus, ExitStatus, HostHealth, HostStatus, LogSink,
+    LogStream, OutputCollector, Placement, PluginError, Pool, Resources, RunHandle, RunOutput,
+    RunningContainer,
 };
 
+use crate::addr::HostAddr;
 use crate::circuit::{CircuitSettings, CircuitState};
 use crate::config::DockerExecutorConfig;
-use crate::host::{Host, HostAddr};
-use crate::image::ImageRef;
+use crate::container::check_resources;
+use crate::errors::{classify, lost_if_given_up, name_in_use};
+use crate::host::Host;
+use crate::image::pull;
 
 /// Prefix of the name of every container fastlane starts.
 pub const CONTAINER_PREFIX: &str = "fastlane-job-";
@@ -42,157 +43,36 @@ pub const LABEL_JOB: &str = "fastlane.job";
 pub const LABEL_TASK: &str = "fastlane.task";
 
 #[derive(Debug)]
-struct FarmHosts {
-    pattern: String,
+pub(crate) struct FarmHosts {
+    pub(crate) pattern: String,
     matcher: Regex,
     hosts: Vec<usize>,
     max_running: u32,
     fallthrough: bool,
-    cpu_limit: Option<f64>,
-    memory_limit: Option<u64>,
+    pub(crate) cpu_limit: Option<f64>,
+    pub(crate) memory_limit: Option<u64>,
     /// Its place in `DOCKER_HOSTS`, for messages.
-    index: usize,
+    pub(crate) index: usize,
     /// Its settings as configured (limits and hardening).
-    config: crate::config::Farm,
-}
-
-/// What a prune spares on each host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PruneKeep {
-    /// The newest defunct containers to keep.
-    pub newest: usize,
-    /// Keep defunct containers created less than this many seconds ago.
-    pub younger_than_seconds: u64,
-}
-
-/// A container `prune_defunct` removed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PrunedContainer {
-    /// The host it was on.
-    pub host: String,
-    /// Its name, `defunct-fastlane-job-<executionId>`.
-    pub name: String,
-    /// Its id.
-    pub id: String,
-    /// Its image.
-    pub image: String,
+    pub(crate) config: crate::config::Farm,
 }
 
 /// Runs executions as containers on the configured farms.
 #[derive(Debug)]
 pub struct DockerExecutor {
     farms: Vec<FarmHosts>,
-    hosts: Vec<Host>,
+    pub(crate) hosts: Vec<Host>,
     /// Hosts an operator took out of rotation.
     blacklist: std::sync::RwLock<std::collections::BTreeSet<String>>,
     /// Turns through hosts that tie for the least load.
     rotation: std::sync::atomic::AtomicUsize,
     /// `PIDS_LIMIT`: the engine's pids limit per container; 0 sets none.
-    pids_limit: u64,
+    pub(crate) pids_limit: u64,
 }
 
 /// The name a farm's pool goes by.
 fn pool_name(farm: &FarmHosts) -> String {
     format!("farm {:?}", farm.pattern)
-}
-
-/// Sorts a Docker API error into the SDK's kinds, naming the host.
-fn classify(host: &Host, what: &str, err: DockerError) -> PluginError {
-    if matches!(err, DockerError::DockerResponseServerError { .. }) {
-        // The engine answered, if only with an error: the host is up.
-        host.answered();
-    }
-    if matches!(
-        err,
-        DockerError::JsonDataError { .. } | DockerError::JsonSerdeError { .. }
-    ) {
-        // The engine answered with something bollard cannot read (Podman
-        // lists a container between states as `stopped`): the host is up,
-        // and asking again usually reads fine. Counting it against the
-        // host's circuit would take a healthy host out of rotation.
-        host.answered();
-        return PluginError::retryable(format!(
-            "{what} on {}: the engine's answer could not be read: {err}",
-            host.name
-        ));
-    }
-    match err {
-        DockerError::DockerResponseServerError {
-            status_code: 404,
-            message,
-        } => PluginError::not_found(format!("{what} on {}: {message}", host.name)),
-        DockerError::DockerResponseServerError {
-            status_code,
-            message,
-        } if status_code < 500 => PluginError::permanent(format!(
-            "{what} on {} was refused ({status_code}): {message}",
-            host.name
-        )),
-        DockerError::DockerResponseServerError { message, .. } => {
-            PluginError::retryable(format!("{what} on {} failed: {message}", host.name))
-        }
-        other => host.unavailable(&format_args!(
-            "{what}: {}",
-            fastlane_sdk::text::error_chain(&other)
-        )),
-    }
-}
-
-/// A host that stopped answering while it ran an execution: once its
-/// circuit opens, the run is given up as [`ErrorKind::Lost`] (the execution
-/// fails, and a retry may run elsewhere); until then, the error stands.
-fn lost_if_given_up(host: &Host, err: PluginError) -> PluginError {
-    if err.kind() == ErrorKind::Unavailable && host.circuit.state() != CircuitState::Closed {
-        PluginError::lost(format!(
-            "docker host {} stopped answering while the execution ran, and was given up \
-             after {} connection failures in a row: {}",
-            host.name,
-            host.circuit.fails(),
-            err.message()
-        ))
-    } else {
-        err
-    }
-}
-
-/// Refuses a job asking for more CPUs or memory than `farm` allows,
-/// naming the limit and the farm.
-fn check_resources(
-    farm: &FarmHosts,
-    cpu_limit: Option<f64>,
-    memory_limit: Option<u64>,
-) -> Result<(), PluginError> {
-    let settings = &farm.config;
-    if let (Some(asked), Some(max)) = (cpu_limit, settings.max_cpu_limit)
-        && asked > max
-    {
-        return Err(PluginError::permanent(format!(
-            "cpuLimit {asked} is above the maxCpuLimit of {max} CPUs of docker farm {:?} \
-             (DOCKER_HOSTS[{}])",
-            farm.pattern, farm.index
-        )));
-    }
-    if let (Some(asked), Some(max)) = (memory_limit, settings.max_memory_limit)
-        && asked > max
-    {
-        return Err(PluginError::permanent(format!(
-            "memoryLimit {asked} bytes is above the maxMemoryLimit of {max} bytes of docker \
-             farm {:?} (DOCKER_HOSTS[{}])",
-            farm.pattern, farm.index
-        )));
-    }
-    Ok(())
-}
-
-fn name_in_use(err: &DockerError) -> bool {
-    // Docker answers 409; Podman's compat API answers 500 "name is already in use".
-    matches!(
-        err,
-        DockerError::DockerResponseServerError {
-            status_code: 409,
-            ..
-        }
-    ) || matches!(err, DockerError::DockerResponseServerError { message, .. } if message.contains("already in use"))
 }
 
 impl DockerExecutor {
@@ -364,94 +244,6 @@ impl DockerExecutor {
         }
     }
 
-    /// Removes every container that fastlane started and renamed
-    /// `defunct-fastlane-job-…` (its result is stored) on every configured
-    /// host, and says what it removed. Containers without fastlane's label,
-    /// and fastlane containers not yet defunct, are left alone. Hosts that
-    /// do not answer are reported and skipped.
-    pub async fn prune_defunct(&self) -> (Vec<PrunedContainer>, Vec<PluginError>) {
-        self.prune_defunct_keeping(&PruneKeep::default()).await
-    }
-
-    /// Like [`Self::prune_defunct`], sparing on each host the newest
-    /// `keep.newest` defunct containers and those created less than
-    /// `keep.younger_than_seconds` ago.
-    pub async fn prune_defunct_keeping(
-        &self,
-        keep: &PruneKeep,
-    ) -> (Vec<PrunedContainer>, Vec<PluginError>) {
-        let mut removed = Vec::new();
-        let mut errors = Vec::new();
-        for host in &self.hosts {
-            let docker = match host.client().await {
-                Ok(docker) => docker,
-                Err(err) => {
-                    errors.push(err);
-                    continue;
-                }
-            };
-            let filters = HashMap::from([
-                ("label".to_owned(), vec![LABEL_EXECUTION.to_owned()]),
-                (
-                    "name".to_owned(),
-                    vec![format!("{DEFUNCT_PREFIX}{CONTAINER_PREFIX}")],
-                ),
-            ]);
-            let options = ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            };
-            let mut containers = match docker.list_containers(Some(options)).await {
-                Ok(containers) => containers,
-                Err(e) => {
-                    errors.push(classify(host, "listing defunct containers", e));
-                    continue;
-                }
-            };
-            // Newest first, then spare what the policy keeps.
-            containers.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            let min_age = i64::try_from(keep.younger_than_seconds).unwrap_or(i64::MAX);
-            let containers = containers
-                .into_iter()
-                .skip(keep.newest)
-                .filter(|c| now.saturating_sub(c.created.unwrap_or(now)) >= min_age);
-            for container in containers {
-                let name = container
-                    .names
-                    .as_ref()
-                    .and_then(|n| n.first())
-                    .map(|n| n.trim_start_matches('/').to_owned())
-                    .unwrap_or_default();
-                let Some(id) = container.id.clone() else {
-                    continue;
-                };
-                if !name.starts_with(&format!("{DEFUNCT_PREFIX}{CONTAINER_PREFIX}")) {
-                    continue;
-                }
-                match docker
-                    .remove_container(
-                        &id,
-                        None::<bollard::query_parameters::RemoveContainerOptions>,
-                    )
-                    .await
-                {
-                    Ok(()) => removed.push(PrunedContainer {
-                        host: host.name.clone(),
-                        name,
-                        id,
-                        image: container.image.unwrap_or_default(),
-                    }),
-                    Err(e) => errors.push(classify(host, "removing a defunct container", e)),
-                }
-            }
-        }
-        (removed, errors)
-    }
-
     /// Inspects a container. Podman briefly reports a container that is
     /// exiting as `stopped`, a state bollard's model does not know; such an
     /// answer is asked again until the container settles.
@@ -529,90 +321,6 @@ impl DockerExecutor {
                 })
             })
             .collect())
-    }
-
-    async fn pull(&self, host: &Host, image: &str) -> Result<(), PluginError> {
-        let docker = host.client().await?;
-        let reference = ImageRef::parse(image);
-        let options = CreateImageOptions {
-            from_image: Some(reference.name.clone()),
-            tag: reference.tag.clone(),
-            ..Default::default()
-        };
-        let mut progress = docker.create_image(Some(options), None, None);
-        while let Some(step) = progress.next().await {
-            match step {
-                Ok(info) => {
-                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        return Err(PluginError::permanent(format!(
-                            "image {image:?} is not on docker host {} and could not be pulled: {detail}",
-                            host.name
-                        )));
-                    }
-                }
-                Err(DockerError::DockerResponseServerError { message, .. })
-                | Err(DockerError::DockerStreamError { error: message }) => {
-                    return Err(PluginError::permanent(format!(
-                        "image {image:?} is not on docker host {} and could not be pulled: {message}",
-                        host.name
-                    )));
-                }
-                Err(other) => return Err(host.unavailable(&other)),
-            }
-        }
-        Ok(())
-    }
-
-    /// What the container of `spec` is created with: the job's command,
-    /// envs and limits (the farm's defaults for those it sets none), and
-    /// the hardening every container gets (`no-new-privileges`, the pids
-    /// limit, the log's size limit) or its farm sets (user, read-only root,
-    /// network, capabilities dropped). Nothing a job sends reaches the
-    /// privileged flag, mounts or devices.
-    fn container_body(&self, spec: &ExecutionSpec, farm: &FarmHosts) -> ContainerCreateBody {
-        let cpu_limit = spec.cpu_limit.or(farm.cpu_limit);
-        let memory_limit = spec.memory_limit.or(farm.memory_limit);
-        let labels = HashMap::from([
-            (LABEL_EXECUTION.to_owned(), spec.execution_id.clone()),
-            (LABEL_JOB.to_owned(), spec.job_id.clone()),
-            (LABEL_TASK.to_owned(), spec.task_id.clone()),
-        ]);
-        let settings = &farm.config;
-        let log_config = settings.log_max_size().map(|size| HostConfigLogConfig {
-            typ: None,
-            config: Some(HashMap::from([("max-size".to_owned(), size.to_owned())])),
-        });
-        ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            cmd: Some(spec.argv.clone()),
-            env: Some(spec.envs.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(labels),
-            user: settings.user.clone(),
-            host_config: Some(HostConfig {
-                extra_hosts: Some(
-                    spec.extra_hosts
-                        .iter()
-                        .map(|(name, ip)| format!("{name}:{ip}"))
-                        .collect(),
-                ),
-                privileged: Some(false),
-                security_opt: Some(vec!["no-new-privileges".to_owned()]),
-                // -1 says "unlimited" outright: left unset, the engine
-                // applies its own default (Podman's is 2048).
-                pids_limit: Some(match self.pids_limit {
-                    0 => -1,
-                    n => i64::try_from(n).unwrap_or(i64::MAX),
-                }),
-                log_config,
-                readonly_rootfs: settings.read_only_rootfs.then_some(true),
-                network_mode: settings.network.clone(),
-                cap_drop: (!settings.cap_drop.is_empty()).then(|| settings.cap_drop.clone()),
-                nano_cpus: cpu_limit.map(|cpus| (cpus * 1e9) as i64),
-                memory: memory_limit.map(|bytes| i64::try_from(bytes).unwrap_or(i64::MAX)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
     }
 
     /// Finds the container of `execution_id` by name, starting it if it was
@@ -853,7 +561,7 @@ impl Executor for DockerExecutor {
                 status_code: 404, ..
             }) => {
                 debug!(host = %host.name, image = %spec.image, "image not present, pulling");
-                self.pull(host, &spec.image).await?;
+                pull(host, &spec.image).await?;
             }
             Err(e) => return Err(classify(host, "inspecting the image", e)),
         }
@@ -889,7 +597,7 @@ impl Executor for DockerExecutor {
             }) => {
                 // The image `prepare` took on trust is gone: pull it again.
                 host.saw_image(&spec.image, false);
-                self.pull(host, &spec.image).await?;
+                pull(host, &spec.image).await?;
                 host.saw_image(&spec.image, true);
                 match docker.create_container(Some(options), body).await {
                     Ok(created) => created,
@@ -1075,37 +783,5 @@ impl Executor for DockerExecutor {
             }
         }
         status
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host() -> Host {
-        let settings = CircuitSettings {
-            max_fails: 1,
-            reset_timeout: Duration::from_secs(60),
-        };
-        let addr = HostAddr::parse("127.0.0.1:1").expect("address");
-        Host::new("127.0.0.1:1", addr, None, 5, settings)
-    }
-
-    #[test]
-    fn an_answer_bollard_cannot_read_keeps_the_host_in_rotation() {
-        let host = host();
-        let unreadable = DockerError::JsonDataError {
-            message: "unknown variant `stopped`".to_owned(),
-            column: 42,
-        };
-        let err = classify(&host, "listing containers", unreadable);
-        assert_eq!(err.kind(), ErrorKind::Retryable, "{err}");
-        assert_eq!(host.circuit.state(), CircuitState::Closed);
-
-        // A connection that fails does count: one failure opens this circuit.
-        let refused = DockerError::RequestTimeoutError;
-        let err = classify(&host, "listing containers", refused);
-        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-        assert_eq!(host.circuit.state(), CircuitState::Open);
     }
 }

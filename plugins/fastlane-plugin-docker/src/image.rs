@@ -1,4 +1,13 @@
-//! Image references: `[registry[:port]/]name[:tag][@digest]`.
+//! Images: references (`[registry[:port]/]name[:tag][@digest]`) and
+//! pulling one onto a host.
+
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::CreateImageOptions;
+use futures_util::StreamExt;
+
+use fastlane_sdk::PluginError;
+
+use crate::host::Host;
 
 /// An image reference split the way the pull API wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +41,40 @@ impl ImageRef {
             },
         }
     }
+}
+
+/// Pulls `image` onto `host`; an image the registry refuses or does not
+/// have is a permanent error naming it.
+pub(crate) async fn pull(host: &Host, image: &str) -> Result<(), PluginError> {
+    let docker = host.client().await?;
+    let reference = ImageRef::parse(image);
+    let options = CreateImageOptions {
+        from_image: Some(reference.name.clone()),
+        tag: reference.tag.clone(),
+        ..Default::default()
+    };
+    let mut progress = docker.create_image(Some(options), None, None);
+    while let Some(step) = progress.next().await {
+        match step {
+            Ok(info) => {
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    return Err(PluginError::permanent(format!(
+                        "image {image:?} is not on docker host {} and could not be pulled: {detail}",
+                        host.name
+                    )));
+                }
+            }
+            Err(DockerError::DockerResponseServerError { message, .. })
+            | Err(DockerError::DockerStreamError { error: message }) => {
+                return Err(PluginError::permanent(format!(
+                    "image {image:?} is not on docker host {} and could not be pulled: {message}",
+                    host.name
+                )));
+            }
+            Err(other) => return Err(host.unavailable(&other)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //!
 //! # Layout
 //! - [`config`]: farms and hosts as the operator writes them (`DOCKER_HOSTS`).
-//! - [`host`]: one Docker API endpoint, its address forms (TLS included)
-//!   and its client.
+//! - [`addr`]: a host's address forms (TLS included), parsed at load.
+//! - [`host`]: one Docker API endpoint and its client.
+//! - [`exits`]: each host's event stream, which ends waits on `die`.
 //! - [`circuit`]: each host's circuit breaker.
 //! - [`load`]: each host's running count, as placement sees it.
 //! - [`image`]: splitting `registry:port/name:tag@digest` references.
@@ -16,20 +17,25 @@
 //!
 //! Register it with [`register`].
 
+pub mod addr;
 pub mod circuit;
 pub mod config;
+mod container;
+mod errors;
 pub mod executor;
 pub mod exits;
 pub mod host;
 pub mod image;
 pub mod load;
+pub mod prune;
 
 use std::sync::Arc;
 
 use fastlane_sdk::{Executor, ExecutorFactory, PluginError, Registry};
 
 pub use config::{DockerExecutorConfig, Farm};
-pub use executor::{DockerExecutor, PruneKeep, PrunedContainer};
+pub use executor::DockerExecutor;
+pub use prune::{PruneKeep, PrunedContainer};
 
 /// The kind this executor registers under.
 pub const KIND: &str = "docker";

@@ -34,5 +34,6 @@ mod routes;
 mod scheduling;
 mod secrets;
 mod sentry;
+mod tidy;
 mod validation;
 mod webhooks;

@@ -1,3 +1,6 @@
+//! The egress policy's unit tests: which addresses and host names each
+//! setting lets a webhook reach, and how names that resolve are checked.
+
 use super::*;
 
 fn ip(text: &str) -> IpAddr {

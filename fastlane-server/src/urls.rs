@@ -1,8 +1,8 @@
-//! Absolute URLs in responses, built from `PUBLIC_BASE_URL` or else from the
-//! request's `Host` header. Every URL ends with a slash, as the original's
-//! did; the server answers with and without it.
-
-use poem::Request;
+//! Absolute URLs of tasks, jobs and executions, as responses and
+//! notifications show them: on `PUBLIC_BASE_URL`, else on the request's
+//! `Host` header. Every URL ends with a slash, as the original's did; the
+//! server answers with and without it. The HTTP layer and the notifiers
+//! both build them, so they live below both.
 
 /// Builds the URLs of one response.
 #[derive(Debug, Clone)]
@@ -25,13 +25,13 @@ fn segment(text: &str) -> String {
 }
 
 impl Urls {
-    /// URLs for a response to `request`.
-    pub fn new(request: &Request, public_base_url: Option<&str>) -> Self {
+    /// URLs for a response to a request that named `host` (its `Host`
+    /// header).
+    pub fn new(host: Option<&str>, public_base_url: Option<&str>) -> Self {
         let base = match public_base_url {
             Some(base) => base.to_owned(),
             None => {
-                let host = request
-                    .header("host")
+                let host = host
                     .filter(|h| !h.is_empty() && !h.contains(['/', ' ']))
                     .unwrap_or("localhost");
                 format!("http://{host}")
@@ -87,14 +87,13 @@ mod tests {
 
     #[test]
     fn urls_use_the_host_or_the_configured_base_and_encode_segments() {
-        let request = Request::builder().header("host", "fl.local:10000").finish();
-        let urls = Urls::new(&request, None);
+        let urls = Urls::new(Some("fl.local:10000"), None);
         assert_eq!(urls.task("a b/c"), "http://fl.local:10000/tasks/a%20b%2Fc/");
         assert_eq!(
             urls.execution("t", "j", "e"),
             "http://fl.local:10000/tasks/t/jobs/j/executions/e/"
         );
-        let urls = Urls::new(&request, Some("https://fastlane.example.com"));
+        let urls = Urls::new(Some("fl.local:10000"), Some("https://fastlane.example.com"));
         assert_eq!(
             urls.tasks_page(2),
             "https://fastlane.example.com/tasks/?page=2"
