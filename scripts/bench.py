@@ -8,6 +8,8 @@ measures, side by side with the limits they approach:
 - jobs per second through the batch route (1,000 jobs a request);
 - firing lateness of 1,000 jobs due in the same second;
 - RSS idle and with the queue full;
+- with --networked: the same ceiling and submission rate of a `fastlane api`
+  on PostgreSQL (a fresh schema) and Redis, the production topology;
 - with an engine (--engine unix:///…sock): the engine's own time for N
   containers (create, start, wait, logs, remove through its Docker API at
   the same parallelism) next to fastlane's drain time for N jobs; and the
@@ -46,9 +48,9 @@ def free_port():
 
 
 class Server:
-    """A fastlane standalone in a fresh data directory."""
+    """A fastlane standalone (or `command`) in a fresh data directory."""
 
-    def __init__(self, binary, hosts, extra_env=None):
+    def __init__(self, binary, hosts, extra_env=None, command="standalone"):
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="fastlane-bench-")
         env = dict(os.environ)
@@ -62,7 +64,7 @@ class Server:
         env.update(extra_env or {})
         self.log = open(os.path.join(self.dir, "server.log"), "w")
         self.proc = subprocess.Popen(
-            [binary, "standalone", "-b", "127.0.0.1", "-p", str(self.port)],
+            [binary, command, "-b", "127.0.0.1", "-p", str(self.port)],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -204,6 +206,42 @@ def submissions(binary, seconds, connections, fill):
         }
     finally:
         server.stop()
+
+
+def fresh_schema(postgres_url):
+    """A new, empty schema on `postgres_url`, as a STORE_URL."""
+    schema = f"bench_{os.getpid()}_{int(time.time())}"
+    subprocess.run(["psql", postgres_url, "-X", "-q", "-c", f"CREATE SCHEMA {schema}"], check=True)
+    joiner = "&" if "?" in postgres_url else "?"
+    return f"{postgres_url}{joiner}options=-csearch_path%3D{schema}"
+
+
+def flush_redis(redis_url):
+    """Empties the Redis database `redis_url` names (redis://host:port/db)."""
+    match = re.fullmatch(r"redis://([^:/]+):(\d+)/(\d+)", redis_url)
+    if not match:
+        raise SystemExit(f"--redis-url must be redis://host:port/db, not {redis_url}")
+    host, port, db = match.groups()
+    subprocess.run(["redis-cli", "-h", host, "-p", port, "-n", db, "FLUSHDB"], check=True,
+                   capture_output=True)
+
+
+def networked(binary, seconds, connections, postgres_url, redis_url):
+    """Ceiling and durable submissions of a `fastlane api` on PostgreSQL and
+    Redis (no worker: nothing runs)."""
+    flush_redis(redis_url)
+    env = {"STORE_URL": fresh_schema(postgres_url), "REDIS_URL": redis_url}
+    server = Server(binary, [{"match": "", "hosts": ["127.0.0.1:9"]}], env, command="api")
+    try:
+        time.sleep(1)
+        ceiling = wrk(server.url + "/bench-unmatched", seconds, connections)
+        cpu = server.cpu_seconds()
+        first = wrk(server.url + "/tasks/bench", seconds, connections, SUBMIT)
+        cpu = (server.cpu_seconds() - cpu) / max(first["count"], 1) * 1000
+        return {"ceiling": ceiling, "first": first, "cpu_ms": cpu}
+    finally:
+        server.stop()
+        flush_redis(redis_url)
 
 
 def lateness(binary, jobs):
@@ -381,7 +419,18 @@ def main():
     parser.add_argument("--parallel", type=int, default=10)
     parser.add_argument("--path-jobs", type=int, default=30, help="jobs for the worker-path rows")
     parser.add_argument("--only-path", action="store_true", help="measure only the worker-path rows")
+    parser.add_argument("--networked", action="store_true",
+                        help="also measure a `fastlane api` on PostgreSQL and Redis")
+    parser.add_argument("--only-networked", action="store_true", help="measure only the networked rows")
+    parser.add_argument("--postgres-url",
+                        default=os.environ.get("FASTLANE_TEST_POSTGRES_URL",
+                                               "postgres://fastlane:fastlane@127.0.0.1:5433/fastlane"))
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6390/9",
+                        help="a Redis database the benchmark may empty")
     args = parser.parse_args()
+    if args.only_networked:
+        print_rows(args, networked_rows(args))
+        return 0
     if args.only_path:
         if not args.engine:
             raise SystemExit("--only-path needs --engine")
@@ -436,6 +485,25 @@ def main():
                      f"p50 {pct(to_store, 50):.1f} ms, p99 {pct(to_store, 99):.1f} ms; the engine's own "
                      f"exit → `wait` returned: p50 {pct(own_wait, 50):.1f} ms, p99 {pct(own_wait, 99):.1f} ms",
                      "p50 ≤ 50 ms"))
+    if args.networked:
+        rows += networked_rows(args)
+    print_rows(args, rows)
+
+
+def networked_rows(args):
+    n = networked(args.binary, args.seconds, args.connections, args.postgres_url, args.redis_url)
+    c, f = n["ceiling"], n["first"]
+    return [
+        ("`fastlane api` on PostgreSQL + Redis: HTTP ceiling",
+         f"{c['rate']:,.0f}/s, p50 {c['p50']:.1f} ms, p99 {c['p99']:.1f} ms", "—"),
+        ("`fastlane api` on PostgreSQL + Redis: durable submissions",
+         f"**{f['rate']:,.0f}/s** ({100 * f['rate'] / c['rate']:.1f} % of its ceiling), "
+         f"p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms, {n['cpu_ms']:.3f} ms CPU in fastlane each "
+         f"({f['errors']} non-2xx)", "≥ 5,000/s"),
+    ]
+
+
+def print_rows(args, rows):
     print(f"fastlane {args.binary}, wrk -t2 -c{args.connections} -d{args.seconds}s, "
           f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores\n")
     print("| | measured | goal |\n|---|---|---|")

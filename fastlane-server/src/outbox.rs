@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -30,6 +31,9 @@ use crate::store::Outgoing;
 
 /// Messages one round takes from the store.
 const BATCH: usize = 256;
+
+/// Messages of a batch being queued at once.
+const IN_FLIGHT: usize = 64;
 
 /// How long a taken message is left to its publisher before another may
 /// take it.
@@ -125,19 +129,28 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
 
 /// One round: takes a batch, queues each message, removes those queued.
 /// Returns how many were taken.
+///
+/// The messages are queued [`IN_FLIGHT`] at a time, in order: on Redis's
+/// multiplexed connection that pipelines them, one round trip for many
+/// where awaiting each cost one each.
 async fn publish(services: &Services) -> anyhow::Result<usize> {
     // A queue that is away would leave a whole batch taken, and waiting
     // for its lease to lapse once the queue is back.
     services.queue.ping().await?;
     let taken = services.store.take_outbox(BATCH, LEASE).await?;
+    let outcomes: Vec<anyhow::Result<()>> = futures_util::stream::iter(taken.clone())
+        .map(|message| async move { queue_one(services, &message).await })
+        .buffered(IN_FLIGHT)
+        .collect()
+        .await;
     let mut published = Vec::with_capacity(taken.len());
     let mut failure = None;
-    for message in &taken {
-        match queue_one(services, message).await {
+    for (message, outcome) in taken.iter().zip(outcomes) {
+        match outcome {
+            // Whatever was queued leaves the outbox, even behind a failure.
             Ok(()) => published.push(message.id.clone()),
             Err(err) => {
-                failure = Some(err);
-                break;
+                failure.get_or_insert(err);
             }
         }
     }

@@ -123,10 +123,13 @@ impl PostgresStore {
             .map_err(pg)?;
         let rows = client
             .query(
-                "SELECT t.task_id, t.created_at, t.last_modified_at,
+                &format!(
+                    "SELECT t.task_id, t.created_at, {},
                         (SELECT COUNT(*) FROM jobs j WHERE j.task_id = t.task_id)
                  FROM tasks t WHERE t.words LIKE $3 ESCAPE '' ORDER BY t.seq
                  LIMIT $1 OFFSET $2",
+                    submit::TASK_MODIFIED
+                ),
                 &[&big(limit), &big(offset), &pattern],
             )
             .await
@@ -271,7 +274,10 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let Some(row) = client
             .query_opt(
-                "SELECT created_at, last_modified_at FROM tasks WHERE task_id = $1",
+                &format!(
+                    "SELECT t.created_at, {} FROM tasks t WHERE t.task_id = $1",
+                    submit::TASK_MODIFIED
+                ),
                 &[&task_id],
             )
             .await

@@ -13,10 +13,18 @@ use tokio_postgres::types::ToSql;
 use super::rows::{document, pg};
 use crate::store::{StoreError, Submission, task_words};
 
-/// A task, created or touched.
+/// A task, created when new. An existing task's row is left alone: every
+/// submission to a task updating its one row made them wait on each
+/// other's commits (half the rate of submissions spread over tasks). Its
+/// `last_modified_at` is read as its newest job's ([`TASK_MODIFIED`]).
 pub(super) const TASK: &str =
     "INSERT INTO tasks (task_id, created_at, last_modified_at, words) VALUES ($1, $2, $2, $3)
-     ON CONFLICT (task_id) DO UPDATE SET last_modified_at = EXCLUDED.last_modified_at";
+     ON CONFLICT (task_id) DO NOTHING";
+
+/// The `last_modified_at` of task `t`: its newest job's (the
+/// `jobs_by_task` index holds it), else the task row's own.
+pub(super) const TASK_MODIFIED: &str = "COALESCE((SELECT MAX(j.last_modified_at) FROM jobs j
+     WHERE j.task_id = t.task_id), t.last_modified_at)";
 
 /// A job, created or replaced.
 pub(super) const JOB: &str =
