@@ -14,16 +14,19 @@ use fastlane_sdk::WebhookTargets;
 #[cfg(feature = "plugin-webhook")]
 pub use fastlane_plugin_webhook::egress::EgressPolicy;
 
-/// Stands in for the webhook plugin's policy when it is compiled out.
+/// Stands in for the webhook plugin's policy when it is compiled out
+/// (opaque like it, so callers build it the same way in both builds).
 #[cfg(not(feature = "plugin-webhook"))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EgressPolicy;
+pub struct EgressPolicy {
+    _opaque: (),
+}
 
 #[cfg(not(feature = "plugin-webhook"))]
 impl EgressPolicy {
     /// Accepts any settings.
     pub fn new<S: AsRef<str>>(_allow_local: bool, _hosts: &[S]) -> Result<Self, String> {
-        Ok(Self)
+        Ok(Self::default())
     }
 
     /// Splits a comma-separated list.
