@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -130,28 +130,32 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
 /// One round: takes a batch, queues each message, removes those queued.
 /// Returns how many were taken.
 ///
-/// The messages are queued [`IN_FLIGHT`] at a time, in order: on Redis's
-/// multiplexed connection that pipelines them, one round trip for many
-/// where awaiting each cost one each.
+/// The messages are queued [`IN_FLIGHT`] at a time: on Redis's multiplexed
+/// connection that pipelines them, one round trip for many where awaiting
+/// each cost one each. A group with a failure ends the round, as one failed
+/// message did before, so that a queue that stopped answering costs one
+/// timeout, well within the lease, and the messages behind it wait their
+/// turn.
 async fn publish(services: &Services) -> anyhow::Result<usize> {
     // A queue that is away would leave a whole batch taken, and waiting
     // for its lease to lapse once the queue is back.
     services.queue.ping().await?;
     let taken = services.store.take_outbox(BATCH, LEASE).await?;
-    let outcomes: Vec<anyhow::Result<()>> = futures_util::stream::iter(taken.clone())
-        .map(|message| async move { queue_one(services, &message).await })
-        .buffered(IN_FLIGHT)
-        .collect()
-        .await;
     let mut published = Vec::with_capacity(taken.len());
     let mut failure = None;
-    for (message, outcome) in taken.iter().zip(outcomes) {
-        match outcome {
-            // Whatever was queued leaves the outbox, even behind a failure.
-            Ok(()) => published.push(message.id.clone()),
-            Err(err) => {
-                failure.get_or_insert(err);
+    for group in taken.chunks(IN_FLIGHT) {
+        let outcomes = join_all(group.iter().map(|message| queue_one(services, message))).await;
+        for (message, outcome) in group.iter().zip(outcomes) {
+            match outcome {
+                // Whatever was queued leaves the outbox, even beside a failure.
+                Ok(()) => published.push(message.id.clone()),
+                Err(err) => {
+                    failure.get_or_insert(err);
+                }
             }
+        }
+        if failure.is_some() {
+            break;
         }
     }
     if !published.is_empty() {

@@ -110,12 +110,13 @@ fn nothing_below_the_http_layer_imports_it() -> anyhow::Result<()> {
         if inside.starts_with("api/") || ABOVE_API.contains(&inside.as_str()) {
             continue;
         }
-        let text = read(&file)?;
-        for (number, line) in text.lines().enumerate() {
-            let code = line.split("//").next().unwrap_or("");
-            if imports_api(code) {
-                reaching_up.push(format!("{inside}:{}: {}", number + 1, line.trim()));
-            }
+        let code: String = read(&file)?
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if let Some(found) = api_named_in(&code) {
+            reaching_up.push(format!("{inside}: {found}"));
         }
     }
     assert!(
@@ -125,27 +126,58 @@ fn nothing_below_the_http_layer_imports_it() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// True when `code` names the `api` module: `crate::api`, `super::api`
-/// from a top-level module, or `api` inside `use crate::{…}`.
-fn imports_api(code: &str) -> bool {
-    let words = |prefix: &str| {
-        code.match_indices(prefix).any(|(at, _)| {
+/// Where `code` names the `api` module, if it does: a path `crate::api…`
+/// or `super::api…`, or `api` among the top-level items of a
+/// `use crate::{…}` or `use super::{…}` group, over as many lines as the
+/// group takes.
+fn api_named_in(code: &str) -> Option<String> {
+    for prefix in ["crate::", "super::"] {
+        for (at, _) in code.match_indices(prefix) {
             let rest = &code[at + prefix.len()..];
-            rest.starts_with("api")
-                && !rest[3..].starts_with(|c: char| c.is_alphanumeric() || c == '_')
-        })
-    };
-    if words("crate::") || words("super::") {
-        return true;
+            if names_api(rest) {
+                return Some(format!("{prefix}{}", first_line(rest)));
+            }
+            if let Some(group) = rest.strip_prefix('{')
+                && top_level_items(group).iter().any(|item| names_api(item))
+            {
+                return Some(format!("{prefix}{{{}", first_line(group)));
+            }
+        }
     }
-    code.split("crate::{").skip(1).any(|group| {
-        group
-            .split('}')
-            .next()
-            .unwrap_or("")
-            .split(',')
-            .any(|item| item.trim() == "api" || item.trim().starts_with("api::"))
-    })
+    None
+}
+
+/// True when `path` starts with the segment `api`.
+fn names_api(path: &str) -> bool {
+    path.trim_start()
+        .strip_prefix("api")
+        .is_some_and(|after| !after.starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+}
+
+/// The items of a `{…}` group (its opening brace already read), split at
+/// its top-level commas.
+fn top_level_items(group: &str) -> Vec<&str> {
+    let (mut depth, mut start, mut items) = (0usize, 0, Vec::new());
+    for (at, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => {
+                items.push(&group[start..at]);
+                return items;
+            }
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    items
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
 }
 
 #[test]
@@ -155,16 +187,20 @@ fn the_import_check_sees_every_way_of_naming_the_api() {
         "let urls = crate::api::Urls::with_base(None);",
         "use crate::{api, notify};",
         "use crate::{notify, api::Urls};",
+        "use crate::{\n    notify,\n    api::Urls,\n};",
+        "use crate::{store::{a, b}, api};",
         "use super::api;",
+        "use super::{api, store};",
     ] {
-        assert!(imports_api(code), "{code}");
+        assert!(api_named_in(code).is_some(), "{code}");
     }
     for code in [
         "use crate::apis::Thing;",
         "use crate::urls::Urls;",
         "use crate::{notify, scheduler};",
+        "use crate::{store::{api_key, b}, notify};",
         "let api_key = 1;",
     ] {
-        assert!(!imports_api(code), "{code}");
+        assert!(api_named_in(code).is_none(), "{code}");
     }
 }
