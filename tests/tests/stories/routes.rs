@@ -196,6 +196,13 @@ async fn the_committed_openapi_document_is_what_the_server_serves() -> anyhow::R
         served == committed && printed == committed,
         "openapi/fastlane.json is stale: regenerate it with `scripts/openapi.sh`"
     );
+    // The Rust client builds from its own copy (its build reads nothing
+    // outside its crate): the same document, byte for byte.
+    let client_copy = committed_path.with_file_name("../fastlane-client/openapi.json");
+    assert!(
+        std::fs::read(&client_copy)? == std::fs::read(&committed_path)?,
+        "fastlane-client/openapi.json differs from openapi/fastlane.json: run `scripts/openapi.sh`"
+    );
     for (path, item) in committed["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("operations") {
             assert!(
