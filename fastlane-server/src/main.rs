@@ -1,12 +1,16 @@
-//! The `fastlane` command: `standalone`, `api`, `worker`, `prune`, `config`,
-//! `token`, `openapi`, `version`.
+//! The `fastlane` command: the server (`standalone`, `api`, `worker`,
+//! `prune`), its tools (`config`, `token`, `openapi`, `version`,
+//! `completions`) and the client of a running server (`run`, `logs`,
+//! `jobs`, `tasks`, `job`, `stop`, `retry`, `status`, `hosts`; see [`cli`]).
+
+mod cli;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use fastlane_server::config::Config;
@@ -22,6 +26,8 @@ struct Cli {
     verbose: u8,
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: cli::ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +104,14 @@ enum Command {
     Openapi,
     /// Print the version.
     Version,
+    /// Print a shell completion script (`fastlane completions bash >
+    /// /etc/bash_completion.d/fastlane`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 fn init_logging(verbose: u8) {
@@ -152,6 +166,19 @@ fn main() -> ExitCode {
         Command::Version => {
             println!("fastlane {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "fastlane",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Client(command) => {
+            init_logging(cli.verbose);
+            cli::main(command, cli.client)
         }
         Command::Standalone { host, port, config } => {
             init_logging(cli.verbose);

@@ -140,13 +140,31 @@ impl Server {
         Ok(server)
     }
 
-    /// Starts the process (again) on the same data directory.
+    /// Starts the process (again) on the same data directory, on a free
+    /// port.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
+        self.spawn_on(0)
+    }
+
+    /// Starts the process again on the same data directory and the port it
+    /// had, so that clients holding its URL reach it again.
+    pub fn respawn_on_same_port(&mut self) -> anyhow::Result<()> {
+        let port = self
+            .base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("the server has no port yet")?;
+        self.spawn_on(port)
+    }
+
+    fn spawn_on(&mut self, port: u16) -> anyhow::Result<()> {
         let data_dir = self.data_dir.display().to_string();
         let mut env = vec![("FASTLANE_DATA_DIR", data_dir.as_str())];
         env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let port = port.to_string();
         let (mut child, line) = start_fastlane(
-            &[self.command, "-b", "127.0.0.1", "-p", "0"],
+            &[self.command, "-b", "127.0.0.1", "-p", &port],
             &env,
             &self.data_dir.join("server.log"),
         )?;

@@ -8,6 +8,7 @@
 
 mod access;
 mod blacklist;
+mod cli;
 mod clients;
 mod egress;
 mod email;

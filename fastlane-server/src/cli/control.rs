@@ -1,0 +1,109 @@
+//! The commands that act: `stop`, `retry` and `hosts blacklist|restore`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use fastlane_client::types;
+
+use super::{JobRef, Output, Server, api_error};
+
+/// A command's job argument.
+#[derive(Debug, Args)]
+pub struct JobArg {
+    /// The job: TASK/JOB_ID or its URL.
+    job: String,
+}
+
+/// `fastlane hosts …`.
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// Take a host out of rotation: nothing new starts on it.
+    Blacklist {
+        /// The host as the server's DOCKER_HOSTS names it.
+        host: String,
+    },
+    /// Put a blacklisted host back in rotation.
+    Restore {
+        /// The host as the server's DOCKER_HOSTS names it.
+        host: String,
+    },
+}
+
+/// `fastlane stop`.
+pub async fn stop(server: &Server, arg: JobArg) -> anyhow::Result<ExitCode> {
+    let job = JobRef::parse(&arg.job)?;
+    let stopped = server
+        .api
+        .stop_job()
+        .task_id(job.task.as_str())
+        .job_id(job.job.as_str())
+        .send()
+        .await;
+    match stopped {
+        Ok(stopped) => controlled(server, "stopped", &stopped.into_inner()),
+        Err(err) => Err(api_error(err).await.context("the job was not stopped")),
+    }
+}
+
+/// `fastlane retry`.
+pub async fn retry(server: &Server, arg: JobArg) -> anyhow::Result<ExitCode> {
+    let job = JobRef::parse(&arg.job)?;
+    let retried = server
+        .api
+        .retry_job()
+        .task_id(job.task.as_str())
+        .job_id(job.job.as_str())
+        .send()
+        .await;
+    match retried {
+        Ok(retried) => controlled(server, "retried", &retried.into_inner()),
+        Err(err) => Err(api_error(err).await.context("the job was not retried")),
+    }
+}
+
+fn controlled(server: &Server, done: &str, job: &types::JobControlled) -> anyhow::Result<ExitCode> {
+    match server.output {
+        Output::Json => server.print_json(job)?,
+        Output::Table => match &job.execution_url {
+            Some(execution) => outln!("{done} {}: new execution {execution}", job.job_url),
+            None => outln!("{done} {}", job.job_url),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `fastlane hosts`.
+pub async fn hosts(server: &Server, command: HostsCommand) -> anyhow::Result<ExitCode> {
+    let (answer, done) = match &command {
+        HostsCommand::Blacklist { host } => {
+            let body = types::HostRequest { host: host.clone() };
+            let answer = server.api.blacklist_host().body(body).send().await;
+            (answer, "blacklisted")
+        }
+        HostsCommand::Restore { host } => {
+            let body = types::HostRequest { host: host.clone() };
+            let answer = server.api.unblacklist_host().body(body).send().await;
+            (answer, "restored")
+        }
+    };
+    let blacklist = match answer {
+        Ok(blacklist) => blacklist.into_inner(),
+        Err(err) => {
+            return Err(api_error(err)
+                .await
+                .context(format!("the host was not {done}")));
+        }
+    };
+    match server.output {
+        Output::Json => server.print_json(&blacklist)?,
+        Output::Table => {
+            outln!("{done} {}", blacklist.host);
+            if blacklist.blacklisted.is_empty() {
+                outln!("no host is blacklisted");
+            } else {
+                outln!("blacklisted: {}", blacklist.blacklisted.join(", "));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
