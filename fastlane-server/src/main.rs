@@ -114,7 +114,38 @@ enum Command {
     Client(cli::ClientCommand),
 }
 
-fn init_logging(verbose: u8) {
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    /// Lines for people (the default).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the
+    /// event's fields (`message` among them), and `span` and `spans` with
+    /// the fields of the spans it happened in (`request_id`, `execution`…).
+    Json,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT` from the environment: `text` (default) or `json`.
+    fn from_env() -> Result<Self, String> {
+        match std::env::var("LOG_FORMAT").as_deref() {
+            Err(_) | Ok("" | "text") => Ok(Self::Text),
+            Ok("json") => Ok(Self::Json),
+            Ok(other) => Err(format!("LOG_FORMAT is text or json, not {other:?}")),
+        }
+    }
+}
+
+/// Sets up logging on stderr; false (after saying why) when `LOG_FORMAT`
+/// is not one we know.
+fn init_logging(verbose: u8) -> bool {
+    let format = match LogFormat::from_env() {
+        Ok(format) => format,
+        Err(err) => {
+            eprintln!("fastlane: {err}");
+            return false;
+        }
+    };
     let default = match verbose {
         0 => "warn,fastlane_server=info,fastlane_plugin_docker=info",
         1 => "info",
@@ -122,10 +153,19 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+    true
 }
 
 fn main() -> ExitCode {
@@ -153,7 +193,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Prune { config } => {
-            init_logging(cli.verbose);
+            if !init_logging(cli.verbose) {
+                return ExitCode::FAILURE;
+            }
             match prune(config) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
@@ -177,17 +219,23 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Client(command) => {
-            init_logging(cli.verbose);
+            if !init_logging(cli.verbose) {
+                return ExitCode::FAILURE;
+            }
             cli::main(command, cli.client)
         }
         Command::Standalone { host, port, config } => {
-            init_logging(cli.verbose);
+            if !init_logging(cli.verbose) {
+                return ExitCode::FAILURE;
+            }
             exit(run(config, |config| {
                 fastlane_server::commands::standalone(config, SocketAddr::new(host, port))
             }))
         }
         Command::Api { host, port, config } => {
-            init_logging(cli.verbose);
+            if !init_logging(cli.verbose) {
+                return ExitCode::FAILURE;
+            }
             exit(run(config, |config| {
                 fastlane_server::commands::api(config, SocketAddr::new(host, port))
             }))
@@ -200,7 +248,9 @@ fn main() -> ExitCode {
             no_webhooks,
             config,
         } => {
-            init_logging(cli.verbose);
+            if !init_logging(cli.verbose) {
+                return ExitCode::FAILURE;
+            }
             let roles = WorkerRoles {
                 jobs: !no_jobs,
                 monitor: !no_monitor,

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use fastlane_sdk::{
     Delivery, DispatchRecord, ErrorKind, Execution, ExecutionStatus, Job, NotificationEvent,
@@ -337,7 +337,13 @@ pub async fn run(services: Services, queue_name: &'static str, shutdown: Cancell
                     return;
                 }
             };
-            let settled = match deliver(&services, &message).await {
+            let span = match &message.work {
+                Work::Deliver { execution_id, task_id, job_id, notifier, .. } => {
+                    info_span!("delivery", execution = %execution_id, job = %job_id, task = %task_id, notifier = %notifier)
+                }
+                _ => info_span!("delivery"),
+            };
+            let settled = match deliver(&services, &message).instrument(span).await {
                 Ok(None) => match services.store.settle_deliveries(std::slice::from_ref(&message.id)).await {
                     Ok(()) => services.queue.ack(&message).await,
                     Err(err) => {

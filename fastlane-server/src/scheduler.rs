@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use fastlane_sdk::{ConcurrencyPolicy, Execution, ExecutionStatus, Job, MissedRuns, Schedule};
 
@@ -219,10 +219,23 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
     else {
         anyhow::bail!("not a firing: {work:?}");
     };
+    let span = info_span!("firing", job = %job_id, task = %task_id, slot = %slot);
+    fire_job(services, task_id, job_id, *generation, *slot)
+        .instrument(span)
+        .await
+}
+
+async fn fire_job(
+    services: &Services,
+    task_id: &str,
+    job_id: &str,
+    generation: u32,
+    slot: DateTime<Utc>,
+) -> anyhow::Result<()> {
     let Some(job) = services.store.job(task_id, job_id).await? else {
         return Ok(());
     };
-    if job.generation != *generation || job.stopped {
+    if job.generation != generation || job.stopped {
         info!(job = %job_id, "firing of a replaced or stopped schedule ignored");
         return Ok(());
     }
@@ -240,7 +253,7 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
     let live = services.store.live_executions(job_id).await?;
     let mut fired = Vec::new();
     if expired {
-        let mut execution = slot_execution(&job, *generation, *slot, now);
+        let mut execution = slot_execution(&job, generation, slot, now);
         execution.status = ExecutionStatus::Expired;
         execution.finished_at = Some(now);
         execution.error = Some(format!(
@@ -255,11 +268,11 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         services.store.insert_execution(&execution).await?;
     } else {
         let mut slots = match &cron {
-            Some(cron) => to_fire(&job, cron, *slot, now),
-            None => vec![*slot],
+            Some(cron) => to_fire(&job, cron, slot, now),
+            None => vec![slot],
         };
         let own = |s: &DateTime<Utc>| {
-            let id = slot_execution_id(job_id, *generation, *s);
+            let id = slot_execution_id(job_id, generation, *s);
             live.iter().any(|e| e.execution_id == id)
         };
         match job.spec.concurrency_policy {
@@ -278,7 +291,7 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
                 slots.drain(..slots.len().saturating_sub(1));
                 let keep: Vec<String> = slots
                     .iter()
-                    .map(|s| slot_execution_id(job_id, *generation, *s))
+                    .map(|s| slot_execution_id(job_id, generation, *s))
                     .collect();
                 for old in live.iter().filter(|e| !keep.contains(&e.execution_id)) {
                     crate::control::stop_execution(services, old, "replaced by the next cron run")
@@ -291,14 +304,14 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
 
     // The next slot (none for one-shot jobs, nor for jobs past expiration).
     let next = match &cron {
-        Some(cron) if !expired => cron.next_after(now.max(*slot)),
+        Some(cron) if !expired => cron.next_after(now.max(slot)),
         _ => None,
     };
     // The slots' runs, their messages and the next firing in one write (a
     // run that exists, from an earlier delivery of this firing, is kept).
     let executions: Vec<Execution> = fired
         .iter()
-        .map(|at| slot_execution(&job, *generation, *at, now))
+        .map(|at| slot_execution(&job, generation, *at, now))
         .collect();
     let mut outgoing = executions
         .iter()
@@ -330,7 +343,7 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
     }
     services
         .store
-        .set_next_run(job_id, *generation, next)
+        .set_next_run(job_id, generation, next)
         .await?;
     Ok(())
 }

@@ -21,6 +21,7 @@ mod labels;
 mod logs;
 mod ordered;
 mod params;
+mod requests;
 mod submit;
 mod tasks;
 mod views;
@@ -116,22 +117,7 @@ pub fn app(services: Services) -> impl Endpoint {
             }
             Ok(response)
         })
-        .around(|endpoint, request| async move {
-            let method = labels::method_label(request.method()).to_owned();
-            let route = labels::route_of(request.uri().path());
-            let metrics = request.data::<Services>().map(|s| s.metrics.clone());
-            let response = endpoint.call(request).await?.into_response();
-            if let Some(metrics) = metrics {
-                let status = response.status().as_u16().to_string();
-                let labels = [
-                    ("method", method.as_str()),
-                    ("route", route.as_str()),
-                    ("status", status.as_str()),
-                ];
-                metrics.count("fastlane_http_requests_total", &labels, 1);
-            }
-            Ok(response)
-        })
+        .around(requests::observe)
         .data(services)
         .data(limit)
         .data(live)

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use fastlane_sdk::{
     ErrorKind, Execution, ExecutionSpec, ExecutionStatus, Job, PluginError, RunHandle,
@@ -105,34 +105,46 @@ pub async fn drive(
         }
         Err(_) => return Outcome::Later(later(attempts)),
     };
-    match steps(services, &job, &mut execution, ticket).await {
-        Ok(outcome) => outcome,
-        Err(StepError::Plugin(err))
-            if matches!(err.kind(), ErrorKind::Retryable | ErrorKind::Unavailable) =>
-        {
-            warn!(execution = execution_id, error = %err, attempts, "will try again");
-            Outcome::Later(later(attempts))
-        }
-        Err(StepError::Plugin(err)) => {
-            services
-                .reporter
-                .report("running", err.message(), &execution);
-            execution.status = ExecutionStatus::Failed;
-            execution.finished_at = Some(Utc::now());
-            execution.error = Some(err.message().to_owned());
-            // A run lost with its host may be tried again elsewhere.
-            let retry = if err.kind() == ErrorKind::Lost {
-                Retry::AfterLoss
-            } else {
-                Retry::OnNonZeroExit
-            };
-            finish_as(services, &job, execution, retry).await
-        }
-        Err(StepError::Internal(err)) => {
-            warn!(execution = execution_id, error = %err, attempts, "will try again");
-            Outcome::Later(later(attempts))
+    // Every line about this execution, here and in the executor, carries
+    // its ids.
+    let span = info_span!(
+        "execution",
+        execution = %execution.execution_id,
+        job = %job.job_id,
+        task = %job.task_id,
+    );
+    async move {
+        match steps(services, &job, &mut execution, ticket).await {
+            Ok(outcome) => outcome,
+            Err(StepError::Plugin(err))
+                if matches!(err.kind(), ErrorKind::Retryable | ErrorKind::Unavailable) =>
+            {
+                warn!(execution = execution_id, error = %err, attempts, "will try again");
+                Outcome::Later(later(attempts))
+            }
+            Err(StepError::Plugin(err)) => {
+                services
+                    .reporter
+                    .report("running", err.message(), &execution);
+                execution.status = ExecutionStatus::Failed;
+                execution.finished_at = Some(Utc::now());
+                execution.error = Some(err.message().to_owned());
+                // A run lost with its host may be tried again elsewhere.
+                let retry = if err.kind() == ErrorKind::Lost {
+                    Retry::AfterLoss
+                } else {
+                    Retry::OnNonZeroExit
+                };
+                finish_as(services, &job, execution, retry).await
+            }
+            Err(StepError::Internal(err)) => {
+                warn!(execution = execution_id, error = %err, attempts, "will try again");
+                Outcome::Later(later(attempts))
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 fn spec(job: &Job, execution: &Execution) -> Result<ExecutionSpec, PluginError> {

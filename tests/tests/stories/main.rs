@@ -21,6 +21,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod networked;
+mod observability;
 mod openapi_tools;
 mod pages;
 mod plugins;
