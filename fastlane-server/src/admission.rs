@@ -85,7 +85,10 @@ pub async fn wake(services: &Services) {
         }
     };
     for execution_id in admissible {
-        let work = Work::RunExecution { execution_id };
+        let work = Work::RunExecution {
+            execution_id,
+            trace: None,
+        };
         if let Err(err) = services.queue.enqueue(JOBS, &work, None).await {
             warn!(error = %err, "cannot queue a waiting execution; the sweep will");
         }

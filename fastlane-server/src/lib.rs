@@ -36,8 +36,8 @@
 //!   embedded SQLite implementations ([`embedded`] opens their file).
 //! - [`executors`]: which executor runs which task; [`plugins`]: where the
 //!   executors, notifiers and sinks come from.
-//! - [`metrics`], [`reporting`]: what fastlane measures and the failures it
-//!   reports.
+//! - [`metrics`], [`reporting`], [`telemetry`]: what fastlane measures, the
+//!   failures it reports, and the traces it exports.
 //! - [`urls`], [`redact`], [`egress`], [`clock`]: absolute URLs, masking
 //!   secrets, the webhook egress policy, the current time.
 
@@ -65,5 +65,6 @@ pub mod schedule;
 pub mod scheduler;
 pub mod services;
 pub mod store;
+pub mod telemetry;
 pub mod urls;
 pub mod worker;

@@ -12,6 +12,10 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+
+use fastlane_server::telemetry::Traces;
 
 use fastlane_server::config::Config;
 use fastlane_server::roles::WorkerRoles;
@@ -136,14 +140,18 @@ impl LogFormat {
     }
 }
 
-/// Sets up logging on stderr; false (after saying why) when `LOG_FORMAT`
-/// is not one we know.
-fn init_logging(verbose: u8) -> bool {
-    let format = match LogFormat::from_env() {
-        Ok(format) => format,
+/// Sets up logging on stderr, and the export of traces when the
+/// environment asks for it (see [`fastlane_server::telemetry`]); `None`
+/// (after saying why) when a setting is wrong. Keep what it returns until
+/// the end: dropping it sends the traces still batched.
+fn init_logging(verbose: u8) -> Option<Option<Traces>> {
+    let settings = LogFormat::from_env()
+        .and_then(|format| fastlane_server::telemetry::from_env().map(|traces| (format, traces)));
+    let (format, traces) = match settings {
+        Ok(settings) => settings,
         Err(err) => {
             eprintln!("fastlane: {err}");
-            return false;
+            return None;
         }
     };
     let default = match verbose {
@@ -153,19 +161,25 @@ fn init_logging(verbose: u8) -> bool {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
-    }
-    true
+            .boxed(),
+    };
+    let spans = traces
+        .as_ref()
+        .map(|traces| tracing_opentelemetry::layer().with_tracer(traces.tracer()));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(spans)
+        .init();
+    Some(traces)
 }
 
 fn main() -> ExitCode {
@@ -193,9 +207,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Prune { config } => {
-            if !init_logging(cli.verbose) {
+            let Some(_traces) = init_logging(cli.verbose) else {
                 return ExitCode::FAILURE;
-            }
+            };
             match prune(config) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
@@ -219,23 +233,23 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Client(command) => {
-            if !init_logging(cli.verbose) {
+            let Some(_traces) = init_logging(cli.verbose) else {
                 return ExitCode::FAILURE;
-            }
+            };
             cli::main(command, cli.client)
         }
         Command::Standalone { host, port, config } => {
-            if !init_logging(cli.verbose) {
+            let Some(_traces) = init_logging(cli.verbose) else {
                 return ExitCode::FAILURE;
-            }
+            };
             exit(run(config, |config| {
                 fastlane_server::commands::standalone(config, SocketAddr::new(host, port))
             }))
         }
         Command::Api { host, port, config } => {
-            if !init_logging(cli.verbose) {
+            let Some(_traces) = init_logging(cli.verbose) else {
                 return ExitCode::FAILURE;
-            }
+            };
             exit(run(config, |config| {
                 fastlane_server::commands::api(config, SocketAddr::new(host, port))
             }))
@@ -248,9 +262,9 @@ fn main() -> ExitCode {
             no_webhooks,
             config,
         } => {
-            if !init_logging(cli.verbose) {
+            let Some(_traces) = init_logging(cli.verbose) else {
                 return ExitCode::FAILURE;
-            }
+            };
             let roles = WorkerRoles {
                 jobs: !no_jobs,
                 monitor: !no_monitor,

@@ -66,8 +66,10 @@ pub fn firing_message(job: &Job, slot: DateTime<Utc>) -> anyhow::Result<Outgoing
 
 /// The message that runs `execution` now, on the jobs queue.
 pub fn run_now(execution: &Execution, now: DateTime<Utc>) -> anyhow::Result<Outgoing> {
+    // The run continues the trace of the request (or firing) that made it.
     let work = Work::RunExecution {
         execution_id: execution.execution_id.clone(),
+        trace: crate::telemetry::traceparent(),
     };
     crate::outbox::message(JOBS, &work, now)
 }

@@ -13,6 +13,7 @@ use super::{JOBS, NOTIFY, Queue, Work};
 fn run(id: &str) -> Work {
     Work::RunExecution {
         execution_id: id.to_owned(),
+        trace: None,
     }
 }
 

@@ -51,6 +51,10 @@ pub enum Work {
     RunExecution {
         /// The execution.
         execution_id: String,
+        /// The W3C `traceparent` of the span that queued it, when traces
+        /// are exported (see [`crate::telemetry`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<String>,
     },
     /// Deliver one notification to one target.
     #[serde(rename_all = "camelCase")]
@@ -94,7 +98,7 @@ impl Work {
     /// (job, generation, slot), so enqueuing the same work twice is a no-op.
     pub fn message_id(&self) -> String {
         match self {
-            Work::RunExecution { execution_id } => execution_id.clone(),
+            Work::RunExecution { execution_id, .. } => execution_id.clone(),
             Work::Deliver {
                 execution_id,
                 notifier,

@@ -261,6 +261,7 @@ mod tests {
     fn run(id: &str) -> Work {
         Work::RunExecution {
             execution_id: id.to_owned(),
+            trace: None,
         }
     }
 

@@ -75,10 +75,12 @@ fn later(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.saturating_sub(1).min(6))
 }
 
-/// Drives the execution `execution_id` as far as it can go.
+/// Drives the execution `execution_id` as far as it can go, in the trace
+/// `trace` (the queue message's `traceparent`) continues.
 pub async fn drive(
     services: &Services,
     execution_id: &str,
+    trace: Option<&str>,
     attempts: u32,
     ticket: Ticket,
 ) -> Outcome {
@@ -113,6 +115,7 @@ pub async fn drive(
         job = %job.job_id,
         task = %job.task_id,
     );
+    crate::telemetry::continue_trace(&span, trace);
     async move {
         match steps(services, &job, &mut execution, ticket).await {
             Ok(outcome) => outcome,
@@ -553,8 +556,10 @@ async fn finish_as(
         );
     }
     if let Some((next, due)) = &retry {
+        // The retry continues this execution's trace.
         let work = Work::RunExecution {
             execution_id: next.execution_id.clone(),
+            trace: crate::telemetry::traceparent(),
         };
         if let Err(err) = services.queue.enqueue(JOBS, &work, Some(*due)).await {
             // The retry is stored as enqueued; start-up reconciliation queues it.

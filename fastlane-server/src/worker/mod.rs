@@ -58,7 +58,11 @@ async fn handle(
     lease: Duration,
     shutdown: &CancellationToken,
 ) {
-    let Work::RunExecution { execution_id } = &delivery.work else {
+    let Work::RunExecution {
+        execution_id,
+        trace,
+    } = &delivery.work
+    else {
         warn!(message = %delivery.id, "not work for the worker; dropping it");
         let _ = services.queue.ack(&delivery).await;
         return;
@@ -74,7 +78,7 @@ async fn handle(
         }
     };
     let outcome = tokio::select! {
-        outcome = execution::drive(services, execution_id, delivery.attempts, ticket) => outcome,
+        outcome = execution::drive(services, execution_id, trace.as_deref(), delivery.attempts, ticket) => outcome,
         () = keep_lease => Outcome::Interrupted,
         () = shutdown.cancelled() => Outcome::Interrupted,
     };
@@ -116,6 +120,7 @@ pub async fn reconcile(services: &Services, which: Reconcile) -> anyhow::Result<
     for execution in unfinished {
         let work = Work::RunExecution {
             execution_id: execution.execution_id.clone(),
+            trace: None,
         };
         if services.queue.enqueue(JOBS, &work, None).await? {
             requeued += 1;

@@ -90,6 +90,7 @@ async fn the_epoch_changes_when_redis_loses_the_data() {
 fn run(id: &str) -> Work {
     Work::RunExecution {
         execution_id: id.to_owned(),
+        trace: None,
     }
 }
 
