@@ -352,6 +352,26 @@ impl HealthApi {
         ] {
             metrics.reset(name);
         }
+        // What an autoscaler (KEDA's Prometheus scaler) reads: per task,
+        // the executions waiting to start and how long the oldest has.
+        let backlogs = services
+            .store
+            .backlogs(crate::store::BACKLOG_TASKS)
+            .await
+            .map_err(ApiError::store(OP))?;
+        metrics.reset("fastlane_task_executions_waiting");
+        metrics.reset("fastlane_task_oldest_waiting_seconds");
+        let now = chrono::Utc::now();
+        for backlog in &backlogs {
+            let labels = [("task", backlog.task_id.as_str())];
+            metrics.gauge(
+                "fastlane_task_executions_waiting",
+                &labels,
+                backlog.waiting as f64,
+            );
+            let age = (now - backlog.oldest).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics.gauge("fastlane_task_oldest_waiting_seconds", &labels, age);
+        }
         for host in &executor.hosts {
             let labels = [("host", host.host.as_str()), ("farm", host.farm.as_str())];
             metrics.gauge("fastlane_executions_running", &labels, host.running as f64);

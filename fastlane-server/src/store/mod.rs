@@ -203,6 +203,45 @@ pub enum Admission {
     },
 }
 
+/// The executions of one task that wait to start, for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskBacklog {
+    /// The task.
+    pub task_id: String,
+    /// Its executions created and not started yet (status `enqueued`).
+    pub waiting: u64,
+    /// When the oldest of them was created.
+    pub oldest: DateTime<Utc>,
+}
+
+/// How many tasks `/metrics` reports a backlog for: those with the most
+/// waiting (a label per task must stay a bounded set).
+pub const BACKLOG_TASKS: usize = 500;
+
+/// Folds unfinished executions into per-task backlogs, most waiting first,
+/// at most `limit`.
+pub fn backlogs_of(executions: &[Execution], limit: usize) -> Vec<TaskBacklog> {
+    let mut by_task: std::collections::HashMap<&str, TaskBacklog> = Default::default();
+    for execution in executions
+        .iter()
+        .filter(|e| e.status == fastlane_sdk::ExecutionStatus::Enqueued)
+    {
+        let backlog = by_task
+            .entry(&execution.task_id)
+            .or_insert_with(|| TaskBacklog {
+                task_id: execution.task_id.clone(),
+                waiting: 0,
+                oldest: execution.created_at,
+            });
+        backlog.waiting += 1;
+        backlog.oldest = backlog.oldest.min(execution.created_at);
+    }
+    let mut backlogs: Vec<TaskBacklog> = by_task.into_values().collect();
+    backlogs.sort_by(|a, b| b.waiting.cmp(&a.waiting).then(a.task_id.cmp(&b.task_id)));
+    backlogs.truncate(limit);
+    backlogs
+}
+
 /// How full one gate is, for `/status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GateUsage {
@@ -561,6 +600,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How full every gate in use is.
     async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError>;
 
+    /// The tasks with executions waiting to start, most waiting first, at
+    /// most `limit`. The default reads every unfinished execution; stores
+    /// that can count in their query do.
+    async fn backlogs(&self, limit: usize) -> Result<Vec<TaskBacklog>, StoreError> {
+        Ok(backlogs_of(&self.unfinished_executions().await?, limit))
+    }
+
     /// How much of the log of `execution_id` is kept.
     async fn log_totals(&self, execution_id: &str) -> Result<LogTotals, StoreError>;
 
@@ -593,6 +639,37 @@ mod tests {
         let held = [("pool".to_owned(), 2)].into();
         // One pool slot left: the first in line takes it.
         assert_eq!(admissible_in_order(held, &waiters), [(0, 0)]);
+    }
+
+    #[test]
+    fn backlogs_fold_waiting_executions_by_task_most_waiting_first() {
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+        let waiting = |task: &str, created: i64| {
+            let job = Job::new(
+                task,
+                "j",
+                fastlane_sdk::JobSpec::new("busybox", "true"),
+                at(0),
+            );
+            Execution::enqueued(
+                &job,
+                "busybox",
+                "true",
+                None,
+                at(created),
+                format!("{task}{created}"),
+            )
+        };
+        let mut running = waiting("b", 1);
+        running.status = fastlane_sdk::ExecutionStatus::Running;
+        let executions = [waiting("a", 9), waiting("b", 7), waiting("b", 3), running];
+        let backlogs = backlogs_of(&executions, 10);
+        let folded: Vec<_> = backlogs
+            .iter()
+            .map(|b| (b.task_id.as_str(), b.waiting, b.oldest))
+            .collect();
+        assert_eq!(folded, [("b", 2, at(3)), ("a", 1, at(9))]);
+        assert_eq!(backlogs_of(&executions, 1).len(), 1);
     }
 
     #[test]

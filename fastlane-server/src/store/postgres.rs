@@ -33,7 +33,7 @@ use rows::{big, col, count, document, listed, one, pg};
 
 use super::{
     Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals, Outgoing,
-    Store, StoreError, Submission, TaskSummary, admissible_in_order,
+    Store, StoreError, Submission, TaskBacklog, TaskSummary, admissible_in_order,
 };
 
 /// Statuses of executions that have not reached a final status, in SQL.
@@ -601,14 +601,11 @@ impl Store for PostgresStore {
     }
 
     async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        lock_admission(&tx).await?;
-        give_back_finished(&tx).await?;
-        let held = held_slots(&tx).await?;
-        let (_, line) = read_line(&tx).await?;
-        tx.commit().await.map_err(pg)?;
-        Ok(super::usage_of(held, &line))
+        admission::gate_usage(self).await
+    }
+
+    async fn backlogs(&self, limit: usize) -> Result<Vec<TaskBacklog>, StoreError> {
+        admission::backlogs(self, limit).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -10,7 +10,7 @@ use fastlane_sdk::{Execution, Job, Task};
 
 use super::{
     Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals, Outgoing,
-    Store, StoreError, Submission, TaskSummary, task_words,
+    Store, StoreError, Submission, TaskBacklog, TaskSummary, task_words,
 };
 use crate::embedded::{Db, DbError};
 
@@ -699,6 +699,10 @@ impl Store for SqliteStore {
 
     async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
         admission::gate_usage(self).await
+    }
+
+    async fn backlogs(&self, limit: usize) -> Result<Vec<TaskBacklog>, StoreError> {
+        admission::backlogs(self, limit).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -163,3 +163,66 @@ async fn metrics_parse_and_move_when_jobs_run() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_autoscaler_sees_each_tasks_backlog_and_its_age() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let (_, status) = server.get("/status").await?;
+    let host = status["hosts"][0]["host"].clone();
+    // The only host out of rotation: what is submitted waits.
+    let blacklisted = server
+        .client()
+        .post(server.url("/docker-executor/blacklist"))
+        .json(&json!({"host": host}))
+        .send()
+        .await?;
+    assert_eq!(blacklisted.status(), 200);
+    let mut executions = Vec::new();
+    for _ in 0..3 {
+        let created = server
+            .submit("backlogged", json!({"image": image(), "command": "true"}))
+            .await?;
+        executions.push(
+            created["executionUrl"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = scrape(&server).await?;
+    let task = json!({"task": "backlogged"});
+    assert_eq!(
+        value(&waiting, "fastlane_task_executions_waiting", task.clone()),
+        3.0
+    );
+    let age = value(
+        &waiting,
+        "fastlane_task_oldest_waiting_seconds",
+        task.clone(),
+    );
+    assert!(
+        (1.0..120.0).contains(&age),
+        "the oldest waits since its submission: {age}"
+    );
+
+    let restored = server
+        .client()
+        .delete(server.url("/docker-executor/blacklist"))
+        .json(&json!({"host": host}))
+        .send()
+        .await?;
+    assert_eq!(restored.status(), 200);
+    for execution in &executions {
+        server
+            .wait_finished(execution, Duration::from_secs(60))
+            .await?;
+    }
+    let drained = scrape(&server).await?;
+    assert_eq!(
+        value(&drained, "fastlane_task_executions_waiting", task),
+        0.0,
+        "a drained task has no backlog"
+    );
+    Ok(())
+}

@@ -338,6 +338,35 @@ pub async fn logs_append_once_and_read_from_any_offset(store: Arc<dyn Store>) {
     assert!(store.log_totals(id).await.expect("totals").cut);
 }
 
+/// Executions that wait to start are counted per task, most waiting first,
+/// with their oldest creation time; started ones are not.
+pub async fn backlogs_count_what_waits_to_start_per_task(store: Arc<dyn Store>) {
+    let busy = format!("busy-{}", uuid::Uuid::new_v4().simple());
+    let calm = format!("calm-{}", uuid::Uuid::new_v4().simple());
+    for created in [30, 10, 20] {
+        stored(&*store, &busy, created).await;
+    }
+    let (_, mut started) = stored(&*store, &calm, 5).await;
+    stored(&*store, &calm, 40).await;
+    started.status = ExecutionStatus::Running;
+    started.started_at = Some(at(6));
+    store.save_execution(&started, None).await.expect("save");
+
+    let backlogs = store.backlogs(100).await.expect("backlogs");
+    let ours: Vec<_> = backlogs
+        .iter()
+        .filter(|b| b.task_id == busy || b.task_id == calm)
+        .map(|b| (b.task_id.as_str(), b.waiting, b.oldest))
+        .collect();
+    assert_eq!(
+        ours,
+        [(busy.as_str(), 3, at(10)), (calm.as_str(), 1, at(40))],
+        "most waiting first; the running execution is not waiting"
+    );
+    let first = store.backlogs(1).await.expect("backlogs");
+    assert_eq!(first.len(), 1, "at most the limit");
+}
+
 fn gate(key: &str, limit: u32) -> Gate {
     Gate {
         key: key.to_owned(),
@@ -615,6 +644,7 @@ macro_rules! store_conformance {
             logs_append_once_and_read_from_any_offset,
             a_gate_admits_up_to_its_limit_then_lines_up,
             an_execution_takes_the_first_choice_with_room,
+            backlogs_count_what_waits_to_start_per_task,
             the_outbox_keeps_messages_with_their_job_until_published,
             an_idempotency_key_writes_once_until_it_expires,
             owed_deliveries_stay_until_settled,

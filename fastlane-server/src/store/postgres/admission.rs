@@ -4,8 +4,9 @@
 use tokio_postgres::Transaction;
 
 use super::LIVE;
+use super::PostgresStore;
 use super::rows::{col, corrupt, count, from_doc, pg};
-use crate::store::{Choices, StoreError};
+use crate::store::{Choices, GateUsage, StoreError, TaskBacklog};
 
 /// Gives back the slots and places in line of executions that are final
 /// or gone.
@@ -72,4 +73,44 @@ pub(super) async fn read_line(
         line.push(from_doc(row, 1)?);
     }
     Ok((ids, line))
+}
+
+/// How full every gate in use is, after giving back the slots of finished
+/// executions.
+pub(super) async fn gate_usage(store: &PostgresStore) -> Result<Vec<GateUsage>, StoreError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg)?;
+    lock_admission(&tx).await?;
+    give_back_finished(&tx).await?;
+    let held = held_slots(&tx).await?;
+    let (_, line) = read_line(&tx).await?;
+    tx.commit().await.map_err(pg)?;
+    Ok(crate::store::usage_of(held, &line))
+}
+
+/// Executions waiting to start, counted by task in one query.
+pub(super) async fn backlogs(
+    store: &PostgresStore,
+    limit: usize,
+) -> Result<Vec<TaskBacklog>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = store
+        .query(
+            "SELECT j.task_id, COUNT(*), MIN(e.created_at)
+             FROM executions e JOIN jobs j ON j.job_id = e.job_id
+             WHERE e.status = 'enqueued'
+             GROUP BY j.task_id ORDER BY COUNT(*) DESC, j.task_id LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let waiting: i64 = col(row, 1)?;
+            Ok(TaskBacklog {
+                task_id: col(row, 0)?,
+                waiting: u64::try_from(waiting).unwrap_or(0),
+                oldest: col(row, 2)?,
+            })
+        })
+        .collect()
 }

@@ -5,7 +5,9 @@
 use rusqlite::{Connection, params};
 
 use crate::embedded::DbError;
-use crate::store::{Admission, Choices, Gate, GateUsage, StoreError, admissible_in_order};
+use crate::store::{
+    Admission, Choices, Gate, GateUsage, StoreError, TaskBacklog, admissible_in_order,
+};
 
 use super::{SqliteStore, from_json, to_json};
 
@@ -96,6 +98,37 @@ pub(super) async fn waiting(store: &SqliteStore) -> Result<Vec<String>, StoreErr
             Ok(ids)
         })
         .await?)
+}
+
+/// Executions waiting to start, counted by task in one query.
+pub(super) async fn backlogs(
+    store: &SqliteStore,
+    limit: usize,
+) -> Result<Vec<TaskBacklog>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows: Vec<(String, i64, String)> = store
+        .db
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT j.task_id, COUNT(*), MIN(e.created_at)
+                 FROM executions e JOIN jobs j ON j.job_id = e.job_id
+                 WHERE e.status = 'enqueued'
+                 GROUP BY j.task_id ORDER BY COUNT(*) DESC, j.task_id LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await?;
+    rows.into_iter()
+        .map(|(task_id, waiting, oldest)| {
+            Ok(TaskBacklog {
+                task_id,
+                waiting: u64::try_from(waiting).unwrap_or(0),
+                oldest: super::parse_ts(&oldest)?,
+            })
+        })
+        .collect::<Result<_, DbError>>()
+        .map_err(StoreError::from)
 }
 
 pub(super) async fn gate_usage(store: &SqliteStore) -> Result<Vec<GateUsage>, StoreError> {
