@@ -66,6 +66,12 @@ fn help(name: &str) -> &'static str {
             "Store reads made to stream live logs (one poller per followed execution)."
         }
         "fastlane_websocket_connections" => "Live-log WebSocket connections open.",
+        "fastlane_task_executions_waiting" => {
+            "Executions created and not started yet, by task (the 500 tasks with the most)."
+        }
+        "fastlane_task_oldest_waiting_seconds" => {
+            "How long the oldest execution waiting to start has waited, by task."
+        }
         _ => "",
     }
 }
