@@ -413,3 +413,78 @@ async fn completions_are_generated_for_bash_zsh_and_fish() -> anyhow::Result<()>
     assert!(checked.success(), "the bash script parses");
     Ok(())
 }
+
+/// Sends SIGINT to `child`, as Ctrl-C at a terminal does.
+fn interrupt(child: &tokio::process::Child) -> anyhow::Result<()> {
+    let pid = child.id().context("the process has ended")?;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(sent.success(), "kill -INT failed");
+    Ok(())
+}
+
+/// Starts `fastlane run -f … sleep 30` and waits until its job runs;
+/// returns the process and the job's URL.
+async fn running_follow(
+    server: &Server,
+    extra: &[&str],
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let image = image();
+    let mut args = vec!["run", "-f", "--task", "interrupted"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[image.as_str(), "--", "sleep", "30"]);
+    let mut run = fastlane(server, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = BufReader::new(run.stderr.take().context("stderr")?).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), stderr.next_line())
+        .await??
+        .context("no job URL")?;
+    let job = first
+        .strip_prefix("fastlane: ")
+        .context("the job's URL first")?
+        .to_owned();
+    let (_, body) = server.get(&job).await?;
+    let execution = body["job"]["executions"][0]["url"]
+        .as_str()
+        .context("execution")?
+        .to_owned();
+    server
+        .wait_for(&execution, Duration::from_secs(60), |e| {
+            e["status"] == "running"
+        })
+        .await?;
+    // The rest of stderr is read by the caller through `wait_with_output`.
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    Ok((run, job))
+}
+
+#[tokio::test]
+async fn ctrl_c_detaches_from_a_job_or_stops_it_when_asked() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+
+    let (run, job) = running_follow(&server, &[]).await?;
+    interrupt(&run)?;
+    let detached = tokio::time::timeout(Duration::from_secs(30), run.wait_with_output()).await??;
+    assert_eq!(detached.status.code(), Some(130));
+    let (_, body) = server.get(&job).await?;
+    assert_eq!(
+        body["job"]["executions"][0]["status"], "running",
+        "detaching leaves the job running"
+    );
+    output(&server, &["stop", &job]).await?;
+
+    let (run, job) = running_follow(&server, &["--stop-on-interrupt"]).await?;
+    interrupt(&run)?;
+    let stopped = tokio::time::timeout(Duration::from_secs(60), run.wait_with_output()).await??;
+    assert_eq!(
+        stopped.status.code(),
+        Some(143),
+        "it followed the job to `stopped`"
+    );
+    let (_, body) = server.get(&job).await?;
+    assert_eq!(body["job"]["executions"][0]["status"], "stopped");
+    Ok(())
+}
