@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (Debian packages) and starts what fastlane and its tests need on
-# one machine: a Podman service speaking the Docker API, the busybox test
-# image, a Redis server, a PostgreSQL cluster of its own (the Postgres store's
+# one machine: a Podman service speaking the Docker API, Docker Engine
+# (Debian's docker.io) on a socket and a data root of its own, the busybox
+# test image in both, a Redis server, a PostgreSQL cluster of its own (the Postgres store's
 # tests), and Chromium with chromedriver for the browser tests
 # (tests/src/browser.rs). Idempotent: run it as often as you like.
 #
@@ -11,6 +12,8 @@
 # Environment it honours (defaults in brackets):
 #   FASTLANE_RUN_DIR      [/run/fastlane]        sockets, pid files, logs
 #   FASTLANE_PODMAN_TCP   [127.0.0.1:23750]      a second Docker API listener
+#   FASTLANE_DOCKERD_TCP  [127.0.0.1:23760]      Docker Engine's loopback listener
+#   FASTLANE_DOCKERD_ROOT [/var/lib/fastlane-docker] Docker Engine's data root
 #   FASTLANE_REDIS_PORT   [6390]
 #   FASTLANE_POSTGRES_PORT [5433]  the `fastlane` cluster's port (when created)
 set -euo pipefail
@@ -18,6 +21,9 @@ set -euo pipefail
 RUN_DIR=${FASTLANE_RUN_DIR:-/run/fastlane}
 PODMAN_SOCK="$RUN_DIR/podman.sock"
 PODMAN_TCP=${FASTLANE_PODMAN_TCP:-127.0.0.1:23750}
+DOCKERD_SOCK="$RUN_DIR/docker.sock"
+DOCKERD_TCP=${FASTLANE_DOCKERD_TCP:-127.0.0.1:23760}
+DOCKERD_ROOT=${FASTLANE_DOCKERD_ROOT:-/var/lib/fastlane-docker}
 REDIS_PORT=${FASTLANE_REDIS_PORT:-6390}
 POSTGRES_PORT=${FASTLANE_POSTGRES_PORT:-5433}
 what=${1:-all}
@@ -36,6 +42,7 @@ install_packages() {
     local missing=()
     command -v podman >/dev/null || missing+=(podman)
     command -v runc >/dev/null || missing+=(runc)
+    command -v dockerd >/dev/null || missing+=(docker.io)
     [ -x /bin/busybox ] || missing+=(busybox-static)
     if [ "$what" = all ]; then
         command -v redis-server >/dev/null || missing+=(redis-server)
@@ -126,6 +133,41 @@ build_image() {
     rm -rf "$dir"
 }
 
+# Docker Engine beside Podman, on its own socket, loopback TCP listener,
+# data root and exec root (it starts its own containerd). Nothing of a
+# system Docker is touched.
+start_dockerd() {
+    mkdir -p "$RUN_DIR"
+    if ! api_up --unix-socket "$DOCKERD_SOCK" http://d/_ping; then
+        log "starting Docker Engine on unix://$DOCKERD_SOCK and tcp://$DOCKERD_TCP"
+        as_root mkdir -p "$DOCKERD_ROOT"
+        rm -f "$DOCKERD_SOCK"
+        (cd / && as_root setsid nohup dockerd \
+            --host "unix://$DOCKERD_SOCK" --host "tcp://$DOCKERD_TCP" \
+            --data-root "$DOCKERD_ROOT" --exec-root "$RUN_DIR/docker-exec" \
+            --pidfile "$RUN_DIR/docker.pid" \
+            >"$RUN_DIR/dockerd.log" 2>&1 </dev/null 3>&- &)
+    fi
+    for _ in $(seq 1 150); do
+        if api_up --unix-socket "$DOCKERD_SOCK" http://d/_ping; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    log "Docker Engine did not come up; see $RUN_DIR/dockerd.log"
+    return 1
+}
+
+# The test image, moved from Podman (no registry here) and named as both
+# engines resolve `busybox`.
+load_image_into_dockerd() {
+    local docker=(docker -H "unix://$DOCKERD_SOCK")
+    if "${docker[@]}" image inspect busybox:latest >/dev/null 2>&1; then return 0; fi
+    log "loading localhost/busybox:latest into Docker Engine"
+    podman save localhost/busybox:latest | "${docker[@]}" load >/dev/null
+    "${docker[@]}" tag localhost/busybox:latest busybox:latest
+}
+
 start_redis() {
     if redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then return 0; fi
     log "starting redis on 127.0.0.1:$REDIS_PORT"
@@ -206,6 +248,8 @@ install_packages
 configure_podman
 start_podman
 build_image
+start_dockerd
+load_image_into_dockerd
 if [ "$what" = all ]; then
     start_redis
     start_postgres
@@ -214,6 +258,8 @@ fi
 cat >&3 <<INFO
 FASTLANE_TEST_DOCKER_UNIX=unix://$PODMAN_SOCK
 FASTLANE_TEST_DOCKER_TCP=$PODMAN_TCP
+FASTLANE_TEST_DOCKERD_UNIX=unix://$DOCKERD_SOCK
+FASTLANE_TEST_DOCKERD_TCP=$DOCKERD_TCP
 FASTLANE_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 FASTLANE_TEST_POSTGRES_URL=postgres://fastlane:fastlane@127.0.0.1:$POSTGRES_PORT/fastlane
 FASTLANE_TEST_POSTGRES_CA=${POSTGRES_CA:-}

@@ -12,6 +12,7 @@ mod cli;
 mod clients;
 mod egress;
 mod email;
+mod engines;
 mod examples;
 mod hardening;
 mod hostile;

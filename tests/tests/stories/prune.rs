@@ -1,24 +1,42 @@
 //! `fastlane prune` removes the containers of finished executions, and only
 //! those: not containers fastlane did not start, not ones still running.
+//!
+//! It runs on Docker Engine (`FASTLANE_TEST_DOCKERD_UNIX`): a prune goes
+//! through every defunct container of the engine, and the rest of the suite
+//! leaves hundreds on Podman, whose removals are one at a time.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fastlane_tests::{Server, binary, docker_hosts, image};
+use fastlane_tests::{Server, binary, image};
 use serde_json::{Value, json};
 
-fn podman(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("podman").args(args).output()?;
+fn engine() -> String {
+    std::env::var("FASTLANE_TEST_DOCKERD_UNIX")
+        .unwrap_or_else(|_| "unix:///run/fastlane/docker.sock".to_owned())
+}
+
+fn docker_hosts() -> String {
+    json!([{"match": "", "hosts": [engine()], "maxRunning": 10}]).to_string()
+}
+
+fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("docker")
+        .arg("-H")
+        .arg(engine())
+        .args(args)
+        .output()?;
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 fn exists(name: &str) -> anyhow::Result<bool> {
-    Ok(!podman(&["ps", "-a", "-q", "--filter", &format!("name=^{name}$")])?.is_empty())
+    Ok(!docker(&["ps", "-a", "-q", "--filter", &format!("name=^{name}$")])?.is_empty())
 }
 
 #[tokio::test]
 async fn prune_removes_only_defunct_fastlane_containers() -> anyhow::Result<()> {
-    let server = Server::start(&[("STOP_GRACE_SECONDS", "0")]).await?;
+    let hosts = docker_hosts();
+    let server = Server::start(&[("STOP_GRACE_SECONDS", "0"), ("DOCKER_HOSTS", &hosts)]).await?;
     let done = server
         .submit("prune", json!({"image": image(), "command": "echo pruned"}))
         .await?;
@@ -55,12 +73,12 @@ async fn prune_removes_only_defunct_fastlane_containers() -> anyhow::Result<()> 
     }
     // Not fastlane's: the same kind of name, but no fastlane label.
     let decoy = format!("defunct-fastlane-job-decoy-{}", uuid::Uuid::new_v4());
-    podman(&["create", "--name", &decoy, "busybox", "true"])?;
+    docker(&["create", "--name", &decoy, "busybox", "true"])?;
     assert!(exists(&decoy)?);
 
     let output = Command::new(binary())
         .arg("prune")
-        .env("DOCKER_HOSTS", docker_hosts())
+        .env("DOCKER_HOSTS", &hosts)
         .output()?;
     assert!(
         output.status.success(),
@@ -81,7 +99,7 @@ async fn prune_removes_only_defunct_fastlane_containers() -> anyhow::Result<()> 
     assert!(!exists(&defunct)?, "the defunct container is gone");
     assert!(exists(&decoy)?, "a container fastlane did not start stays");
     assert!(exists(&live)?, "a running execution's container stays");
-    podman(&["rm", "-f", &decoy])?;
+    docker(&["rm", "-f", &decoy])?;
     server
         .client()
         .post(format!(
