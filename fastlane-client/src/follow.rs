@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -163,7 +164,23 @@ pub struct Follow {
     status: Option<String>,
     /// A base URL that is not HTTP, reported by the first [`Follow::next`].
     bad_url: Option<String>,
+    /// The job moved on to another execution while the connection was
+    /// down: the rest of the current one is read from its own route first.
+    catching_up: bool,
+    /// The socket is to be dropped and opened again.
+    reconnect: bool,
+    /// A connection succeeded once: until then, a wrong address fails fast.
+    connected_once: bool,
 }
+
+/// How long a socket may stay silent before it is opened again (resuming):
+/// a connection that died without a close (a lost network, a sleeping
+/// laptop) must not hang the follower.
+const SILENCE: Duration = Duration::from_secs(60);
+/// How long opening a socket may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a server never reached is retried.
+const FIRST_PATIENCE: Duration = Duration::from_secs(10);
 
 impl Follow {
     /// Follows the job's executions, newest first, in turn.
@@ -208,6 +225,9 @@ impl Follow {
             ended: false,
             lost_since: None,
             status: None,
+            catching_up: false,
+            reconnect: false,
+            connected_once: false,
         }
     }
 
@@ -260,11 +280,19 @@ impl Follow {
             if self.ended {
                 return Ok(None);
             }
+            if std::mem::take(&mut self.reconnect) {
+                self.socket = None;
+            }
             let Some(socket) = self.socket.as_mut() else {
                 self.connect().await?;
                 continue;
             };
-            match socket.next().await {
+            let Ok(message) = tokio::time::timeout(SILENCE, socket.next()).await else {
+                // Silent for a minute: open again where the log was left.
+                self.socket = None;
+                continue;
+            };
+            match message {
                 Some(Ok(Message::Text(text))) => self.frame(text.as_str()),
                 Some(Ok(Message::Close(close))) => {
                     self.socket = None;
@@ -285,10 +313,18 @@ impl Follow {
 
     /// Opens a socket, resuming where the log was left.
     async fn connect(&mut self) -> Result<(), FollowError> {
-        let mut url = format!("{}?format=json", self.socket_url);
+        let mut url = match (&self.current, self.catching_up) {
+            // The rest of an execution the job has moved on from.
+            (Some(execution), true) => format!(
+                "{}/executions/{}/ws?format=json",
+                self.socket_url.trim_end_matches("/ws"),
+                segment(execution)
+            ),
+            _ => format!("{}?format=json", self.socket_url),
+        };
         if let Some(execution) = &self.current {
             url.push_str(&format!("&from={}", self.from));
-            if !self.fixed_execution {
+            if !self.fixed_execution && !self.catching_up {
                 url.push_str(&format!("&execution={}", segment(execution)));
             }
         }
@@ -299,10 +335,18 @@ impl Follow {
         if let Some(value) = &self.authorization {
             request.headers_mut().insert("authorization", value.clone());
         }
-        match tokio_tungstenite::connect_async(request).await {
+        let connected =
+            tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request));
+        let Ok(connected) = connected.await else {
+            return self
+                .lost("opening the connection timed out".to_owned())
+                .await;
+        };
+        match connected {
             Ok((socket, _)) => {
                 self.socket = Some(socket);
                 self.lost_since = None;
+                self.connected_once = true;
                 Ok(())
             }
             Err(tungstenite::Error::Http(response)) => {
@@ -344,10 +388,24 @@ impl Follow {
                     return;
                 }
                 self.checking = false;
+                if !same
+                    && !self.fixed_execution
+                    && !self.catching_up
+                    && self.current.is_some()
+                    && self.exited != self.current
+                {
+                    // The job moved on while we were away: read the end of
+                    // the execution we were following before the next one.
+                    self.catching_up = true;
+                    self.reconnect = true;
+                    return;
+                }
                 self.from = from;
-                if !same || self.status.as_deref() != Some(&status) {
-                    self.current = Some(execution_id.clone());
-                    self.status = Some(status.clone());
+                let fresh = !same || self.status.as_deref() != Some(&status);
+                self.current = Some(execution_id.clone());
+                self.status = Some(status.clone());
+                // A finished execution is told by its `Exited` event.
+                if fresh && !is_final(&status) {
                     self.pending.push_back(Event::Started {
                         execution_id,
                         status,
@@ -384,11 +442,19 @@ impl Follow {
     }
 
     async fn closed(&mut self, close: Option<CloseFrame>) -> Result<(), FollowError> {
-        let reason = close.map(|c| c.reason.to_string()).unwrap_or_default();
-        match reason.as_str() {
-            "done" => {
+        let Some(close) = close else {
+            return self
+                .lost("the server closed without a reason".to_owned())
+                .await;
+        };
+        match (close.code, close.reason.as_str()) {
+            (_, "done") => {
                 let exited = self.exited.is_some() && self.exited == self.current;
-                if self.fixed_execution && exited {
+                if self.catching_up {
+                    // Back to the job's route, which shows what came next.
+                    self.catching_up = false;
+                    self.checking = exited;
+                } else if self.fixed_execution && exited {
                     self.ended = true;
                 } else if exited {
                     // Ask again: a retry may have followed it.
@@ -396,13 +462,21 @@ impl Follow {
                 }
                 Ok(())
             }
+            // The server could not read the log: try again, within patience.
+            (CloseCode::Error, "retry") => {
+                self.lost("the server could not read the log".to_owned())
+                    .await
+            }
             // Not started yet: ask again shortly.
-            "retry" => {
+            (_, "retry") => {
                 tokio::time::sleep(self.poll).await;
                 Ok(())
             }
-            "" if !self.ended => Err(FollowError::NotFound),
-            _ => Ok(()),
+            (CloseCode::Normal, "") => Err(FollowError::NotFound),
+            (code, reason) => {
+                let reason = format!("the server closed the connection ({code}: {reason})");
+                self.lost(reason).await
+            }
         }
     }
 
@@ -420,7 +494,12 @@ impl Follow {
             }
         };
         let waited = since.elapsed();
-        if waited > self.patience {
+        let patience = if self.connected_once {
+            self.patience
+        } else {
+            self.patience.min(FIRST_PATIENCE)
+        };
+        if waited > patience {
             return Err(FollowError::Lost { waited, reason });
         }
         let pause = Duration::from_millis(200)
@@ -429,6 +508,14 @@ impl Follow {
         tokio::time::sleep(pause).await;
         Ok(())
     }
+}
+
+/// Whether `status` is one an execution ends in.
+fn is_final(status: &str) -> bool {
+    matches!(
+        status,
+        "done" | "failed" | "timedout" | "stopped" | "expired"
+    )
 }
 
 /// `text` as one URL path segment.
@@ -509,6 +596,37 @@ mod tests {
             .filter(|e| matches!(e, Event::Exited { .. }))
             .count();
         assert_eq!(exits, 1);
+    }
+
+    #[test]
+    fn a_job_that_moved_on_unseen_is_caught_up_on_before_the_next_run() {
+        let mut follow = follow();
+        follow.frame(r#"{"type":"start","executionId":"e1","status":"running","from":0}"#);
+        follow.frame(r#"{"type":"log","offset":0,"next":4,"stream":"stdout","text":"one\n"}"#);
+        // The connection dropped; e1 failed and e2 was made meanwhile.
+        follow.frame(r#"{"type":"start","executionId":"e2","status":"enqueued","from":0}"#);
+        assert!(follow.catching_up && follow.reconnect);
+        assert_eq!(follow.position(), Some(("e1", 4)), "still at e1's end");
+        // e1's own route sends the rest and its end.
+        follow.frame(r#"{"type":"start","executionId":"e1","status":"failed","from":4}"#);
+        follow.frame(r#"{"type":"log","offset":4,"next":8,"stream":"stdout","text":"two\n"}"#);
+        follow.frame(r#"{"type":"exit","status":"failed","exitCode":3,"error":null,"next":8}"#);
+        let texts: Vec<String> = follow
+            .pending
+            .iter()
+            .filter_map(|e| match e {
+                Event::Output { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, ["one\n", "two\n"]);
+        assert!(follow.pending.iter().any(|e| matches!(
+            e,
+            Event::Exited {
+                exit_code: Some(3),
+                ..
+            }
+        )));
     }
 
     #[test]

@@ -48,6 +48,19 @@ pub fn from_env() -> Result<Option<Traces>, String> {
     if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
         return Ok(None);
     }
+    for name in [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    ] {
+        match std::env::var(name).as_deref() {
+            Err(_) | Ok("" | "http/protobuf" | "http/json") => {}
+            Ok(other) => {
+                return Err(format!(
+                    "{name} is http/protobuf or http/json (fastlane exports over HTTP), not {other:?}"
+                ));
+            }
+        }
+    }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()

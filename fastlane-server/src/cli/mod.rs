@@ -214,18 +214,25 @@ pub fn write_stdout(text: &str) {
 pub struct JobRef {
     task: String,
     job: String,
+    /// The execution a pasted URL names (`…/executions/<id>…`).
+    execution: Option<String>,
 }
 
 impl JobRef {
     /// `TASK/JOB_ID`, or a job URL (`…/tasks/TASK/jobs/JOB_ID[/…]`).
     fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut execution = None;
         let named = if text.contains("://") {
             text.find("/tasks/").and_then(|at| {
                 let path = text[at + "/tasks/".len()..].split(['?', '#']).next()?;
                 let mut segments = path.split('/');
                 let task = segments.next()?;
                 (segments.next()? == "jobs").then_some(())?;
-                Some((task, segments.next()?))
+                let job = segments.next()?;
+                if segments.next() == Some("executions") {
+                    execution = segments.next().filter(|id| !id.is_empty()).map(decode);
+                }
+                Some((task, job))
             })
         } else {
             text.split_once('/').filter(|(_, job)| !job.contains('/'))
@@ -234,6 +241,7 @@ impl JobRef {
             Some((task, job)) if !task.is_empty() && !job.is_empty() => Ok(Self {
                 task: decode(task),
                 job: decode(job),
+                execution,
             }),
             _ => bail!(
                 "{text:?} names no job: give TASK/JOB_ID or a job URL (…/tasks/TASK/jobs/JOB_ID)"
@@ -282,6 +290,7 @@ mod tests {
         JobRef {
             task: task.to_owned(),
             job: job.to_owned(),
+            execution: None,
         }
     }
 
@@ -296,6 +305,8 @@ mod tests {
             JobRef::parse("https://fl.example/base/tasks/a%20b/jobs/4b1c/stdout?x=1")?,
             job("a b", "4b1c")
         );
+        let execution = JobRef::parse("http://h:1/tasks/t/jobs/j/executions/e%201/stdout")?;
+        assert_eq!(execution.execution.as_deref(), Some("e 1"));
         Ok(())
     }
 

@@ -109,6 +109,7 @@ pub async fn run(server: &Server, args: RunArgs) -> anyhow::Result<ExitCode> {
     let job = JobRef {
         task: created.task_id.clone(),
         job: created.job_id.clone(),
+        execution: None,
     };
     if !follow {
         match server.output {
@@ -134,18 +135,20 @@ pub async fn run(server: &Server, args: RunArgs) -> anyhow::Result<ExitCode> {
 /// Prints the job's output, or follows it.
 pub async fn logs(server: &Server, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let job = JobRef::parse(&args.job)?;
+    // `--execution`, else the one a pasted execution URL names.
+    let execution = args.execution.clone().or_else(|| job.execution.clone());
     let streams = if args.stderr {
         Streams::StderrOnly
     } else {
         Streams::Both
     };
     if args.follow {
-        let execution = args.execution.as_deref();
+        let execution = execution.as_deref();
         return watch::follow(server, &job, execution, streams, OnInterrupt::Detach).await;
     }
     let api = &server.api;
     let (task, id) = (job.task.as_str(), job.job.as_str());
-    let (stdout, stderr) = match &args.execution {
+    let (stdout, stderr) = match &execution {
         Some(execution) => (
             api.get_execution_stdout()
                 .task_id(task)

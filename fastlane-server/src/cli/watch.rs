@@ -20,6 +20,8 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
+use tokio::signal::unix::SignalKind;
+
 use fastlane_client::follow::{Event, Stream};
 use fastlane_client::types;
 
@@ -96,17 +98,27 @@ pub async fn follow(
     let mut progress = Progress::new(server.output);
     let mut last_exit = None;
     let mut interrupted = false;
+    // One listener for the whole follow: a Ctrl-C pressed while an event is
+    // handled waits here instead of being lost.
+    let mut interrupts = tokio::signal::unix::signal(SignalKind::interrupt())
+        .map_err(|err| anyhow::anyhow!("cannot listen for Ctrl-C: {err}"))?;
+    let reattach = format!("fastlane logs -f {}/{}", job.task, job.job);
     loop {
         let event = tokio::select! {
             event = follow.next() => event?,
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            _ = interrupts.recv() => {
+                if interrupted {
+                    // A second Ctrl-C: leave at once, whatever the job does.
+                    progress.clear();
+                    eprintln!("fastlane: detached. Follow the job again with: {reattach}");
+                    return Ok(ExitCode::from(DETACHED));
+                }
                 interrupted = true;
                 match on_interrupt {
                     OnInterrupt::Detach => {
                         progress.clear();
                         eprintln!(
-                            "fastlane: detached; the job runs on. Follow it again with: fastlane logs -f {}/{}",
-                            job.task, job.job
+                            "fastlane: detached; the job runs on. Follow it again with: {reattach}"
                         );
                         return Ok(ExitCode::from(DETACHED));
                     }

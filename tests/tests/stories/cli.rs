@@ -462,7 +462,6 @@ async fn running_follow(
 }
 
 #[tokio::test]
-#[ignore = "a Ctrl-C during an event's handling is lost (one listener per loop pass); the fix is in notes, not yet built"]
 async fn ctrl_c_detaches_from_a_job_or_stops_it_when_asked() -> anyhow::Result<()> {
     let server = Server::start(&[]).await?;
 
