@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use fastlane_client::types;
 
@@ -32,6 +33,14 @@ pub enum HostsCommand {
 /// `fastlane stop`.
 pub async fn stop(server: &Server, arg: JobArg) -> anyhow::Result<ExitCode> {
     let job = JobRef::parse(&arg.job)?;
+    let stopped = stop_job(server, &job)
+        .await
+        .context("the job was not stopped")?;
+    controlled(server, "stopped", &stopped)
+}
+
+/// Asks the server to stop `job`, with the API's message on refusal.
+pub async fn stop_job(server: &Server, job: &JobRef) -> anyhow::Result<types::JobControlled> {
     let stopped = server
         .api
         .stop_job()
@@ -40,8 +49,8 @@ pub async fn stop(server: &Server, arg: JobArg) -> anyhow::Result<ExitCode> {
         .send()
         .await;
     match stopped {
-        Ok(stopped) => controlled(server, "stopped", &stopped.into_inner()),
-        Err(err) => Err(api_error(err).await.context("the job was not stopped")),
+        Ok(stopped) => Ok(stopped.into_inner()),
+        Err(err) => Err(api_error(err).await),
     }
 }
 

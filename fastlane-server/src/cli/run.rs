@@ -172,16 +172,16 @@ pub async fn logs(server: &Server, args: LogsArgs) -> anyhow::Result<ExitCode> {
         Ok(body) => fastlane_client::text(body.into_inner()).await?,
         Err(err) => return Err(api_error(err).await),
     };
-    if !args.stderr {
-        let stdout = match stdout {
-            Ok(body) => fastlane_client::text(body.into_inner()).await?,
-            Err(err) => return Err(api_error(err).await),
-        };
-        out!("{stdout}");
-        eprint!("{stderr}");
-    } else {
+    if args.stderr {
         out!("{stderr}");
+        return Ok(ExitCode::SUCCESS);
     }
+    let stdout = match stdout {
+        Ok(body) => fastlane_client::text(body.into_inner()).await?,
+        Err(err) => return Err(api_error(err).await),
+    };
+    out!("{stdout}");
+    eprint!("{stderr}");
     Ok(ExitCode::SUCCESS)
 }
 

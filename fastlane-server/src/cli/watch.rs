@@ -25,7 +25,9 @@ use tokio::signal::unix::SignalKind;
 use fastlane_client::follow::{Event, Stream};
 use fastlane_client::types;
 
-use super::{JobRef, Output, Server, api_error};
+use anyhow::Context;
+
+use super::{JobRef, Output, Server, control};
 
 /// Exit code of a run that timed out (as `timeout(1)`).
 pub const TIMEDOUT: u8 = 124;
@@ -124,23 +126,26 @@ pub async fn follow(
                     }
                     OnInterrupt::StopJob => {
                         progress.say("stopping the job");
-                        let stopped = server
-                            .api
-                            .stop_job()
-                            .task_id(job.task.as_str())
-                            .job_id(job.job.as_str())
-                            .send()
-                            .await;
-                        if let Err(err) = stopped {
-                            return Err(api_error(err).await.context("cannot stop the job"));
-                        }
+                        control::stop_job(server, job)
+                            .await
+                            .context("cannot stop the job")?;
                         continue;
                     }
                 }
             }
         };
         let Some(event) = event else { break };
-        if server.output == Output::Json {
+        let unwanted = matches!(
+            (&event, streams),
+            (
+                Event::Output {
+                    stream: Stream::Stdout | Stream::Notice,
+                    ..
+                },
+                Streams::StderrOnly
+            )
+        );
+        if server.output == Output::Json && !unwanted {
             print_json_event(&event);
         }
         match event {

@@ -184,6 +184,18 @@ async fn logs_prints_a_finished_jobs_output_once_with_or_without_follow() -> any
     assert_eq!(stderr(&printed), "err\n");
     let only_stderr = output(&server, &["logs", "--stderr", &job]).await?;
     assert_eq!(stdout(&only_stderr), "err\n");
+
+    // For scripts: one JSON event a line, and `--stderr` keeps to stderr.
+    let events = output(&server, &["logs", "-f", "--stderr", "-o", "json", &job]).await?;
+    let texts: Vec<(String, String)> = stdout(&events)
+        .lines()
+        .map(serde_json::from_str::<serde_json::Value>)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .filter(|event| event["type"] == "log")
+        .map(|event| (event["stream"].to_string(), event["text"].to_string()))
+        .collect();
+    assert_eq!(texts, [(r#""stderr""#.to_owned(), r#""err\n""#.to_owned())]);
     Ok(())
 }
 
