@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use fastlane_sdk::{Execution, Job, Task};
 
 /// A store failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store could not be reached or did not answer.
     #[error("the store is unavailable: {0}")]

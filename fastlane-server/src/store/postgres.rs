@@ -43,6 +43,8 @@ const LIVE: &str = "('enqueued', 'pulling', 'running')";
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Writes submissions, many to a commit under load.
+    group: submit::GroupCommit,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -78,7 +80,10 @@ impl PostgresStore {
             .max_size(16)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
-        let store = Self { pool };
+        let store = Self {
+            group: submit::GroupCommit::start(pool.clone()),
+            pool,
+        };
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
         drop(client);
@@ -205,7 +210,15 @@ fn outgoing_at(row: &Row, first: usize) -> Result<Outgoing, tokio_postgres::Erro
 #[async_trait]
 impl Store for PostgresStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
-        submit::write(&mut self.client().await?, submission).await
+        match submission.idempotency {
+            Some(record) => {
+                submit::write_keyed(&mut self.client().await?, submission, record).await
+            }
+            None => {
+                self.group.write(submit::Rows::of(&submission)?).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn idempotency(

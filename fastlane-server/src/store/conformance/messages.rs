@@ -222,3 +222,69 @@ pub async fn an_idempotency_key_writes_once_until_it_expires(store: Arc<dyn Stor
         None
     );
 }
+
+/// Many submissions at once (new tasks among them, arriving in every
+/// order) each land whole, with their queue message, and are each answered.
+pub async fn concurrent_submissions_each_land_whole(store: Arc<dyn Store>) {
+    const TASKS: usize = 5;
+    const EACH: usize = 20;
+    let submissions = (0..TASKS * EACH).map(|i| {
+        let store = store.clone();
+        // Neighbours go to different tasks, so commits that hold several
+        // create them in different orders.
+        let task = format!("crowd-{}", (i * 7) % TASKS);
+        async move {
+            let job = job(&task, 0);
+            let first = execution(&job, 0);
+            let sent = message(&first.execution_id, 1_000);
+            store
+                .submit(Submission {
+                    executions: std::slice::from_ref(&first),
+                    outgoing: std::slice::from_ref(&sent),
+                    ..Submission::job(&job)
+                })
+                .await
+        }
+    });
+    let answers = futures_util::future::join_all(submissions).await;
+    for answer in &answers {
+        assert!(matches!(answer, Ok(true)), "{answer:?}");
+    }
+    let (tasks, total) = store.tasks(0, 100).await.expect("tasks");
+    assert_eq!(total, TASKS as u64);
+    for task in tasks {
+        assert_eq!(task.jobs_count, EACH as u64, "{}", task.task.task_id);
+    }
+    assert_eq!(
+        store.counts().await.expect("counts"),
+        (TASKS as u64, (TASKS * EACH) as u64)
+    );
+    let messages = store
+        .take_outbox(1_000, std::time::Duration::from_secs(60))
+        .await
+        .expect("outbox");
+    assert_eq!(messages.len(), TASKS * EACH, "one message each");
+
+    // Saves of one job at once: each is answered, and one of them is what
+    // the store holds.
+    let saved = job("crowd-0", 0);
+    let saves: Vec<_> = (0..20)
+        .map(|i| {
+            let mut save = saved.clone();
+            save.spec.command = format!("echo {i}");
+            save
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        saves.iter().map(|save| store.submit(Submission::job(save))),
+    )
+    .await;
+    for answer in &answers {
+        assert!(matches!(answer, Ok(true)), "{answer:?}");
+    }
+    let stored = store.job("crowd-0", &saved.job_id).await.expect("job");
+    assert!(
+        stored.is_some_and(|stored| saves.contains(&stored)),
+        "one of the saves"
+    );
+}

@@ -13,8 +13,8 @@ use super::{Admission, Gate, GateUsage, LogPiece, LogSource, LogTotals, Store, S
 mod messages;
 
 pub use messages::{
-    an_idempotency_key_writes_once_until_it_expires, owed_deliveries_stay_until_settled,
-    the_outbox_keeps_messages_with_their_job_until_published,
+    an_idempotency_key_writes_once_until_it_expires, concurrent_submissions_each_land_whole,
+    owed_deliveries_stay_until_settled, the_outbox_keeps_messages_with_their_job_until_published,
 };
 
 /// A fixed instant, so stored times compare exactly.
@@ -648,6 +648,7 @@ macro_rules! store_conformance {
             the_outbox_keeps_messages_with_their_job_until_published,
             an_idempotency_key_writes_once_until_it_expires,
             owed_deliveries_stay_until_settled,
+            concurrent_submissions_each_land_whole,
         );
     };
     (@tests always [] $make:expr; $($name:ident,)*) => {

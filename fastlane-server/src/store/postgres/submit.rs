@@ -1,36 +1,33 @@
-//! A [`Submission`] written in one transaction with its statements
-//! pipelined: every row goes to the server back to back and their answers
-//! are read together, so a submission costs three round trips (`BEGIN`, the
-//! rows, `COMMIT`) however many rows it holds, where awaiting each statement
-//! cost one or two per row. The statements are prepared once per pooled
+//! A [`Submission`] written in one transaction: one statement a table,
+//! each inserting all of its rows from arrays (`unnest`), pipelined (sent
+//! back to back, their answers read together), so a transaction costs three
+//! round trips (`BEGIN`, the rows, `COMMIT`) and a handful of statements
+//! however many rows it holds. The statements are prepared once per pooled
 //! connection.
+//!
+//! Concurrent submissions share transactions ([`GroupCommit`]): each is
+//! turned into its rows at once, and a few writers each commit whatever
+//! waits when they are free, answering every submission after the commit
+//! that holds it. Under load a commit carries many submissions (one
+//! `COMMIT`, one WAL flush); alone, a submission waits for no one.
 
-use chrono::Utc;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use deadpool_postgres::Transaction;
 use futures_util::future::try_join_all;
-use tokio_postgres::Statement;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{document, pg};
-use crate::store::{StoreError, Submission, task_words};
-
-/// A task, created when new. An existing task's row is left alone: every
-/// submission to a task updating its one row made them wait on each
-/// other's commits (half the rate of submissions spread over tasks). Its
-/// `last_modified_at` is read as its newest job's ([`TASK_MODIFIED`]).
-pub(super) const TASK: &str =
-    "INSERT INTO tasks (task_id, created_at, last_modified_at, words) VALUES ($1, $2, $2, $3)
-     ON CONFLICT (task_id) DO NOTHING";
+use crate::store::{IdempotencyRecord, Outgoing, StoreError, Submission, task_words};
 
 /// The `last_modified_at` of task `t`: its newest job's (the
 /// `jobs_by_task` index holds it), else the task row's own.
 pub(super) const TASK_MODIFIED: &str = "COALESCE((SELECT MAX(j.last_modified_at) FROM jobs j
      WHERE j.task_id = t.task_id), t.last_modified_at)";
-
-/// A job, created or replaced.
-pub(super) const JOB: &str =
-    "INSERT INTO jobs (job_id, task_id, last_modified_at, data) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (job_id) DO UPDATE SET last_modified_at = EXCLUDED.last_modified_at,
-                                        data = EXCLUDED.data";
 
 /// An execution, unless one with its id is stored.
 pub(super) const NEW_EXECUTION: &str =
@@ -47,10 +44,40 @@ pub(super) const EXECUTION: &str =
                           COALESCE(NULLIF(executions.data -> 'dispatches', 'null'), '[]'))
      WHERE executions.status <> 'stopped' OR EXCLUDED.status = 'stopped'";
 
-const DELIVERY: &str = "INSERT INTO deliveries (id, queue, payload, due_ms) VALUES ($1, $2, $3, $4)
+/// Tasks, each created when new. An existing task's row is left alone: every
+/// submission to a task updating its one row made them wait on each
+/// other's commits (half the rate of submissions spread over tasks). Its
+/// `last_modified_at` is read as its newest job's ([`TASK_MODIFIED`]).
+const TASKS: &str = "INSERT INTO tasks (task_id, created_at, last_modified_at, words)
+     SELECT t, m, m, w FROM unnest($1::text[], $2::timestamptz[], $3::text[]) AS u(t, m, w)
+     ON CONFLICT (task_id) DO NOTHING";
+
+/// Jobs, created or replaced.
+const JOBS: &str = "INSERT INTO jobs (job_id, task_id, last_modified_at, data)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::jsonb[])
+     ON CONFLICT (job_id) DO UPDATE SET last_modified_at = EXCLUDED.last_modified_at,
+                                        data = EXCLUDED.data";
+
+/// Executions, as [`NEW_EXECUTION`], from arrays.
+const NEW_EXECUTIONS: &str =
+    "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[])
+     ON CONFLICT (execution_id) DO NOTHING";
+
+/// Executions, as [`EXECUTION`], from arrays.
+const EXECUTIONS: &str = "INSERT INTO executions (execution_id, job_id, created_at, status, data)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::jsonb[])
+     ON CONFLICT (execution_id) DO UPDATE SET status = EXCLUDED.status,
+         data = jsonb_set(EXCLUDED.data, '{dispatches}',
+                          COALESCE(NULLIF(executions.data -> 'dispatches', 'null'), '[]'))
+     WHERE executions.status <> 'stopped' OR EXCLUDED.status = 'stopped'";
+
+const DELIVERIES: &str = "INSERT INTO deliveries (id, queue, payload, due_ms)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
      ON CONFLICT (id) DO NOTHING";
 
-const OUTBOX: &str = "INSERT INTO outbox (id, queue, payload, due_ms) VALUES ($1, $2, $3, $4)
+const OUTBOX: &str = "INSERT INTO outbox (id, queue, payload, due_ms)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
      ON CONFLICT (id) DO NOTHING";
 
 const IDEMPOTENCY: &str = "INSERT INTO idempotency (key, fingerprint, response, expires_ms)
@@ -62,121 +89,353 @@ const IDEMPOTENCY: &str = "INSERT INTO idempotency (key, fingerprint, response, 
 /// Parameters of one row.
 type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
 
-/// Writes `submission` on `client` in one transaction; false when its
-/// idempotency key holds another live record (nothing is written).
-pub(super) async fn write(
+/// `(execution_id, job_id, created_at, status, document)`.
+type ExecutionRow = (String, String, DateTime<Utc>, String, Value);
+
+/// One submission's rows, owned, so that a writer can hold many.
+#[derive(Debug)]
+pub(super) struct Rows {
+    /// `(task_id, last_modified_at, words)`.
+    tasks: Vec<(String, DateTime<Utc>, String)>,
+    /// `(job_id, task_id, last_modified_at, document)`.
+    jobs: Vec<(String, String, DateTime<Utc>, Value)>,
+    executions: Vec<ExecutionRow>,
+    /// Stored executions are kept, not replaced.
+    keep_existing: bool,
+    /// Owed deliveries, also queued through the outbox.
+    owed: Vec<Outgoing>,
+    /// Every message for the queue, the owed ones included.
+    outbox: Vec<Outgoing>,
+}
+
+impl Rows {
+    /// The rows `submission` writes (its idempotency record aside).
+    pub(super) fn of(submission: &Submission<'_>) -> Result<Self, StoreError> {
+        let tasks = submission
+            .jobs
+            .iter()
+            .map(|job| {
+                let words = format!(" {} ", task_words(&job.task_id).join(" "));
+                (job.task_id.clone(), job.last_modified_at, words)
+            })
+            .collect();
+        let jobs = submission
+            .jobs
+            .iter()
+            .map(|job| {
+                Ok((
+                    job.job_id.clone(),
+                    job.task_id.clone(),
+                    job.last_modified_at,
+                    document(job)?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let executions = submission
+            .executions
+            .iter()
+            .map(|run| {
+                Ok((
+                    run.execution_id.clone(),
+                    run.job_id.clone(),
+                    run.created_at,
+                    run.status.as_str().to_owned(),
+                    document(run)?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Self {
+            tasks,
+            jobs,
+            executions,
+            keep_existing: submission.keep_existing,
+            owed: submission.owed.to_vec(),
+            outbox: submission
+                .outgoing
+                .iter()
+                .chain(submission.owed)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len() + self.jobs.len() + self.executions.len() + self.outbox.len()
+    }
+}
+
+/// Writes `submission` with its idempotency record in a transaction of its
+/// own; false when its key holds another live record (nothing is written).
+pub(super) async fn write_keyed(
     client: &mut deadpool_postgres::Object,
     submission: Submission<'_>,
+    record: &IdempotencyRecord,
 ) -> Result<bool, StoreError> {
-    let Submission {
-        jobs,
-        executions,
-        outgoing,
-        owed,
-        idempotency,
-        keep_existing,
-    } = submission;
-    // What the rows hold beyond the records themselves, made before the
-    // writes borrow it.
-    let words: Vec<String> = jobs
-        .iter()
-        .map(|job| format!(" {} ", task_words(&job.task_id).join(" ")))
-        .collect();
-    let job_documents = jobs.iter().map(document).collect::<Result<Vec<_>, _>>()?;
-    let execution_documents = executions
-        .iter()
-        .map(document)
-        .collect::<Result<Vec<_>, _>>()?;
-    let statuses: Vec<&str> = executions.iter().map(|e| e.status.as_str()).collect();
+    let rows = Rows::of(&submission)?;
     let now_ms = Utc::now().timestamp_millis();
-
     let tx = client.transaction().await.map_err(pg)?;
-    let (task, job, execution, delivery, outbox, key) = futures_util::try_join!(
-        tx.prepare_cached(TASK),
-        tx.prepare_cached(JOB),
-        tx.prepare_cached(if keep_existing {
-            NEW_EXECUTION
-        } else {
-            EXECUTION
-        }),
-        tx.prepare_cached(DELIVERY),
-        tx.prepare_cached(OUTBOX),
-        tx.prepare_cached(IDEMPOTENCY),
-    )
-    .map_err(pg)?;
-    if let Some(record) = idempotency {
-        // A concurrent request with the same key waits here for the first
-        // to commit, then finds its record.
-        let params: [&(dyn ToSql + Sync); 5] = [
-            &record.key,
-            &record.fingerprint,
-            &record.response,
-            &record.expires_ms,
-            &now_ms,
-        ];
-        if tx.execute(&key, &params).await.map_err(pg)? == 0 {
-            return Ok(false);
+    let key = tx.prepare_cached(IDEMPOTENCY).await.map_err(pg)?;
+    // A concurrent request with the same key waits here for the first to
+    // commit, then finds its record.
+    let params: [&(dyn ToSql + Sync); 5] = [
+        &record.key,
+        &record.fingerprint,
+        &record.response,
+        &record.expires_ms,
+        &now_ms,
+    ];
+    if tx.execute(&key, &params).await.map_err(pg)? == 0 {
+        return Ok(false);
+    }
+    write_rows(&tx, &[&rows])
+        .await
+        .map_err(WriteError::into_store)?;
+    tx.commit().await.map_err(pg)?;
+    Ok(true)
+}
+
+/// Writes the rows of `batch` in `tx`, in an order every writer shares
+/// (tasks, then jobs, then executions, each by id) so that two concurrent
+/// transactions wait on each other's rows without a deadlock. A batch in
+/// which two submissions write one job or execution is refused
+/// ([`Overlap`]): one statement cannot write a row twice, and such
+/// submissions are written one after the other.
+async fn write_rows(tx: &Transaction<'_>, batch: &[&Rows]) -> Result<(), WriteError> {
+    let mut tasks: Vec<_> = batch.iter().flat_map(|rows| &rows.tasks).collect();
+    // The first of a task's rows creates it; the others would be no-ops.
+    tasks.sort_by(|a, b| a.0.cmp(&b.0));
+    tasks.dedup_by(|a, b| a.0 == b.0);
+    let mut jobs: Vec<_> = batch.iter().flat_map(|rows| &rows.jobs).collect();
+    jobs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut executions: [Vec<_>; 2] = [Vec::new(), Vec::new()];
+    for rows in batch {
+        executions[usize::from(rows.keep_existing)].extend(&rows.executions);
+    }
+    for executions in &mut executions {
+        executions.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let mut execution_ids: Vec<&str> = executions.iter().flatten().map(|e| e.0.as_str()).collect();
+    execution_ids.sort_unstable();
+    let twice =
+        jobs.windows(2).any(|w| w[0].0 == w[1].0) || execution_ids.windows(2).any(|w| w[0] == w[1]);
+    if twice {
+        return Err(WriteError::Overlap);
+    }
+    let [replaced, kept] = executions;
+    let owed: Vec<&Outgoing> = batch.iter().flat_map(|rows| &rows.owed).collect();
+    let outbox: Vec<&Outgoing> = batch.iter().flat_map(|rows| &rows.outbox).collect();
+
+    let task_columns = (
+        column(&tasks, |t| t.0.as_str()),
+        column(&tasks, |t| t.1),
+        column(&tasks, |t| t.2.as_str()),
+    );
+    let job_columns = (
+        column(&jobs, |j| j.0.as_str()),
+        column(&jobs, |j| j.1.as_str()),
+        column(&jobs, |j| j.2),
+        column(&jobs, |j| &j.3),
+    );
+    let (replaced, kept) = (execution_columns(&replaced), execution_columns(&kept));
+    let (owed, outbox) = (message_columns(&owed), message_columns(&outbox));
+
+    let mut statements: Vec<(&str, Params<'_>)> = Vec::new();
+    if !task_columns.0.is_empty() {
+        let (ids, modified, words) = &task_columns;
+        statements.push((TASKS, vec![ids, modified, words]));
+    }
+    if !job_columns.0.is_empty() {
+        let (ids, tasks, modified, documents) = &job_columns;
+        statements.push((JOBS, vec![ids, tasks, modified, documents]));
+    }
+    for (sql, (ids, jobs, created, statuses, documents)) in
+        [(EXECUTIONS, &replaced), (NEW_EXECUTIONS, &kept)]
+    {
+        if !ids.is_empty() {
+            statements.push((sql, vec![ids, jobs, created, statuses, documents]));
         }
     }
-
-    let mut rows: Vec<(&Statement, Params<'_>)> = Vec::new();
-    for ((job_row, words), document) in jobs.iter().zip(&words).zip(&job_documents) {
-        rows.push((
-            &task,
-            vec![&job_row.task_id, &job_row.last_modified_at, words],
-        ));
-        rows.push((
-            &job,
-            vec![
-                &job_row.job_id,
-                &job_row.task_id,
-                &job_row.last_modified_at,
-                document,
-            ],
-        ));
+    for (sql, (ids, queues, payloads, due)) in [(DELIVERIES, &owed), (OUTBOX, &outbox)] {
+        if !ids.is_empty() {
+            statements.push((sql, vec![ids, queues, payloads, due]));
+        }
     }
-    for ((run, status), document) in executions.iter().zip(&statuses).zip(&execution_documents) {
-        rows.push((
-            &execution,
-            vec![
-                &run.execution_id,
-                &run.job_id,
-                &run.created_at,
-                status,
-                document,
-            ],
-        ));
-    }
-    for message in owed {
-        rows.push((
-            &delivery,
-            vec![
-                &message.id,
-                &message.queue,
-                &message.payload,
-                &message.due_ms,
-            ],
-        ));
-    }
-    for message in outgoing.iter().chain(owed) {
-        rows.push((
-            &outbox,
-            vec![
-                &message.id,
-                &message.queue,
-                &message.payload,
-                &message.due_ms,
-            ],
-        ));
-    }
+    let prepared = try_join_all(statements.iter().map(|(sql, _)| tx.prepare_cached(sql)))
+        .await
+        .map_err(pg)?;
     // Polled together, the statements are pipelined on the connection; the
     // server still runs them in this order.
     try_join_all(
-        rows.into_iter()
-            .map(|(statement, params)| tx.execute_raw(statement, params)),
+        prepared
+            .iter()
+            .zip(statements)
+            .map(|(statement, (_, params))| tx.execute_raw(statement, params)),
     )
     .await
     .map_err(pg)?;
+    Ok(())
+}
+
+/// One column of `rows`, as an array parameter.
+fn column<'a, R: 'a, T>(rows: &[&'a R], value: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(|row| value(row)).collect()
+}
+
+/// The columns of executions' rows.
+type ExecutionColumns<'a> = (
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<DateTime<Utc>>,
+    Vec<&'a str>,
+    Vec<&'a Value>,
+);
+
+fn execution_columns<'a>(rows: &[&'a ExecutionRow]) -> ExecutionColumns<'a> {
+    (
+        column(rows, |e| e.0.as_str()),
+        column(rows, |e| e.1.as_str()),
+        column(rows, |e| e.2),
+        column(rows, |e| e.3.as_str()),
+        column(rows, |e| &e.4),
+    )
+}
+
+/// The columns of queue messages.
+type MessageColumns<'a> = (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<i64>);
+
+fn message_columns<'a>(messages: &[&'a Outgoing]) -> MessageColumns<'a> {
+    (
+        column(messages, |m| m.id.as_str()),
+        column(messages, |m| m.queue.as_str()),
+        column(messages, |m| m.payload.as_str()),
+        column(messages, |m| m.due_ms),
+    )
+}
+
+/// Why a transaction was not written.
+#[derive(Debug, Clone)]
+enum WriteError {
+    /// Two submissions of the batch write one row.
+    Overlap,
+    Store(StoreError),
+}
+
+impl WriteError {
+    fn into_store(self) -> StoreError {
+        match self {
+            Self::Overlap => StoreError::Unavailable(
+                "postgres: one submission writes a job or an execution twice".to_owned(),
+            ),
+            Self::Store(err) => err,
+        }
+    }
+}
+
+impl From<StoreError> for WriteError {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
+    }
+}
+
+/// How many transactions are written at once: enough to keep the server's
+/// cores busy while one commit waits on its flush, few enough that the
+/// rest of the pool serves reads.
+const WRITERS: usize = 4;
+
+/// How many rows one transaction takes at the most (a batch route's
+/// submission alone may hold more, and is written alone).
+const MOST_ROWS: usize = 4_000;
+
+/// A submission waiting for its commit.
+struct Waiting {
+    rows: Rows,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Commits concurrent submissions together (see the module's header).
+#[derive(Debug, Clone)]
+pub(super) struct GroupCommit {
+    waiting: mpsc::Sender<Waiting>,
+}
+
+impl GroupCommit {
+    /// Starts the writers on `pool`; they stop when the last handle drops.
+    pub(super) fn start(pool: Pool) -> Self {
+        let (waiting, receiver) = mpsc::channel(1_024);
+        tokio::spawn(gather(pool, receiver));
+        Self { waiting }
+    }
+
+    /// Writes `rows`, answering once the transaction that holds them has
+    /// committed.
+    pub(super) async fn write(&self, rows: Rows) -> Result<(), StoreError> {
+        let stopped = || StoreError::Unavailable("postgres: the store's writers stopped".into());
+        let (done, answer) = oneshot::channel();
+        self.waiting
+            .send(Waiting { rows, done })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Takes what waits whenever a writer is free and commits it on that
+/// writer.
+async fn gather(pool: Pool, mut receiver: mpsc::Receiver<Waiting>) {
+    let writers = Arc::new(Semaphore::new(WRITERS));
+    while let Some(first) = receiver.recv().await {
+        let Ok(writer) = writers.clone().acquire_owned().await else {
+            return;
+        };
+        // What arrived while every writer was busy goes with it.
+        let mut size = first.rows.len();
+        let mut batch = vec![first];
+        while size < MOST_ROWS {
+            let Ok(next) = receiver.try_recv() else { break };
+            size += next.rows.len();
+            batch.push(next);
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            commit(&pool, batch).await;
+            drop(writer);
+        });
+    }
+}
+
+/// Commits `batch` in one transaction; should that fail, each submission
+/// in one of its own, so that one bad submission fails alone.
+async fn commit(pool: &Pool, batch: Vec<Waiting>) {
+    let all: Vec<&Rows> = batch.iter().map(|w| &w.rows).collect();
+    let result = transaction(pool, &all).await;
+    match result {
+        Ok(()) => {
+            for waiting in batch {
+                // A submitter that went away needs no answer.
+                let _ = waiting.done.send(Ok(()));
+            }
+        }
+        Err(err) if batch.len() == 1 => {
+            for waiting in batch {
+                let _ = waiting.done.send(Err(err.clone().into_store()));
+            }
+        }
+        Err(err) => {
+            tracing::debug!(submissions = batch.len(), error = ?err, "a group commit failed; writing each alone");
+            for waiting in batch {
+                let result = transaction(pool, &[&waiting.rows]).await;
+                let _ = waiting.done.send(result.map_err(WriteError::into_store));
+            }
+        }
+    }
+}
+
+async fn transaction(pool: &Pool, batch: &[&Rows]) -> Result<(), WriteError> {
+    let mut client = pool.get().await.map_err(|e| {
+        StoreError::Unavailable(format!("postgres: {}", fastlane_sdk::text::error_chain(&e)))
+    })?;
+    let tx = client.transaction().await.map_err(pg)?;
+    write_rows(&tx, batch).await?;
     tx.commit().await.map_err(pg)?;
-    Ok(true)
+    Ok(())
 }
