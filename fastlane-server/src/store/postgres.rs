@@ -20,6 +20,7 @@ use tokio_postgres::{Row, Transaction};
 use fastlane_sdk::{Execution, Job, Task};
 
 mod admission;
+mod group;
 mod hosts;
 mod logs;
 mod messages;
@@ -44,7 +45,7 @@ const LIVE: &str = "('enqueued', 'pulling', 'running')";
 pub struct PostgresStore {
     pool: Pool,
     /// Writes submissions, many to a commit under load.
-    group: submit::GroupCommit,
+    group: group::GroupCommit,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -81,7 +82,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
         let store = Self {
-            group: submit::GroupCommit::start(pool.clone()),
+            group: group::GroupCommit::start(pool.clone()),
             pool,
         };
         let mut client = store.client().await?;

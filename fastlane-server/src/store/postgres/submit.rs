@@ -5,20 +5,12 @@
 //! however many rows it holds. The statements are prepared once per pooled
 //! connection.
 //!
-//! Concurrent submissions share transactions ([`GroupCommit`]): each is
-//! turned into its rows at once, and a few writers each commit whatever
-//! waits when they are free, answering every submission after the commit
-//! that holds it. Under load a commit carries many submissions (one
-//! `COMMIT`, one WAL flush); alone, a submission waits for no one.
-
-use std::sync::Arc;
+//! Concurrent submissions share those transactions: see `group.rs`.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
 use deadpool_postgres::Transaction;
 use futures_util::future::try_join_all;
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 
 use super::rows::{document, pg};
@@ -159,7 +151,7 @@ impl Rows {
         })
     }
 
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.tasks.len() + self.jobs.len() + self.executions.len() + self.outbox.len()
     }
 }
@@ -200,7 +192,7 @@ pub(super) async fn write_keyed(
 /// which two submissions write one job or execution is refused
 /// ([`Overlap`]): one statement cannot write a row twice, and such
 /// submissions are written one after the other.
-async fn write_rows(tx: &Transaction<'_>, batch: &[&Rows]) -> Result<(), WriteError> {
+pub(super) async fn write_rows(tx: &Transaction<'_>, batch: &[&Rows]) -> Result<(), WriteError> {
     let mut tasks: Vec<_> = batch.iter().flat_map(|rows| &rows.tasks).collect();
     // The first of a task's rows creates it; the others would be no-ops.
     tasks.sort_by(|a, b| a.0.cmp(&b.0));
@@ -314,14 +306,14 @@ fn message_columns<'a>(messages: &[&'a Outgoing]) -> MessageColumns<'a> {
 
 /// Why a transaction was not written.
 #[derive(Debug, Clone)]
-enum WriteError {
+pub(super) enum WriteError {
     /// Two submissions of the batch write one row.
     Overlap,
     Store(StoreError),
 }
 
 impl WriteError {
-    fn into_store(self) -> StoreError {
+    pub(super) fn into_store(self) -> StoreError {
         match self {
             Self::Overlap => StoreError::Unavailable(
                 "postgres: one submission writes a job or an execution twice".to_owned(),
@@ -335,107 +327,4 @@ impl From<StoreError> for WriteError {
     fn from(err: StoreError) -> Self {
         Self::Store(err)
     }
-}
-
-/// How many transactions are written at once: enough to keep the server's
-/// cores busy while one commit waits on its flush, few enough that the
-/// rest of the pool serves reads.
-const WRITERS: usize = 4;
-
-/// How many rows one transaction takes at the most (a batch route's
-/// submission alone may hold more, and is written alone).
-const MOST_ROWS: usize = 4_000;
-
-/// A submission waiting for its commit.
-struct Waiting {
-    rows: Rows,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// Commits concurrent submissions together (see the module's header).
-#[derive(Debug, Clone)]
-pub(super) struct GroupCommit {
-    waiting: mpsc::Sender<Waiting>,
-}
-
-impl GroupCommit {
-    /// Starts the writers on `pool`; they stop when the last handle drops.
-    pub(super) fn start(pool: Pool) -> Self {
-        let (waiting, receiver) = mpsc::channel(1_024);
-        tokio::spawn(gather(pool, receiver));
-        Self { waiting }
-    }
-
-    /// Writes `rows`, answering once the transaction that holds them has
-    /// committed.
-    pub(super) async fn write(&self, rows: Rows) -> Result<(), StoreError> {
-        let stopped = || StoreError::Unavailable("postgres: the store's writers stopped".into());
-        let (done, answer) = oneshot::channel();
-        self.waiting
-            .send(Waiting { rows, done })
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
-/// Takes what waits whenever a writer is free and commits it on that
-/// writer.
-async fn gather(pool: Pool, mut receiver: mpsc::Receiver<Waiting>) {
-    let writers = Arc::new(Semaphore::new(WRITERS));
-    while let Some(first) = receiver.recv().await {
-        let Ok(writer) = writers.clone().acquire_owned().await else {
-            return;
-        };
-        // What arrived while every writer was busy goes with it.
-        let mut size = first.rows.len();
-        let mut batch = vec![first];
-        while size < MOST_ROWS {
-            let Ok(next) = receiver.try_recv() else { break };
-            size += next.rows.len();
-            batch.push(next);
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            commit(&pool, batch).await;
-            drop(writer);
-        });
-    }
-}
-
-/// Commits `batch` in one transaction; should that fail, each submission
-/// in one of its own, so that one bad submission fails alone.
-async fn commit(pool: &Pool, batch: Vec<Waiting>) {
-    let all: Vec<&Rows> = batch.iter().map(|w| &w.rows).collect();
-    let result = transaction(pool, &all).await;
-    match result {
-        Ok(()) => {
-            for waiting in batch {
-                // A submitter that went away needs no answer.
-                let _ = waiting.done.send(Ok(()));
-            }
-        }
-        Err(err) if batch.len() == 1 => {
-            for waiting in batch {
-                let _ = waiting.done.send(Err(err.clone().into_store()));
-            }
-        }
-        Err(err) => {
-            tracing::debug!(submissions = batch.len(), error = ?err, "a group commit failed; writing each alone");
-            for waiting in batch {
-                let result = transaction(pool, &[&waiting.rows]).await;
-                let _ = waiting.done.send(result.map_err(WriteError::into_store));
-            }
-        }
-    }
-}
-
-async fn transaction(pool: &Pool, batch: &[&Rows]) -> Result<(), WriteError> {
-    let mut client = pool.get().await.map_err(|e| {
-        StoreError::Unavailable(format!("postgres: {}", fastlane_sdk::text::error_chain(&e)))
-    })?;
-    let tx = client.transaction().await.map_err(pg)?;
-    write_rows(&tx, batch).await?;
-    tx.commit().await.map_err(pg)?;
-    Ok(())
 }
