@@ -423,6 +423,7 @@ def main():
     parser.add_argument("--path-jobs", type=int, default=30, help="jobs for the worker-path rows")
     parser.add_argument("--only-path", action="store_true", help="measure only the worker-path rows")
     parser.add_argument("--only-drain", action="store_true", help="measure only the drain row")
+    parser.add_argument("--only-late", action="store_true", help="measure only the firing lateness")
     parser.add_argument("--networked", action="store_true",
                         help="also measure a `fastlane api` on PostgreSQL and Redis")
     parser.add_argument("--only-networked", action="store_true", help="measure only the networked rows")
@@ -434,6 +435,11 @@ def main():
     args = parser.parse_args()
     if args.only_networked:
         print_rows(args, networked_rows(args))
+        return 0
+    if args.only_late:
+        late = lateness(args.binary, args.late_jobs)
+        print(f"{late['jobs']:,} jobs due in the same second: firing lateness p50 {late['p50']:.0f} ms, "
+              f"p99 {late['p99']:.0f} ms ({late['fired']} fired)")
         return 0
     if args.only_drain:
         if not args.engine:
