@@ -58,17 +58,18 @@ mod hosts;
 mod logs;
 mod messages;
 mod schema;
+mod writes;
 
 use admission::{Holder, Waiter};
 use documents::{
-    big, corrupt, count, date, field, from_record, is_duplicate_key, json, json_object, mongo,
-    record, text,
+    big, corrupt, count, date, field, from_record, is_duplicate_key, json, mongo, text,
 };
-use schema::{COUNTERS, DELIVERIES, EXECUTIONS, IDEMPOTENCY, JOBS, OUTBOX, TASKS};
+use schema::{COUNTERS, EXECUTIONS, JOBS, TASKS};
+use writes::StoredExecution;
 
 use super::{
     Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals, Outgoing,
-    Store, StoreError, Submission, TaskSummary, admissible_in_order, task_words,
+    Store, StoreError, Submission, TaskSummary, admissible_in_order,
 };
 
 /// Statuses of executions that have not reached a final status.
@@ -97,45 +98,6 @@ impl std::fmt::Debug for MongoStore {
             .field("database", &self.db.name())
             .field("transactions", &self.transactions)
             .finish()
-    }
-}
-
-/// An execution as stored: the fields beside the record, and the record
-/// without its dispatches.
-struct StoredExecution {
-    id: String,
-    job_id: String,
-    created_at: Bson,
-    status: &'static str,
-    doc: Document,
-    dispatches: Bson,
-}
-
-impl StoredExecution {
-    fn new(execution: &Execution) -> Result<Self, StoreError> {
-        let mut map = json_object(execution)?;
-        map.remove("dispatches");
-        Ok(Self {
-            id: execution.execution_id.clone(),
-            job_id: execution.job_id.clone(),
-            created_at: date(execution.created_at),
-            status: execution.status.as_str(),
-            doc: documents::document(map),
-            dispatches: field(&execution.dispatches)?,
-        })
-    }
-
-    /// The whole document, for inserting.
-    fn full(&self, seq: i64) -> Document {
-        doc! {
-            "_id": &self.id,
-            "job_id": &self.job_id,
-            "seq": seq,
-            "created_at": self.created_at.clone(),
-            "status": self.status,
-            "doc": self.doc.clone(),
-            "dispatches": self.dispatches.clone(),
-        }
     }
 }
 
@@ -342,121 +304,6 @@ impl MongoStore {
         Err(mongo(err))
     }
 
-    /// Notes a change to `job`'s task, creating the task if it is new.
-    async fn upsert_task(
-        &self,
-        session: &mut ClientSession,
-        job: &Job,
-        modified: &Bson,
-    ) -> mongodb::error::Result<()> {
-        let tasks = self.collection(TASKS);
-        for _ in 0..2 {
-            let touched = tasks
-                .update_one(
-                    doc! {"_id": &job.task_id},
-                    doc! {"$set": {"doc.last_modified_at": modified.clone()}},
-                )
-                .session(&mut *session)
-                .await?;
-            if touched.matched_count > 0 {
-                return Ok(());
-            }
-            let seq = self.next_seq(TASKS).await?;
-            let words = task_words(&job.task_id);
-            let words_text = format!(" {} ", words.join(" "));
-            let task = doc! {
-                "_id": &job.task_id,
-                "seq": seq,
-                "words": words,
-                "words_text": words_text,
-                "doc": {
-                    "task_id": &job.task_id,
-                    "created_at": modified.clone(),
-                    "last_modified_at": modified.clone(),
-                },
-            };
-            match tasks.insert_one(task).session(&mut *session).await {
-                Ok(_) => return Ok(()),
-                // Created by someone else since: note the change on theirs.
-                Err(err) if is_duplicate_key(&err) => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(())
-    }
-
-    /// Saves `job` (its record and the fields beside it).
-    async fn upsert_job(
-        &self,
-        session: &mut ClientSession,
-        job: &Job,
-        record: &Document,
-    ) -> mongodb::error::Result<()> {
-        self.collection(JOBS)
-            .update_one(
-                doc! {"_id": &job.job_id},
-                doc! {
-                    "$set": {
-                        "last_modified_at": date(job.last_modified_at),
-                        "next_run_at": job.next_run_at.map_or(Bson::Null, date),
-                        "stopped": job.stopped,
-                        "doc": record.clone(),
-                    },
-                    "$setOnInsert": {"task_id": &job.task_id},
-                },
-            )
-            .upsert(true)
-            .session(session)
-            .await?;
-        Ok(())
-    }
-
-    /// Saves an execution, keeping its stored dispatches, unless it is
-    /// stopped and the save is not.
-    async fn upsert_execution(
-        &self,
-        session: &mut ClientSession,
-        execution: &StoredExecution,
-    ) -> mongodb::error::Result<()> {
-        let executions = self.collection(EXECUTIONS);
-        let filter = if execution.status == "stopped" {
-            doc! {"_id": &execution.id}
-        } else {
-            doc! {"_id": &execution.id, "status": {"$ne": "stopped"}}
-        };
-        let update = doc! {"$set": {"status": execution.status, "doc": execution.doc.clone()}};
-        for _ in 0..2 {
-            let saved = executions
-                .update_one(filter.clone(), update.clone())
-                .session(&mut *session)
-                .await?;
-            if saved.matched_count > 0 {
-                return Ok(());
-            }
-            let kept = executions
-                .find_one(doc! {"_id": &execution.id})
-                .projection(doc! {"_id": 1})
-                .session(&mut *session)
-                .await?;
-            if kept.is_some() {
-                // It is stopped, and this save is not: ignored.
-                return Ok(());
-            }
-            let seq = self.next_seq(EXECUTIONS).await?;
-            match executions
-                .insert_one(execution.full(seq))
-                .session(&mut *session)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                // Someone else added it since: save over theirs.
-                Err(err) if is_duplicate_key(&err) => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(())
-    }
-
     /// A page of tasks in creation order, all of them or those having `word`.
     async fn task_page(
         &self,
@@ -537,109 +384,7 @@ fn outgoing_of(message: &Document, what: &str) -> Result<Outgoing, StoreError> {
 #[async_trait]
 impl Store for MongoStore {
     async fn submit(&self, submission: Submission<'_>) -> Result<bool, StoreError> {
-        let Submission {
-            jobs,
-            executions,
-            outgoing,
-            owed,
-            idempotency,
-            keep_existing,
-        } = submission;
-        let jobs = jobs
-            .iter()
-            .map(|job| Ok::<_, StoreError>((job, field(&job.last_modified_at)?, record(job)?)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let executions = executions
-            .iter()
-            .map(StoredExecution::new)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut session = self.client.start_session().await.map_err(mongo)?;
-        let mut tries = 0;
-        loop {
-            self.begin(&mut session).await?;
-            let outcome = async {
-                if let Some(record) = idempotency {
-                    // Only an expired record is replaced; a live one makes
-                    // the upsert insert a second `_id`, a duplicate key.
-                    self.collection(IDEMPOTENCY)
-                        .update_one(
-                            doc! {"_id": &record.key, "expires_ms": {"$lte": Utc::now().timestamp_millis()}},
-                            doc! {"$set": {
-                                "fingerprint": &record.fingerprint,
-                                "response": &record.response,
-                                "expires_ms": record.expires_ms,
-                            }},
-                        )
-                        .upsert(true)
-                        .session(&mut session)
-                        .await?;
-                }
-                for (job, modified, job_record) in &jobs {
-                    self.upsert_task(&mut session, job, modified).await?;
-                    self.upsert_job(&mut session, job, job_record).await?;
-                }
-                for execution in &executions {
-                    if keep_existing {
-                        // Inserted only where absent: a duplicate key
-                        // would abort the transaction.
-                        let mut full = execution.full(self.next_seq(EXECUTIONS).await?);
-                        full.remove("_id");
-                        self.collection(EXECUTIONS)
-                            .update_one(doc! {"_id": &execution.id}, doc! {"$setOnInsert": full})
-                            .upsert(true)
-                            .session(&mut session)
-                            .await?;
-                    } else {
-                        self.upsert_execution(&mut session, execution).await?;
-                    }
-                }
-                for message in owed {
-                    self.collection(DELIVERIES)
-                        .update_one(
-                            doc! {"_id": &message.id},
-                            doc! {"$setOnInsert": {
-                                "queue": &message.queue,
-                                "payload": &message.payload,
-                                "due_ms": message.due_ms,
-                            }},
-                        )
-                        .upsert(true)
-                        .session(&mut session)
-                        .await?;
-                }
-                for message in outgoing.iter().chain(owed) {
-                    // An upsert, not an insert: a duplicate key would abort
-                    // the transaction.
-                    self.collection(OUTBOX)
-                        .update_one(
-                            doc! {"_id": &message.id},
-                            doc! {"$setOnInsert": {
-                                "queue": &message.queue,
-                                "payload": &message.payload,
-                                "due_ms": message.due_ms,
-                                "taken_until": 0_i64,
-                            }},
-                        )
-                        .upsert(true)
-                        .session(&mut session)
-                        .await?;
-                }
-                Ok(())
-            }
-            .await;
-            if let Err(err) = &outcome
-                && idempotency.is_some()
-                && is_duplicate_key(err)
-            {
-                if self.transactions {
-                    let _ = session.abort_transaction().await;
-                }
-                return Ok(false);
-            }
-            if self.settle(&mut session, outcome, &mut tries).await? {
-                return Ok(true);
-            }
-        }
+        writes::submit(self, submission).await
     }
 
     async fn idempotency(
