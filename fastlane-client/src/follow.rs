@@ -293,7 +293,13 @@ impl Follow {
                 continue;
             };
             match message {
-                Some(Ok(Message::Text(text))) => self.frame(text.as_str()),
+                Some(Ok(Message::Text(text))) => {
+                    // Patience runs from the last frame, not the last
+                    // handshake: a server that accepts and then closes at
+                    // once (its store failing) makes no progress.
+                    self.lost_since = None;
+                    self.frame(text.as_str());
+                }
                 Some(Ok(Message::Close(close))) => {
                     self.socket = None;
                     self.closed(close).await?;
@@ -317,7 +323,9 @@ impl Follow {
             // The rest of an execution the job has moved on from.
             (Some(execution), true) => format!(
                 "{}/executions/{}/ws?format=json",
-                self.socket_url.trim_end_matches("/ws"),
+                self.socket_url
+                    .strip_suffix("/ws")
+                    .unwrap_or(&self.socket_url),
                 segment(execution)
             ),
             _ => format!("{}?format=json", self.socket_url),
@@ -345,7 +353,6 @@ impl Follow {
         match connected {
             Ok((socket, _)) => {
                 self.socket = Some(socket);
-                self.lost_since = None;
                 self.connected_once = true;
                 Ok(())
             }
@@ -460,6 +467,12 @@ impl Follow {
                     // Ask again: a retry may have followed it.
                     self.checking = true;
                 }
+                Ok(())
+            }
+            // Nothing more of the execution caught up on: it never started
+            // (a replaced job's run) or is gone. Back to the job's route.
+            (CloseCode::Normal, "") | (CloseCode::Again, "retry") if self.catching_up => {
+                self.catching_up = false;
                 Ok(())
             }
             // The server could not read the log: try again, within patience.

@@ -6,6 +6,7 @@
 //! submission waits for no one.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -80,39 +81,59 @@ async fn gather(pool: Pool, mut receiver: mpsc::Receiver<Waiting>) {
     }
 }
 
-/// Commits `batch` in one transaction; should that fail, each submission
-/// in one of its own, so that one bad submission fails alone.
+/// How long one transaction may take before its submissions are answered
+/// with an error (a half-open connection must not hold a writer forever).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Commits `batch` in one transaction. Should the server refuse it, each
+/// submission is written in one of its own, so that one bad submission
+/// fails alone; should the store be unreachable or the commit's outcome
+/// unknown, every submission is told so (writing again could write twice).
 async fn commit(pool: &Pool, batch: Vec<Waiting>) {
     let all: Vec<&Rows> = batch.iter().map(|w| &w.rows).collect();
     let result = transaction(pool, &all).await;
     match result {
-        Ok(()) => {
+        Err(err @ (WriteError::Overlap | WriteError::Refused(_))) if batch.len() > 1 => {
+            tracing::debug!(submissions = batch.len(), error = ?err, "a group commit was refused; writing each alone");
             for waiting in batch {
-                // A submitter that went away needs no answer.
-                let _ = waiting.done.send(Ok(()));
-            }
-        }
-        Err(err) if batch.len() == 1 => {
-            for waiting in batch {
-                let _ = waiting.done.send(Err(err.clone().into_store()));
-            }
-        }
-        Err(err) => {
-            tracing::debug!(submissions = batch.len(), error = ?err, "a group commit failed; writing each alone");
-            for waiting in batch {
+                // A submitter that went away needs no answer, nor its write.
+                if waiting.done.is_closed() {
+                    continue;
+                }
                 let result = transaction(pool, &[&waiting.rows]).await;
                 let _ = waiting.done.send(result.map_err(WriteError::into_store));
+            }
+        }
+        result => {
+            let result = result.map_err(WriteError::into_store);
+            for waiting in batch {
+                let _ = waiting.done.send(result.clone());
             }
         }
     }
 }
 
 async fn transaction(pool: &Pool, batch: &[&Rows]) -> Result<(), WriteError> {
-    let mut client = pool.get().await.map_err(|e| {
-        StoreError::Unavailable(format!("postgres: {}", fastlane_sdk::text::error_chain(&e)))
-    })?;
-    let tx = client.transaction().await.map_err(pg)?;
-    write_rows(&tx, batch).await?;
-    tx.commit().await.map_err(pg)?;
-    Ok(())
+    let written = async {
+        let mut client = pool.get().await.map_err(|e| {
+            WriteError::Store(StoreError::Unavailable(format!(
+                "postgres: {}",
+                fastlane_sdk::text::error_chain(&e)
+            )))
+        })?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| WriteError::Store(pg(e)))?;
+        write_rows(&tx, batch).await?;
+        // Whatever goes wrong now, the outcome is unknown.
+        tx.commit().await.map_err(|e| WriteError::Store(pg(e)))
+    };
+    match tokio::time::timeout(TRANSACTION_TIMEOUT, written).await {
+        Ok(result) => result,
+        Err(_) => Err(WriteError::Store(StoreError::Unavailable(format!(
+            "postgres: a transaction took over {} s",
+            TRANSACTION_TIMEOUT.as_secs()
+        )))),
+    }
 }

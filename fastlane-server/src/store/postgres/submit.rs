@@ -186,31 +186,30 @@ pub(super) async fn write_keyed(
     Ok(true)
 }
 
-/// Writes the rows of `batch` in `tx`, in an order every writer shares
-/// (tasks, then jobs, then executions, each by id) so that two concurrent
-/// transactions wait on each other's rows without a deadlock. A batch in
+/// Writes the rows of `batch` in `tx`. New tasks are written in id order,
+/// the one order every writer shares, so that two transactions creating
+/// the same tasks wait on each other instead of deadlocking; jobs and
+/// executions keep their submission's order (it numbers them). A batch in
 /// which two submissions write one job or execution is refused
-/// ([`Overlap`]): one statement cannot write a row twice, and such
-/// submissions are written one after the other.
+/// ([`WriteError::Overlap`]): one statement cannot write a row twice, and
+/// such submissions are written one after the other.
 pub(super) async fn write_rows(tx: &Transaction<'_>, batch: &[&Rows]) -> Result<(), WriteError> {
     let mut tasks: Vec<_> = batch.iter().flat_map(|rows| &rows.tasks).collect();
     // The first of a task's rows creates it; the others would be no-ops.
     tasks.sort_by(|a, b| a.0.cmp(&b.0));
     tasks.dedup_by(|a, b| a.0 == b.0);
-    let mut jobs: Vec<_> = batch.iter().flat_map(|rows| &rows.jobs).collect();
-    jobs.sort_by(|a, b| a.0.cmp(&b.0));
+    let jobs: Vec<_> = batch.iter().flat_map(|rows| &rows.jobs).collect();
     let mut executions: [Vec<_>; 2] = [Vec::new(), Vec::new()];
     for rows in batch {
         executions[usize::from(rows.keep_existing)].extend(&rows.executions);
     }
-    for executions in &mut executions {
-        executions.sort_by(|a, b| a.0.cmp(&b.0));
-    }
-    let mut execution_ids: Vec<&str> = executions.iter().flatten().map(|e| e.0.as_str()).collect();
-    execution_ids.sort_unstable();
-    let twice =
-        jobs.windows(2).any(|w| w[0].0 == w[1].0) || execution_ids.windows(2).any(|w| w[0] == w[1]);
-    if twice {
+    let twice = |mut ids: Vec<&str>| {
+        ids.sort_unstable();
+        ids.windows(2).any(|w| w[0] == w[1])
+    };
+    if twice(jobs.iter().map(|j| j.0.as_str()).collect())
+        || twice(executions.iter().flatten().map(|e| e.0.as_str()).collect())
+    {
         return Err(WriteError::Overlap);
     }
     let [replaced, kept] = executions;
@@ -254,7 +253,7 @@ pub(super) async fn write_rows(tx: &Transaction<'_>, batch: &[&Rows]) -> Result<
     }
     let prepared = try_join_all(statements.iter().map(|(sql, _)| tx.prepare_cached(sql)))
         .await
-        .map_err(pg)?;
+        .map_err(WriteError::of)?;
     // Polled together, the statements are pipelined on the connection; the
     // server still runs them in this order.
     try_join_all(
@@ -264,7 +263,7 @@ pub(super) async fn write_rows(tx: &Transaction<'_>, batch: &[&Rows]) -> Result<
             .map(|(statement, (_, params))| tx.execute_raw(statement, params)),
     )
     .await
-    .map_err(pg)?;
+    .map_err(WriteError::of)?;
     Ok(())
 }
 
@@ -309,16 +308,30 @@ fn message_columns<'a>(messages: &[&'a Outgoing]) -> MessageColumns<'a> {
 pub(super) enum WriteError {
     /// Two submissions of the batch write one row.
     Overlap,
+    /// The server refused a statement (a deadlock, a constraint): nothing
+    /// was written, and the submissions may be tried one by one.
+    Refused(StoreError),
+    /// The store could not be reached, or the commit's outcome is unknown:
+    /// trying again could write twice.
     Store(StoreError),
 }
 
 impl WriteError {
+    /// A driver error, refused or not.
+    fn of(err: tokio_postgres::Error) -> Self {
+        if err.as_db_error().is_some() {
+            Self::Refused(pg(err))
+        } else {
+            Self::Store(pg(err))
+        }
+    }
+
     pub(super) fn into_store(self) -> StoreError {
         match self {
             Self::Overlap => StoreError::Unavailable(
                 "postgres: one submission writes a job or an execution twice".to_owned(),
             ),
-            Self::Store(err) => err,
+            Self::Refused(err) | Self::Store(err) => err,
         }
     }
 }
