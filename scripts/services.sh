@@ -16,6 +16,8 @@
 #   FASTLANE_DOCKERD_ROOT [/var/lib/fastlane-docker] Docker Engine's data root
 #   FASTLANE_REDIS_PORT   [6390]
 #   FASTLANE_POSTGRES_PORT [5433]  the `fastlane` cluster's port (when created)
+#   FASTLANE_REGISTRY     [127.0.0.1:5050]       the private registry's address
+#   FASTLANE_REGISTRY_DIR [/var/lib/fastlane-registry] its certificates and data
 set -euo pipefail
 
 RUN_DIR=${FASTLANE_RUN_DIR:-/run/fastlane}
@@ -24,6 +26,8 @@ PODMAN_TCP=${FASTLANE_PODMAN_TCP:-127.0.0.1:23750}
 DOCKERD_SOCK="$RUN_DIR/docker.sock"
 DOCKERD_TCP=${FASTLANE_DOCKERD_TCP:-127.0.0.1:23760}
 DOCKERD_ROOT=${FASTLANE_DOCKERD_ROOT:-/var/lib/fastlane-docker}
+REGISTRY=${FASTLANE_REGISTRY:-127.0.0.1:5050}
+REGISTRY_DIR=${FASTLANE_REGISTRY_DIR:-/var/lib/fastlane-registry}
 REDIS_PORT=${FASTLANE_REDIS_PORT:-6390}
 POSTGRES_PORT=${FASTLANE_POSTGRES_PORT:-5433}
 what=${1:-all}
@@ -52,6 +56,9 @@ install_packages() {
         # A TLS front for the engine, and certificates for it (TLS host tests).
         command -v stunnel >/dev/null || missing+=(stunnel4)
         command -v openssl >/dev/null || missing+=(openssl)
+        # A private registry (htpasswd over TLS) for the pull tests.
+        command -v docker-registry >/dev/null || missing+=(docker-registry)
+        command -v htpasswd >/dev/null || missing+=(apache2-utils)
     fi
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
@@ -244,6 +251,67 @@ postgres_tls() {
     POSTGRES_CA="$dir/ca.pem"
 }
 
+# A private registry, as users run them: the distribution registry
+# (Debian's docker-registry) with htpasswd logins (user `fastlane`,
+# password `fastlane`) over TLS, its certificate from a CA made here that
+# both engines trust for that address only (`certs.d`). The test image is
+# pushed to it as `private/busybox:1`.
+start_registry() {
+    local dir=$REGISTRY_DIR
+    if [ ! -f "$dir/certs/server.crt" ]; then
+        log "making the test registry's certificates and login in $dir"
+        as_root mkdir -p "$dir/certs" "$dir/data"
+        as_root openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=fastlane-test-registry-ca \
+            -keyout "$dir/certs/ca.key" -out "$dir/certs/ca.crt" 2>/dev/null
+        as_root openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+            -keyout "$dir/certs/server.key" -out "$dir/certs/server.csr" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' | as_root tee "$dir/certs/server.ext" >/dev/null
+        as_root openssl x509 -req -in "$dir/certs/server.csr" -CA "$dir/certs/ca.crt" \
+            -CAkey "$dir/certs/ca.key" -CAcreateserial -days 3650 -extfile "$dir/certs/server.ext" \
+            -out "$dir/certs/server.crt" 2>/dev/null
+        as_root htpasswd -Bbc "$dir/htpasswd" fastlane fastlane 2>/dev/null
+    fi
+    as_root tee "$dir/config.yml" >/dev/null <<YAML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+http:
+  addr: $REGISTRY
+  tls:
+    certificate: $dir/certs/server.crt
+    key: $dir/certs/server.key
+auth:
+  htpasswd:
+    realm: fastlane-test
+    path: $dir/htpasswd
+YAML
+    for engine_dir in /etc/docker/certs.d /etc/containers/certs.d; do
+        as_root mkdir -p "$engine_dir/$REGISTRY"
+        as_root cp "$dir/certs/ca.crt" "$engine_dir/$REGISTRY/ca.crt"
+    done
+    if ! curl -s --max-time 2 --cacert "$dir/certs/ca.crt" "https://$REGISTRY/v2/" >/dev/null 2>&1; then
+        log "starting the private registry on $REGISTRY"
+        ( cd / && as_root setsid docker-registry serve "$dir/config.yml" \
+            >"$RUN_DIR/registry.log" 2>&1 </dev/null 3>&- & )
+        for _ in $(seq 1 50); do
+            curl -s --max-time 2 --cacert "$dir/certs/ca.crt" "https://$REGISTRY/v2/" >/dev/null 2>&1 && break
+            sleep 0.2
+        done
+    fi
+    local image="$REGISTRY/private/busybox:1"
+    if ! curl -sf --max-time 5 --cacert "$dir/certs/ca.crt" -u fastlane:fastlane \
+        "https://$REGISTRY/v2/private/busybox/manifests/1" \
+        -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' >/dev/null; then
+        log "pushing $image"
+        as_root podman tag busybox:latest "$image" >&2
+        as_root podman push --creds fastlane:fastlane "$image" >&2
+        as_root podman rmi "$image" >/dev/null 2>&1 || true
+    fi
+    REGISTRY_UP=$REGISTRY
+}
+
 install_packages
 configure_podman
 start_podman
@@ -253,6 +321,7 @@ load_image_into_dockerd
 if [ "$what" = all ]; then
     start_redis
     start_postgres
+    start_registry
 fi
 
 cat >&3 <<INFO
@@ -263,4 +332,5 @@ FASTLANE_TEST_DOCKERD_TCP=$DOCKERD_TCP
 FASTLANE_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 FASTLANE_TEST_POSTGRES_URL=postgres://fastlane:fastlane@127.0.0.1:$POSTGRES_PORT/fastlane
 FASTLANE_TEST_POSTGRES_CA=${POSTGRES_CA:-}
+FASTLANE_TEST_REGISTRY=${REGISTRY_UP:-}
 INFO

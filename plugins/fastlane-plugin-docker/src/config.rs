@@ -1,10 +1,13 @@
 //! What the operator configures: farms of hosts, routed by task id.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use fastlane_sdk::PluginError;
 
 use crate::addr::HostAddr;
+use crate::registry::{self, PullPolicy, RegistryLogin};
 
 /// One farm: hosts that run the tasks whose id matches `match`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -56,6 +59,20 @@ pub struct Farm {
     /// `max-size`, as `<n>[k|m|g]`); `"0"` leaves the engine's default.
     #[serde(rename = "logMaxSize", default = "default_log_max_size")]
     pub log_max_size: String,
+    /// When images are pulled before a run.
+    #[serde(rename = "pullPolicy", default)]
+    pub pull_policy: PullPolicy,
+    /// Logins to private registries, by registry (`host[:port]`).
+    #[serde(rename = "registryAuth", default)]
+    pub registry_auth: BTreeMap<String, RegistryLogin>,
+    /// A Docker `config.json` whose `auths` are logins too
+    /// (`registryAuth` wins where both name a registry).
+    #[serde(rename = "dockerConfig", default)]
+    pub docker_config: Option<String>,
+    /// Every login, by registry as [`registry::registry_of`] names it:
+    /// made at load from the two above.
+    #[serde(skip)]
+    pub logins: BTreeMap<String, RegistryLogin>,
 }
 
 fn default_max_running() -> u32 {
@@ -78,6 +95,9 @@ const FARM_KEY_TYPES: &[(&str, &str)] = &[
     ("network", "a string"),
     ("capDrop", "an array"),
     ("logMaxSize", "a string"),
+    ("pullPolicy", "a string"),
+    ("registryAuth", "an object"),
+    ("dockerConfig", "a string"),
 ];
 
 /// Checks the types of a farm's keys (`farm` is the JSON object of farm
@@ -92,6 +112,7 @@ fn check_farm_types(index: usize, farm: &serde_json::Value) -> Result<(), Plugin
             "a string" => value.is_string(),
             "a boolean" => value.is_boolean(),
             "an array" => value.is_array(),
+            "an object" => value.is_object(),
             _ => true,
         };
         if !fits && !value.is_null() {
@@ -104,6 +125,29 @@ fn check_farm_types(index: usize, farm: &serde_json::Value) -> Result<(), Plugin
 }
 
 impl Farm {
+    /// Reads the farm's logins (farm `index`): its `dockerConfig` file's,
+    /// then its `registryAuth`.
+    fn load_logins(&mut self, index: usize) -> Result<(), PluginError> {
+        let mut logins = BTreeMap::new();
+        if let Some(path) = self.docker_config.as_deref() {
+            let what = format!("DOCKER_HOSTS[{index}].dockerConfig {path:?}");
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| PluginError::invalid_config(format!("{what}: {e}")))?;
+            logins = registry::logins_of_docker_config(&text, &what)?;
+        }
+        for (name, login) in &self.registry_auth {
+            logins.insert(registry::normalized(name).to_owned(), login.clone());
+        }
+        self.logins = logins;
+        Ok(())
+    }
+
+    /// The registry `image` comes from, with the farm's login to it if any.
+    pub fn login_for<'a>(&'a self, image: &'a str) -> (&'a str, Option<&'a RegistryLogin>) {
+        let registry = registry::registry_of(image);
+        (registry, self.logins.get(registry))
+    }
+
     /// Checks the farm's hardening and limit settings; `index` names the
     /// farm in errors.
     fn validate_hardening(&self, index: usize) -> Result<(), PluginError> {
@@ -335,8 +379,11 @@ impl DockerExecutorConfig {
                 check_farm_types(index, farm)?;
             }
         }
-        let farms: Vec<Farm> = serde_json::from_value(farms)
+        let mut farms: Vec<Farm> = serde_json::from_value(farms)
             .map_err(|e| PluginError::invalid_config(format!("DOCKER_HOSTS: {e}")))?;
+        for (index, farm) in farms.iter_mut().enumerate() {
+            farm.load_logins(index)?;
+        }
         let config = Self {
             farms,
             request_timeout_seconds: raw.request_timeout_seconds,

@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 
 use fastlane_sdk::PluginError;
 
+use crate::config::Farm;
 use crate::host::Host;
 
 /// An image reference split the way the pull API wants it.
@@ -43,17 +44,20 @@ impl ImageRef {
     }
 }
 
-/// Pulls `image` onto `host`; an image the registry refuses or does not
-/// have is a permanent error naming it.
-pub(crate) async fn pull(host: &Host, image: &str) -> Result<(), PluginError> {
+/// Pulls `image` onto `host`, with the farm's login to its registry if
+/// any; an image the registry refuses or does not have is a permanent
+/// error naming it, with the registry's message.
+pub(crate) async fn pull(host: &Host, image: &str, farm: &Farm) -> Result<(), PluginError> {
     let docker = host.client().await?;
+    let (registry, login) = farm.login_for(image);
+    let credentials = login.map(|login| login.credentials(registry));
     let reference = ImageRef::parse(image);
     let options = CreateImageOptions {
         from_image: Some(reference.name.clone()),
         tag: reference.tag.clone(),
         ..Default::default()
     };
-    let mut progress = docker.create_image(Some(options), None, None);
+    let mut progress = docker.create_image(Some(options), None, credentials);
     while let Some(step) = progress.next().await {
         match step {
             Ok(info) => {

@@ -28,6 +28,7 @@ pub mod host;
 pub mod image;
 pub mod load;
 pub mod prune;
+pub mod registry;
 
 use std::sync::Arc;
 

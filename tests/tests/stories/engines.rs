@@ -204,6 +204,74 @@ async fn live_logs_arrive_while_the_container_runs(engine: Engine) -> anyhow::Re
     Ok(())
 }
 
+/// The private registry `scripts/services.sh` runs: htpasswd logins over
+/// TLS, `private/busybox:1` pushed to it.
+fn registry() -> String {
+    std::env::var("FASTLANE_TEST_REGISTRY")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "127.0.0.1:5050".to_owned())
+}
+
+async fn a_private_registrys_image_is_pulled_with_the_farms_login(
+    engine: Engine,
+) -> anyhow::Result<()> {
+    let registry = registry();
+    // One farm logs in from a Docker config.json, one with a wrong
+    // password, one never pulls; the first two pull before every run.
+    let dir = std::env::temp_dir().join(format!("fastlane-registry-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("config.json");
+    let auth = base64_of("fastlane:fastlane");
+    std::fs::write(
+        &config,
+        json!({"auths": {&registry: {"auth": auth}}}).to_string(),
+    )?;
+    let socket = engine.socket();
+    let farms = json!([
+        {"match": "private-ok", "hosts": [&socket], "pullPolicy": "always",
+         "dockerConfig": config.to_string_lossy()},
+        {"match": "private-wrong", "hosts": [&socket], "pullPolicy": "always",
+         "registryAuth": {&registry: {"username": "fastlane", "password": "wrong"}}},
+        {"match": "private-never", "hosts": [&socket], "pullPolicy": "never"},
+    ]);
+    let server = Server::start(&[("DOCKER_HOSTS", &farms.to_string())]).await?;
+    let image = format!("{registry}/private/busybox:1");
+    let job = |image: &str| json!({"image": image, "command": "echo pulled"});
+    let (pulled, refused, missing, never) = tokio::try_join!(
+        run(&server, "private-ok", job(&image)),
+        run(&server, "private-wrong", job(&image)),
+        run(
+            &server,
+            "private-ok",
+            job(&format!("{registry}/private/busybox:missing"))
+        ),
+        run(
+            &server,
+            "private-never",
+            job(&format!("{registry}/private/busybox:2"))
+        ),
+    )?;
+    assert_eq!(pulled["status"], "done", "{pulled}");
+    assert_eq!(text(&server, &pulled, "stdout").await?.1, "pulled\n");
+    for (ended, says) in [
+        (&refused, &["unauthorized", "authentication required"][..]),
+        (&missing, &["not found", "manifest unknown"][..]),
+        (&never, &["pullPolicy is never"][..]),
+    ] {
+        assert_eq!(ended["status"], "failed", "{ended}");
+        let error = ended["error"].as_str().unwrap_or_default();
+        assert!(says.iter().any(|s| error.contains(s)), "{error}");
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
 /// An execution's `stdout` or `stderr`, with its HTTP status.
 async fn text(server: &Server, execution: &Value, which: &str) -> anyhow::Result<(u16, String)> {
     let url = execution["url"].as_str().context("url")?;
@@ -244,4 +312,5 @@ on_both_engines!(
     a_timeout_and_a_stop_end_the_container,
     a_restarted_server_adopts_the_running_container,
     live_logs_arrive_while_the_container_runs,
+    a_private_registrys_image_is_pulled_with_the_farms_login,
 );
