@@ -56,6 +56,9 @@ pub struct ExecutionSpec {
     /// The pool (one of [`Executor::pools`]) the host admitted the
     /// execution to: place it there. `None` when the executor has no pools.
     pub pool: Option<String>,
+    /// When the image is pulled, as the job says; the executor's own
+    /// default when `None`.
+    pub pull_policy: Option<crate::model::PullPolicy>,
 }
 
 /// Where an execution was placed, recorded before anything is started so a

@@ -56,7 +56,7 @@ pub use executor::{
 pub use metrics::{Metric, MetricValue, MetricsSink, MetricsSinkFactory};
 pub use model::{
     Backoff, ConcurrencyPolicy, DispatchRecord, Execution, ExecutionStatus, Job, JobSpec,
-    MissedRuns, NotifyTargets, Schedule, Task, Webhook, WebhookTargets,
+    MissedRuns, NotifyTargets, PullPolicy, Schedule, Task, Webhook, WebhookTargets,
 };
 pub use notifier::{Delivery, DeliveryReport, NotificationEvent, Notifier, NotifierFactory};
 pub use registry::Registry;

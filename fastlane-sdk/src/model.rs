@@ -159,6 +159,19 @@ pub enum MissedRuns {
     All,
 }
 
+/// When an executor pulls a job's image before running it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PullPolicy {
+    /// Only when the host does not hold it.
+    #[default]
+    IfNotPresent,
+    /// Before every run, so a moved tag is followed.
+    Always,
+    /// Never: a host without the image fails the run.
+    Never,
+}
+
 /// What to run and how: everything a user said when submitting a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -214,6 +227,9 @@ pub struct JobSpec {
     /// every job of the task); the others wait their turn in order.
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// When the image is pulled; the farm's policy when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_policy: Option<PullPolicy>,
 }
 
 impl JobSpec {
@@ -239,6 +255,7 @@ impl JobSpec {
             cpu_limit: None,
             memory_limit: None,
             max_concurrent: None,
+            pull_policy: None,
         }
     }
 }

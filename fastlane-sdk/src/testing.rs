@@ -132,6 +132,7 @@ pub fn spec(subject: &ExecutorSubject<'_>, script: &str) -> ExecutionSpec {
         cpu_limit: None,
         memory_limit: None,
         pool: None,
+        pull_policy: None,
     }
 }
 

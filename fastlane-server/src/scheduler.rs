@@ -451,6 +451,7 @@ mod tests {
                 cpu_limit: None,
                 memory_limit: None,
                 max_concurrent: None,
+                pull_policy: None,
             },
         }
     }

@@ -179,6 +179,7 @@ fn spec(job: &Job, execution: &Execution) -> Result<ExecutionSpec, PluginError> 
         cpu_limit: job.spec.cpu_limit,
         memory_limit: job.spec.memory_limit,
         pool: None,
+        pull_policy: job.spec.pull_policy,
     })
 }
 

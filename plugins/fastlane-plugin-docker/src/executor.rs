@@ -72,11 +72,17 @@ pub struct DockerExecutor {
 }
 
 /// The name a farm's pool goes by.
-/// Pulls an image a host lacks, unless the farm's `pullPolicy` is `never`.
-async fn pull_if_allowed(host: &Host, image: &str, farm: &Farm) -> Result<(), PluginError> {
-    if farm.pull_policy == PullPolicy::Never {
+/// Pulls an image a host lacks, unless the `pullPolicy` (the job's, else
+/// its farm's) is `never`.
+async fn pull_if_allowed(
+    host: &Host,
+    image: &str,
+    farm: &Farm,
+    policy: PullPolicy,
+) -> Result<(), PluginError> {
+    if policy == PullPolicy::Never {
         return Err(PluginError::permanent(format!(
-            "image {image:?} is not on docker host {} and its farm's pullPolicy is never",
+            "image {image:?} is not on docker host {} and the pullPolicy is never",
             host.name
         )));
     }
@@ -560,7 +566,8 @@ impl Executor for DockerExecutor {
     ) -> Result<(), PluginError> {
         let host = self.host(&placement.host)?;
         let farm = &self.farm_of(spec)?.config;
-        if farm.pull_policy == PullPolicy::Always {
+        let policy = spec.pull_policy.unwrap_or(farm.pull_policy);
+        if policy == PullPolicy::Always {
             pull(host, &spec.image, farm).await?;
             host.saw_image(&spec.image, true);
             return Ok(());
@@ -579,7 +586,7 @@ impl Executor for DockerExecutor {
                 status_code: 404, ..
             }) => {
                 debug!(host = %host.name, image = %spec.image, "image not present, pulling");
-                pull_if_allowed(host, &spec.image, farm).await?;
+                pull_if_allowed(host, &spec.image, farm, policy).await?;
             }
             Err(e) => return Err(classify(host, "inspecting the image", e)),
         }
@@ -615,7 +622,8 @@ impl Executor for DockerExecutor {
             }) => {
                 // The image `prepare` took on trust is gone: pull it again.
                 host.saw_image(&spec.image, false);
-                pull_if_allowed(host, &spec.image, &farm.config).await?;
+                let policy = spec.pull_policy.unwrap_or(farm.config.pull_policy);
+                pull_if_allowed(host, &spec.image, &farm.config, policy).await?;
                 host.saw_image(&spec.image, true);
                 match docker.create_container(Some(options), body).await {
                     Ok(created) => created,

@@ -1,6 +1,7 @@
 //! Private registries: the logins a farm pulls with (its `registryAuth`,
 //! and the `auths` of a Docker `config.json` named by `dockerConfig`), the
-//! registry an image comes from, and when a farm pulls (`pullPolicy`).
+//! registry an image comes from. When a farm pulls is its `pullPolicy`
+//! ([`PullPolicy`], which a job may override).
 
 use std::collections::BTreeMap;
 
@@ -9,19 +10,7 @@ use bollard::auth::DockerCredentials;
 use serde::Deserialize;
 
 use fastlane_sdk::PluginError;
-
-/// When a farm pulls an image before running it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum PullPolicy {
-    /// Only when the host does not hold it (the default).
-    #[default]
-    IfNotPresent,
-    /// Before every run, so a moved tag is followed.
-    Always,
-    /// Never: a host without the image fails the run.
-    Never,
-}
+pub use fastlane_sdk::PullPolicy;
 
 /// A login to one registry. Its `Debug` leaves the password out.
 #[derive(Clone, PartialEq, Eq, Deserialize)]

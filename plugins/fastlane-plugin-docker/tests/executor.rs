@@ -35,6 +35,7 @@ fn spec(argv: &[&str]) -> ExecutionSpec {
         cpu_limit: None,
         memory_limit: None,
         pool: None,
+        pull_policy: None,
     }
 }
 

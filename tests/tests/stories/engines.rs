@@ -238,19 +238,16 @@ async fn a_private_registrys_image_is_pulled_with_the_farms_login(
     let server = Server::start(&[("DOCKER_HOSTS", &farms.to_string())]).await?;
     let image = format!("{registry}/private/busybox:1");
     let job = |image: &str| json!({"image": image, "command": "echo pulled"});
-    let (pulled, refused, missing, never) = tokio::try_join!(
+    let unpulled = format!("{registry}/private/busybox:2");
+    let missing_tag = format!("{registry}/private/busybox:missing");
+    // A job's own policy wins over its farm's.
+    let never_by_job = json!({"image": &unpulled, "command": "true", "pullPolicy": "never"});
+    let (pulled, refused, missing, never, never_by_job) = tokio::try_join!(
         run(&server, "private-ok", job(&image)),
         run(&server, "private-wrong", job(&image)),
-        run(
-            &server,
-            "private-ok",
-            job(&format!("{registry}/private/busybox:missing"))
-        ),
-        run(
-            &server,
-            "private-never",
-            job(&format!("{registry}/private/busybox:2"))
-        ),
+        run(&server, "private-ok", job(&missing_tag)),
+        run(&server, "private-never", job(&unpulled)),
+        run(&server, "private-ok", never_by_job),
     )?;
     assert_eq!(pulled["status"], "done", "{pulled}");
     assert_eq!(text(&server, &pulled, "stdout").await?.1, "pulled\n");
@@ -258,6 +255,7 @@ async fn a_private_registrys_image_is_pulled_with_the_farms_login(
         (&refused, &["unauthorized", "authentication required"][..]),
         (&missing, &["not found", "manifest unknown"][..]),
         (&never, &["pullPolicy is never"][..]),
+        (&never_by_job, &["pullPolicy is never"][..]),
     ] {
         assert_eq!(ended["status"], "failed", "{ended}");
         let error = ended["error"].as_str().unwrap_or_default();

@@ -280,6 +280,18 @@ pub static JOB_REQUEST: Object = Object {
             },
         },
         Field {
+            name: "pullPolicy",
+            doc: "When the image is pulled: `ifNotPresent` (only when the host lacks \
+                  it), `always` (before every run, following a moved tag) or `never` \
+                  (a host without the image fails the run). The farm's policy when \
+                  absent.",
+            required: false,
+            schema: Schema {
+                kind: Kind::Enum(&["ifNotPresent", "always", "never"]),
+                must: Some("ifNotPresent, always or never"),
+            },
+        },
+        Field {
             name: "missedRuns",
             doc: "For cron jobs, what to do with slots that passed while nothing fired \
                   them (fastlane was down, its queue lost the firing): `skip` (default: \

@@ -27,7 +27,7 @@ use poem_openapi::types::Type;
 use serde_json::Value;
 
 use fastlane_sdk::{
-    Backoff, ConcurrencyPolicy, JobSpec, MissedRuns, NotifyTargets, Schedule, Webhook,
+    Backoff, ConcurrencyPolicy, JobSpec, MissedRuns, NotifyTargets, PullPolicy, Schedule, Webhook,
     WebhookTargets,
 };
 
@@ -227,6 +227,12 @@ pub fn parse(
             Some("latest") => MissedRuns::Latest,
             Some("all") => MissedRuns::All,
             _ => MissedRuns::Skip,
+        },
+        pull_policy: match text("pullPolicy") {
+            Some("always") => Some(PullPolicy::Always),
+            Some("never") => Some(PullPolicy::Never),
+            Some("ifNotPresent") => Some(PullPolicy::IfNotPresent),
+            _ => None,
         },
         max_missed_runs: present("maxMissedRuns")
             .and_then(whole)
