@@ -424,6 +424,7 @@ def main():
     parser.add_argument("--only-path", action="store_true", help="measure only the worker-path rows")
     parser.add_argument("--only-drain", action="store_true", help="measure only the drain row")
     parser.add_argument("--only-late", action="store_true", help="measure only the firing lateness")
+    parser.add_argument("--only-batch", action="store_true", help="measure only the batch route")
     parser.add_argument("--networked", action="store_true",
                         help="also measure a `fastlane api` on PostgreSQL and Redis")
     parser.add_argument("--only-networked", action="store_true", help="measure only the networked rows")
@@ -435,6 +436,11 @@ def main():
     args = parser.parse_args()
     if args.only_networked:
         print_rows(args, networked_rows(args))
+        return 0
+    if args.only_batch:
+        b = batches(args.binary, args.seconds)
+        print(f"batch route, {BATCH:,} jobs a request: {b['jobs']:,.0f} jobs/s, p50 {b['p50']:.0f} ms, "
+              f"p99 {b['p99']:.0f} ms ({b['errors']} non-2xx)")
         return 0
     if args.only_late:
         late = lateness(args.binary, args.late_jobs)
