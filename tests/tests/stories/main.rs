@@ -10,6 +10,7 @@ mod access;
 mod blacklist;
 mod cli;
 mod clients;
+mod deploy;
 mod egress;
 mod email;
 mod engines;
