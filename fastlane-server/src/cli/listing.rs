@@ -263,6 +263,20 @@ pub async fn job(server: &Server, command: JobCommand) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// `fastlane healthcheck`.
+pub async fn healthcheck(server: &Server) -> anyhow::Result<ExitCode> {
+    match server.api.healthcheck().send().await {
+        Ok(_) => {
+            outln!("ok");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(fastlane_client::Error::ErrorResponse(answer)) => {
+            anyhow::bail!("the server is not healthy ({})", answer.status())
+        }
+        Err(err) => Err(anyhow::Error::new(err).context("the server is not healthy")),
+    }
+}
+
 /// `fastlane status`.
 pub async fn status(server: &Server) -> anyhow::Result<ExitCode> {
     let status = match server.api.status().send().await {

@@ -92,6 +92,9 @@ pub enum ClientCommand {
     Retry(control::JobArg),
     /// The server's hosts, farms, queues and scheduled jobs.
     Status,
+    /// Exit 0 when the server answers its healthcheck, 1 when not (for a
+    /// container's HEALTHCHECK or a probe).
+    Healthcheck,
     /// Take a Docker host out of rotation, or put it back.
     #[command(subcommand)]
     Hosts(control::HostsCommand),
@@ -129,6 +132,7 @@ async fn dispatch(command: ClientCommand, args: ClientArgs) -> anyhow::Result<Ex
         ClientCommand::Stop(job) => control::stop(&server, job).await,
         ClientCommand::Retry(job) => control::retry(&server, job).await,
         ClientCommand::Status => listing::status(&server).await,
+        ClientCommand::Healthcheck => listing::healthcheck(&server).await,
         ClientCommand::Hosts(hosts) => control::hosts(&server, hosts).await,
     }
 }

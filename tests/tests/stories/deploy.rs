@@ -56,3 +56,136 @@ fn the_systemd_unit_is_valid_and_rated_ok_for_exposure() -> anyhow::Result<()> {
     std::fs::remove_dir_all(unit.parent().context("its directory")?)?;
     Ok(())
 }
+
+/// Docker Engine's socket (`scripts/services.sh`), as a path.
+fn docker_engine() -> String {
+    std::env::var("FASTLANE_TEST_DOCKERD_UNIX")
+        .unwrap_or_else(|_| "unix:///run/fastlane/docker.sock".to_owned())
+}
+
+/// `docker ARGS…` on Docker Engine; its stdout, or why it failed.
+fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("docker")
+        .env("DOCKER_HOST", docker_engine())
+        .args(args)
+        .output()
+        .context("the docker CLI (Debian's docker.io) must be installed")?;
+    if !out.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The image `deploy/image.sh` builds from the binary under test, without
+/// a registry, runs the quick start on the engine whose socket it is given,
+/// as its own non-root user, and reports itself healthy.
+#[tokio::test]
+async fn the_image_builds_without_a_registry_and_runs_the_quick_start() -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    let tag = format!("fastlane-story:{}", uuid::Uuid::new_v4().simple());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/image.sh");
+    let built = Command::new(&script)
+        .env("DOCKER_HOST", docker_engine())
+        .arg(binary())
+        .arg(&tag)
+        .output()?;
+    assert!(
+        built.status.success(),
+        "deploy/image.sh: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    assert_eq!(
+        docker(&["image", "inspect", "--format", "{{.Config.User}}", &tag])?,
+        "10000:10000"
+    );
+
+    // The engine's socket, for the jobs' containers: the image's user is
+    // let in through the socket's group.
+    let socket = docker_engine();
+    let socket = socket.trim_start_matches("unix://");
+    let group = std::fs::metadata(socket)?.gid().to_string();
+    let name = tag.replace([':', '.'], "-");
+    let hosts = r#"[{"match": "", "hosts": ["unix:///var/run/docker.sock"]}]"#;
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-p",
+        "127.0.0.1::10000",
+        "--group-add",
+        &group,
+        "-v",
+        &format!("{socket}:/var/run/docker.sock"),
+        "-e",
+        &format!("DOCKER_HOSTS={hosts}"),
+        &tag,
+    ])?;
+    let outcome = quick_start(&name).await;
+    let logs = docker(&["logs", &name]).unwrap_or_default();
+    docker(&["rm", "-f", &name])?;
+    docker(&["rmi", &tag])?;
+    outcome.with_context(|| format!("the container's log:\n{logs}"))
+}
+
+async fn quick_start(container: &str) -> anyhow::Result<()> {
+    let address = docker(&["port", container, "10000"])?;
+    let base = format!("http://{}", address.lines().next().unwrap_or_default());
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let health = docker(&["inspect", "--format", "{{.State.Health.Status}}", container])?;
+        if health == "healthy" {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("not healthy after 60 s: {health}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let job = serde_json::json!({"image": fastlane_tests::image(), "command": "echo it works"});
+    let created: serde_json::Value = client
+        .post(format!("{base}/tasks/hello-world"))
+        .json(&job)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let execution = created["executionUrl"].as_str().context("executionUrl")?;
+    // The URL is the container's own address; ask through the mapped port.
+    let path = execution
+        .split_once("/tasks/")
+        .map(|(_, p)| p)
+        .unwrap_or_default();
+    loop {
+        let view: serde_json::Value = client
+            .get(format!("{base}/tasks/{path}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let status = view["execution"]["status"].as_str().unwrap_or_default();
+        if status == "done" {
+            let stdout = client
+                .get(format!("{base}/tasks/{path}stdout"))
+                .send()
+                .await?
+                .text()
+                .await?;
+            assert_eq!(stdout, "it works\n");
+            return Ok(());
+        }
+        if !matches!(status, "enqueued" | "pulling" | "running")
+            || std::time::Instant::now() > deadline
+        {
+            bail!("the job did not end done: {view}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
