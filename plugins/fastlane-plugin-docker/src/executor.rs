@@ -22,11 +22,11 @@ use fastlane_sdk::{
 
 use crate::addr::HostAddr;
 use crate::circuit::{CircuitSettings, CircuitState};
-use crate::config::{DockerExecutorConfig, Farm};
+use crate::config::DockerExecutorConfig;
 use crate::container::check_resources;
 use crate::errors::{classify, lost_if_given_up, name_in_use};
 use crate::host::Host;
-use crate::image::pull;
+use crate::image::{pull, pull_if_allowed};
 use crate::registry::PullPolicy;
 
 /// Prefix of the name of every container fastlane starts.
@@ -72,23 +72,6 @@ pub struct DockerExecutor {
 }
 
 /// The name a farm's pool goes by.
-/// Pulls an image a host lacks, unless the `pullPolicy` (the job's, else
-/// its farm's) is `never`.
-async fn pull_if_allowed(
-    host: &Host,
-    image: &str,
-    farm: &Farm,
-    policy: PullPolicy,
-) -> Result<(), PluginError> {
-    if policy == PullPolicy::Never {
-        return Err(PluginError::permanent(format!(
-            "image {image:?} is not on docker host {} and the pullPolicy is never",
-            host.name
-        )));
-    }
-    pull(host, image, farm).await
-}
-
 fn pool_name(farm: &FarmHosts) -> String {
     format!("farm {:?}", farm.pattern)
 }

@@ -9,6 +9,7 @@ use fastlane_sdk::PluginError;
 
 use crate::config::Farm;
 use crate::host::Host;
+use crate::registry::PullPolicy;
 
 /// An image reference split the way the pull API wants it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,23 @@ pub(crate) async fn pull(host: &Host, image: &str, farm: &Farm) -> Result<(), Pl
         }
     }
     Ok(())
+}
+
+/// Pulls an image a host lacks, unless the `pullPolicy` (the job's, else
+/// its farm's) is `never`.
+pub(crate) async fn pull_if_allowed(
+    host: &Host,
+    image: &str,
+    farm: &Farm,
+    policy: PullPolicy,
+) -> Result<(), PluginError> {
+    if policy == PullPolicy::Never {
+        return Err(PluginError::permanent(format!(
+            "image {image:?} is not on docker host {} and the pullPolicy is never",
+            host.name
+        )));
+    }
+    pull(host, image, farm).await
 }
 
 #[cfg(test)]
