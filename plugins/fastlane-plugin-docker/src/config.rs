@@ -142,6 +142,12 @@ impl Farm {
         Ok(())
     }
 
+    /// The pull policy of a job that says `job` (if anything): the job's,
+    /// else the farm's.
+    pub fn pull_policy_for(&self, job: Option<PullPolicy>) -> PullPolicy {
+        job.unwrap_or(self.pull_policy)
+    }
+
     /// The registry `image` comes from, with the farm's login to it if any.
     pub fn login_for<'a>(&'a self, image: &'a str) -> (&'a str, Option<&'a RegistryLogin>) {
         let registry = registry::registry_of(image);

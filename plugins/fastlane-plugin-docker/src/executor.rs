@@ -549,7 +549,7 @@ impl Executor for DockerExecutor {
     ) -> Result<(), PluginError> {
         let host = self.host(&placement.host)?;
         let farm = &self.farm_of(spec)?.config;
-        let policy = spec.pull_policy.unwrap_or(farm.pull_policy);
+        let policy = farm.pull_policy_for(spec.pull_policy);
         if policy == PullPolicy::Always {
             pull(host, &spec.image, farm).await?;
             host.saw_image(&spec.image, true);
@@ -605,7 +605,7 @@ impl Executor for DockerExecutor {
             }) => {
                 // The image `prepare` took on trust is gone: pull it again.
                 host.saw_image(&spec.image, false);
-                let policy = spec.pull_policy.unwrap_or(farm.config.pull_policy);
+                let policy = farm.config.pull_policy_for(spec.pull_policy);
                 pull_if_allowed(host, &spec.image, &farm.config, policy).await?;
                 host.saw_image(&spec.image, true);
                 match docker.create_container(Some(options), body).await {
