@@ -2,9 +2,11 @@
 # The whole test suite, from a fresh Debian machine with a Rust toolchain:
 # installs and starts what the tests need (scripts/services.sh: Podman as a
 # Docker API host, the busybox test image, Redis, a PostgreSQL cluster,
-# Chromium and chromedriver), builds the workspace once, runs every test
-# (unit and black-box, in parallel), then checks formatting. Clippy lints
-# the workspace during the build. CI (.ci/run) runs exactly this.
+# Chromium and chromedriver, Docker Engine, a registry), builds the
+# workspace once, runs every test (unit and black-box, in parallel), fuzzes
+# request parsing for a minute, then checks formatting. Clippy lints the
+# workspace during the build; a build without the optional plugins is
+# checked beside the tests. CI (.ci/run) runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -69,7 +71,9 @@ RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v 
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 
 echo "== build and clippy" >&2
-cargo build --workspace --all-targets --locked
+# --timings leaves target/cargo-timings/cargo-timing.html: where the build's
+# minutes went, for the next look at this script's time.
+cargo build --workspace --all-targets --locked --timings
 
 # The fuzz target builds on a nightly toolchain at the lowest priority while
 # the tests run (it waits for the containers most of the time), then fuzzes
@@ -80,10 +84,36 @@ fuzz_build=$!
 export FASTLANE_BIN="$PWD/target/debug/fastlane"
 export FASTLANE_TEST_DOCKER_HOSTS="[{\"match\": \"\", \"hosts\": [\"$FASTLANE_TEST_DOCKER_UNIX\"], \"maxRunning\": 10}]"
 
-echo "== tests" >&2
+# The built-in plugins are optional features; the server must build (and
+# pass clippy) without them. That check compiles the server again (about two
+# minutes here), so it runs at the lowest priority while the tests wait on
+# containers. Nextest is handed the list of test binaries the build above
+# made, so that it never calls cargo, whose lock on target/ the check holds.
+nextest_reuse=()
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --no-fail-fast --test-threads 4
+    mkdir -p target/nextest
+    cargo nextest list --workspace --locked --list-type binaries-only --message-format json \
+        >target/nextest/binaries.json
+    cargo metadata --format-version 1 --locked >target/nextest/cargo-metadata.json
+    # (The list covers the workspace; nextest takes no --workspace with it.)
+    nextest_reuse=(--binaries-metadata target/nextest/binaries.json
+        --cargo-metadata target/nextest/cargo-metadata.json)
+fi
+nice -n 19 cargo check -p fastlane-server --no-default-features --locked >target/check.log 2>&1 &
+no_default_features=$!
+wait_for_check() {
+    if [ -n "$no_default_features" ]; then
+        wait "$no_default_features" || { cat target/check.log >&2; exit 1; }
+        no_default_features=
+        tail -1 target/check.log >&2
+    fi
+}
+
+echo "== tests" >&2
+if [ ${#nextest_reuse[@]} -gt 0 ]; then
+    cargo nextest run "${nextest_reuse[@]}" --no-fail-fast --test-threads 4
 else
+    wait_for_check
     cargo test --workspace --no-fail-fast -- --test-threads 4
 fi
 
@@ -101,6 +131,6 @@ fi
 
 echo "== fmt" >&2
 cargo fmt --all -- --check
-# The built-in plugins are optional features; the server must build (and
-# pass clippy) without them.
-cargo check -p fastlane-server --no-default-features --locked
+
+echo "== without the built-in plugins" >&2
+wait_for_check

@@ -83,11 +83,10 @@ pub struct ContainerCreations {
 }
 
 impl ContainerCreations {
-    /// Follows the engine's `create` events of containers labelled
-    /// `fastlane.task=<task>` for each of `tasks`, from now on.
-    pub async fn watch(tasks: &[String]) -> anyhow::Result<Self> {
-        let tcp = std::env::var("FASTLANE_TEST_DOCKER_TCP")
-            .unwrap_or_else(|_| "127.0.0.1:23750".to_owned());
+    /// Follows the `create` events, on the engine listening at `tcp`
+    /// (`host:port`), of containers labelled `fastlane.task=<task>` for each
+    /// of `tasks`, from now on.
+    pub async fn watch(tcp: &str, tasks: &[String]) -> anyhow::Result<Self> {
         let labels: Vec<String> = tasks.iter().map(|t| format!("fastlane.task={t}")).collect();
         let filters = json!({"type": ["container"], "event": ["create"], "label": labels});
         let since = chrono::Utc::now().timestamp() - 1;
