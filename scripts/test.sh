@@ -37,15 +37,17 @@ if ! "$venv/bin/python" -c 'import schemathesis, openapi_spec_validator, aiosmtp
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 
-# Redocly CLI from npm, to lint the OpenAPI document with its recommended
-# rules (tests/tests/stories/openapi_tools.rs).
+# From npm: Redocly CLI, to lint the OpenAPI document with its recommended
+# rules (tests/tests/stories/openapi_tools.rs), and axe-core, which checks
+# the admin UI's pages for accessibility (tests/tests/stories/admin_ui.rs).
 npm_tools=target/npm-tools
-if [ ! -x "$npm_tools/node_modules/.bin/redocly" ]; then
+if [ ! -x "$npm_tools/node_modules/.bin/redocly" ] || [ ! -f "$npm_tools/node_modules/axe-core/axe.min.js" ]; then
     echo "== npm tools" >&2
     command -v npm >/dev/null || apt-get install -y -qq npm >/dev/null
-    npm install --silent --no-audit --no-fund --prefix "$npm_tools" '@redocly/cli@2.77.0' >/dev/null
+    npm install --silent --no-audit --no-fund --prefix "$npm_tools" '@redocly/cli@2.77.0' 'axe-core@4.14.1' >/dev/null
 fi
 export PATH="$PWD/$npm_tools/node_modules/.bin:$PATH"
+export FASTLANE_TEST_AXE="$PWD/$npm_tools/node_modules/axe-core/axe.min.js"
 
 # The Python client, generated from the committed OpenAPI document.
 rm -rf target/python-client

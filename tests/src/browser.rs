@@ -269,18 +269,78 @@ impl Browser {
             .unwrap_or_else(|err| format!("(could not read the page: {err:#})"))
     }
 
-    /// One attempt at [`Browser::click`].
-    async fn try_click(&self, css: &str) -> anyhow::Result<()> {
+    /// Replaces what the input or text area matching `css` holds with
+    /// `text`, typed as a person would (key events included).
+    pub async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        let id = self.find(css).await?;
+        self.post(&format!("/element/{id}/clear"), json!({}))
+            .await?;
+        self.post(&format!("/element/{id}/value"), json!({ "text": text }))
+            .await
+            .with_context(|| format!("typing into {css}"))?;
+        Ok(())
+    }
+
+    /// Resizes the window to `width` × `height` CSS pixels.
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        self.post("/window/rect", json!({ "width": width, "height": height }))
+            .await?;
+        Ok(())
+    }
+
+    /// Saves a PNG of the visible page to `file`.
+    pub async fn screenshot(&self, file: &Path) -> anyhow::Result<()> {
+        use base64::Engine as _;
+        let url = format!(
+            "http://127.0.0.1:{}/session/{}/screenshot",
+            self.port, self.session
+        );
+        let png = self.send("GET /screenshot", self.http.get(&url)).await?;
+        let png = base64::engine::general_purpose::STANDARD.decode(
+            png.as_str()
+                .context("a screenshot that is not base64 text")?,
+        )?;
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(file, png).with_context(|| format!("writing {}", file.display()))
+    }
+
+    /// Runs `body`, the body of an async function whose value it awaits
+    /// (`return await something()`), and returns that value.
+    pub async fn eval_async<T: DeserializeOwned>(&self, body: &str) -> anyhow::Result<T> {
+        let script = format!(
+            "const done = arguments[arguments.length - 1]; \
+             (async () => {{ {body} }})().then(done, (e) => done({{ thrown: String(e) }}));"
+        );
+        let value = self
+            .post("/execute/async", json!({ "script": script, "args": [] }))
+            .await?;
+        if let Some(thrown) = value.get("thrown") {
+            bail!("the script threw {thrown}");
+        }
+        serde_json::from_value(value.clone())
+            .with_context(|| format!("the script answered {value}"))
+    }
+
+    /// The W3C reference of the first element matching `css`.
+    async fn find(&self, css: &str) -> anyhow::Result<String> {
         let found = self
             .post("/element", json!({ "using": "css selector", "value": css }))
             .await?;
         // A W3C element reference is an object with this one well-known key.
-        let Some(id) = found
+        found
             .get("element-6066-11e4-a52e-4f735466cecf")
             .and_then(Value::as_str)
-        else {
-            bail!("chromedriver found {css} as {found}, which is not an element");
-        };
+            .map(str::to_owned)
+            .with_context(|| {
+                format!("chromedriver found {css} as {found}, which is not an element")
+            })
+    }
+
+    /// One attempt at [`Browser::click`].
+    async fn try_click(&self, css: &str) -> anyhow::Result<()> {
+        let id = self.find(css).await?;
         self.post(&format!("/element/{id}/click"), json!({}))
             .await?;
         Ok(())

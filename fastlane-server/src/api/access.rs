@@ -11,7 +11,12 @@
 //!    `same-site`). Requests without them (curl, generated clients) pass.
 //! 3. **Authentication**, when `BASIC_AUTH_*` or `API_TOKENS` are set: HTTP
 //!    Basic (the whole of the API) or a bearer token with its scopes; 401
-//!    without valid credentials, 403 when they do not cover the route.
+//!    without valid credentials, 403 when they do not cover the route. A
+//!    browser cannot set headers on a WebSocket, so a WebSocket handshake
+//!    may carry them as the subprotocol [`SOCKET_AUTHORIZATION_PREFIX`]
+//!    followed by the percent-encoded `Authorization` value (offered beside
+//!    `fastlane`, which the server picks), as Kubernetes' API server takes
+//!    a token.
 //! 4. **CORS headers** on answers to allowed origins; never credentials.
 
 use std::borrow::Cow;
@@ -21,6 +26,10 @@ use poem::web::headers::{Authorization, HeaderMapExt, authorization::Basic};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use crate::config::{ApiToken, Config, CorsOrigins, Scope, sha256};
+
+/// The subprotocol prefix of credentials sent with a WebSocket handshake:
+/// the percent-encoded value of an `Authorization` header follows it.
+pub const SOCKET_AUTHORIZATION_PREFIX: &str = "fastlane.authorization.";
 
 /// The request headers a preflight may ask for.
 const ALLOWED_HEADERS: &str = "authorization, content-type, idempotency-key, x-request-id";
@@ -44,7 +53,8 @@ pub struct Access {
 /// What a route needs of its caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Need {
-    /// Nothing: the document, Swagger UI, and routes left open.
+    /// Nothing: the document, Swagger UI, the admin UI's files, and routes
+    /// left open.
     Nothing,
     /// A `read` scope.
     Read,
@@ -52,6 +62,30 @@ enum Need {
     Submit(String),
     /// The `admin` scope.
     Admin,
+}
+
+/// The `Authorization` value a WebSocket handshake carries as a
+/// subprotocol ([`SOCKET_AUTHORIZATION_PREFIX`]), if any.
+fn socket_credentials(request: &Request) -> Option<String> {
+    let upgrade = request
+        .header(header::UPGRADE)
+        .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        return None;
+    }
+    request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|protocol| protocol.trim().strip_prefix(SOCKET_AUTHORIZATION_PREFIX))
+        .and_then(|encoded| {
+            percent_encoding::percent_decode_str(encoded)
+                .decode_utf8()
+                .ok()
+                .map(|value| value.trim().to_owned())
+        })
 }
 
 /// Who is calling, once their credentials are checked.
@@ -230,22 +264,29 @@ impl Access {
         ))
     }
 
-    /// The caller the `Authorization` header proves, if any.
+    /// The caller the `Authorization` header (or a WebSocket's stand-in
+    /// for it) proves, if any.
     fn caller(&self, request: &Request) -> Option<Caller<'_>> {
+        let value = match request.header(header::AUTHORIZATION) {
+            Some(value) => value.trim().to_owned(),
+            None => socket_credentials(request)?,
+        };
+        let (scheme, credentials) = value.split_once(' ')?;
         if let Some((user, password)) = &self.basic
-            && let Some(basic) = request.headers().typed_get::<Authorization<Basic>>()
+            && scheme.eq_ignore_ascii_case("basic")
         {
+            let mut headers = poem::http::HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(&value).ok()?);
+            let basic = headers.typed_get::<Authorization<Basic>>()?;
             // Both compared, in constant time, whatever the first says.
             let user_ok = same(&sha256(basic.username().as_bytes()), user);
             let password_ok = same(&sha256(basic.password().as_bytes()), password);
             return (user_ok & password_ok).then_some(Caller::Basic);
         }
-        let value = request.header(header::AUTHORIZATION)?;
-        let (scheme, token) = value.trim().split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        let presented = sha256(token.trim().as_bytes());
+        let presented = sha256(credentials.trim().as_bytes());
         // Every token is compared, so the time taken says nothing of which.
         let mut found = None;
         for token in &self.tokens {
@@ -266,7 +307,7 @@ impl Access {
         let segments: Vec<&str> = segments.iter().map(AsRef::as_ref).collect();
         let read = matches!(*method, Method::GET | Method::HEAD);
         match (read, segments.as_slice()) {
-            (true, ["openapi.json"] | ["docs", ..]) => Need::Nothing,
+            (true, ["openapi.json"] | ["docs", ..] | ["ui", ..]) => Need::Nothing,
             (true, ["healthcheck"]) if self.open_healthcheck => Need::Nothing,
             (true, ["metrics"]) if self.open_metrics => Need::Nothing,
             (true, _) => Need::Read,

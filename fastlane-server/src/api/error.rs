@@ -15,6 +15,11 @@ pub struct ErrorBody {
     pub error: String,
     /// Which operation failed (`create_job`, `get_task`, …).
     pub operation: String,
+    /// The field of the request at fault, when a job request was refused
+    /// for one (`cron`, `envs.PATH`, `webhooks.succeeds[0].url`), so that a
+    /// form can show the error beside it.
+    #[oai(skip_serializing_if_is_none)]
+    pub field: Option<String>,
 }
 
 /// An error response.
@@ -47,6 +52,7 @@ impl poem_openapi::types::Example for ErrorBody {
         Self {
             error: "Task (hello-world) or Job (4b1c…) not found.".to_owned(),
             operation: "retrieve_execution_details".to_owned(),
+            field: None,
         }
     }
 }
@@ -55,6 +61,7 @@ fn body(operation: &str, error: impl Into<String>) -> Json<ErrorBody> {
     Json(ErrorBody {
         error: error.into(),
         operation: operation.to_owned(),
+        field: None,
     })
 }
 
@@ -62,6 +69,15 @@ impl ApiError {
     /// 400.
     pub fn bad_request(operation: &str, error: impl Into<String>) -> Self {
         Self::BadRequest(body(operation, error))
+    }
+
+    /// 400 for a refused job request, naming the field at fault when the
+    /// message does ([`super::job_request::field_at_fault`]).
+    pub fn bad_job_request(operation: &str, error: String) -> Self {
+        let field = super::job_request::field_at_fault(&error);
+        let mut body = body(operation, error);
+        body.field = field;
+        Self::BadRequest(body)
     }
 
     /// 404.

@@ -15,6 +15,8 @@ pub fn route_of(path: &str) -> String {
         "/openapi.json".to_owned()
     } else if trimmed == "/docs" || trimmed.starts_with("/docs/") {
         "/docs".to_owned()
+    } else if trimmed == "/ui" || trimmed.starts_with("/ui/") {
+        "/ui".to_owned()
     } else {
         UNMATCHED.to_owned()
     }
@@ -57,6 +59,7 @@ mod tests {
         assert_eq!(route_of("/tasks/"), "/tasks");
         assert_eq!(route_of("/"), "/");
         assert_eq!(route_of("/docs/index.css"), "/docs");
+        assert_eq!(route_of("/ui/tasks/a/jobs/b"), "/ui");
         for unknown in [
             "/wp-admin/x.php",
             "/tasks/a/nope",

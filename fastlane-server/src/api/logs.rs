@@ -74,6 +74,7 @@ impl SocketError {
                     (Connection: Upgrade, Upgrade: websocket)"
                 .to_owned(),
             operation: operation.to_owned(),
+            field: None,
         }))
     }
 }
@@ -149,11 +150,15 @@ fn upgrade(
                 live.max()
             ),
             operation: operation.to_owned(),
+            field: None,
         })));
     };
     let services = services.clone();
     let live = live.clone();
+    // A browser that sent its token as a subprotocol (`super::access`) also
+    // offers `fastlane`, and must be answered with one it offered.
     Ok(websocket
+        .protocols(["fastlane"])
         .on_upgrade(move |socket| async move {
             serve(socket, services, live, target, resume).await;
             drop(place);
@@ -429,7 +434,10 @@ impl LogsApi {
     /// `done`; one that has not started closes with `retry` (reconnect
     /// later); an unknown job closes normally with no reason. `from`
     /// resumes at a byte offset of the log, and `format=json` sends frames
-    /// with their offsets (`start`, `log`, `exit`).
+    /// with their offsets (`start`, `log`, `exit`). A browser, which cannot
+    /// set `Authorization` on a WebSocket, may offer the subprotocol
+    /// `fastlane.authorization.<the header's value, percent-encoded>` beside
+    /// `fastlane`, which the server then picks.
     #[oai(
         path = "/tasks/:taskId/jobs/:jobId/ws",
         method = "get",

@@ -1,5 +1,6 @@
 //! The HTTP API: poem-openapi operations grouped by area, the OpenAPI
-//! document at `/openapi.json`, Swagger UI at `/docs`.
+//! document at `/openapi.json`, Swagger UI at `/docs`, the admin UI at
+//! `/ui/`.
 //!
 //! Every route answers with and without a trailing slash, and every error
 //! (the framework's own 404 and 405 included) is JSON
@@ -24,6 +25,7 @@ mod params;
 mod requests;
 mod submit;
 mod tasks;
+mod ui;
 mod views;
 
 use poem::http::{StatusCode, header};
@@ -97,6 +99,8 @@ pub fn app(services: Services) -> impl Endpoint {
     Route::new()
         .at("/openapi.json", spec)
         .at("/docs", docs)
+        .at("/ui", ui::Ui)
+        .at("/ui/*path", ui::Ui)
         .nest("/", api)
         .with(NormalizePath::new(TrailingSlash::Trim))
         .catch_all_error(|err| async move { error::framework_error(err) })

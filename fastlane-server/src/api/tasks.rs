@@ -1,6 +1,7 @@
 //! Task and job routes: list tasks, read a task, submit a job, read a job.
 
 use chrono::Utc;
+use fastlane_sdk::Schedule;
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::{
@@ -347,6 +348,15 @@ impl TasksApi {
                     .collect(),
                 execution_count,
                 scheduled: job.next_run_at.is_some() && !job.stopped,
+                cron: match &job.spec.schedule {
+                    Schedule::Cron { expression, .. } => Some(expression.clone()),
+                    _ => None,
+                },
+                cron_timezone: match &job.spec.schedule {
+                    Schedule::Cron { timezone, .. } => timezone.clone(),
+                    _ => None,
+                },
+                next_run_at: job.next_run_at.filter(|_| !job.stopped),
                 image: job.spec.image,
                 command: job.spec.command,
                 created_at: job.created_at,
@@ -383,7 +393,7 @@ async fn submit_one(
     }
     let urls = super::urls_for(request, services);
     let prepared = submit::prepare(services, &urls, asked, now)
-        .map_err(|message| ApiError::bad_request(operation, message))?;
+        .map_err(|message| ApiError::bad_job_request(operation, message))?;
     let answer = prepared.created.clone();
     submit::write(
         services,

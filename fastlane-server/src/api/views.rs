@@ -264,6 +264,15 @@ pub struct JobView {
     pub command: String,
     /// True for active cron jobs.
     pub scheduled: bool,
+    /// The cron expression of a cron job.
+    #[oai(skip_serializing_if_is_none)]
+    pub cron: Option<String>,
+    /// The time zone of a cron job's expression, when not UTC.
+    #[oai(skip_serializing_if_is_none)]
+    pub cron_timezone: Option<String>,
+    /// When it runs next: a delayed or cron job that is not stopped.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_run_at: Option<DateTime<Utc>>,
     /// How many executions it has in all.
     pub execution_count: u64,
     /// The address it was submitted from.

@@ -7,6 +7,7 @@
 //! or `cargo test -p fastlane-tests --test stories jobs::`.
 
 mod access;
+mod admin_ui;
 mod blacklist;
 mod cli;
 mod clients;

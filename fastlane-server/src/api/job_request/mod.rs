@@ -175,6 +175,19 @@ pub fn task_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// The field of the request a [`parse`] or [`task_id`] error is about, when
+/// it names one first, as they all do (`cron "x" is not a valid…`,
+/// `envs.PATH must be…`, `webhooks.succeeds[0].url must be…`): a form can
+/// show the error beside that field.
+pub fn field_at_fault(message: &str) -> Option<String> {
+    let path: String = message
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '[' | ']' | '_' | '-'))
+        .collect();
+    let top = path.split(['.', '[']).next()?;
+    (top == "taskId" || JOB_REQUEST.field(top).is_some()).then_some(path)
+}
+
 /// Reads a job request received at `now`, or says what is wrong with it:
 /// first the table's rules, then what the table cannot say.
 pub fn parse(

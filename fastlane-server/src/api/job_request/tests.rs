@@ -373,3 +373,31 @@ fn the_table_is_consistent() {
     }
     visit(&fields::JOB_REQUEST);
 }
+
+#[test]
+fn a_refusal_names_the_field_at_fault_for_a_form_to_show() {
+    let field = |body| field_at_fault(&error(body));
+    assert_eq!(
+        field(json!({"image": "b", "command": "x", "cron": "not a cron"})),
+        Some("cron".to_owned())
+    );
+    assert_eq!(
+        field(json!({"image": "b", "command": "x", "timeout": "soon"})),
+        Some("timeout".to_owned())
+    );
+    assert_eq!(
+        field(json!({"image": "b", "command": "x", "envs": {"A": [1]}})),
+        Some("envs.A".to_owned())
+    );
+    assert_eq!(
+        field(json!({"image": "b", "command": "x", "memoryLimit": "1k"})),
+        Some("memoryLimit".to_owned())
+    );
+    assert_eq!(field(json!({"command": "x"})).as_deref(), Some("image"));
+    // Not about one field of the request.
+    assert_eq!(
+        field(json!({"image": "b", "command": "x", "colour": 1})),
+        None
+    );
+    assert_eq!(field_at_fault("the store is down"), None);
+}

@@ -1,0 +1,114 @@
+// Overview: what the farm is doing now, from `GET /status`, refreshed every
+// few seconds: queues, hosts (with blacklisting), running executions,
+// admission gates and the scheduled jobs with their next run.
+
+import { call } from "./api.js";
+import { h, link, message, table, time, confirm } from "./dom.js";
+
+const REFRESH_MS = 3000;
+
+export async function render(main) {
+  const out = h("div", { id: "host-action", "aria-live": "polite" });
+  const body = h("div", { id: "overview" });
+  main.replaceChildren(h("h1", {}, "Overview"), out, body);
+  let timer = null;
+  let stopped = false;
+
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      const status = await call("/status");
+      if (stopped) return;
+      body.replaceChildren(...sections(status, out, refresh));
+    } catch (error) {
+      if (!stopped) body.replaceChildren(message("error", "Could not read /status: " + error.message));
+    }
+    if (!stopped) timer = setTimeout(refresh, REFRESH_MS);
+  }
+  await refresh();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}
+
+function sections(status, out, refresh) {
+  const queues = Object.entries(status.queues || {});
+  const running = (status.containers && status.containers.running) || [];
+  const scheduled = (status.jobs && status.jobs.scheduled) || [];
+  return [
+    h(
+      "dl",
+      { class: "figures" },
+      figure("Tasks", status.tasks ? status.tasks.count : "—"),
+      figure("Jobs", status.jobs ? status.jobs.count : "—"),
+      figure("Running", running.length),
+      queues.map(([name, queue]) => figure("Queue " + name, queue.length)),
+      figure("Version", status.fastlane ? status.fastlane.version : "—"),
+    ),
+    table(
+      "Hosts",
+      ["Host", "Farm", "State", "Running", "Action"],
+      (status.hosts || []).map((host) => [
+        h("code", {}, host.host),
+        host.farm || "—",
+        hostState(host),
+        String(host.running ?? "—"),
+        hostAction(host, out, refresh),
+      ]),
+    ),
+    table(
+      "Running executions",
+      ["Host", "Execution", "Container"],
+      running.map((r) => [h("code", {}, r.host), h("code", {}, r.executionId || "—"), h("code", {}, (r.id || "").slice(0, 12))]),
+    ),
+    table(
+      "Admission gates",
+      ["Gate", "Running", "Waiting"],
+      (status.limits || []).map((l) => [h("code", {}, l.gate), String(l.running), String(l.waiting)]),
+    ),
+    table(
+      "Scheduled jobs",
+      ["Task", "Job", "Schedule", "Next run"],
+      scheduled.map((s) => [
+        s.task ? link("/ui/tasks/" + encodeURIComponent(s.task.id), s.task.id) : "—",
+        s.task ? link("/ui/tasks/" + encodeURIComponent(s.task.id) + "/jobs/" + encodeURIComponent(s.jobId), s.jobId) : s.jobId,
+        s.cron ? h("code", {}, s.cron + (s.cronTimezone ? " (" + s.cronTimezone + ")" : "")) : "once",
+        time(s.nextScheduledAt),
+      ]),
+    ),
+  ];
+}
+
+function figure(name, value) {
+  return h("div", {}, h("dt", {}, name), h("dd", {}, String(value)));
+}
+
+function hostState(host) {
+  const words = [];
+  words.push(host.available ? "available" : "unavailable");
+  if (host.blacklisted) words.push("blacklisted");
+  if (host.circuit && host.circuit !== "closed") words.push("circuit " + host.circuit);
+  const text = words.join(", ") + (host.error ? ": " + host.error : "");
+  return h("span", { class: host.blacklisted || !host.available ? "state-bad" : "state-good" }, text);
+}
+
+function hostAction(host, out, refresh) {
+  const blacklisting = !host.blacklisted;
+  const label = blacklisting ? "Blacklist" : "Restore";
+  const button = h("button", { type: "button", "data-host": host.host }, label);
+  button.addEventListener("click", async () => {
+    const what = blacklisting
+      ? `No new execution will start on ${host.host} until it is restored.`
+      : `${host.host} takes executions again.`;
+    if (!(await confirm(label + " " + host.host, what))) return;
+    try {
+      await call("/docker-executor/blacklist", { method: blacklisting ? "POST" : "DELETE", body: { host: host.host } });
+      out.replaceChildren(message("notice", `${host.host} ${blacklisting ? "blacklisted" : "restored"}.`));
+    } catch (error) {
+      out.replaceChildren(message("error", `${label} ${host.host} failed: ${error.message}`));
+    }
+    refresh();
+  });
+  return button;
+}

@@ -1,0 +1,362 @@
+//! The admin UI at `/ui/`, used as an operator would, in a real headless
+//! Chromium (`fastlane_tests::browser`) against a real server and engine:
+//! submitting a job from the form and watching its output arrive, stopping
+//! and retrying, blacklisting a host, a refused field shown beside itself,
+//! and signing in with a token.
+//!
+//! Each page is checked with axe-core (`FASTLANE_TEST_AXE`, the npm package
+//! `scripts/test.sh` installs) for serious and critical violations, and
+//! photographed at a phone's width (390 px) and a desktop's into
+//! `target/tmp/ui-screenshots/` for a reviewer to look at.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use fastlane_tests::browser::Browser;
+use fastlane_tests::{Server, image};
+
+/// How long a page may take to show something, on a busy 2-core machine.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn task(name: &str) -> String {
+    format!(
+        "ui-{name}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// The axe-core script, read from the npm package.
+fn axe_source() -> anyhow::Result<String> {
+    let path = std::env::var("FASTLANE_TEST_AXE").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../target/npm-tools/node_modules/axe-core/axe.min.js"
+        )
+        .to_owned()
+    });
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("reading axe-core from {path} (scripts/test.sh installs it)"))
+}
+
+/// Runs axe-core on the page and fails on any serious or critical violation.
+async fn accessible(browser: &Browser, page: &str) -> anyhow::Result<()> {
+    let script = format!(
+        "{}\nconst result = await axe.run(document, {{ resultTypes: ['violations'] }});\n\
+         if (result.passes.length + result.violations.length < 10) return ['axe-core checked almost nothing: ' + JSON.stringify(result.testEngine)];\n\
+         return result.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')\n\
+           .map(v => v.id + ': ' + v.help + ' (' + v.nodes.map(n => n.target.join(' ')).join(', ') + ')');",
+        axe_source()?
+    );
+    let violations: Vec<String> = browser.eval_async(&script).await?;
+    if !violations.is_empty() {
+        bail!(
+            "axe-core finds on the {page} page:\n{}",
+            violations.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// Photographs the page at a phone's width and a desktop's.
+async fn photograph(browser: &Browser, page: &str) -> anyhow::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+    for (width, height, name) in [(390, 844, "phone"), (1280, 900, "desktop")] {
+        browser.set_window_size(width, height).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        browser
+            .screenshot(&dir.join(format!("{page}-{name}.png")))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Clicks `button`, then the confirmation dialog's Confirm.
+async fn click_and_confirm(browser: &Browser, button: &str) -> anyhow::Result<()> {
+    browser.click(button).await?;
+    browser
+        .wait_for("document.getElementById('confirm').open", PATIENCE)
+        .await?;
+    browser.click("#confirm-ok").await
+}
+
+/// A JavaScript expression for the button whose text is `text`.
+fn button_named(text: &str) -> String {
+    format!(
+        "Array.from(document.querySelectorAll('button')).find(b => b.textContent.trim() === {})",
+        json!(text)
+    )
+}
+
+/// Clicks the button whose text is `text`, then the confirmation dialog's
+/// Confirm.
+async fn click_button(browser: &Browser, text: &str) -> anyhow::Result<()> {
+    let button = button_named(text);
+    browser
+        .wait_for(&format!("{button} && !{button}.disabled"), PATIENCE)
+        .await?;
+    browser.eval::<Value>(&format!("{button}.click()")).await?;
+    browser
+        .wait_for("document.getElementById('confirm').open", PATIENCE)
+        .await?;
+    browser.click("#confirm-ok").await
+}
+
+#[tokio::test]
+async fn a_job_submitted_from_the_form_shows_its_output_live_and_ends_done() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let browser = Browser::start().await?;
+    let task = task("submit");
+
+    browser.goto(&server.url("/ui/submit")).await?;
+    browser.wait_for_element("#submit-form", PATIENCE).await?;
+    accessible(&browser, "submit").await?;
+    photograph(&browser, "submit").await?;
+    browser.type_into("#field-taskId", &task).await?;
+    browser.type_into("#field-image", &image()).await?;
+    browser
+        .type_into(
+            "#field-command",
+            "sh -c 'echo first; sleep 4; echo second; echo oops >&2'",
+        )
+        .await?;
+    browser.type_into("#field-envs", "GREETING=hello").await?;
+    browser.click("#submit-form button[type=submit]").await?;
+
+    // The job's page, its output followed while it runs: the first line
+    // shows before the second is written.
+    browser
+        .wait_for_text("#log-stdout", "first", PATIENCE)
+        .await?;
+    let stdout = browser.text("#log-stdout").await?;
+    assert!(
+        !stdout.contains("second"),
+        "the first line showed while the job still ran: {stdout:?}"
+    );
+    browser
+        .wait_for_text("#log-state", "Ended done, exit code 0", PATIENCE)
+        .await?;
+    browser
+        .wait_for_text("#log-stdout", "second", PATIENCE)
+        .await?;
+    browser
+        .wait_for_text("#log-stderr", "oops", PATIENCE)
+        .await?;
+    let job_url: String = browser.eval("location.pathname").await?;
+    let job_id = job_url.rsplit('/').next().unwrap_or_default().to_owned();
+
+    // What the page shows is what the API says.
+    let (code, job) = server.get(&format!("/tasks/{task}/jobs/{job_id}")).await?;
+    assert_eq!(code, 200, "{job}");
+    assert_eq!(job["job"]["executions"][0]["status"], "done");
+    assert_eq!(job["job"]["metadata"]["envs"]["GREETING"], "hello");
+    browser.wait_for_text("table", "✓ done", PATIENCE).await?;
+    accessible(&browser, "job").await?;
+    photograph(&browser, "job").await?;
+
+    // The task's page lists the job; the tasks page lists the task.
+    browser.click("a[href^='/ui/tasks/ui-submit']").await?;
+    browser.wait_for_text("table", &job_id, PATIENCE).await?;
+    accessible(&browser, "task").await?;
+    photograph(&browser, "task").await?;
+    browser.goto(&server.url("/ui/tasks")).await?;
+    browser.wait_for_text("table", &task, PATIENCE).await?;
+    accessible(&browser, "tasks").await?;
+    photograph(&browser, "tasks").await?;
+    browser.goto(&server.url("/ui/")).await?;
+    browser.wait_for_text("table", "Hosts", PATIENCE).await?;
+    accessible(&browser, "overview").await?;
+    photograph(&browser, "overview").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_cron_expression_is_shown_beside_its_field_and_nothing_is_created()
+-> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let browser = Browser::start().await?;
+    let task = task("cron");
+
+    browser
+        .goto(&server.url(&format!("/ui/submit?task={task}")))
+        .await?;
+    browser.wait_for_element("#field-cron", PATIENCE).await?;
+    browser.type_into("#field-image", &image()).await?;
+    browser.type_into("#field-command", "echo never").await?;
+    browser.type_into("#field-cron", "every tuesday").await?;
+    browser.click("#submit-form button[type=submit]").await?;
+
+    let error = browser
+        .wait_for_text("#field-cron-error", "every tuesday", PATIENCE)
+        .await?;
+    assert!(
+        error.starts_with("cron "),
+        "the server's own words: {error}"
+    );
+    let invalid: Option<String> = browser
+        .eval("document.getElementById('field-cron').getAttribute('aria-invalid')")
+        .await?;
+    assert_eq!(invalid.as_deref(), Some("true"));
+    let (code, body) = server.get(&format!("/tasks/{task}")).await?;
+    assert_eq!(code, 404, "nothing was created: {body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_running_job_stopped_from_the_ui_ends_stopped_and_a_failed_one_retried_runs_again()
+-> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let browser = Browser::start().await?;
+    let task = task("actions");
+
+    let sleeper = server
+        .submit(&task, json!({"image": image(), "command": "sleep 120"}))
+        .await?;
+    let sleeper_url = sleeper["executionUrl"].as_str().context("executionUrl")?;
+    server
+        .wait_for(sleeper_url, PATIENCE, |e| e["status"] == "running")
+        .await?;
+    let job_id = sleeper["jobId"].as_str().context("jobId")?;
+    browser
+        .goto(&server.url(&format!("/ui/tasks/{task}/jobs/{job_id}")))
+        .await?;
+    browser
+        .wait_for_text("#log-state", "Following live", PATIENCE)
+        .await?;
+    click_button(&browser, "Stop the job").await?;
+    let stopped = server
+        .wait_finished(sleeper_url, Duration::from_secs(60))
+        .await?;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    browser
+        .wait_for_text("table", "■ stopped", PATIENCE)
+        .await?;
+
+    let failing = server
+        .submit(
+            &task,
+            json!({"image": image(), "command": "sh -c 'exit 3'"}),
+        )
+        .await?;
+    let failing_url = failing["executionUrl"].as_str().context("executionUrl")?;
+    let failed = server
+        .wait_finished(failing_url, Duration::from_secs(60))
+        .await?;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    let job_id = failing["jobId"].as_str().context("jobId")?;
+    browser
+        .goto(&server.url(&format!("/ui/tasks/{task}/jobs/{job_id}")))
+        .await?;
+    browser.wait_for_text("table", "✗ failed", PATIENCE).await?;
+    click_button(&browser, "Retry the job").await?;
+    let job_path = format!("/tasks/{task}/jobs/{job_id}");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, job) = server.get(&job_path).await?;
+        if job["job"]["executionCount"] == 2 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the retry made no new execution: {job}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser
+        .wait_for_text("caption", "Executions (2 in all", PATIENCE)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_host_blacklisted_from_the_ui_is_blacklisted_in_status() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let browser = Browser::start().await?;
+    let (_, status) = server.get("/status").await?;
+    let host = status["hosts"][0]["host"]
+        .as_str()
+        .context("a host in /status")?
+        .to_owned();
+
+    browser.goto(&server.url("/ui/")).await?;
+    let button = format!("button[data-host={}]", json!(host));
+    browser
+        .wait_for_text(&button, "Blacklist", PATIENCE)
+        .await?;
+    click_and_confirm(&browser, &button).await?;
+    browser
+        .wait_for_text("#host-action", "blacklisted", PATIENCE)
+        .await?;
+    browser.wait_for_text(&button, "Restore", PATIENCE).await?;
+    let (_, status) = server.get("/status").await?;
+    let shown = status["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["host"] == host.as_str()))
+        .context("the host in /status")?;
+    assert_eq!(shown["blacklisted"], true, "{status}");
+
+    click_and_confirm(&browser, &button).await?;
+    browser
+        .wait_for_text(&button, "Blacklist", PATIENCE)
+        .await?;
+    let (_, status) = server.get("/status").await?;
+    assert_eq!(status["hosts"][0]["blacklisted"], false, "{status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_a_token_configured_the_ui_asks_for_it_and_follows_logs_with_it() -> anyhow::Result<()>
+{
+    let token = "ui-story-token-(with)-odd=chars";
+    let entry = json!([{
+        "name": "operator",
+        "sha256": hex::encode(sha2::Sha256::digest(token.as_bytes())),
+        "scopes": ["admin"],
+    }])
+    .to_string();
+    let server = Server::start(&[("API_TOKENS", entry.as_str())]).await?;
+    let browser = Browser::start().await?;
+    let task = task("token");
+
+    // The page itself loads; the API it calls asks for the token.
+    browser.goto(&server.url("/ui/tasks")).await?;
+    browser
+        .wait_for("document.getElementById('login').open", PATIENCE)
+        .await?;
+    accessible(&browser, "sign-in").await?;
+    photograph(&browser, "sign-in").await?;
+    browser.type_into("#login-token", "wrong").await?;
+    browser.click("#login-form button[type=submit]").await?;
+    browser
+        .wait_for_text("#login-why", "refused", PATIENCE)
+        .await?;
+    browser.type_into("#login-token", token).await?;
+    browser.click("#login-form button[type=submit]").await?;
+    browser
+        .wait_for_text("main", "No task yet", PATIENCE)
+        .await?;
+
+    // A job followed live: the socket carries the token too.
+    let created = server
+        .client()
+        .post(server.url(&format!("/tasks/{task}")))
+        .bearer_auth(token)
+        .json(&json!({"image": image(), "command": "sh -c 'echo hi; sleep 4; echo bye'"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json::<Value>()
+        .await?;
+    let job_id = created["jobId"].as_str().context("jobId")?;
+    browser
+        .goto(&server.url(&format!("/ui/tasks/{task}/jobs/{job_id}")))
+        .await?;
+    browser
+        .wait_for_text("#log-state", "Ended done, exit code 0", PATIENCE)
+        .await?;
+    let stdout = browser.text("#log-stdout").await?;
+    assert_eq!(stdout.trim_end(), "hi\nbye");
+    Ok(())
+}
