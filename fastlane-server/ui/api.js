@@ -44,6 +44,8 @@ function signIn(why) {
   const form = document.getElementById("login-form");
   document.getElementById("login-why").textContent = why;
   document.getElementById("login-error").textContent = "";
+  // Esc would close the dialog with every request still waiting on it.
+  dialog.oncancel = (event) => event.preventDefault();
   signingIn = new Promise((resolve) => {
     form.onsubmit = (event) => {
       event.preventDefault();
@@ -77,7 +79,9 @@ export async function call(path, { method = "GET", body, text = false } = {}) {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "same-origin",
+      // The UI sends its own Authorization; a browser's remembered Basic
+      // credentials (and its own prompt on a 401) stay out of it.
+      credentials: "omit",
     });
     if (response.status === 401) {
       const answer = await response.json().catch(() => null);

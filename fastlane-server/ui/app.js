@@ -19,12 +19,16 @@ const routes = [
 ];
 
 let stop = null;
+let shown = 0;
 
 async function show() {
   if (stop) {
     stop();
     stop = null;
   }
+  // A page that finishes loading after the reader went elsewhere is
+  // stopped at once and leaves the page alone.
+  const mine = ++shown;
   const main = document.getElementById("main");
   const path = location.pathname;
   const query = new URLSearchParams(location.search);
@@ -35,12 +39,19 @@ async function show() {
       if (a.dataset.section === section) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
     }
-    const params = match.slice(1).map(decodeURIComponent);
+    const target = document.createElement("div");
     main.replaceChildren(message("notice", "Loading…"));
     try {
-      stop = (await page.render(main, params, query)) || null;
+      const params = match.slice(1).map(decodeURIComponent);
+      const cleanup = (await page.render(target, params, query)) || null;
+      if (mine !== shown) {
+        if (cleanup) cleanup();
+        return;
+      }
+      stop = cleanup;
+      main.replaceChildren(...target.childNodes);
     } catch (error) {
-      main.replaceChildren(message("error", error.message));
+      if (mine === shown) main.replaceChildren(message("error", error.message));
     }
     return;
   }

@@ -16,7 +16,14 @@ class Pane {
     this.text = "";
     this.pending = "";
     this.code = h("code", {});
-    this.cut = h("p", { class: "hint", hidden: true }, "Only the end is shown. ", h("a", { href, target: "_blank", rel: "noopener" }, "Open the whole " + name));
+    // Read with the UI's credentials, then opened from memory: a plain link
+    // would go without them.
+    const whole = h("button", { type: "button" }, "Open the whole " + name);
+    whole.addEventListener("click", async () => {
+      const { text } = await call(href, { text: true });
+      window.open(URL.createObjectURL(new Blob([text], { type: "text/plain" })), "_blank", "noopener");
+    });
+    this.cut = h("p", { class: "hint", hidden: true }, "Only the end is shown. ", whole);
     this.element = h(
       "section",
       { class: "pane", "aria-label": name },
@@ -34,6 +41,8 @@ class Pane {
 
   add(text) {
     this.pending += text;
+    // A tab in the background gets no frames: keep only what can be shown.
+    if (this.pending.length > MAX_SHOWN * 2) this.flush();
   }
 
   /// Adds what came since the last frame: one text node, or the whole pane
@@ -95,6 +104,10 @@ export function viewer(taskId, jobId, execution, onExit) {
   function follow() {
     let next = 0;
     let ended = false;
+    // Handshakes refused in a row: the wait grows, and from the third the
+    // execution is read over HTTP, where a 401 asks for credentials and any
+    // other refusal is shown.
+    let refused = 0;
     const connect = () => {
       if (stopped) return;
       const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -103,6 +116,7 @@ export function viewer(taskId, jobId, execution, onExit) {
       socket = protocols.length ? new WebSocket(url, protocols) : new WebSocket(url);
       state.textContent = "Following live…";
       socket.onmessage = (event) => {
+        refused = 0;
         const data = JSON.parse(event.data);
         if (data.type === "start") {
           if (data.from !== next) {
@@ -112,7 +126,8 @@ export function viewer(taskId, jobId, execution, onExit) {
           }
           state.textContent = "Following live: " + data.status + "…";
         } else if (data.type === "log") {
-          if (data.offset >= next) (data.stream === "stderr" ? stderr : stdout).add(data.text);
+          // fastlane's own notices go with stderr, as the CLI shows them.
+          if (data.offset >= next) (data.stream === "stdout" ? stdout : stderr).add(data.text);
           next = data.next;
           schedule();
         } else if (data.type === "exit") {
@@ -133,8 +148,23 @@ export function viewer(taskId, jobId, execution, onExit) {
           state.textContent = "This execution is gone.";
           return;
         }
-        state.textContent = event.reason === "retry" ? "Waiting for it to start…" : "Connection lost; reconnecting…";
-        setTimeout(connect, 1000);
+        if (event.reason === "retry") {
+          state.textContent = "Waiting for it to start…";
+          setTimeout(connect, 1000);
+          return;
+        }
+        refused += 1;
+        state.textContent = "Connection lost; reconnecting…";
+        const wait = Math.min(1000 * 2 ** (refused - 1), 15000);
+        if (refused < 3) {
+          setTimeout(connect, wait);
+          return;
+        }
+        call(base)
+          .then(() => setTimeout(connect, wait))
+          .catch((error) => {
+            state.textContent = "Cannot follow this execution: " + error.message;
+          });
       };
     };
     connect();

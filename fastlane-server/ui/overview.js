@@ -13,17 +13,23 @@ export async function render(main) {
   main.replaceChildren(h("h1", {}, "Overview"), out, body);
   let timer = null;
   let stopped = false;
+  let latest = 0;
 
+  // One refresh loop: a refresh started while another is on its way (after
+  // a button) supersedes it.
   async function refresh() {
     clearTimeout(timer);
+    const mine = ++latest;
+    let shown;
     try {
       const status = await call("/status");
-      if (stopped) return;
-      body.replaceChildren(...sections(status, out, refresh));
+      shown = sections(status, out, refresh);
     } catch (error) {
-      if (!stopped) body.replaceChildren(message("error", "Could not read /status: " + error.message));
+      shown = [message("error", "Could not read /status: " + error.message)];
     }
-    if (!stopped) timer = setTimeout(refresh, REFRESH_MS);
+    if (stopped || mine !== latest) return;
+    body.replaceChildren(...shown);
+    timer = setTimeout(refresh, REFRESH_MS);
   }
   await refresh();
   return () => {

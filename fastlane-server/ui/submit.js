@@ -80,6 +80,8 @@ function request(inputs) {
   }
   for (const name of ["retries", "timeout"]) {
     const text = inputs[name].value.trim();
+    // A number input holding what is not a number reads as empty.
+    if (inputs[name].validity.badInput) throw Object.assign(new Error(`${name} must be a whole number`), { field: name });
     if (!text) continue;
     const number = Number(text);
     if (!Number.isInteger(number)) throw Object.assign(new Error(`${name} must be a whole number`), { field: name });

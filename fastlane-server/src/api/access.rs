@@ -64,13 +64,14 @@ enum Need {
     Admin,
 }
 
-/// The `Authorization` value a WebSocket handshake carries as a
-/// subprotocol ([`SOCKET_AUTHORIZATION_PREFIX`]), if any.
+/// The `Authorization` value a WebSocket handshake to a `…/ws` route
+/// carries as a subprotocol ([`SOCKET_AUTHORIZATION_PREFIX`]), if any.
 fn socket_credentials(request: &Request) -> Option<String> {
     let upgrade = request
         .header(header::UPGRADE)
         .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
-    if !upgrade {
+    let socket_route = request.uri().path().trim_end_matches('/').ends_with("/ws");
+    if !upgrade || request.method() != Method::GET || !socket_route {
         return None;
     }
     request
@@ -437,6 +438,56 @@ mod tests {
         assert_eq!(
             need(Method::POST, "/docker-executor/blacklist"),
             Need::Admin
+        );
+    }
+
+    #[test]
+    fn a_socket_handshake_may_carry_its_credentials_as_a_subprotocol() {
+        let handshake = |method: Method, path: &str, upgrade: bool, protocols: &str| {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path.parse::<poem::http::Uri>().unwrap_or_default())
+                .header(header::SEC_WEBSOCKET_PROTOCOL, protocols);
+            if upgrade {
+                request = request.header(header::UPGRADE, "websocket");
+            }
+            socket_credentials(&request.finish())
+        };
+        let ws = "/tasks/t/jobs/j/ws";
+        let offered = "fastlane, fastlane.authorization.Bearer%20a%28b%29%3Dc";
+        assert_eq!(
+            handshake(Method::GET, ws, true, offered).as_deref(),
+            Some("Bearer a(b)=c"),
+            "percent-decoded"
+        );
+        assert_eq!(
+            handshake(Method::GET, ws, true, "fastlane.authorization.Basic%20dTpw").as_deref(),
+            Some("Basic dTpw")
+        );
+        assert_eq!(
+            handshake(Method::GET, ws, false, offered),
+            None,
+            "not a handshake"
+        );
+        assert_eq!(
+            handshake(Method::POST, ws, true, offered),
+            None,
+            "not a GET"
+        );
+        assert_eq!(
+            handshake(Method::GET, "/tasks/t", true, offered),
+            None,
+            "not a socket route"
+        );
+        assert_eq!(
+            handshake(Method::GET, ws, true, "fastlane"),
+            None,
+            "none offered"
+        );
+        assert_eq!(
+            handshake(Method::GET, ws, true, "fastlane.authorization.%FF"),
+            None,
+            "not UTF-8"
         );
     }
 

@@ -24,6 +24,7 @@ mod ordered;
 mod params;
 mod requests;
 mod submit;
+mod task_jobs;
 mod tasks;
 mod ui;
 mod views;
@@ -53,6 +54,7 @@ pub enum ApiTags {
 type Apis = (
     health::HealthApi,
     tasks::TasksApi,
+    task_jobs::TaskJobsApi,
     control::ControlApi,
     executions::ExecutionsApi,
     blacklist::BlacklistApi,
@@ -65,6 +67,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
         (
             health::HealthApi,
             tasks::TasksApi,
+            task_jobs::TaskJobsApi,
             control::ControlApi,
             executions::ExecutionsApi,
             blacklist::BlacklistApi,

@@ -23,7 +23,9 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 struct Asset {
     /// Its path under `/ui/assets/`.
     name: &'static str,
+    /// Its `Content-Type`.
     content_type: &'static str,
+    /// Its text, compiled in.
     body: &'static str,
 }
 
@@ -37,6 +39,7 @@ macro_rules! assets {
     };
 }
 
+/// The `Content-Type` of the ES modules.
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// The files under `/ui/assets/`.
@@ -64,10 +67,13 @@ impl Endpoint for Ui {
 
     async fn call(&self, request: Request) -> poem::Result<Response> {
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
-            return Ok(super::error::framework_error(poem::Error::from_status(
+            let mut response = super::error::framework_error(poem::Error::from_status(
                 StatusCode::METHOD_NOT_ALLOWED,
-            ))
-            .into_response());
+            ));
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            return Ok(response);
         }
         let path = request.uri().path();
         let response = match path.strip_prefix("/ui/assets/") {
@@ -84,6 +90,7 @@ impl Endpoint for Ui {
     }
 }
 
+/// A file of the UI with the headers every one of them carries.
 fn file(content_type: &'static str, body: &'static str) -> Response {
     Response::builder()
         .content_type(content_type)

@@ -155,6 +155,21 @@ pub enum StatusView {
     Stopped,
 }
 
+impl From<StatusView> for ExecutionStatus {
+    fn from(status: StatusView) -> Self {
+        match status {
+            StatusView::Enqueued => Self::Enqueued,
+            StatusView::Pulling => Self::Pulling,
+            StatusView::Running => Self::Running,
+            StatusView::Done => Self::Done,
+            StatusView::Failed => Self::Failed,
+            StatusView::Timedout => Self::Timedout,
+            StatusView::Expired => Self::Expired,
+            StatusView::Stopped => Self::Stopped,
+        }
+    }
+}
+
 impl From<ExecutionStatus> for StatusView {
     fn from(status: ExecutionStatus) -> Self {
         match status {

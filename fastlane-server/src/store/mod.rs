@@ -15,7 +15,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use fastlane_sdk::{Execution, Job, Task};
+use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -99,6 +99,9 @@ pub struct JobSummary {
     /// When it was created.
     pub created_at: DateTime<Utc>,
 }
+
+/// A job and its newest execution, if it has one yet.
+pub type JobWithNewest = (Job, Option<Execution>);
 
 impl From<Job> for JobSummary {
     fn from(job: Job) -> Self {
@@ -479,6 +482,41 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// A task and its jobs, most recently changed first.
     async fn task(&self, task_id: &str) -> Result<Option<(Task, Vec<JobSummary>)>, StoreError>;
+
+    /// A page of task `task_id`'s jobs, most recently changed first, each
+    /// with its newest execution, and how many there are in all; with
+    /// `status`, only the jobs whose newest execution has it. `None` for an
+    /// unknown task. This default reads the whole task; the SQL stores
+    /// override it with one query over their indexes.
+    async fn task_jobs(
+        &self,
+        task_id: &str,
+        status: Option<ExecutionStatus>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Option<(Vec<JobWithNewest>, u64)>, StoreError> {
+        let Some((_, summaries)) = self.task(task_id).await? else {
+            return Ok(None);
+        };
+        let mut matching = Vec::new();
+        for summary in summaries {
+            let Some(job) = self.job(task_id, &summary.job_id).await? else {
+                continue;
+            };
+            let (mut newest, _) = self.executions(&job.job_id, 1).await?;
+            let newest = newest.pop();
+            if status.is_none_or(|wanted| newest.as_ref().is_some_and(|e| e.status == wanted)) {
+                matching.push((job, newest));
+            }
+        }
+        let total = matching.len() as u64;
+        let page = matching
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect();
+        Ok(Some((page, total)))
+    }
 
     /// A job's newest executions (at most `limit`, newest first) and how
     /// many it has in all.

@@ -22,6 +22,7 @@ use fastlane_sdk::{Execution, Job, Task};
 mod admission;
 mod group;
 mod hosts;
+mod listing;
 mod logs;
 mod messages;
 mod rows;
@@ -33,8 +34,8 @@ use admission::{give_back_finished, held_slots, lock_admission, read_line};
 use rows::{big, col, count, document, listed, one, pg};
 
 use super::{
-    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals, Outgoing,
-    Store, StoreError, Submission, TaskBacklog, TaskSummary, admissible_in_order,
+    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, JobWithNewest, LogPiece, LogTotals,
+    Outgoing, Store, StoreError, Submission, TaskBacklog, TaskSummary, admissible_in_order,
 };
 
 /// Statuses of executions that have not reached a final status, in SQL.
@@ -316,6 +317,16 @@ impl Store for PostgresStore {
             .map(JobSummary::from)
             .collect();
         Ok(Some((task, jobs)))
+    }
+
+    async fn task_jobs(
+        &self,
+        task_id: &str,
+        status: Option<fastlane_sdk::ExecutionStatus>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Option<(Vec<JobWithNewest>, u64)>, StoreError> {
+        listing::task_jobs(self, task_id, status, offset, limit).await
     }
 
     async fn executions(

@@ -6,16 +6,17 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use fastlane_sdk::{Execution, Job, Task};
+use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 use super::{
-    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals, Outgoing,
-    Store, StoreError, Submission, TaskBacklog, TaskSummary, task_words,
+    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, JobWithNewest, LogPiece, LogTotals,
+    Outgoing, Store, StoreError, Submission, TaskBacklog, TaskSummary, task_words,
 };
 use crate::embedded::{Db, DbError};
 
 mod admission;
 mod hosts;
+mod listing;
 mod logs;
 mod messages;
 
@@ -551,6 +552,16 @@ impl Store for SqliteStore {
             .map(JobSummary::from)
             .collect();
         Ok(Some((task, jobs)))
+    }
+
+    async fn task_jobs(
+        &self,
+        task_id: &str,
+        status: Option<ExecutionStatus>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Option<(Vec<JobWithNewest>, u64)>, StoreError> {
+        listing::task_jobs(self, task_id, status, offset, limit).await
     }
 
     async fn executions(

@@ -120,7 +120,7 @@ async fn a_job_submitted_from_the_form_shows_its_output_live_and_ends_done() -> 
     browser
         .type_into(
             "#field-command",
-            "sh -c 'echo first; sleep 4; echo second; echo oops >&2'",
+            "sh -c 'echo first; sleep 8; echo second; echo oops >&2'",
         )
         .await?;
     browser.type_into("#field-envs", "GREETING=hello").await?;
@@ -154,14 +154,28 @@ async fn a_job_submitted_from_the_form_shows_its_output_live_and_ends_done() -> 
     assert_eq!(job["job"]["executions"][0]["status"], "done");
     assert_eq!(job["job"]["metadata"]["envs"]["GREETING"], "hello");
     browser.wait_for_text("table", "✓ done", PATIENCE).await?;
+    browser
+        .wait_for_text("table", "GREETING\thello", PATIENCE)
+        .await?;
     accessible(&browser, "job").await?;
     photograph(&browser, "job").await?;
 
     // The task's page lists the job; the tasks page lists the task.
     browser.click("a[href^='/ui/tasks/ui-submit']").await?;
     browser.wait_for_text("table", &job_id, PATIENCE).await?;
+    browser.wait_for_text("table", "✓ done", PATIENCE).await?;
     accessible(&browser, "task").await?;
     photograph(&browser, "task").await?;
+    // Narrowed to failed jobs, the task shows none.
+    browser
+        .eval::<Value>(
+            "(() => { const s = document.getElementById('status-filter'); \
+             s.value = 'failed'; s.dispatchEvent(new Event('change')); })()",
+        )
+        .await?;
+    browser
+        .wait_for_text("main", "No job of this task is failed.", PATIENCE)
+        .await?;
     browser.goto(&server.url("/ui/tasks")).await?;
     browser.wait_for_text("table", &task, PATIENCE).await?;
     accessible(&browser, "tasks").await?;
@@ -302,7 +316,11 @@ async fn a_host_blacklisted_from_the_ui_is_blacklisted_in_status() -> anyhow::Re
         .wait_for_text(&button, "Blacklist", PATIENCE)
         .await?;
     let (_, status) = server.get("/status").await?;
-    assert_eq!(status["hosts"][0]["blacklisted"], false, "{status}");
+    let shown = status["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["host"] == host.as_str()))
+        .context("the host in /status")?;
+    assert_eq!(shown["blacklisted"], false, "{status}");
     Ok(())
 }
 
@@ -343,7 +361,7 @@ async fn with_a_token_configured_the_ui_asks_for_it_and_follows_logs_with_it() -
         .client()
         .post(server.url(&format!("/tasks/{task}")))
         .bearer_auth(token)
-        .json(&json!({"image": image(), "command": "sh -c 'echo hi; sleep 4; echo bye'"}))
+        .json(&json!({"image": image(), "command": "sh -c 'echo hi; sleep 8; echo bye'"}))
         .send()
         .await?
         .error_for_status()?
