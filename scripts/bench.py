@@ -172,6 +172,38 @@ def batches(binary, seconds):
         server.stop()
 
 
+def big_task(binary, jobs):
+    """Response times of what the admin UI reads, with one task of `jobs`
+    jobs (nothing runs: the only host is blacklisted): a task's page of jobs
+    (first, last, filtered by status), /status, and the whole-task listing
+    the UI no longer reads, each the median of five."""
+    server = Server(binary, [{"match": "", "hosts": ["127.0.0.1:9"]}])
+    try:
+        server.request("POST", "/docker-executor/blacklist", {"host": "127.0.0.1:9"})
+        job = json.loads(BODY)
+        for _ in range(jobs // 1000):
+            server.request("POST", "/tasks/big/batch", {"jobs": [job] * 1000})
+        first = server.request("GET", "/tasks/big/jobs")
+        timed = {}
+        for name, path in [
+            ("task page 1", "/tasks/big/jobs?page=1"),
+            (f"task page {first['pages']} (the last)", f"/tasks/big/jobs?page={first['pages']}"),
+            ("task page 1, status=enqueued", "/tasks/big/jobs?page=1&status=enqueued"),
+            ("task page 1, status=failed (none)", "/tasks/big/jobs?page=1&status=failed"),
+            ("/status", "/status"),
+            ("GET /tasks/big (every job)", "/tasks/big"),
+        ]:
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                server.request("GET", path)
+                times.append((time.perf_counter() - start) * 1000)
+            timed[name] = sorted(times)[2]
+        return first["total"], timed
+    finally:
+        server.stop()
+
+
 def queued(server):
     status = server.request("GET", "/status")
     return status.get("queues", {}).get("jobs", {}).get("length") or sum(
@@ -425,6 +457,9 @@ def main():
     parser.add_argument("--only-drain", action="store_true", help="measure only the drain row")
     parser.add_argument("--only-late", action="store_true", help="measure only the firing lateness")
     parser.add_argument("--only-batch", action="store_true", help="measure only the batch route")
+    parser.add_argument("--only-ui", action="store_true",
+                        help="measure only what the admin UI reads, on a task of --ui-jobs jobs")
+    parser.add_argument("--ui-jobs", type=int, default=100000)
     parser.add_argument("--networked", action="store_true",
                         help="also measure a `fastlane api` on PostgreSQL and Redis")
     parser.add_argument("--only-networked", action="store_true", help="measure only the networked rows")
@@ -441,6 +476,12 @@ def main():
         b = batches(args.binary, args.seconds)
         print(f"batch route, {BATCH:,} jobs a request: {b['jobs']:,.0f} jobs/s, p50 {b['p50']:.0f} ms, "
               f"p99 {b['p99']:.0f} ms ({b['errors']} non-2xx)")
+        return 0
+    if args.only_ui:
+        total, timed = big_task(args.binary, args.ui_jobs)
+        print(f"one task of {total:,} jobs, median of five:")
+        for name, ms in timed.items():
+            print(f"  {name}: {ms:.0f} ms")
         return 0
     if args.only_late:
         late = lateness(args.binary, args.late_jobs)

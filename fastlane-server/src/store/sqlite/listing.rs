@@ -9,26 +9,43 @@ use crate::store::{JobWithNewest, StoreError, named, readable, sql_int};
 
 use super::{SqliteStore, from_json};
 
-/// The jobs of a task joined to their newest execution (the one
-/// `executions_by_job` finds last), newest change first.
-const PAGE: &str = "
-    SELECT j.job_id, j.data, e.execution_id, e.data
-    FROM jobs j
-    LEFT JOIN executions e ON e.rowid = (
-        SELECT rowid FROM executions WHERE job_id = j.job_id
-        ORDER BY created_at DESC, rowid DESC LIMIT 1)
-    WHERE j.task_id = ?1 AND (?2 IS NULL OR e.status = ?2)
-    ORDER BY j.last_modified_at DESC, j.job_id
-    LIMIT ?3 OFFSET ?4";
+/// The newest execution of job `j` (the one `executions_by_job` finds
+/// last), as a join.
+macro_rules! newest {
+    () => {
+        "LEFT JOIN executions e ON e.rowid = (
+            SELECT rowid FROM executions WHERE job_id = j.job_id
+            ORDER BY created_at DESC, rowid DESC LIMIT 1)"
+    };
+}
+
+/// A page of a task's jobs, newest change first, joined to their newest
+/// execution: the page is picked on `jobs_by_task` alone, so only its
+/// rows are joined (the last of 100,000 jobs' pages came in 3.2 s when
+/// every skipped row was joined too).
+const PAGE: &str = concat!(
+    "SELECT j.job_id, j.data, e.execution_id, e.data
+     FROM (SELECT rowid AS picked FROM jobs WHERE task_id = ?1
+           ORDER BY last_modified_at DESC, rowid DESC LIMIT ?2 OFFSET ?3) page
+     JOIN jobs j ON j.rowid = page.picked ",
+    newest!(),
+    " ORDER BY j.last_modified_at DESC, j.rowid DESC"
+);
+
+/// A page of the jobs of a task whose newest execution has status `?2`.
+const PAGE_IN_STATUS: &str = concat!(
+    "SELECT j.job_id, j.data, e.execution_id, e.data FROM jobs j ",
+    newest!(),
+    " WHERE j.task_id = ?1 AND e.status = ?2
+     ORDER BY j.last_modified_at DESC, j.rowid DESC LIMIT ?3 OFFSET ?4"
+);
 
 /// How many jobs of a task have a newest execution in a status.
-const COUNT_IN_STATUS: &str = "
-    SELECT COUNT(*)
-    FROM jobs j
-    JOIN executions e ON e.rowid = (
-        SELECT rowid FROM executions WHERE job_id = j.job_id
-        ORDER BY created_at DESC, rowid DESC LIMIT 1)
-    WHERE j.task_id = ?1 AND e.status = ?2";
+const COUNT_IN_STATUS: &str = concat!(
+    "SELECT COUNT(*) FROM jobs j ",
+    newest!(),
+    " WHERE j.task_id = ?1 AND e.status = ?2"
+);
 
 type Row = (String, String, Option<String>, Option<String>);
 
@@ -63,12 +80,17 @@ pub(super) async fn task_jobs(
                     |r| r.get(0),
                 )?,
             };
-            let mut stmt = conn.prepare_cached(PAGE)?;
-            let rows: Vec<Row> = stmt
-                .query_map(params![task_id, status, limit, offset], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<Result<_, _>>()?;
+            let read = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+            let rows: Vec<Row> = match status {
+                Some(status) => conn
+                    .prepare_cached(PAGE_IN_STATUS)?
+                    .query_map(params![task_id, status, limit, offset], read)?
+                    .collect::<Result<_, _>>()?,
+                None => conn
+                    .prepare_cached(PAGE)?
+                    .query_map(params![task_id, limit, offset], read)?
+                    .collect::<Result<_, _>>()?,
+            };
             Ok(Some((rows, total)))
         })
         .await?;
