@@ -15,9 +15,11 @@ pub struct ErrorBody {
     pub error: String,
     /// Which operation failed (`create_job`, `get_task`, …).
     pub operation: String,
-    /// The field of the request at fault, when a job request was refused
-    /// for one (`cron`, `envs.PATH`, `webhooks.succeeds[0].url`), so that a
-    /// form can show the error beside it.
+    /// The field of the request at fault, when a job request sent to
+    /// `POST /tasks/{taskId}` or `PUT …/jobs/{jobId}` was refused for one
+    /// (`cron`, `envs.PATH`, `webhooks.succeeds[0].url`), so that a form can
+    /// show the error beside it. A batch's refusals name the job in their
+    /// text (`jobs[3]: …`) instead.
     #[oai(skip_serializing_if_is_none)]
     pub field: Option<String>,
 }

@@ -9,12 +9,12 @@ use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::{Object, OpenApi, payload::Json};
 
-use fastlane_sdk::{Execution, ExecutionStatus, Job, Schedule};
+use fastlane_sdk::{Execution, ExecutionStatus, Job};
 
 use super::ApiTags;
 use super::error::ApiError;
 use super::params::Page;
-use super::views::StatusView;
+use super::views::{StatusView, cron_of, next_run_of};
 use crate::services::Services;
 use crate::urls::Urls;
 
@@ -174,11 +174,8 @@ fn item(job: Job, newest: Option<Execution>, urls: &Urls) -> JobItem {
     });
     JobItem {
         url: urls.job(&job.task_id, &job.job_id),
-        cron: match &job.spec.schedule {
-            Schedule::Cron { expression, .. } => Some(expression.clone()),
-            _ => None,
-        },
-        next_run_at: job.next_run_at.filter(|_| !job.stopped),
+        cron: cron_of(&job).0,
+        next_run_at: next_run_of(&job),
         created_at: job.created_at,
         last_modified_at: job.last_modified_at,
         image: job.spec.image,

@@ -1,7 +1,6 @@
 //! Task and job routes: list tasks, read a task, submit a job, read a job.
 
 use chrono::Utc;
-use fastlane_sdk::Schedule;
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::{
@@ -17,7 +16,7 @@ use super::params::{NewTaskId, Page};
 use super::submit::{self, Asked};
 use super::views::{
     BatchCreated, JobCreated, JobDetails, JobView, Link, TaskDetails, TaskItem, TaskJob, TaskPage,
-    execution_view, job_metadata,
+    cron_of, execution_view, job_metadata, next_run_of,
 };
 use super::{ApiTags, JOB_NOT_FOUND, client_ip, find_job};
 use crate::services::Services;
@@ -334,6 +333,7 @@ impl TasksApi {
             .await
             .map_err(ApiError::store(OP))?;
         let urls = super::urls_for(request, &services);
+        let (cron, cron_timezone) = cron_of(&job);
         Ok(Json(JobDetails {
             task: Link {
                 id: job.task_id.clone(),
@@ -347,16 +347,10 @@ impl TasksApi {
                     .map(|e| execution_view(e, &urls))
                     .collect(),
                 execution_count,
-                scheduled: job.next_run_at.is_some() && !job.stopped,
-                cron: match &job.spec.schedule {
-                    Schedule::Cron { expression, .. } => Some(expression.clone()),
-                    _ => None,
-                },
-                cron_timezone: match &job.spec.schedule {
-                    Schedule::Cron { timezone, .. } => timezone.clone(),
-                    _ => None,
-                },
-                next_run_at: job.next_run_at.filter(|_| !job.stopped),
+                scheduled: next_run_of(&job).is_some(),
+                cron,
+                cron_timezone,
+                next_run_at: next_run_of(&job),
                 image: job.spec.image,
                 command: job.spec.command,
                 created_at: job.created_at,

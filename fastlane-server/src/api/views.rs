@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
 use serde_json::{Value, json};
 
-use fastlane_sdk::{Execution, ExecutionStatus, Job};
+use fastlane_sdk::{Execution, ExecutionStatus, Job, Schedule};
 
 use crate::redact::{redact_envs, redact_webhooks};
 use crate::urls::Urls;
@@ -153,6 +153,23 @@ pub enum StatusView {
     Expired,
     /// Stopped by a user.
     Stopped,
+}
+
+/// The expression and time zone of a cron job; `(None, None)` for others.
+pub fn cron_of(job: &Job) -> (Option<String>, Option<String>) {
+    match &job.spec.schedule {
+        Schedule::Cron {
+            expression,
+            timezone,
+        } => (Some(expression.clone()), timezone.clone()),
+        _ => (None, None),
+    }
+}
+
+/// When a job runs next: a delayed or cron job's next slot, none once the
+/// job is stopped.
+pub fn next_run_of(job: &Job) -> Option<DateTime<Utc>> {
+    job.next_run_at.filter(|_| !job.stopped)
 }
 
 impl From<StatusView> for ExecutionStatus {
