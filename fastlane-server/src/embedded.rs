@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS blacklist (
 /// versions were kept: the first migration creates whatever is missing.
 /// Every schema change is a new migration at the end; one that shipped is
 /// never edited.
-const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES];
+const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES, NEWEST_AND_ENDED];
 
 /// Version 2: the notification deliveries owed, kept from the status change
 /// that calls for them until they are made or given up
@@ -113,6 +113,36 @@ CREATE TABLE IF NOT EXISTS deliveries (
     payload TEXT NOT NULL,
     due_ms  INTEGER NOT NULL
 ) WITHOUT ROWID;
+"#;
+
+/// Version 3: what listings filter and sort on without reading every
+/// execution. Each job keeps the status and creation time of its newest
+/// execution (`newest_status`, `newest_at`), written by triggers on every
+/// execution insert and status change, so no write path can forget them:
+/// a task's jobs filtered by status, and a task's last run, are index
+/// reads. Executions are indexed by status and end time, for the activity
+/// of the last hour and the latest failures.
+const NEWEST_AND_ENDED: &str = r#"
+ALTER TABLE jobs ADD COLUMN newest_status TEXT;
+ALTER TABLE jobs ADD COLUMN newest_at TEXT;
+UPDATE jobs SET (newest_status, newest_at) = (
+    SELECT e.status, e.created_at FROM executions e WHERE e.job_id = jobs.job_id
+    ORDER BY e.created_at DESC, e.rowid DESC LIMIT 1);
+CREATE INDEX IF NOT EXISTS jobs_by_task_status ON jobs (task_id, newest_status, last_modified_at);
+CREATE INDEX IF NOT EXISTS jobs_by_task_newest ON jobs (task_id, newest_at);
+CREATE INDEX IF NOT EXISTS executions_by_end
+    ON executions (status, json_extract(data, '$.finished_at'));
+CREATE TRIGGER IF NOT EXISTS executions_newest_on_insert AFTER INSERT ON executions
+BEGIN
+    UPDATE jobs SET newest_status = NEW.status, newest_at = NEW.created_at
+    WHERE job_id = NEW.job_id AND (newest_at IS NULL OR newest_at <= NEW.created_at);
+END;
+CREATE TRIGGER IF NOT EXISTS executions_newest_on_status AFTER UPDATE OF status ON executions
+WHEN OLD.status IS NOT NEW.status
+BEGIN
+    UPDATE jobs SET newest_status = NEW.status, newest_at = NEW.created_at
+    WHERE job_id = NEW.job_id AND (newest_at IS NULL OR newest_at <= NEW.created_at);
+END;
 "#;
 
 /// The schema version this build reads and writes.
@@ -572,6 +602,48 @@ mod tests {
             "{err}"
         );
         assert_eq!(version(&dir), 999, "left as it is");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A database of the previous version keeps its records and gains what
+    /// the new version reads: each job's newest execution status.
+    #[tokio::test]
+    async fn a_database_of_the_previous_version_is_brought_up_to_date() {
+        let dir = std::env::temp_dir().join(format!("fastlane-db-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let old = Connection::open(dir.join("fastlane.db")).expect("open");
+        old.execute_batch(&MIGRATIONS[..2].concat())
+            .expect("version 2");
+        old.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (2);
+             INSERT INTO jobs (job_id, task_id, last_modified_at, data)
+                 VALUES ('j', 't', '2026-01-01T00:00:00.000000Z', '{}');
+             INSERT INTO executions (execution_id, job_id, created_at, status, data) VALUES
+                 ('e1', 'j', '2026-01-01T00:00:01.000000Z', 'failed', '{}'),
+                 ('e2', 'j', '2026-01-01T00:00:02.000000Z', 'running', '{}');",
+        )
+        .expect("records");
+        drop(old);
+        let db = Db::open(&dir).expect("migrated");
+        let newest: (String, String) = db
+            .read(|conn| {
+                Ok(conn.query_row(
+                    "SELECT newest_status, newest_at FROM jobs WHERE job_id = 'j'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .expect("read");
+        assert_eq!(
+            newest,
+            (
+                "running".to_owned(),
+                "2026-01-01T00:00:02.000000Z".to_owned()
+            )
+        );
+        drop(db);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -89,6 +89,38 @@ pub struct TaskSummary {
     pub task: Task,
     /// How many jobs it has.
     pub jobs_count: u64,
+    /// The status of its newest execution, once it has one.
+    pub last_status: Option<ExecutionStatus>,
+}
+
+/// An execution that reached a final status, in brief: what the activity
+/// of the last hour and the latest failures are made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ended {
+    /// The execution id.
+    pub execution_id: String,
+    /// Its job.
+    pub job_id: String,
+    /// Its job's task.
+    pub task_id: String,
+    /// Its final status.
+    pub status: ExecutionStatus,
+    /// When its container started, if it did.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached its final status.
+    pub finished_at: DateTime<Utc>,
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i64>,
+    /// What went wrong, if something did.
+    pub error: Option<String>,
+}
+
+/// `ended` the latest end first, at most `limit` of them: the merge of
+/// the per-status reads of [`Store::ended_since`].
+pub fn latest_first(mut ended: Vec<Ended>, limit: u64) -> Vec<Ended> {
+    ended.sort_by_key(|e| std::cmp::Reverse(e.finished_at));
+    ended.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    ended
 }
 
 /// A job's id and creation time, for task details.
@@ -517,6 +549,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             .collect();
         Ok(Some((page, total)))
     }
+
+    /// The executions that reached one of `statuses` (final ones) at or
+    /// after `since`, the most recently ended first, at most `limit`.
+    async fn ended_since(
+        &self,
+        since: DateTime<Utc>,
+        statuses: &[ExecutionStatus],
+        limit: u64,
+    ) -> Result<Vec<Ended>, StoreError>;
 
     /// A job's newest executions (at most `limit`, newest first) and how
     /// many it has in all.

@@ -50,26 +50,25 @@ use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, ClientSession, Collection, Database};
 use serde_json::Value;
 
-use fastlane_sdk::{Execution, Job, Task};
+use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 mod admission;
 mod documents;
 mod hosts;
+mod listing;
 mod logs;
 mod messages;
 mod schema;
 mod writes;
 
 use admission::{Holder, Waiter};
-use documents::{
-    big, corrupt, count, date, field, from_record, is_duplicate_key, json, mongo, text,
-};
+use documents::{big, corrupt, date, field, from_record, is_duplicate_key, json, mongo};
 use schema::{COUNTERS, EXECUTIONS, JOBS, TASKS};
 use writes::StoredExecution;
 
 use super::{
-    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals, Outgoing,
-    Store, StoreError, Submission, TaskSummary, admissible_in_order,
+    Admission, Ended, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals,
+    Outgoing, Store, StoreError, Submission, TaskSummary, admissible_in_order,
 };
 
 /// Statuses of executions that have not reached a final status.
@@ -303,63 +302,6 @@ impl MongoStore {
         }
         Err(mongo(err))
     }
-
-    /// A page of tasks in creation order, all of them or those having `word`.
-    async fn task_page(
-        &self,
-        word: Option<&str>,
-        offset: u64,
-        limit: u64,
-    ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        let filter = match word {
-            None => Document::new(),
-            Some(word) => match search_filter(word) {
-                Some(filter) => filter,
-                None => return Ok((Vec::new(), 0)),
-            },
-        };
-        let tasks = self.collection(TASKS);
-        let total = tasks.count_documents(filter.clone()).await.map_err(mongo)?;
-        if limit == 0 {
-            return Ok((Vec::new(), total));
-        }
-        let page: Vec<Document> = tasks
-            .find(filter)
-            .sort(doc! {"seq": 1})
-            // The driver sends a signed number: past i64::MAX, nothing is left.
-            .skip(offset.min(i64::MAX.unsigned_abs()))
-            .limit(big(limit))
-            .await
-            .map_err(mongo)?
-            .try_collect()
-            .await
-            .map_err(mongo)?;
-        let tasks: Vec<Task> = listed("task", &page, from_record)?;
-        let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
-        let counted: Vec<Document> = self
-            .collection(JOBS)
-            .aggregate([
-                doc! {"$match": {"task_id": {"$in": ids}}},
-                doc! {"$group": {"_id": "$task_id", "n": {"$sum": 1}}},
-            ])
-            .await
-            .map_err(mongo)?
-            .try_collect()
-            .await
-            .map_err(mongo)?;
-        let mut jobs = std::collections::HashMap::new();
-        for group in &counted {
-            jobs.insert(text(group, "_id")?, count(group.get("n"))?);
-        }
-        let summaries = tasks
-            .into_iter()
-            .map(|task| TaskSummary {
-                jobs_count: jobs.get(&task.task_id).copied().unwrap_or(0),
-                task,
-            })
-            .collect();
-        Ok((summaries, total))
-    }
 }
 
 /// The queue message a document of `outbox` or `deliveries` holds; errors
@@ -447,7 +389,7 @@ impl Store for MongoStore {
     }
 
     async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        self.task_page(None, offset, limit).await
+        listing::task_page(self, None, offset, limit).await
     }
 
     async fn task(&self, task_id: &str) -> Result<Option<(Task, Vec<JobSummary>)>, StoreError> {
@@ -497,6 +439,15 @@ impl Store for MongoStore {
             .await
             .map_err(mongo)?;
         Ok((listed("execution", &newest, execution_from)?, total))
+    }
+
+    async fn ended_since(
+        &self,
+        since: DateTime<Utc>,
+        statuses: &[ExecutionStatus],
+        limit: u64,
+    ) -> Result<Vec<Ended>, StoreError> {
+        listing::ended_since(self, since, statuses, limit).await
     }
 
     async fn execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
@@ -640,8 +591,7 @@ impl Store for MongoStore {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        self.task_page(Some(&word.to_lowercase()), offset, limit)
-            .await
+        listing::task_page(self, Some(&word.to_lowercase()), offset, limit).await
     }
 
     async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError> {

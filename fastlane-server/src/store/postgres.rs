@@ -17,7 +17,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Transaction};
 
-use fastlane_sdk::{Execution, Job, Task};
+use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 mod admission;
 mod group;
@@ -34,8 +34,9 @@ use admission::{give_back_finished, held_slots, lock_admission, read_line};
 use rows::{big, col, count, document, listed, one, pg};
 
 use super::{
-    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, JobWithNewest, LogPiece, LogTotals,
-    Outgoing, Store, StoreError, Submission, TaskBacklog, TaskSummary, admissible_in_order,
+    Admission, Ended, Gate, GateUsage, IdempotencyRecord, JobSummary, JobWithNewest, LogPiece,
+    LogTotals, Outgoing, Store, StoreError, Submission, TaskBacklog, TaskSummary,
+    admissible_in_order,
 };
 
 /// Statuses of executions that have not reached a final status, in SQL.
@@ -110,51 +111,6 @@ impl PostgresStore {
     /// Runs `sql` on a pooled connection and returns how many rows it changed.
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         self.client().await?.execute(sql, params).await.map_err(pg)
-    }
-
-    /// A page of tasks in creation order, all of them or those having `word`.
-    async fn task_page(
-        &self,
-        word: Option<String>,
-        offset: u64,
-        limit: u64,
-    ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        let pattern = super::search_pattern(word);
-        let client = self.client().await?;
-        let total = client
-            .query_one(
-                "SELECT COUNT(*) FROM tasks WHERE words LIKE $1 ESCAPE ''",
-                &[&pattern],
-            )
-            .await
-            .map_err(pg)?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT t.task_id, t.created_at, {},
-                        (SELECT COUNT(*) FROM jobs j WHERE j.task_id = t.task_id)
-                 FROM tasks t WHERE t.words LIKE $3 ESCAPE '' ORDER BY t.seq
-                 LIMIT $1 OFFSET $2",
-                    submit::TASK_MODIFIED
-                ),
-                &[&big(limit), &big(offset), &pattern],
-            )
-            .await
-            .map_err(pg)?;
-        let tasks = rows
-            .iter()
-            .map(|row| {
-                Ok(TaskSummary {
-                    task: Task {
-                        task_id: col(row, 0)?,
-                        created_at: col(row, 1)?,
-                        last_modified_at: col(row, 2)?,
-                    },
-                    jobs_count: count(row, 3)?,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok((tasks, count(&total, 0)?))
     }
 }
 
@@ -282,7 +238,7 @@ impl Store for PostgresStore {
     }
 
     async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        self.task_page(None, offset, limit).await
+        listing::task_page(self, None, offset, limit).await
     }
 
     async fn task(&self, task_id: &str) -> Result<Option<(Task, Vec<JobSummary>)>, StoreError> {
@@ -327,6 +283,15 @@ impl Store for PostgresStore {
         limit: u64,
     ) -> Result<Option<(Vec<JobWithNewest>, u64)>, StoreError> {
         listing::task_jobs(self, task_id, status, offset, limit).await
+    }
+
+    async fn ended_since(
+        &self,
+        since: DateTime<Utc>,
+        statuses: &[ExecutionStatus],
+        limit: u64,
+    ) -> Result<Vec<Ended>, StoreError> {
+        listing::ended_since(self, since, statuses, limit).await
     }
 
     async fn executions(
@@ -475,8 +440,7 @@ impl Store for PostgresStore {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        self.task_page(Some(word.to_lowercase()), offset, limit)
-            .await
+        listing::task_page(self, Some(word.to_lowercase()), offset, limit).await
     }
 
     async fn unfinished_executions(&self) -> Result<Vec<Execution>, StoreError> {

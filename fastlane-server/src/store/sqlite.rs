@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 use super::{
-    Admission, Gate, GateUsage, IdempotencyRecord, JobSummary, JobWithNewest, LogPiece, LogTotals,
-    Outgoing, Store, StoreError, Submission, TaskBacklog, TaskSummary, task_words,
+    Admission, Ended, Gate, GateUsage, IdempotencyRecord, JobSummary, JobWithNewest, LogPiece,
+    LogTotals, Outgoing, Store, StoreError, Submission, TaskBacklog, TaskSummary, task_words,
 };
 use crate::embedded::{Db, DbError};
 
@@ -383,7 +383,7 @@ impl Store for SqliteStore {
     }
 
     async fn tasks(&self, offset: u64, limit: u64) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        self.task_page(None, offset, limit).await
+        listing::task_page(self, None, offset, limit).await
     }
 
     async fn search_tasks(
@@ -392,8 +392,7 @@ impl Store for SqliteStore {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        self.task_page(Some(word.to_lowercase()), offset, limit)
-            .await
+        listing::task_page(self, Some(word.to_lowercase()), offset, limit).await
     }
 
     async fn mark_stopped(
@@ -562,6 +561,15 @@ impl Store for SqliteStore {
         limit: u64,
     ) -> Result<Option<(Vec<JobWithNewest>, u64)>, StoreError> {
         listing::task_jobs(self, task_id, status, offset, limit).await
+    }
+
+    async fn ended_since(
+        &self,
+        since: DateTime<Utc>,
+        statuses: &[ExecutionStatus],
+        limit: u64,
+    ) -> Result<Vec<Ended>, StoreError> {
+        listing::ended_since(self, since, statuses, limit).await
     }
 
     async fn executions(
@@ -743,55 +751,6 @@ fn claim_key(conn: &Connection, record: &IdempotencyRecord, now_ms: i64) -> Resu
             now_ms
         ])?;
     Ok(written > 0)
-}
-
-impl SqliteStore {
-    /// A page of tasks in creation order, all of them or those having `word`.
-    async fn task_page(
-        &self,
-        word: Option<String>,
-        offset: u64,
-        limit: u64,
-    ) -> Result<(Vec<TaskSummary>, u64), StoreError> {
-        let pattern = super::search_pattern(word);
-        let (offset, limit) = (super::sql_int(offset), super::sql_int(limit));
-        Ok(self
-            .db
-            .read(move |conn| {
-                let total: u64 = conn.query_row(
-                    "SELECT COUNT(*) FROM tasks WHERE words LIKE ?1",
-                    params![pattern],
-                    |r| r.get(0),
-                )?;
-                let mut stmt = conn.prepare(
-                    "SELECT t.task_id, t.created_at, t.last_modified_at,
-                            (SELECT COUNT(*) FROM jobs j WHERE j.task_id = t.task_id)
-                     FROM tasks t WHERE t.words LIKE ?3 ORDER BY t.rowid LIMIT ?1 OFFSET ?2",
-                )?;
-                let rows = stmt.query_map(params![limit, offset, pattern], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, u64>(3)?,
-                    ))
-                })?;
-                let mut tasks = Vec::new();
-                for row in rows {
-                    let (task_id, created, modified, jobs_count) = row?;
-                    tasks.push(TaskSummary {
-                        task: Task {
-                            task_id,
-                            created_at: parse_ts(&created)?,
-                            last_modified_at: parse_ts(&modified)?,
-                        },
-                        jobs_count,
-                    });
-                }
-                Ok((tasks, total))
-            })
-            .await?)
-    }
 }
 
 #[cfg(test)]

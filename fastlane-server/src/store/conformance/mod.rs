@@ -10,8 +10,15 @@ use fastlane_sdk::{DispatchRecord, Execution, ExecutionStatus, Job, JobSpec};
 
 use super::{Admission, Gate, GateUsage, LogPiece, LogSource, LogTotals, Store, Submission};
 
+mod listings;
 mod messages;
 
+pub use listings::{
+    a_tasks_jobs_come_in_pages_with_their_newest_execution,
+    a_tasks_last_run_is_the_status_of_its_newest_execution,
+    executions_that_ended_lately_come_latest_first,
+    tasks_come_in_pages_and_search_matches_whole_words,
+};
 pub use messages::{
     an_idempotency_key_writes_once_until_it_expires, concurrent_submissions_each_land_whole,
     owed_deliveries_stay_until_settled, the_outbox_keeps_messages_with_their_job_until_published,
@@ -81,108 +88,6 @@ pub async fn jobs_are_found_by_task_and_id(store: Arc<dyn Store>) {
     assert_eq!(jobs[0].job_id, job.job_id);
     assert_eq!(store.counts().await.expect("counts"), (1, 1));
     assert!(store.task("missing").await.expect("task").is_none());
-}
-
-/// A task's jobs come a page at a time, each with its newest execution,
-/// and can be narrowed to those whose newest execution has a status.
-pub async fn a_tasks_jobs_come_in_pages_with_their_newest_execution(store: Arc<dyn Store>) {
-    let (failed, mut failed_first) = stored(store.as_ref(), "paged", 0).await;
-    failed_first.status = ExecutionStatus::Failed;
-    failed_first.finished_at = Some(at(3));
-    store
-        .save_execution(&failed_first, None)
-        .await
-        .expect("save");
-    let (retried, mut retried_first) = stored(store.as_ref(), "paged", 1).await;
-    retried_first.status = ExecutionStatus::Failed;
-    let retry = execution(&retried, 10);
-    store
-        .save_execution(&retried_first, Some(&retry))
-        .await
-        .expect("save");
-    let (waiting, waiting_first) = stored(store.as_ref(), "paged", 2).await;
-    stored(store.as_ref(), "elsewhere", 3).await;
-
-    let page = |status, offset, limit| {
-        let store = Arc::clone(&store);
-        async move {
-            let (jobs, total) = store
-                .task_jobs("paged", status, offset, limit)
-                .await
-                .expect("task_jobs")
-                .expect("the task");
-            let jobs: Vec<(String, Option<String>)> = jobs
-                .into_iter()
-                .map(|(job, newest)| (job.job_id, newest.map(|e| e.execution_id)))
-                .collect();
-            (jobs, total)
-        }
-    };
-    let (all, total) = page(None, 0, 10).await;
-    assert_eq!(total, 3);
-    let mut expected = vec![
-        (
-            failed.job_id.clone(),
-            Some(failed_first.execution_id.clone()),
-        ),
-        (retried.job_id.clone(), Some(retry.execution_id.clone())),
-        (
-            waiting.job_id.clone(),
-            Some(waiting_first.execution_id.clone()),
-        ),
-    ];
-    let mut sorted = all.clone();
-    sorted.sort();
-    expected.sort();
-    assert_eq!(
-        sorted, expected,
-        "every job once, with its newest execution"
-    );
-    let mut paged = Vec::new();
-    for offset in 0..3 {
-        let (one, total) = page(None, offset, 1).await;
-        assert_eq!((one.len(), total), (1, 3));
-        paged.extend(one);
-    }
-    assert_eq!(paged, all, "pages follow one order");
-
-    let (failing, total) = page(Some(ExecutionStatus::Failed), 0, 10).await;
-    assert_eq!(total, 1, "the retried job's newest execution waits");
-    assert_eq!(failing[0].0, failed.job_id);
-    let (enqueued, total) = page(Some(ExecutionStatus::Enqueued), 0, 10).await;
-    assert_eq!(total, 2);
-    assert_eq!(enqueued.len(), 2);
-    assert!(
-        store
-            .task_jobs("missing", None, 0, 10)
-            .await
-            .expect("task_jobs")
-            .is_none()
-    );
-}
-
-/// Tasks come a page at a time in the order they were created, and search
-/// matches whole words of their ids, whatever the case.
-pub async fn tasks_come_in_pages_and_search_matches_whole_words(store: Arc<dyn Store>) {
-    for (i, task) in ["alpha-one", "Beta-two", "gamma.ALPHA"]
-        .into_iter()
-        .enumerate()
-    {
-        stored(store.as_ref(), task, i as i64).await;
-    }
-    let (page, total) = store.tasks(0, 2).await.expect("tasks");
-    let ids: Vec<&str> = page.iter().map(|t| t.task.task_id.as_str()).collect();
-    assert_eq!((ids, total), (vec!["alpha-one", "Beta-two"], 3));
-    let (page, _) = store.tasks(2, 2).await.expect("tasks");
-    assert_eq!(page[0].task.task_id, "gamma.ALPHA");
-    assert_eq!(page[0].jobs_count, 1);
-
-    let (found, total) = store.search_tasks("alpha", 0, 10).await.expect("search");
-    let mut ids: Vec<&str> = found.iter().map(|t| t.task.task_id.as_str()).collect();
-    ids.sort_unstable();
-    assert_eq!((ids, total), (vec!["alpha-one", "gamma.ALPHA"], 2));
-    let (found, total) = store.search_tasks("alp", 0, 10).await.expect("search");
-    assert!(found.is_empty() && total == 0, "only whole words match");
 }
 
 /// A job's executions come newest first; a failed one saved with its retry
@@ -714,6 +619,8 @@ macro_rules! store_conformance {
             jobs_are_found_by_task_and_id,
             a_tasks_jobs_come_in_pages_with_their_newest_execution,
             tasks_come_in_pages_and_search_matches_whole_words,
+            a_tasks_last_run_is_the_status_of_its_newest_execution,
+            executions_that_ended_lately_come_latest_first,
             executions_come_newest_first_and_a_retry_is_counted,
             a_stopped_execution_stays_stopped,
             dispatches_survive_saves,

@@ -65,6 +65,10 @@ pub(super) async fn create_indexes(db: &Database) -> mongodb::error::Result<()> 
             index(doc! {"job_id": 1, "created_at": -1, "seq": -1}, false),
             // Unfinished executions, oldest first.
             index(doc! {"status": 1, "created_at": 1, "seq": 1}, false),
+            // Those that ended lately, the latest first.
+            index(doc! {"status": 1, "doc.finished_at": -1}, false),
+            // A task's newest execution (its last run).
+            index(doc! {"doc.task_id": 1, "created_at": -1, "seq": -1}, false),
         ])
         .await?;
     collection(OUTBOX)

@@ -1,12 +1,19 @@
-//! A task's jobs a page at a time, each with its newest execution, in one
-//! query: what the admin UI's task page shows, fast with 100,000 jobs.
+//! Listings, each one read over an index: pages of tasks with their last
+//! run, a task's jobs a page at a time with their newest execution (fast
+//! with 100,000 jobs), and the executions that ended lately.
 
-use fastlane_sdk::{Execution, ExecutionStatus, Job};
+use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::store::{JobWithNewest, StoreError, named, readable, sql_int};
+use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
+
+use crate::store::{
+    Ended, JobWithNewest, StoreError, TaskSummary, latest_first, named, readable, search_pattern,
+    sql_int,
+};
 
 use super::PostgresStore;
-use super::rows::{col, from_doc};
+use super::rows::{big, col, corrupt, count, from_doc};
+use super::submit::TASK_MODIFIED;
 
 /// The newest execution of job `j` (the one `executions_by_job` finds
 /// last), as the lateral part of a join.
@@ -30,10 +37,12 @@ pub(super) async fn task_jobs(
     let status = status.map(ExecutionStatus::as_str);
     let total = match status {
         Some(status) => {
-            let sql = format!(
-                "SELECT COUNT(*) FROM jobs j {NEWEST} WHERE j.task_id = $1 AND e.status = $2"
-            );
-            store.query(&sql, &[&task_id, &status]).await?
+            store
+                .query(
+                    "SELECT COUNT(*) FROM jobs WHERE task_id = $1 AND newest_status = $2",
+                    &[&task_id, &status],
+                )
+                .await?
         }
         None => {
             store
@@ -45,10 +54,15 @@ pub(super) async fn task_jobs(
         Some(row) => col(row, 0)?,
         None => 0,
     };
+    // The page is picked on `jobs_by_task` or `jobs_by_task_status` (the
+    // trigger keeps `newest_status`), then only its rows are joined.
     let sql = format!(
-        "SELECT j.data, j.job_id, e.data, e.execution_id FROM jobs j {NEWEST}
-         WHERE j.task_id = $1 AND ($2::text IS NULL OR e.status = $2)
-         ORDER BY j.last_modified_at DESC, j.job_id LIMIT $3 OFFSET $4"
+        "SELECT j.data, j.job_id, e.data, e.execution_id
+         FROM (SELECT job_id FROM jobs WHERE task_id = $1
+               AND ($2::text IS NULL OR newest_status = $2)
+               ORDER BY last_modified_at DESC, job_id LIMIT $3 OFFSET $4) page
+         JOIN jobs j ON j.job_id = page.job_id {NEWEST}
+         ORDER BY j.last_modified_at DESC, j.job_id"
     );
     let rows = store
         .query(
@@ -69,4 +83,119 @@ pub(super) async fn task_jobs(
         page.push((job, newest));
     }
     Ok(Some((page, u64::try_from(total).unwrap_or(0))))
+}
+
+/// A page of tasks in creation order, all of them or those having `word`,
+/// with their job count and the status of their newest execution
+/// (`jobs_by_task_newest` finds it).
+pub(super) async fn task_page(
+    store: &PostgresStore,
+    word: Option<String>,
+    offset: u64,
+    limit: u64,
+) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+    let pattern = search_pattern(word);
+    let total = store
+        .query(
+            "SELECT COUNT(*) FROM tasks WHERE words LIKE $1 ESCAPE ''",
+            &[&pattern],
+        )
+        .await?;
+    let sql = format!(
+        "SELECT t.task_id, t.created_at, {TASK_MODIFIED},
+            (SELECT COUNT(*) FROM jobs j WHERE j.task_id = t.task_id),
+            (SELECT j.newest_status FROM jobs j WHERE j.task_id = t.task_id
+             AND j.newest_at IS NOT NULL ORDER BY j.newest_at DESC LIMIT 1)
+         FROM tasks t WHERE t.words LIKE $3 ESCAPE '' ORDER BY t.seq
+         LIMIT $1 OFFSET $2"
+    );
+    let rows = store
+        .query(&sql, &[&big(limit), &big(offset), &pattern])
+        .await?;
+    let tasks = rows
+        .iter()
+        .map(|row| {
+            Ok(TaskSummary {
+                task: Task {
+                    task_id: col(row, 0)?,
+                    created_at: col(row, 1)?,
+                    last_modified_at: col(row, 2)?,
+                },
+                jobs_count: count(row, 3)?,
+                last_status: col::<Option<String>>(row, 4)?.and_then(|s| s.parse().ok()),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let total = match total.first() {
+        Some(row) => count(row, 0)?,
+        None => 0,
+    };
+    Ok((tasks, total))
+}
+
+/// The executions that ended at or after `since` in `statuses`, the latest
+/// first, at most `limit`: `executions_by_end` holds status and end time.
+/// Times are compared as text, exact to the second, and compared again here.
+pub(super) async fn ended_since(
+    store: &PostgresStore,
+    since: DateTime<Utc>,
+    statuses: &[ExecutionStatus],
+    limit: u64,
+) -> Result<Vec<Ended>, StoreError> {
+    let from = since.to_rfc3339_opts(SecondsFormat::Micros, true);
+    // One index range per status, merged here, as each is read in order.
+    let mut rows = Vec::new();
+    for status in statuses {
+        rows.extend(
+            store
+                .query(
+                    "SELECT execution_id, job_id, status, data->>'task_id', data->>'started_at',
+                            data->>'finished_at', (data->>'exit_code')::bigint, data->>'error'
+                     FROM executions WHERE status = $1 AND data->>'finished_at' >= $2
+                     ORDER BY data->>'finished_at' DESC LIMIT $3",
+                    &[&status.as_str(), &from, &sql_int(limit)],
+                )
+                .await?,
+        );
+    }
+    let time = |text: &str| {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(corrupt)
+    };
+    let mut ended = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let execution_id: String = col(row, 0)?;
+        let read = || -> Result<Option<Ended>, StoreError> {
+            let status: String = col(row, 2)?;
+            let (Ok(status), Some(task_id), Some(finished)) = (
+                status.parse::<ExecutionStatus>(),
+                col::<Option<String>>(row, 3)?,
+                col::<Option<String>>(row, 5)?,
+            ) else {
+                return Err(corrupt(format!(
+                    "execution {execution_id:?} lacks its status, task or end"
+                )));
+            };
+            let finished_at = time(&finished)?;
+            if finished_at < since {
+                return Ok(None);
+            }
+            Ok(Some(Ended {
+                execution_id: execution_id.clone(),
+                job_id: col(row, 1)?,
+                task_id,
+                status,
+                started_at: col::<Option<String>>(row, 4)?
+                    .as_deref()
+                    .map(time)
+                    .transpose()?,
+                finished_at,
+                exit_code: col(row, 6)?,
+                error: col(row, 7)?,
+            }))
+        };
+        ended.extend(readable("execution", &execution_id, read())?.flatten());
+    }
+    Ok(latest_first(ended, limit))
 }

@@ -11,7 +11,7 @@ use crate::store::StoreError;
 /// versions were kept: the first migration creates whatever is missing.
 /// Every schema change is a new migration at the end; one that shipped is
 /// never edited.
-const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES];
+const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES, NEWEST_AND_ENDED];
 
 /// Version 2: the notification deliveries owed, kept from the status change
 /// that calls for them until they are made or given up
@@ -23,6 +23,39 @@ CREATE TABLE IF NOT EXISTS deliveries (
     payload TEXT NOT NULL,
     due_ms  BIGINT NOT NULL
 );
+"#;
+
+/// Version 3: what listings filter and sort on without reading every
+/// execution. Each job keeps the status and creation time of its newest
+/// execution (`newest_status`, `newest_at`), written by a trigger on every
+/// execution insert and status change, so no write path can forget them:
+/// a task's jobs filtered by status, and a task's last run, are index
+/// reads. Only job rows are touched, never the task's one row (see
+/// `submit::TASKS` on why). Executions are indexed by status and end time,
+/// for the activity of the last hour and the latest failures.
+const NEWEST_AND_ENDED: &str = r#"
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS newest_status TEXT;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS newest_at TIMESTAMPTZ;
+UPDATE jobs j SET (newest_status, newest_at) = (
+    SELECT e.status, e.created_at FROM executions e WHERE e.job_id = j.job_id
+    ORDER BY e.created_at DESC, e.seq DESC LIMIT 1);
+CREATE INDEX IF NOT EXISTS jobs_by_task_status ON jobs (task_id, newest_status, last_modified_at);
+CREATE INDEX IF NOT EXISTS jobs_by_task_newest ON jobs (task_id, newest_at);
+CREATE INDEX IF NOT EXISTS executions_by_end ON executions (status, (data->>'finished_at'));
+CREATE OR REPLACE FUNCTION fastlane_newest_execution() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.status IS NOT DISTINCT FROM NEW.status THEN
+        RETURN NULL;
+    END IF;
+    UPDATE jobs SET newest_status = NEW.status, newest_at = NEW.created_at
+    WHERE job_id = NEW.job_id AND (newest_at IS NULL OR newest_at <= NEW.created_at);
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS executions_newest ON executions;
+CREATE TRIGGER executions_newest AFTER INSERT OR UPDATE OF status ON executions
+    FOR EACH ROW EXECUTE FUNCTION fastlane_newest_execution();
 "#;
 
 /// The schema version this build reads and writes.

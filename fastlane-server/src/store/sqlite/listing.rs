@@ -1,13 +1,18 @@
-//! A task's jobs a page at a time, each with its newest execution, in one
-//! read: what the admin UI's task page shows, fast with 100,000 jobs.
+//! Listings, each one read over an index: pages of tasks with their last
+//! run, a task's jobs a page at a time with their newest execution (fast
+//! with 100,000 jobs), and the executions that ended lately.
 
+use chrono::{DateTime, Utc};
 use rusqlite::params;
 
-use fastlane_sdk::{Execution, ExecutionStatus, Job};
+use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
-use crate::store::{JobWithNewest, StoreError, named, readable, sql_int};
+use crate::store::{
+    Ended, JobWithNewest, StoreError, TaskSummary, latest_first, named, readable, search_pattern,
+    sql_int,
+};
 
-use super::{SqliteStore, from_json};
+use super::{SqliteStore, from_json, parse_ts, ts};
 
 /// The newest execution of job `j` (the one `executions_by_job` finds
 /// last), as a join.
@@ -32,20 +37,38 @@ const PAGE: &str = concat!(
     " ORDER BY j.last_modified_at DESC, j.rowid DESC"
 );
 
-/// A page of the jobs of a task whose newest execution has status `?2`.
+/// A page of the jobs of a task whose newest execution has status `?2`,
+/// picked on `jobs_by_task_status` (the triggers keep `newest_status`).
 const PAGE_IN_STATUS: &str = concat!(
-    "SELECT j.job_id, j.data, e.execution_id, e.data FROM jobs j ",
+    "SELECT j.job_id, j.data, e.execution_id, e.data
+     FROM (SELECT rowid AS picked FROM jobs WHERE task_id = ?1 AND newest_status = ?2
+           ORDER BY last_modified_at DESC, rowid DESC LIMIT ?3 OFFSET ?4) page
+     JOIN jobs j ON j.rowid = page.picked ",
     newest!(),
-    " WHERE j.task_id = ?1 AND e.status = ?2
-     ORDER BY j.last_modified_at DESC, j.rowid DESC LIMIT ?3 OFFSET ?4"
+    " ORDER BY j.last_modified_at DESC, j.rowid DESC"
 );
 
 /// How many jobs of a task have a newest execution in a status.
-const COUNT_IN_STATUS: &str = concat!(
-    "SELECT COUNT(*) FROM jobs j ",
-    newest!(),
-    " WHERE j.task_id = ?1 AND e.status = ?2"
-);
+const COUNT_IN_STATUS: &str = "SELECT COUNT(*) FROM jobs WHERE task_id = ?1 AND newest_status = ?2";
+
+/// A page of tasks in creation order with their job count and the status
+/// of their newest execution (`jobs_by_task_newest` finds it).
+const TASK_PAGE: &str = "SELECT t.task_id, t.created_at, t.last_modified_at,
+        (SELECT COUNT(*) FROM jobs j WHERE j.task_id = t.task_id),
+        (SELECT j.newest_status FROM jobs j WHERE j.task_id = t.task_id
+         AND j.newest_at IS NOT NULL ORDER BY j.newest_at DESC LIMIT 1)
+     FROM tasks t WHERE t.words LIKE ?3 ORDER BY t.rowid LIMIT ?1 OFFSET ?2";
+
+/// The executions in status `?3` that ended at or after `?1`, the latest
+/// first, at most `?2`: one backwards range of `executions_by_end` (status,
+/// end time). Times are compared as text, exact to the second; the caller
+/// compares them again.
+const ENDED: &str = "SELECT execution_id, job_id, status, json_extract(data, '$.task_id'),
+        json_extract(data, '$.started_at'), json_extract(data, '$.finished_at'),
+        json_extract(data, '$.exit_code'), json_extract(data, '$.error')
+     FROM executions
+     WHERE status = ?3 AND json_extract(data, '$.finished_at') >= ?1
+     ORDER BY json_extract(data, '$.finished_at') DESC LIMIT ?2";
 
 type Row = (String, String, Option<String>, Option<String>);
 
@@ -114,4 +137,125 @@ pub(super) async fn task_jobs(
         page.push((job, newest));
     }
     Ok(Some((page, total)))
+}
+
+/// A page of tasks in creation order, all of them or those having `word`.
+pub(super) async fn task_page(
+    store: &SqliteStore,
+    word: Option<String>,
+    offset: u64,
+    limit: u64,
+) -> Result<(Vec<TaskSummary>, u64), StoreError> {
+    let pattern = search_pattern(word);
+    let (offset, limit) = (sql_int(offset), sql_int(limit));
+    Ok(store
+        .db
+        .read(move |conn| {
+            let total: u64 = conn.query_row(
+                "SELECT COUNT(*) FROM tasks WHERE words LIKE ?1",
+                params![pattern],
+                |r| r.get(0),
+            )?;
+            let mut stmt = conn.prepare_cached(TASK_PAGE)?;
+            let rows = stmt.query_map(params![limit, offset, pattern], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, u64>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                ))
+            })?;
+            let mut tasks = Vec::new();
+            for row in rows {
+                let (task_id, created, modified, jobs_count, last) = row?;
+                tasks.push(TaskSummary {
+                    task: Task {
+                        task_id,
+                        created_at: parse_ts(&created)?,
+                        last_modified_at: parse_ts(&modified)?,
+                    },
+                    jobs_count,
+                    last_status: last.and_then(|s| s.parse().ok()),
+                });
+            }
+            Ok((tasks, total))
+        })
+        .await?)
+}
+
+type EndedRow = (
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
+
+/// The executions that ended at or after `since` in `statuses`, the latest
+/// first, at most `limit`.
+pub(super) async fn ended_since(
+    store: &SqliteStore,
+    since: DateTime<Utc>,
+    statuses: &[ExecutionStatus],
+    limit: u64,
+) -> Result<Vec<Ended>, StoreError> {
+    let statuses: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
+    let (from, most) = (ts(since), sql_int(limit));
+    // One index range per status, merged here: an `IN` over statuses would
+    // read every match before sorting them.
+    let rows: Vec<EndedRow> = store
+        .db
+        .read(move |conn| {
+            let mut stmt = conn.prepare_cached(ENDED)?;
+            let mut rows = Vec::new();
+            for status in statuses {
+                let found = stmt.query_map(params![from, most, status], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                    ))
+                })?;
+                rows.extend(found.collect::<Result<Vec<EndedRow>, _>>()?);
+            }
+            Ok(rows)
+        })
+        .await?;
+    let mut ended = Vec::with_capacity(rows.len());
+    for (execution_id, job_id, status, task_id, started, finished, exit_code, error) in rows {
+        let read = || -> Result<Option<Ended>, StoreError> {
+            let (Some(status), Some(task_id), Some(finished)) =
+                (status.parse::<ExecutionStatus>().ok(), task_id, finished)
+            else {
+                return Err(StoreError::Corrupt(format!(
+                    "execution {execution_id:?} lacks its status, task or end"
+                )));
+            };
+            let finished_at = parse_ts(&finished)?;
+            if finished_at < since {
+                return Ok(None);
+            }
+            Ok(Some(Ended {
+                started_at: started.as_deref().map(parse_ts).transpose()?,
+                execution_id: execution_id.clone(),
+                job_id,
+                task_id,
+                status,
+                finished_at,
+                exit_code,
+                error,
+            }))
+        };
+        ended.extend(readable("execution", &execution_id, read())?.flatten());
+    }
+    Ok(latest_first(ended, limit))
 }
