@@ -172,25 +172,34 @@ def batches(binary, seconds):
         server.stop()
 
 
-def big_task(binary, jobs):
+def big_task(binary, jobs, stopped):
     """Response times of what the admin UI reads, with one task of `jobs`
-    jobs (nothing runs: the only host is blacklisted): a task's page of jobs
-    (first, last, filtered by status), /status, and the whole-task listing
+    jobs (nothing runs: the only host is blacklisted) of which `stopped`
+    were stopped through the API (so they ended within the last hour): a
+    task's page of jobs (first, last, filtered by status), the tasks page,
+    /status and /status/activity (the overview), and the whole-task listing
     the UI no longer reads, each the median of five."""
     server = Server(binary, [{"match": "", "hosts": ["127.0.0.1:9"]}])
     try:
         server.request("POST", "/docker-executor/blacklist", {"host": "127.0.0.1:9"})
         job = json.loads(BODY)
+        ids = []
         for _ in range(jobs // 1000):
-            server.request("POST", "/tasks/big/batch", {"jobs": [job] * 1000})
+            made = server.request("POST", "/tasks/big/batch", {"jobs": [job] * 1000})
+            ids.extend(j["jobId"] for j in made["jobs"])
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: server.request("POST", f"/tasks/big/jobs/{i}/stop"), ids[:stopped]))
         first = server.request("GET", "/tasks/big/jobs")
         timed = {}
         for name, path in [
             ("task page 1", "/tasks/big/jobs?page=1"),
             (f"task page {first['pages']} (the last)", f"/tasks/big/jobs?page={first['pages']}"),
             ("task page 1, status=enqueued", "/tasks/big/jobs?page=1&status=enqueued"),
+            ("task page 1, status=stopped", "/tasks/big/jobs?page=1&status=stopped"),
             ("task page 1, status=failed (none)", "/tasks/big/jobs?page=1&status=failed"),
+            ("/tasks (the tasks page, with the last run)", "/tasks"),
             ("/status", "/status"),
+            ("/status/activity", "/status/activity"),
             ("GET /tasks/big (every job)", "/tasks/big"),
         ]:
             times = []
@@ -460,6 +469,8 @@ def main():
     parser.add_argument("--only-ui", action="store_true",
                         help="measure only what the admin UI reads, on a task of --ui-jobs jobs")
     parser.add_argument("--ui-jobs", type=int, default=100000)
+    parser.add_argument("--ui-stopped", type=int, default=20000,
+                        help="with --only-ui: how many of the jobs to stop (they end within the hour)")
     parser.add_argument("--networked", action="store_true",
                         help="also measure a `fastlane api` on PostgreSQL and Redis")
     parser.add_argument("--only-networked", action="store_true", help="measure only the networked rows")
@@ -478,8 +489,8 @@ def main():
               f"p99 {b['p99']:.0f} ms ({b['errors']} non-2xx)")
         return 0
     if args.only_ui:
-        total, timed = big_task(args.binary, args.ui_jobs)
-        print(f"one task of {total:,} jobs, median of five:")
+        total, timed = big_task(args.binary, args.ui_jobs, args.ui_stopped)
+        print(f"one task of {total:,} jobs, {args.ui_stopped:,} of them stopped, median of five:")
         for name, ms in timed.items():
             print(f"  {name}: {ms:.0f} ms")
         return 0

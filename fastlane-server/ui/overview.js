@@ -1,9 +1,12 @@
-// Overview: what the farm is doing now, from `GET /status`, refreshed every
-// few seconds: queues, hosts (with blacklisting), running executions,
-// admission gates and the scheduled jobs with their next run.
+// Overview: what the farm is doing now, from `GET /status`, and what it did
+// in the last hour, from `GET /status/activity`, refreshed every few
+// seconds: queues, hosts (with blacklisting), running executions, admission
+// gates, the scheduled jobs with their next run, charts of the executions
+// that ended, and the latest failures.
 
 import { call } from "./api.js";
-import { h, link, message, table, time, confirm } from "./dom.js";
+import { activityCharts } from "./charts.js";
+import { h, link, message, status, table, time, confirm } from "./dom.js";
 
 const REFRESH_MS = 3000;
 
@@ -21,12 +24,15 @@ export async function render(main) {
     clearTimeout(timer);
     const mine = ++latest;
     let shown;
-    try {
-      const status = await call("/status");
-      shown = sections(status, out, refresh);
-    } catch (error) {
-      shown = [message("error", "Could not read /status: " + error.message)];
-    }
+    const [farm, activity] = await Promise.allSettled([call("/status"), call("/status/activity")]);
+    const lately =
+      activity.status === "fulfilled"
+        ? [activityCharts(activity.value), failures(activity.value.failures || [])]
+        : [message("error", "Could not read /status/activity: " + activity.reason.message)];
+    shown =
+      farm.status === "fulfilled"
+        ? sections(farm.value, lately, out, refresh)
+        : [message("error", "Could not read /status: " + farm.reason.message), ...lately];
     if (stopped || mine !== latest) return;
     body.replaceChildren(...shown);
     timer = setTimeout(refresh, REFRESH_MS);
@@ -38,7 +44,7 @@ export async function render(main) {
   };
 }
 
-function sections(status, out, refresh) {
+function sections(status, lately, out, refresh) {
   const queues = Object.entries(status.queues || {});
   const running = (status.containers && status.containers.running) || [];
   const scheduled = (status.jobs && status.jobs.scheduled) || [];
@@ -52,6 +58,7 @@ function sections(status, out, refresh) {
       queues.map(([name, queue]) => figure("Queue " + name, queue.length)),
       figure("Version", status.fastlane ? status.fastlane.version : "—"),
     ),
+    ...lately,
     table(
       "Hosts",
       ["Host", "Farm", "State", "Running", "Action"],
@@ -84,6 +91,22 @@ function sections(status, out, refresh) {
       ]),
     ),
   ];
+}
+
+function failures(latest) {
+  const jobPage = (f) => "/ui/tasks/" + encodeURIComponent(f.taskId) + "/jobs/" + encodeURIComponent(f.jobId);
+  return table(
+    latest.length ? "Latest failures" : "Latest failures: none",
+    ["Task", "Job", "Status", "Exit code", "Error", "Ended"],
+    latest.map((f) => [
+      link("/ui/tasks/" + encodeURIComponent(f.taskId), f.taskId),
+      link(jobPage(f), h("code", {}, f.jobId.slice(0, 8))),
+      status(f.status),
+      f.exitCode === undefined ? "—" : String(f.exitCode),
+      f.error ? h("code", {}, f.error) : "—",
+      time(f.finishedAt),
+    ]),
+  );
 }
 
 function figure(name, value) {

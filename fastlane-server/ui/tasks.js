@@ -1,8 +1,9 @@
 // Tasks: every task a page at a time (`GET /tasks?page=`), or those whose
-// id holds a word (`GET /search?query=`), with their job counts.
+// id holds a word (`GET /search?query=`), with their job counts and the
+// status of each task's newest execution.
 
 import { call } from "./api.js";
-import { go, h, link, message, table, time } from "./dom.js";
+import { go, h, link, message, status, table, time } from "./dom.js";
 
 export async function render(main, _params, query) {
   const words = query.get("q") || "";
@@ -35,10 +36,11 @@ export async function render(main, _params, query) {
   results.replaceChildren(
     table(
       `${answer.total} task${answer.total === 1 ? "" : "s"}, page ${answer.page} of ${answer.pages}`,
-      ["Task", "Jobs", "Created", "Last changed"],
+      ["Task", "Jobs", "Last run", "Created", "Last changed"],
       answer.items.map((t) => [
         link("/ui/tasks/" + encodeURIComponent(t.taskId), t.taskId),
         String(t.jobsCount),
+        t.lastStatus ? status(t.lastStatus) : "—",
         time(t.createdAt),
         time(t.lastModifiedAt),
       ]),

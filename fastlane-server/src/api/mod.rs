@@ -7,6 +7,7 @@
 //! `{"error": …, "operation": …}`.
 
 mod access;
+mod activity;
 mod blacklist;
 mod body;
 mod control;
@@ -53,6 +54,7 @@ pub enum ApiTags {
 
 type Apis = (
     health::HealthApi,
+    activity::ActivityApi,
     tasks::TasksApi,
     task_jobs::TaskJobsApi,
     control::ControlApi,
@@ -66,6 +68,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             health::HealthApi,
+            activity::ActivityApi,
             tasks::TasksApi,
             task_jobs::TaskJobsApi,
             control::ControlApi,

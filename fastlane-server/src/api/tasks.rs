@@ -426,6 +426,7 @@ fn task_page(
                 created_at: t.task.created_at,
                 last_modified_at: t.task.last_modified_at,
                 jobs_count: t.jobs_count,
+                last_status: t.last_status.map(super::views::StatusView::from),
             })
             .collect(),
         total,

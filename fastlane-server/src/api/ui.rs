@@ -50,6 +50,7 @@ const ASSETS: &[Asset] = assets![
     "dom.js" => JS,
     "log.js" => JS,
     "overview.js" => JS,
+    "charts.js" => JS,
     "tasks.js" => JS,
     "task.js" => JS,
     "job.js" => JS,

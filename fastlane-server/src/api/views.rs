@@ -83,6 +83,9 @@ pub struct TaskItem {
     pub url: String,
     /// How many jobs it has.
     pub jobs_count: u64,
+    /// The status of its newest execution, once it has one.
+    #[oai(skip_serializing_if_is_none)]
+    pub last_status: Option<StatusView>,
 }
 
 /// One page of tasks.

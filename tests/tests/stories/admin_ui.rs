@@ -61,11 +61,18 @@ async fn accessible(browser: &Browser, page: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Photographs the page at a phone's width and a desktop's.
+/// Photographs the whole page at a phone's width and a desktop's.
 async fn photograph(browser: &Browser, page: &str) -> anyhow::Result<()> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     for (width, height, name) in [(390, 844, "phone"), (1280, 900, "desktop")] {
         browser.set_window_size(width, height).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let whole: u32 = browser
+            .eval("document.documentElement.scrollHeight")
+            .await?;
+        browser
+            .set_window_size(width, whole.clamp(height, 6000))
+            .await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
         browser
             .screenshot(&dir.join(format!("{page}-{name}.png")))
@@ -176,12 +183,29 @@ async fn a_job_submitted_from_the_form_shows_its_output_live_and_ends_done() -> 
     browser
         .wait_for_text("main", "No job of this task is failed.", PATIENCE)
         .await?;
+    // The tasks page lists the task with its last run.
     browser.goto(&server.url("/ui/tasks")).await?;
     browser.wait_for_text("table", &task, PATIENCE).await?;
+    let row = browser
+        .wait_for_text("tbody tr", "✓ done", PATIENCE)
+        .await?;
+    assert!(row.contains(&task), "the task's row says done: {row:?}");
     accessible(&browser, "tasks").await?;
     photograph(&browser, "tasks").await?;
+    // The overview counts the execution that ended, in words and in the
+    // chart of the last hour.
     browser.goto(&server.url("/ui/")).await?;
     browser.wait_for_text("table", "Hosts", PATIENCE).await?;
+    browser
+        .wait_for_text("#activity-summary", "Ended: 1 done, 0 failed", PATIENCE)
+        .await?;
+    let bar: String = browser
+        .eval("document.querySelector('#overview svg rect.bar-done title').textContent")
+        .await?;
+    assert!(bar.ends_with(": 1 done"), "one bar of one done: {bar:?}");
+    browser
+        .wait_for_text("caption", "Latest failures: none", PATIENCE)
+        .await?;
     accessible(&browser, "overview").await?;
     photograph(&browser, "overview").await?;
     Ok(())
@@ -216,6 +240,32 @@ async fn a_bad_cron_expression_is_shown_beside_its_field_and_nothing_is_created(
     assert_eq!(invalid.as_deref(), Some("true"));
     let (code, body) = server.get(&format!("/tasks/{task}")).await?;
     assert_eq!(code, 404, "nothing was created: {body}");
+
+    // Corrected, the job is created; its page and its task's page show the
+    // schedule and the next run the API computed.
+    browser.type_into("#field-cron", "0 3 * * *").await?;
+    browser.click("#submit-form button[type=submit]").await?;
+    browser.wait_for_text("dl", "0 3 * * *", PATIENCE).await?;
+    let (code, page) = server.get(&format!("/tasks/{task}/jobs")).await?;
+    assert_eq!(code, 200, "{page}");
+    let job = &page["items"][0];
+    assert_eq!(job["cron"], "0 3 * * *", "{page}");
+    let next = job["nextRunAt"].as_str().context("a next run")?;
+    assert!(next.contains("T03:00:00"), "the next 03:00: {next}");
+    browser
+        .goto(&server.url(&format!("/ui/tasks/{task}")))
+        .await?;
+    let row = browser
+        .wait_for_text("tbody tr", "0 3 * * *", PATIENCE)
+        .await?;
+    let shown: String = browser
+        .eval("document.querySelector('tbody tr time').getAttribute('datetime')")
+        .await?;
+    assert_eq!(
+        shown.parse::<chrono::DateTime<chrono::Utc>>()?,
+        next.parse::<chrono::DateTime<chrono::Utc>>()?,
+        "the row's next run is the API's: {row:?}"
+    );
     Ok(())
 }
 
@@ -261,6 +311,15 @@ async fn a_running_job_stopped_from_the_ui_ends_stopped_and_a_failed_one_retried
         .await?;
     assert_eq!(failed["status"], "failed", "{failed}");
     let job_id = failing["jobId"].as_str().context("jobId")?;
+    // The overview lists it among the latest failures, with its exit code.
+    browser.goto(&server.url("/ui/")).await?;
+    let failure = browser
+        .wait_for_text("tbody tr", &job_id[..8], PATIENCE)
+        .await?;
+    assert!(
+        failure.contains("✗ failed") && failure.contains("\t3\t"),
+        "{failure:?}"
+    );
     browser
         .goto(&server.url(&format!("/ui/tasks/{task}/jobs/{job_id}")))
         .await?;
