@@ -118,10 +118,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
 /// Version 3: what listings filter and sort on without reading every
 /// execution. Each job keeps the status and creation time of its newest
 /// execution (`newest_status`, `newest_at`), written by triggers on every
-/// execution insert and status change, so no write path can forget them:
+/// execution insert and status change of the job's newest execution (the
+/// one listings show: latest `created_at`, then latest row, as slots fired
+/// together share their creation time), so no write path can forget them:
 /// a task's jobs filtered by status, and a task's last run, are index
 /// reads. Executions are indexed by status and end time, for the activity
-/// of the last hour and the latest failures.
+/// of the last hour and the latest failures; jobs with a next run are
+/// indexed apart, so `/status` lists them without reading every job.
 const NEWEST_AND_ENDED: &str = r#"
 ALTER TABLE jobs ADD COLUMN newest_status TEXT;
 ALTER TABLE jobs ADD COLUMN newest_at TEXT;
@@ -132,16 +135,22 @@ CREATE INDEX IF NOT EXISTS jobs_by_task_status ON jobs (task_id, newest_status, 
 CREATE INDEX IF NOT EXISTS jobs_by_task_newest ON jobs (task_id, newest_at);
 CREATE INDEX IF NOT EXISTS executions_by_end
     ON executions (status, json_extract(data, '$.finished_at'));
+CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (json_extract(data, '$.next_run_at'))
+    WHERE json_extract(data, '$.next_run_at') IS NOT NULL;
 CREATE TRIGGER IF NOT EXISTS executions_newest_on_insert AFTER INSERT ON executions
 BEGIN
     UPDATE jobs SET newest_status = NEW.status, newest_at = NEW.created_at
-    WHERE job_id = NEW.job_id AND (newest_at IS NULL OR newest_at <= NEW.created_at);
+    WHERE job_id = NEW.job_id AND NEW.rowid = (
+        SELECT rowid FROM executions WHERE job_id = NEW.job_id
+        ORDER BY created_at DESC, rowid DESC LIMIT 1);
 END;
 CREATE TRIGGER IF NOT EXISTS executions_newest_on_status AFTER UPDATE OF status ON executions
 WHEN OLD.status IS NOT NEW.status
 BEGIN
     UPDATE jobs SET newest_status = NEW.status, newest_at = NEW.created_at
-    WHERE job_id = NEW.job_id AND (newest_at IS NULL OR newest_at <= NEW.created_at);
+    WHERE job_id = NEW.job_id AND NEW.rowid = (
+        SELECT rowid FROM executions WHERE job_id = NEW.job_id
+        ORDER BY created_at DESC, rowid DESC LIMIT 1);
 END;
 "#;
 

@@ -52,7 +52,7 @@ export function activityCharts(activity) {
     h("div", { class: "charts" }, endedChart(minutes), runTimeChart(minutes)),
     h(
       "details",
-      {},
+      { class: "numbers" },
       h("summary", {}, "The numbers, minute by minute"),
       busy.length === 0
         ? h("p", {}, "Nothing ended in this window.")

@@ -1,14 +1,16 @@
-// Overview: what the farm is doing now, from `GET /status`, and what it did
-// in the last hour, from `GET /status/activity`, refreshed every few
-// seconds: queues, hosts (with blacklisting), running executions, admission
-// gates, the scheduled jobs with their next run, charts of the executions
-// that ended, and the latest failures.
+// Overview: what the farm is doing now, from `GET /status` (every 3 s), and
+// what it did in the last hour, from `GET /status/activity` (every 30 s):
+// queues, hosts (with blacklisting), running executions, admission gates,
+// the scheduled jobs with their next run, charts of the executions that
+// ended, and the latest failures.
 
 import { call } from "./api.js";
 import { activityCharts } from "./charts.js";
 import { h, link, message, status, table, time, confirm } from "./dom.js";
 
 const REFRESH_MS = 3000;
+// The activity is a heavier read, and moves by the minute.
+const ACTIVITY_MS = 30000;
 
 export async function render(main) {
   const out = h("div", { id: "host-action", "aria-live": "polite" });
@@ -17,6 +19,8 @@ export async function render(main) {
   let timer = null;
   let stopped = false;
   let latest = 0;
+  let lastActivity = null;
+  let activityAt = 0;
 
   // One refresh loop: a refresh started while another is on its way (after
   // a button) supersedes it.
@@ -24,7 +28,15 @@ export async function render(main) {
     clearTimeout(timer);
     const mine = ++latest;
     let shown;
-    const [farm, activity] = await Promise.allSettled([call("/status"), call("/status/activity")]);
+    const due = !lastActivity || Date.now() - activityAt >= ACTIVITY_MS;
+    const [farm, activity] = await Promise.allSettled([
+      call("/status"),
+      due ? call("/status/activity") : Promise.resolve(lastActivity),
+    ]);
+    if (due && activity.status === "fulfilled") {
+      lastActivity = activity.value;
+      activityAt = Date.now();
+    }
     const lately =
       activity.status === "fulfilled"
         ? [activityCharts(activity.value), failures(activity.value.failures || [])]
@@ -34,7 +46,11 @@ export async function render(main) {
         ? sections(farm.value, lately, out, refresh)
         : [message("error", "Could not read /status: " + farm.reason.message), ...lately];
     if (stopped || mine !== latest) return;
+    // The table of the charts' numbers stays open across refreshes.
+    const wasOpen = body.querySelector("details.numbers")?.open;
     body.replaceChildren(...shown);
+    const numbers = body.querySelector("details.numbers");
+    if (numbers && wasOpen) numbers.open = true;
     timer = setTimeout(refresh, REFRESH_MS);
   }
   await refresh();
@@ -81,7 +97,7 @@ function sections(status, lately, out, refresh) {
       (status.limits || []).map((l) => [h("code", {}, l.gate), String(l.running), String(l.waiting)]),
     ),
     table(
-      "Scheduled jobs",
+      scheduledCaption(scheduled.length, status.jobs ? status.jobs.scheduledCount : scheduled.length),
       ["Task", "Job", "Schedule", "Next run"],
       scheduled.map((s) => [
         s.task ? link("/ui/tasks/" + encodeURIComponent(s.task.id), s.task.id) : "—",
@@ -107,6 +123,10 @@ function failures(latest) {
       time(f.finishedAt),
     ]),
   );
+}
+
+function scheduledCaption(shown, all) {
+  return all > shown ? `Scheduled jobs: the ${shown} firing soonest of ${all}` : "Scheduled jobs";
 }
 
 function figure(name, value) {

@@ -30,8 +30,8 @@ const FINAL: [ExecutionStatus; 5] = [
 /// The statuses the latest failures are made of.
 const FAILING: [ExecutionStatus; 2] = [ExecutionStatus::Failed, ExecutionStatus::Timedout];
 
-/// The most ended executions read for the minutes: past it, the earliest
-/// minutes are left incomplete (and the answer says so).
+/// The most ended executions read for the minutes: when it is reached, the
+/// earliest minutes may be incomplete (and the answer says so).
 const MOST_ENDED: u64 = 20_000;
 
 /// How many of the latest failures are listed.
@@ -52,8 +52,8 @@ pub struct Activity {
     pub minutes: Vec<Minute>,
     /// How many executions ended in the window, as far as they were read.
     pub ended: u64,
-    /// False when more than 20,000 executions ended in the window: only the
-    /// latest 20,000 are counted, so the earliest minutes fall short.
+    /// False when 20,000 executions or more ended in the window: only the
+    /// latest 20,000 are counted, so the earliest minutes may fall short.
     pub complete: bool,
     /// The latest failed or timed-out executions, at any time, the latest
     /// first (at most 10).

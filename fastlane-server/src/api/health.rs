@@ -16,6 +16,9 @@ use super::error::ApiError;
 use super::views::{Link, job_metadata};
 use crate::services::Services;
 
+/// How many scheduled jobs `/status` lists (the soonest); it counts them all.
+const SCHEDULED_SHOWN: u64 = 100;
+
 /// One failed check.
 #[derive(Debug, Object)]
 pub struct HealthError {
@@ -145,8 +148,11 @@ pub struct ScheduledJob {
 pub struct JobCounts {
     /// How many jobs exist.
     pub count: u64,
-    /// Jobs that will fire again (delayed and cron), soonest first.
+    /// The 100 jobs that fire soonest (delayed and cron), soonest first.
     pub scheduled: Vec<ScheduledJob>,
+    /// How many jobs will fire again in all.
+    #[oai(rename = "scheduledCount")]
+    pub scheduled_count: u64,
 }
 
 /// The server itself.
@@ -412,9 +418,12 @@ impl HealthApi {
         let urls = super::urls_for(request, &services);
         let scheduled = services
             .store
-            .scheduled_jobs()
+            .soonest_scheduled(SCHEDULED_SHOWN)
             .await
-            .map_err(ApiError::store(OP))?
+            .map_err(ApiError::store(OP))?;
+        let scheduled_count = scheduled.1;
+        let scheduled = scheduled
+            .0
             .into_iter()
             .filter_map(|job| {
                 let (cron, cron_timezone) = match &job.spec.schedule {
@@ -475,6 +484,7 @@ impl HealthApi {
             jobs: JobCounts {
                 count: jobs,
                 scheduled,
+                scheduled_count,
             },
             fastlane: About {
                 version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -616,6 +616,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Jobs that will fire again (delayed or cron, not stopped).
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError>;
 
+    /// The `limit` jobs that fire soonest, and how many will fire in all.
+    /// This default reads them all; the SQL stores override it with
+    /// indexed reads.
+    async fn soonest_scheduled(&self, limit: u64) -> Result<(Vec<Job>, u64), StoreError> {
+        let mut jobs = self.scheduled_jobs().await?;
+        let total = jobs.len() as u64;
+        jobs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok((jobs, total))
+    }
+
     /// Tasks whose id contains `word` as a whole word (ids split at
     /// characters other than letters and digits), case-insensitive.
     async fn search_tasks(

@@ -423,15 +423,11 @@ impl Store for PostgresStore {
     }
 
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let rows = self
-            .query(
-                "SELECT data, job_id FROM jobs WHERE data ->> 'next_run_at' IS NOT NULL
-                 AND NOT COALESCE((data ->> 'stopped')::boolean, false)
-                 ORDER BY (data ->> 'next_run_at')::timestamptz",
-                &[],
-            )
-            .await?;
-        listed("job", &rows)
+        Ok(listing::soonest_scheduled(self, None).await?.0)
+    }
+
+    async fn soonest_scheduled(&self, limit: u64) -> Result<(Vec<Job>, u64), StoreError> {
+        listing::soonest_scheduled(self, Some(limit)).await
     }
 
     async fn search_tasks(

@@ -498,20 +498,11 @@ impl Store for SqliteStore {
     }
 
     async fn scheduled_jobs(&self) -> Result<Vec<Job>, StoreError> {
-        let rows = self
-            .db
-            .read(|conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT job_id, data FROM jobs
-                     WHERE json_extract(data, '$.next_run_at') IS NOT NULL
-                     AND COALESCE(json_extract(data, '$.stopped'), 0) = 0
-                     ORDER BY json_extract(data, '$.next_run_at')",
-                )?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            })
-            .await?;
-        read_all("job", rows)
+        Ok(listing::soonest_scheduled(self, None).await?.0)
+    }
+
+    async fn soonest_scheduled(&self, limit: u64) -> Result<(Vec<Job>, u64), StoreError> {
+        listing::soonest_scheduled(self, Some(limit)).await
     }
     async fn task(&self, task_id: &str) -> Result<Option<(Task, Vec<JobSummary>)>, StoreError> {
         let task_id = task_id.to_owned();

@@ -206,6 +206,16 @@ async fn a_job_submitted_from_the_form_shows_its_output_live_and_ends_done() -> 
     browser
         .wait_for_text("caption", "Latest failures: none", PATIENCE)
         .await?;
+    // The numbers behind the charts, opened, stay open as the page refreshes.
+    browser.click("details.numbers summary").await?;
+    browser
+        .wait_for_text("details.numbers table", "1", PATIENCE)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let open: bool = browser
+        .eval("document.querySelector('details.numbers').open")
+        .await?;
+    assert!(open, "the table stayed open through a refresh");
     accessible(&browser, "overview").await?;
     photograph(&browser, "overview").await?;
     Ok(())

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use fastlane_sdk::ExecutionStatus;
 
-use super::{at, execution, stored};
-use crate::store::Store;
+use super::{at, execution, job, stored};
+use crate::store::{Store, Submission};
 
 /// A task's jobs come a page at a time, each with its newest execution,
 /// and can be narrowed to those whose newest execution has a status.
@@ -249,4 +249,63 @@ pub async fn executions_that_ended_lately_come_latest_first(store: Arc<dyn Store
         .expect("ended");
     assert_eq!(failures.len(), 1, "at most the limit");
     assert_eq!(failures[0].execution_id, ended[3].execution_id);
+}
+
+/// Executions created in the same instant (slots fired together) are
+/// ordered by when they were written: the last written is the newest, and
+/// a status change of an older one moves neither the filters nor the
+/// task's last run.
+pub async fn of_executions_created_together_the_last_written_is_the_newest(store: Arc<dyn Store>) {
+    let (job, _) = stored(store.as_ref(), "together", 0).await;
+    let older = execution(&job, 5);
+    let newer = execution(&job, 5);
+    for e in [&older, &newer] {
+        assert!(store.insert_execution(e).await.expect("insert"));
+    }
+    let mut ended = older.clone();
+    ended.status = ExecutionStatus::Done;
+    ended.finished_at = Some(at(6));
+    store.save_execution(&ended, None).await.expect("save");
+
+    let count = |status| {
+        let store = Arc::clone(&store);
+        async move {
+            let (_, total) = store
+                .task_jobs("together", Some(status), 0, 10)
+                .await
+                .expect("task_jobs")
+                .expect("the task");
+            total
+        }
+    };
+    assert_eq!(count(ExecutionStatus::Done).await, 0);
+    assert_eq!(count(ExecutionStatus::Enqueued).await, 1);
+    let (jobs, _) = store
+        .task_jobs("together", None, 0, 10)
+        .await
+        .expect("task_jobs")
+        .expect("the task");
+    let shown = jobs[0].1.as_ref().map(|e| e.execution_id.clone());
+    assert_eq!(shown, Some(newer.execution_id.clone()), "the last written");
+    let (tasks, _) = store.tasks(0, 10).await.expect("tasks");
+    assert_eq!(tasks[0].last_status, Some(ExecutionStatus::Enqueued));
+}
+
+/// The jobs that fire soonest come first, as many as asked, with how many
+/// will fire in all; a stopped job is not among them.
+pub async fn the_soonest_scheduled_jobs_come_first_and_all_are_counted(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for (created, next) in [(0, 300), (1, 100), (2, 200), (3, 400)] {
+        let mut later = job("later", created);
+        later.next_run_at = Some(at(next));
+        later.stopped = created == 3;
+        store.submit(Submission::job(&later)).await.expect("create");
+        ids.push(later.job_id);
+    }
+    stored(store.as_ref(), "now", 4).await;
+    let (soonest, total) = store.soonest_scheduled(2).await.expect("scheduled");
+    let shown: Vec<&str> = soonest.iter().map(|j| j.job_id.as_str()).collect();
+    assert_eq!(shown, vec![ids[1].as_str(), ids[2].as_str()]);
+    assert_eq!(total, 3, "the stopped job and the one that ran now are not");
+    assert_eq!(store.scheduled_jobs().await.expect("all").len(), 3);
 }

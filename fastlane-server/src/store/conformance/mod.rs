@@ -17,7 +17,9 @@ pub use listings::{
     a_tasks_jobs_come_in_pages_with_their_newest_execution,
     a_tasks_last_run_is_the_status_of_its_newest_execution,
     executions_that_ended_lately_come_latest_first,
+    of_executions_created_together_the_last_written_is_the_newest,
     tasks_come_in_pages_and_search_matches_whole_words,
+    the_soonest_scheduled_jobs_come_first_and_all_are_counted,
 };
 pub use messages::{
     an_idempotency_key_writes_once_until_it_expires, concurrent_submissions_each_land_whole,
@@ -621,6 +623,8 @@ macro_rules! store_conformance {
             tasks_come_in_pages_and_search_matches_whole_words,
             a_tasks_last_run_is_the_status_of_its_newest_execution,
             executions_that_ended_lately_come_latest_first,
+            of_executions_created_together_the_last_written_is_the_newest,
+            the_soonest_scheduled_jobs_come_first_and_all_are_counted,
             executions_come_newest_first_and_a_retry_is_counted,
             a_stopped_execution_stays_stopped,
             dispatches_survive_saves,

@@ -12,7 +12,7 @@ use crate::store::{
 };
 
 use super::PostgresStore;
-use super::rows::{big, col, corrupt, count, from_doc};
+use super::rows::{big, col, corrupt, count, from_doc, listed};
 use super::submit::TASK_MODIFIED;
 
 /// The newest execution of job `j` (the one `executions_by_job` finds
@@ -135,7 +135,8 @@ pub(super) async fn task_page(
 
 /// The executions that ended at or after `since` in `statuses`, the latest
 /// first, at most `limit`: `executions_by_end` holds status and end time.
-/// Times are compared as text, exact to the second, and compared again here.
+/// Times are compared as text in byte order (`COLLATE "C"`, whatever the
+/// database's), exact to the second, and compared again here.
 pub(super) async fn ended_since(
     store: &PostgresStore,
     since: DateTime<Utc>,
@@ -149,10 +150,11 @@ pub(super) async fn ended_since(
         rows.extend(
             store
                 .query(
-                    "SELECT execution_id, job_id, status, data->>'task_id', data->>'started_at',
+                    r#"SELECT execution_id, job_id, status, data->>'task_id', data->>'started_at',
                             data->>'finished_at', (data->>'exit_code')::bigint, data->>'error'
-                     FROM executions WHERE status = $1 AND data->>'finished_at' >= $2
-                     ORDER BY data->>'finished_at' DESC LIMIT $3",
+                     FROM executions
+                     WHERE status = $1 AND (data->>'finished_at') COLLATE "C" >= $2
+                     ORDER BY (data->>'finished_at') COLLATE "C" DESC LIMIT $3"#,
                     &[&status.as_str(), &from, &sql_int(limit)],
                 )
                 .await?,
@@ -198,4 +200,37 @@ pub(super) async fn ended_since(
         ended.extend(readable("execution", &execution_id, read())?.flatten());
     }
     Ok(latest_first(ended, limit))
+}
+
+/// The jobs that will fire again, soonest first (read on the partial index
+/// `jobs_scheduled`): at most `limit` of them, with how many there are in
+/// all; all of them without a limit.
+pub(super) async fn soonest_scheduled(
+    store: &PostgresStore,
+    limit: Option<u64>,
+) -> Result<(Vec<Job>, u64), StoreError> {
+    const SCHEDULED: &str = "FROM jobs WHERE data ->> 'next_run_at' IS NOT NULL
+         AND NOT COALESCE((data ->> 'stopped')::boolean, false)";
+    let rows = store
+        .query(
+            &format!(
+                "SELECT data, job_id {SCHEDULED}
+                 ORDER BY (data ->> 'next_run_at')::timestamptz LIMIT $1"
+            ),
+            &[&limit.map(big)],
+        )
+        .await?;
+    let total = match limit {
+        Some(_) => {
+            let counted = store
+                .query(&format!("SELECT COUNT(*) {SCHEDULED}"), &[])
+                .await?;
+            match counted.first() {
+                Some(row) => count(row, 0)?,
+                None => 0,
+            }
+        }
+        None => rows.len() as u64,
+    };
+    Ok((listed("job", &rows)?, total))
 }

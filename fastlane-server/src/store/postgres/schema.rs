@@ -28,12 +28,19 @@ CREATE TABLE IF NOT EXISTS deliveries (
 /// Version 3: what listings filter and sort on without reading every
 /// execution. Each job keeps the status and creation time of its newest
 /// execution (`newest_status`, `newest_at`), written by a trigger on every
-/// execution insert and status change, so no write path can forget them:
+/// insert and status change of the job's newest execution (latest
+/// `created_at`, then latest `seq`), so no write path can forget them:
 /// a task's jobs filtered by status, and a task's last run, are index
 /// reads. Only job rows are touched, never the task's one row (see
-/// `submit::TASKS` on why). Executions are indexed by status and end time,
-/// for the activity of the last hour and the latest failures.
+/// `submit::TASKS` on why); a status change now also waits for its job's
+/// row lock. Both tables are locked first, so executions written by other
+/// processes while it runs are neither missed by the backfill nor
+/// deadlocked against it. Executions are indexed by status and end time,
+/// for the activity of the last hour and the latest failures; jobs with a
+/// next run are indexed apart, so `/status` lists them without reading
+/// every job.
 const NEWEST_AND_ENDED: &str = r#"
+LOCK TABLE executions, jobs IN SHARE ROW EXCLUSIVE MODE;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS newest_status TEXT;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS newest_at TIMESTAMPTZ;
 UPDATE jobs j SET (newest_status, newest_at) = (
@@ -41,7 +48,10 @@ UPDATE jobs j SET (newest_status, newest_at) = (
     ORDER BY e.created_at DESC, e.seq DESC LIMIT 1);
 CREATE INDEX IF NOT EXISTS jobs_by_task_status ON jobs (task_id, newest_status, last_modified_at);
 CREATE INDEX IF NOT EXISTS jobs_by_task_newest ON jobs (task_id, newest_at);
-CREATE INDEX IF NOT EXISTS executions_by_end ON executions (status, (data->>'finished_at'));
+CREATE INDEX IF NOT EXISTS executions_by_end
+    ON executions (status, (data->>'finished_at') COLLATE "C");
+CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs ((data->>'next_run_at'))
+    WHERE data->>'next_run_at' IS NOT NULL;
 CREATE OR REPLACE FUNCTION fastlane_newest_execution() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -49,7 +59,9 @@ BEGIN
         RETURN NULL;
     END IF;
     UPDATE jobs SET newest_status = NEW.status, newest_at = NEW.created_at
-    WHERE job_id = NEW.job_id AND (newest_at IS NULL OR newest_at <= NEW.created_at);
+    WHERE job_id = NEW.job_id AND NEW.seq = (
+        SELECT seq FROM executions WHERE job_id = NEW.job_id
+        ORDER BY created_at DESC, seq DESC LIMIT 1);
     RETURN NULL;
 END
 $$;

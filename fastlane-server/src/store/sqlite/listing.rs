@@ -12,7 +12,7 @@ use crate::store::{
     sql_int,
 };
 
-use super::{SqliteStore, from_json, parse_ts, ts};
+use super::{SqliteStore, from_json, parse_ts, read_all, ts};
 
 /// The newest execution of job `j` (the one `executions_by_job` finds
 /// last), as a join.
@@ -240,12 +240,16 @@ pub(super) async fn ended_since(
                     "execution {execution_id:?} lacks its status, task or end"
                 )));
             };
-            let finished_at = parse_ts(&finished)?;
+            // A time that does not parse is a corrupt record, skipped.
+            let time = |text: &str| {
+                parse_ts(text).map_err(|e| StoreError::Corrupt(format!("unreadable record: {e}")))
+            };
+            let finished_at = time(&finished)?;
             if finished_at < since {
                 return Ok(None);
             }
             Ok(Some(Ended {
-                started_at: started.as_deref().map(parse_ts).transpose()?,
+                started_at: started.as_deref().map(time).transpose()?,
                 execution_id: execution_id.clone(),
                 job_id,
                 task_id,
@@ -258,4 +262,37 @@ pub(super) async fn ended_since(
         ended.extend(readable("execution", &execution_id, read())?.flatten());
     }
     Ok(latest_first(ended, limit))
+}
+
+/// The jobs that will fire again, soonest first (read on the partial index
+/// `jobs_scheduled`): at most `limit` of them, with how many there are in
+/// all; all of them without a limit.
+pub(super) async fn soonest_scheduled(
+    store: &SqliteStore,
+    limit: Option<u64>,
+) -> Result<(Vec<Job>, u64), StoreError> {
+    const SCHEDULED: &str = "FROM jobs WHERE json_extract(data, '$.next_run_at') IS NOT NULL
+         AND COALESCE(json_extract(data, '$.stopped'), 0) = 0";
+    let most = limit.map_or(-1, sql_int);
+    let (rows, total): (Vec<(String, String)>, Option<u64>) = store
+        .db
+        .read(move |conn| {
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT job_id, data {SCHEDULED}
+                     ORDER BY json_extract(data, '$.next_run_at') LIMIT ?1"
+                ))?
+                .query_map(params![most], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let total = match limit {
+                Some(_) => {
+                    Some(conn.query_row(&format!("SELECT COUNT(*) {SCHEDULED}"), [], |r| r.get(0))?)
+                }
+                None => None,
+            };
+            Ok((rows, total))
+        })
+        .await?;
+    let total = total.unwrap_or(rows.len() as u64);
+    Ok((read_all("job", rows)?, total))
 }
