@@ -175,7 +175,8 @@ def batches(binary, seconds):
 def big_task(binary, jobs, stopped):
     """Response times of what the admin UI reads, with one task of `jobs`
     jobs (nothing runs: the only host is blacklisted) of which `stopped`
-    were stopped through the API (so they ended within the last hour): a
+    were stopped through the API (so they ended within the last hour), and
+    another task of as many jobs delayed by a day (scheduled jobs): a
     task's page of jobs (first, last, filtered by status), the tasks page,
     /status and /status/activity (the overview), and the whole-task listing
     the UI no longer reads, each the median of five."""
@@ -189,6 +190,10 @@ def big_task(binary, jobs, stopped):
             ids.extend(j["jobId"] for j in made["jobs"])
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda i: server.request("POST", f"/tasks/big/jobs/{i}/stop"), ids[:stopped]))
+        # As many delayed jobs, due in a day: /status lists the soonest.
+        later = dict(job, startIn="1d")
+        for _ in range(jobs // 1000):
+            server.request("POST", "/tasks/later/batch", {"jobs": [later] * 1000})
         first = server.request("GET", "/tasks/big/jobs")
         timed = {}
         for name, path in [
@@ -198,7 +203,7 @@ def big_task(binary, jobs, stopped):
             ("task page 1, status=stopped", "/tasks/big/jobs?page=1&status=stopped"),
             ("task page 1, status=failed (none)", "/tasks/big/jobs?page=1&status=failed"),
             ("/tasks (the tasks page, with the last run)", "/tasks"),
-            ("/status", "/status"),
+            (f"/status ({jobs:,} scheduled jobs, the 100 soonest listed)", "/status"),
             ("/status/activity", "/status/activity"),
             ("GET /tasks/big (every job)", "/tasks/big"),
         ]:

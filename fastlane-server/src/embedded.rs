@@ -136,7 +136,8 @@ CREATE INDEX IF NOT EXISTS jobs_by_task_newest ON jobs (task_id, newest_at);
 CREATE INDEX IF NOT EXISTS executions_by_end
     ON executions (status, json_extract(data, '$.finished_at'));
 CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (json_extract(data, '$.next_run_at'))
-    WHERE json_extract(data, '$.next_run_at') IS NOT NULL;
+    WHERE json_extract(data, '$.next_run_at') IS NOT NULL
+    AND COALESCE(json_extract(data, '$.stopped'), 0) = 0;
 CREATE TRIGGER IF NOT EXISTS executions_newest_on_insert AFTER INSERT ON executions
 BEGIN
     UPDATE jobs SET newest_status = NEW.status, newest_at = NEW.created_at

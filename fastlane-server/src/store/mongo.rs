@@ -78,9 +78,6 @@ const LIVE: [&str; 3] = ["enqueued", "pulling", "running"];
 /// may work.
 const TRANSACTION_TRIES: u32 = 5;
 
-/// The database used when neither the URL nor `MONGODB_CONFIG` names one.
-pub const DEFAULT_DATABASE: &str = "fastlane";
-
 /// The MongoDB store: a client (its own connection pool) and a database.
 #[derive(Clone)]
 pub struct MongoStore {
@@ -201,12 +198,8 @@ impl MongoStore {
         })
     }
 
-    /// The database's name.
-    pub fn database(&self) -> &str {
-        self.db.name()
-    }
-
-    /// Deletes the database with everything in it (for tests).
+    /// Deletes the database with everything in it.
+    #[cfg(test)]
     pub async fn drop_database(&self) -> Result<(), StoreError> {
         self.db.drop().await.map_err(mongo)
     }

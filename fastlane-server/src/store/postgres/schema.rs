@@ -51,7 +51,8 @@ CREATE INDEX IF NOT EXISTS jobs_by_task_newest ON jobs (task_id, newest_at);
 CREATE INDEX IF NOT EXISTS executions_by_end
     ON executions (status, (data->>'finished_at') COLLATE "C");
 CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs ((data->>'next_run_at'))
-    WHERE data->>'next_run_at' IS NOT NULL;
+    WHERE data->>'next_run_at' IS NOT NULL
+    AND NOT COALESCE((data->>'stopped')::boolean, false);
 CREATE OR REPLACE FUNCTION fastlane_newest_execution() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

@@ -264,8 +264,9 @@ pub(super) async fn ended_since(
     Ok(latest_first(ended, limit))
 }
 
-/// The jobs that will fire again, soonest first (read on the partial index
-/// `jobs_scheduled`): at most `limit` of them, with how many there are in
+/// The jobs that will fire again, soonest first, read on the partial index
+/// `jobs_scheduled` whose condition is this query's (so counting them reads
+/// the index alone): at most `limit` of them, with how many there are in
 /// all; all of them without a limit.
 pub(super) async fn soonest_scheduled(
     store: &SqliteStore,
