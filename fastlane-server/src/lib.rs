@@ -40,6 +40,10 @@
 //!   failures it reports, and the traces it exports.
 //! - [`urls`], [`redact`], [`egress`], [`clock`]: absolute URLs, masking
 //!   secrets, the webhook egress policy, the current time.
+//!
+//! Only what `main.rs` and the fuzz target use is public: [`api`],
+//! [`commands`], [`config`], [`prune`], [`roles`] and [`telemetry`]; the
+//! rest is private to the crate, so the compiler reports what nothing uses.
 
 mod admission;
 pub mod api;

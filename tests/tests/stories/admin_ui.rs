@@ -447,3 +447,53 @@ async fn with_a_token_configured_the_ui_asks_for_it_and_follows_logs_with_it() -
     assert_eq!(stdout.trim_end(), "hi\nbye");
     Ok(())
 }
+
+#[tokio::test]
+async fn with_basic_credentials_the_ui_signs_in_submits_and_follows_logs_with_them()
+-> anyhow::Result<()> {
+    // Past ASCII, and with a colon: only the first colon ends the user.
+    let password = "pässwörd:with colon";
+    let server = Server::start(&[
+        ("BASIC_AUTH_USERNAME", "operator"),
+        ("BASIC_AUTH_PASSWORD", password),
+    ])
+    .await?;
+    let browser = Browser::start().await?;
+    let task = task("basic");
+
+    browser.goto(&server.url("/ui/")).await?;
+    browser
+        .wait_for("document.getElementById('login').open", PATIENCE)
+        .await?;
+    browser.type_into("#login-user", "operator").await?;
+    browser.type_into("#login-password", password).await?;
+    browser.click("#login-form button[type=submit]").await?;
+    browser.wait_for_text("table", "Hosts", PATIENCE).await?;
+
+    // Signed in for the tab: the form submits and the log socket follows.
+    browser
+        .goto(&server.url(&format!("/ui/submit?task={task}")))
+        .await?;
+    browser.wait_for_element("#submit-form", PATIENCE).await?;
+    browser.type_into("#field-image", &image()).await?;
+    browser
+        .type_into("#field-command", "sh -c 'echo hello; sleep 3; echo bye'")
+        .await?;
+    browser.click("#submit-form button[type=submit]").await?;
+    browser
+        .wait_for_text("#log-state", "Ended done, exit code 0", PATIENCE)
+        .await?;
+    let stdout = browser.text("#log-stdout").await?;
+    assert_eq!(stdout.trim_end(), "hello\nbye");
+
+    let listed = server
+        .client()
+        .get(server.url(&format!("/tasks/{task}/jobs")))
+        .basic_auth("operator", Some(password))
+        .send()
+        .await?;
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await?;
+    assert_eq!(listed["items"][0]["newest"]["status"], "done", "{listed}");
+    Ok(())
+}
