@@ -148,25 +148,17 @@ pub async fn logs(server: &Server, args: LogsArgs) -> anyhow::Result<ExitCode> {
     }
     let api = &server.api;
     let (task, id) = (job.task.as_str(), job.job.as_str());
-    let (stdout, stderr) = match &execution {
-        Some(execution) => (
-            api.get_execution_stdout()
-                .task_id(task)
-                .job_id(id)
-                .execution_id(execution.as_str())
-                .send()
-                .await,
+    // stderr first, then stdout only when it is printed (it can be large).
+    let stderr = match &execution {
+        Some(execution) => {
             api.get_execution_stderr()
                 .task_id(task)
                 .job_id(id)
                 .execution_id(execution.as_str())
                 .send()
-                .await,
-        ),
-        None => (
-            api.get_job_stdout().task_id(task).job_id(id).send().await,
-            api.get_job_stderr().task_id(task).job_id(id).send().await,
-        ),
+                .await
+        }
+        None => api.get_job_stderr().task_id(task).job_id(id).send().await,
     };
     let stderr = match stderr {
         Ok(body) => fastlane_client::text(body.into_inner()).await?,
@@ -176,6 +168,17 @@ pub async fn logs(server: &Server, args: LogsArgs) -> anyhow::Result<ExitCode> {
         out!("{stderr}");
         return Ok(ExitCode::SUCCESS);
     }
+    let stdout = match &execution {
+        Some(execution) => {
+            api.get_execution_stdout()
+                .task_id(task)
+                .job_id(id)
+                .execution_id(execution.as_str())
+                .send()
+                .await
+        }
+        None => api.get_job_stdout().task_id(task).job_id(id).send().await,
+    };
     let stdout = match stdout {
         Ok(body) => fastlane_client::text(body.into_inner()).await?,
         Err(err) => return Err(api_error(err).await),
