@@ -9,11 +9,11 @@ use poem_openapi::{
     payload::{Json, PlainText},
 };
 
-use fastlane_sdk::{HostStatus, RunningContainer, Schedule};
+use fastlane_sdk::{HostStatus, RunningContainer};
 
 use super::ApiTags;
 use super::error::ApiError;
-use super::views::{Link, job_metadata};
+use super::views::{Link, cron_of, job_metadata};
 use crate::services::Services;
 
 /// How many scheduled jobs `/status` lists (the soonest); it counts them all.
@@ -426,13 +426,7 @@ impl HealthApi {
             .0
             .into_iter()
             .filter_map(|job| {
-                let (cron, cron_timezone) = match &job.spec.schedule {
-                    Schedule::Cron {
-                        expression,
-                        timezone,
-                    } => (Some(expression.clone()), timezone.clone()),
-                    _ => (None, None),
-                };
+                let (cron, cron_timezone) = cron_of(&job);
                 Some(ScheduledJob {
                     url: urls.job(&job.task_id, &job.job_id),
                     stop_url: format!("{}stop/", urls.job(&job.task_id, &job.job_id)),

@@ -278,7 +278,7 @@ impl Store for PostgresStore {
     async fn task_jobs(
         &self,
         task_id: &str,
-        status: Option<fastlane_sdk::ExecutionStatus>,
+        status: Option<ExecutionStatus>,
         offset: u64,
         limit: u64,
     ) -> Result<Option<(Vec<JobWithNewest>, u64)>, StoreError> {

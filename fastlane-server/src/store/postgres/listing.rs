@@ -7,12 +7,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 use crate::store::{
-    Ended, JobWithNewest, StoreError, TaskSummary, latest_first, named, readable, search_pattern,
-    sql_int,
+    Ended, EndedColumns, JobWithNewest, StoreError, TaskSummary, ended_of, named, readable,
+    search_pattern, sql_int,
 };
 
 use super::PostgresStore;
-use super::rows::{big, col, corrupt, count, from_doc, listed};
+use super::rows::{big, col, count, from_doc, listed};
 use super::submit::TASK_MODIFIED;
 
 /// The newest execution of job `j` (the one `executions_by_job` finds
@@ -144,7 +144,7 @@ pub(super) async fn ended_since(
     limit: u64,
 ) -> Result<Vec<Ended>, StoreError> {
     let from = since.to_rfc3339_opts(SecondsFormat::Micros, true);
-    // One index range per status, merged here, as each is read in order.
+    // One index range per status, merged by `ended_of`.
     let mut rows = Vec::new();
     for status in statuses {
         rows.extend(
@@ -160,46 +160,22 @@ pub(super) async fn ended_since(
                 .await?,
         );
     }
-    let time = |text: &str| {
-        DateTime::parse_from_rfc3339(text)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(corrupt)
-    };
-    let mut ended = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let execution_id: String = col(row, 0)?;
-        let read = || -> Result<Option<Ended>, StoreError> {
-            let status: String = col(row, 2)?;
-            let (Ok(status), Some(task_id), Some(finished)) = (
-                status.parse::<ExecutionStatus>(),
-                col::<Option<String>>(row, 3)?,
-                col::<Option<String>>(row, 5)?,
-            ) else {
-                return Err(corrupt(format!(
-                    "execution {execution_id:?} lacks its status, task or end"
-                )));
-            };
-            let finished_at = time(&finished)?;
-            if finished_at < since {
-                return Ok(None);
-            }
-            Ok(Some(Ended {
-                execution_id: execution_id.clone(),
+    let rows = rows
+        .iter()
+        .map(|row| {
+            Ok(EndedColumns {
+                execution_id: col(row, 0)?,
                 job_id: col(row, 1)?,
-                task_id,
-                status,
-                started_at: col::<Option<String>>(row, 4)?
-                    .as_deref()
-                    .map(time)
-                    .transpose()?,
-                finished_at,
+                status: col(row, 2)?,
+                task_id: col(row, 3)?,
+                started_at: col(row, 4)?,
+                finished_at: col(row, 5)?,
                 exit_code: col(row, 6)?,
                 error: col(row, 7)?,
-            }))
-        };
-        ended.extend(readable("execution", &execution_id, read())?.flatten());
-    }
-    Ok(latest_first(ended, limit))
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    ended_of(rows, since, limit)
 }
 
 /// The jobs that will fire again, soonest first, read on the partial index

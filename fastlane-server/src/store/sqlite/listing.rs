@@ -8,8 +8,8 @@ use rusqlite::params;
 use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 use crate::store::{
-    Ended, JobWithNewest, StoreError, TaskSummary, latest_first, named, readable, search_pattern,
-    sql_int,
+    Ended, EndedColumns, JobWithNewest, StoreError, TaskSummary, ended_of, named, readable,
+    search_pattern, sql_int,
 };
 
 use super::{SqliteStore, from_json, parse_ts, read_all, ts};
@@ -184,17 +184,6 @@ pub(super) async fn task_page(
         .await?)
 }
 
-type EndedRow = (
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-);
-
 /// The executions that ended at or after `since` in `statuses`, the latest
 /// first, at most `limit`.
 pub(super) async fn ended_since(
@@ -205,63 +194,32 @@ pub(super) async fn ended_since(
 ) -> Result<Vec<Ended>, StoreError> {
     let statuses: Vec<&'static str> = statuses.iter().map(|s| s.as_str()).collect();
     let (from, most) = (ts(since), sql_int(limit));
-    // One index range per status, merged here: an `IN` over statuses would
-    // read every match before sorting them.
-    let rows: Vec<EndedRow> = store
+    // One index range per status, merged by `ended_of`: an `IN` over
+    // statuses would read every match before sorting them.
+    let rows = store
         .db
         .read(move |conn| {
             let mut stmt = conn.prepare_cached(ENDED)?;
             let mut rows = Vec::new();
             for status in statuses {
                 let found = stmt.query_map(params![from, most, status], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
+                    Ok(EndedColumns {
+                        execution_id: r.get(0)?,
+                        job_id: r.get(1)?,
+                        status: r.get(2)?,
+                        task_id: r.get(3)?,
+                        started_at: r.get(4)?,
+                        finished_at: r.get(5)?,
+                        exit_code: r.get(6)?,
+                        error: r.get(7)?,
+                    })
                 })?;
-                rows.extend(found.collect::<Result<Vec<EndedRow>, _>>()?);
+                rows.extend(found.collect::<Result<Vec<_>, _>>()?);
             }
             Ok(rows)
         })
         .await?;
-    let mut ended = Vec::with_capacity(rows.len());
-    for (execution_id, job_id, status, task_id, started, finished, exit_code, error) in rows {
-        let read = || -> Result<Option<Ended>, StoreError> {
-            let (Some(status), Some(task_id), Some(finished)) =
-                (status.parse::<ExecutionStatus>().ok(), task_id, finished)
-            else {
-                return Err(StoreError::Corrupt(format!(
-                    "execution {execution_id:?} lacks its status, task or end"
-                )));
-            };
-            // A time that does not parse is a corrupt record, skipped.
-            let time = |text: &str| {
-                parse_ts(text).map_err(|e| StoreError::Corrupt(format!("unreadable record: {e}")))
-            };
-            let finished_at = time(&finished)?;
-            if finished_at < since {
-                return Ok(None);
-            }
-            Ok(Some(Ended {
-                started_at: started.as_deref().map(time).transpose()?,
-                execution_id: execution_id.clone(),
-                job_id,
-                task_id,
-                status,
-                finished_at,
-                exit_code,
-                error,
-            }))
-        };
-        ended.extend(readable("execution", &execution_id, read())?.flatten());
-    }
-    Ok(latest_first(ended, limit))
+    ended_of(rows, since, limit)
 }
 
 /// The jobs that will fire again, soonest first, read on the partial index
