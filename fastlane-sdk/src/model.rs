@@ -227,6 +227,18 @@ pub struct JobSpec {
     /// every job of the task); the others wait their turn in order.
     #[serde(default)]
     pub max_concurrent: Option<u32>,
+    /// Higher runs first when executions wait for the same slot; the
+    /// task's (`TASK_FLOW`), else 0, when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Whom the job runs for (a customer, a tenant): executions with the
+    /// same key share its limits, rate and fair share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// At most this many executions of the task with the same
+    /// `concurrency_key` run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_per_key: Option<u32>,
     /// When the image is pulled; the farm's policy when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<PullPolicy>,
@@ -255,6 +267,9 @@ impl JobSpec {
             cpu_limit: None,
             memory_limit: None,
             max_concurrent: None,
+            priority: None,
+            concurrency_key: None,
+            max_concurrent_per_key: None,
             pull_policy: None,
         }
     }

@@ -1,9 +1,12 @@
 //! Concurrency limits: which executions may be placed now, and which wait.
 //!
 //! An execution passes its gates before a host is chosen: its executor's
-//! pool (a Docker farm's `maxRunning`) and its task's limit (the job's
-//! `maxConcurrent`, `TASK_CONCURRENCY`). The store keeps the slots and the
-//! line, so the limits hold exactly across every worker. An execution that
+//! pool (a Docker farm's `maxRunning`), its task's (the job's
+//! `maxConcurrent`, `TASK_FLOW`'s limit and rate, and whether the task is
+//! paused), and with a `concurrencyKey`, its key's. The store keeps the
+//! slots, the line and the rate limits' buckets, so the limits hold
+//! exactly across every worker; who goes first is
+//! [`crate::store::line`]'s business. An execution that
 //! does not fit is parked: its message is acked and nothing polls for it.
 //! When a slot frees (an execution reaches a final status), [`wake`] queues
 //! the executions at the front of the line again; a slow sweep
@@ -11,38 +14,121 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use fastlane_sdk::Job;
 
+use crate::config::FlowRule;
 use crate::queue::{JOBS, Work};
 use crate::services::Services;
-use crate::store::Gate;
+use crate::store::{Ask, Gate, Rate};
 
 /// How often [`sweep`] looks for executions to wake.
 const SWEEP: Duration = Duration::from_secs(2);
 
-/// The gates executions of `job` may pass: for each pool of its executor,
-/// preferred first, that pool's gate with the task's. Empty: no limit.
-pub fn choices(services: &Services, job: &Job) -> Vec<Vec<Gate>> {
-    let executor = services.executors.for_task(&job.task_id);
-    let task = task_gate(services, job);
-    let pools = executor.pools(&job.task_id);
-    if pools.is_empty() {
-        return task.map(|gate| vec![vec![gate]]).unwrap_or_default();
+/// The gate key of `task_id`: pausing it pauses the task.
+pub fn task_key(task_id: &str) -> String {
+    format!("task:{task_id}")
+}
+
+/// The gate key of a concurrency key.
+fn key_key(key: &str) -> String {
+    format!("key:{key}")
+}
+
+/// What an execution of `job` asks of the line, first asking at `since`:
+/// for each pool of its executor, preferred first, that pool's gate with
+/// the task's (always there, so a task can be paused; limited by
+/// `maxConcurrent`, rated by `TASK_FLOW`), and with a concurrency key, the
+/// key's within the task (`maxConcurrentPerKey`) and across tasks
+/// (`KEY_FLOW`). It counts against its key's fair share if it has one,
+/// else its task's.
+pub fn ask(services: &Services, job: &Job, since: DateTime<Utc>) -> Ask {
+    let flow = &services.config.flow;
+    let task_id = &job.task_id;
+    let task_rules: Vec<&FlowRule> = flow
+        .tasks
+        .iter()
+        .filter(|rule| rule.pattern.is_match(task_id))
+        .collect();
+    let first = |rules: &[&FlowRule], field: fn(&FlowRule) -> Option<Rate>| {
+        rules.iter().find_map(|rule| field(rule))
+    };
+    let mut common = vec![Gate {
+        key: task_key(task_id),
+        limit: smallest(&task_rules, |r| r.max_concurrent, job.spec.max_concurrent),
+        rate: first(&task_rules, |r| r.rate),
+    }];
+    let mut weight = task_rules.iter().find_map(|r| r.weight);
+    let mut flow_key = task_key(task_id);
+    if let Some(key) = job.spec.concurrency_key.as_deref() {
+        let per_key = smallest(
+            &task_rules,
+            |r| r.max_concurrent_per_key,
+            job.spec.max_concurrent_per_key,
+        );
+        if per_key < u32::MAX {
+            common.push(Gate::new(format!("taskkey:{task_id}:{key}"), per_key));
+        }
+        let key_rules: Vec<&FlowRule> = flow
+            .keys
+            .iter()
+            .filter(|rule| rule.pattern.is_match(key))
+            .collect();
+        common.push(Gate {
+            key: key_key(key),
+            limit: smallest(&key_rules, |r| r.max_concurrent, None),
+            rate: first(&key_rules, |r| r.rate),
+        });
+        weight = key_rules.iter().find_map(|r| r.weight);
+        flow_key = key_key(key);
     }
-    pools
-        .into_iter()
-        .map(|pool| {
-            let mut gates = vec![Gate {
-                key: format!("{}{}", pool_prefix(executor.name()), pool.name),
-                limit: pool.max_running,
-            }];
-            gates.extend(task.clone());
-            gates
-        })
-        .collect()
+    let executor = services.executors.for_task(task_id);
+    let pools = executor.pools(task_id);
+    let choices = if pools.is_empty() {
+        vec![common]
+    } else {
+        pools
+            .into_iter()
+            .map(|pool| {
+                let mut gates = vec![Gate::new(
+                    pool_key(executor.name(), &pool.name),
+                    pool.max_running,
+                )];
+                gates.extend(common.iter().cloned());
+                gates
+            })
+            .collect()
+    };
+    Ask {
+        choices,
+        priority: job
+            .spec
+            .priority
+            .or_else(|| task_rules.iter().find_map(|r| r.priority))
+            .unwrap_or(0),
+        flow: flow_key,
+        weight: weight.unwrap_or(1),
+        since,
+    }
+}
+
+/// The smallest limit the `rules` and the job's own give; none: no limit.
+fn smallest(rules: &[&FlowRule], field: fn(&FlowRule) -> Option<u32>, own: Option<u32>) -> u32 {
+    rules
+        .iter()
+        .filter_map(|rule| field(rule))
+        .chain(own)
+        .min()
+        .unwrap_or(u32::MAX)
+}
+
+/// The gate key of `executor`'s pool `pool` (a Docker farm): pausing it
+/// pauses the farm.
+pub fn pool_key(executor: &str, pool: &str) -> String {
+    format!("{}{pool}", pool_prefix(executor))
 }
 
 /// The start of the gate keys of `executor`'s pools.
@@ -58,30 +144,19 @@ pub fn pool_held(executor: &str, gates: &[String]) -> Option<String> {
         .find_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
 }
 
-/// The limit on executions of `job`'s task at once, if any.
-fn task_gate(services: &Services, job: &Job) -> Option<Gate> {
-    let task_limit = services
-        .config
-        .task_limits
-        .iter()
-        .filter(|limit| limit.pattern.is_match(&job.task_id))
-        .map(|limit| limit.max_concurrent)
-        .chain(job.spec.max_concurrent)
-        .min();
-    task_limit.map(|limit| Gate {
-        key: format!("task:{}", job.task_id),
-        limit,
-    })
-}
-
 /// Queues the executions that may take the slots free now (a no-op for
-/// those whose message is still queued).
-pub async fn wake(services: &Services) {
-    let admissible = match services.store.admissible().await {
+/// those whose message is still queued). Returns when to look again for
+/// executions held back by a rate limit alone.
+pub async fn wake(services: &Services) -> Option<Duration> {
+    let (admissible, decision) = match services
+        .store
+        .admissible(&services.config.flow.policy)
+        .await
+    {
         Ok(admissible) => admissible,
         Err(err) => {
             warn!(error = %err, "cannot read the line of waiting executions");
-            return;
+            return None;
         }
     };
     for execution_id in admissible {
@@ -93,14 +168,23 @@ pub async fn wake(services: &Services) {
             warn!(error = %err, "cannot queue a waiting execution; the sweep will");
         }
     }
+    decision.retry_in
 }
 
-/// Wakes waiting executions every few seconds until `shutdown`.
+/// Wakes waiting executions every few seconds until `shutdown`, and
+/// sooner when a rate limit's next token is due.
 pub async fn sweep(services: &Services, shutdown: CancellationToken) {
+    let mut next = SWEEP;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(SWEEP) => wake(services).await,
+            () = tokio::time::sleep(next) => {
+                // At least 20 ms apart, so a busy line is not decided
+                // over and over.
+                next = wake(services)
+                    .await
+                    .map_or(SWEEP, |due| due.clamp(Duration::from_millis(20), SWEEP));
+            }
         }
     }
 }

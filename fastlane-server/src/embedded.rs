@@ -101,7 +101,7 @@ CREATE TABLE IF NOT EXISTS blacklist (
 /// versions were kept: the first migration creates whatever is missing.
 /// Every schema change is a new migration at the end; one that shipped is
 /// never edited.
-const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES, NEWEST_AND_ENDED];
+const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES, NEWEST_AND_ENDED, FLOW_CONTROL];
 
 /// Version 2: the notification deliveries owed, kept from the status change
 /// that calls for them until they are made or given up
@@ -153,6 +153,28 @@ BEGIN
         SELECT rowid FROM executions WHERE job_id = NEW.job_id
         ORDER BY created_at DESC, rowid DESC LIMIT 1);
 END;
+"#;
+
+/// Version 4: flow control. The gates paused by an operator
+/// (`paused_gates`: a task's `task:<id>`, a farm's `pool:<executor>:<farm>`)
+/// and the rate limits' token buckets as last spent (`admission_buckets`),
+/// both read and written by the admission line's step; each waiter's class
+/// (what it asked but when: [`crate::store::line::class_key`]), so the
+/// line is read a class at a time. A waiter from before keeps its old
+/// entry as its class until it asks again.
+const FLOW_CONTROL: &str = r#"
+ALTER TABLE admission_line ADD COLUMN class TEXT NOT NULL DEFAULT '';
+UPDATE admission_line SET class = gates;
+CREATE INDEX IF NOT EXISTS admission_line_by_class ON admission_line (class, seq);
+CREATE TABLE IF NOT EXISTS paused_gates (
+    gate      TEXT PRIMARY KEY,
+    paused_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS admission_buckets (
+    gate   TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at     TEXT NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// The schema version this build reads and writes.

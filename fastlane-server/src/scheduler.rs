@@ -154,6 +154,24 @@ pub async fn reconcile(services: &Services) -> anyhow::Result<usize> {
     Ok(queued)
 }
 
+/// Fires the slots of `task_id`'s jobs that passed while it was paused
+/// (their firings were dropped, their next run left on the first slot
+/// missed): queues each such job's firing for that slot, now, and the
+/// firing decides as the job's `missedRuns` says.
+pub async fn resume_task(services: &Services, task_id: &str) -> anyhow::Result<()> {
+    for job in services.store.scheduled_jobs().await? {
+        if job.task_id == task_id
+            && let Some(slot) = job.next_run_at
+        {
+            services
+                .queue
+                .enqueue(SCHEDULE, &firing(&job, slot), Some(slot))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// How many missed slots `missedRuns: all` fires when the job does not say.
 const DEFAULT_MAX_MISSED_RUNS: u32 = 100;
 
@@ -242,6 +260,19 @@ async fn fire_job(
         return Ok(());
     }
     let now = crate::clock::now();
+    // A paused task's slots pass unfired, its next run left at `slot`:
+    // resuming fires from there as the job's `missedRuns` says. (A firing
+    // that races the pause only waits in line: the gate holds it.)
+    if job.next_run_at.is_some_and(|next| next <= slot)
+        && services
+            .store
+            .paused()
+            .await?
+            .contains(&crate::admission::task_key(task_id))
+    {
+        info!(job = %job_id, %slot, "slot passes unfired: the task is paused");
+        return Ok(());
+    }
     let expired = job.spec.expiration.is_some_and(|e| now > e);
     let cron = match &job.spec.schedule {
         Schedule::Cron {
@@ -451,6 +482,9 @@ mod tests {
                 cpu_limit: None,
                 memory_limit: None,
                 max_concurrent: None,
+                priority: None,
+                concurrency_key: None,
+                max_concurrent_per_key: None,
                 pull_policy: None,
             },
         }

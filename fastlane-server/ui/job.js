@@ -27,6 +27,12 @@ export async function render(main, [taskId, jobId], query) {
     const executions = job.executions || [];
     const chosenId = query.get("execution") || (executions[0] && executions[0].executionId);
     const chosen = executions.find((e) => e.executionId === chosenId) || null;
+    // Why the execution shown has not started, while it waits for a slot.
+    const waiting =
+      chosen && chosen.status === "enqueued"
+        ? (await call(jobPath + "/executions/" + encodeURIComponent(chosen.executionId))).waiting
+        : null;
+    if (stopped) return;
     // The viewer of the execution shown stays across reloads (after its
     // end, or an action): it already holds what it followed.
     if (!output || !chosen || output.executionId !== chosen.executionId) {
@@ -77,6 +83,7 @@ export async function render(main, [taskId, jobId], query) {
             h("h2", { id: "output-title" }, "Output of ", h("code", {}, chosen.executionId.slice(0, 8)), " ", status(chosen.status)),
             // (A done execution's `error` is its stderr, shown below.)
             chosen.error && chosen.status !== "done" ? message("error", "Error: " + chosen.error) : null,
+            waiting ? message("notice", waitingText(waiting)) : null,
             output.element,
           )
         : message("notice", "No execution yet."),
@@ -97,6 +104,17 @@ export async function render(main, [taskId, jobId], query) {
     stopped = true;
     if (output) output.stop();
   };
+}
+
+/// "Waiting: …" for an execution in line.
+function waitingText({ gate, reason, ahead }) {
+  const why = {
+    paused: `${gate} is paused`,
+    full: `every slot of ${gate} is taken`,
+    rate: `the rate limit of ${gate} has no start left this moment`,
+    turn: `executions before it take the room ${gate} has`,
+  }[reason] || `${gate}: ${reason}`;
+  return `Waiting: ${why}; ${ahead} ${ahead === 1 ? "execution goes" : "executions go"} before it.`;
 }
 
 function spec(job) {

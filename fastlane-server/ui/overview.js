@@ -93,8 +93,8 @@ function sections(status, lately, out, refresh) {
     ),
     table(
       "Admission gates",
-      ["Gate", "Running", "Waiting"],
-      (status.limits || []).map((l) => [h("code", {}, l.gate), String(l.running), String(l.waiting)]),
+      ["Gate", "Running", "Waiting", "Paused"],
+      (status.limits || []).map((l) => [h("code", {}, l.gate), String(l.running), String(l.waiting), l.paused ? "paused" : "—"]),
     ),
     table(
       scheduledCaption(scheduled.length, status.jobs ? status.jobs.scheduledCount : scheduled.length),

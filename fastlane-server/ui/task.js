@@ -4,7 +4,7 @@
 // another job to it.
 
 import { call, path } from "./api.js";
-import { go, h, link, message, status, table, time } from "./dom.js";
+import { actionButton, go, h, link, message, status, table, time } from "./dom.js";
 import { pager } from "./tasks.js";
 
 const STATUSES = ["enqueued", "pulling", "running", "done", "failed", "timedout", "expired", "stopped"];
@@ -23,10 +23,26 @@ export async function render(main, [taskId], query) {
     STATUSES.map((s) => h("option", { value: s, selected: s === only }, s)),
   );
   filter.addEventListener("change", () => go(here(1, filter.value)));
+  const out = h("div", { id: "task-action", "aria-live": "polite" });
+  const verb = answer.paused ? "resume" : "pause";
+  const toggle = actionButton(
+    answer.paused ? "Resume the task" : "Pause the task",
+    answer.paused
+      ? "Its waiting executions start in their order, as slots allow."
+      : "Nothing of this task starts until it is resumed; new jobs are accepted and wait.",
+    async () => {
+      await call(path("tasks", taskId, verb), { method: "POST" });
+      setTimeout(() => go(here(page)), 300);
+      return answer.paused ? "The task was resumed." : "The task was paused.";
+    },
+    out,
+  );
   main.replaceChildren(
     h("p", { class: "crumbs" }, link("/ui/tasks", "Tasks"), " / "),
     h("h1", {}, "Task ", h("code", {}, taskId)),
-    h("p", {}, link("/ui/submit?task=" + encodeURIComponent(taskId), "Submit a job to this task")),
+    answer.paused ? message("notice", "This task is paused: its jobs wait, nothing of it starts.") : null,
+    h("div", { class: "actions" }, link("/ui/submit?task=" + encodeURIComponent(taskId), "Submit a job to this task"), " ", toggle),
+    out,
     h("div", { class: "inline" }, h("label", { for: "status-filter" }, "Newest execution "), filter),
     answer.items.length === 0
       ? message("notice", only ? `No job of this task is ${only}.` : "This task has no job.")

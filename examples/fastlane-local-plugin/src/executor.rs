@@ -1,8 +1,10 @@
 //! `local`: runs an execution's command as a process on this machine.
 //!
-//! Configuration: `{"workdir": "/path"}` (optional; where each run's
-//! stdout and stderr files go; a `fastlane-local` folder in the system's
-//! temporary directory by default). The image is ignored, the command runs
+//! Configuration: `{"workdir": "/path", "maxRunning": 8}`, both optional:
+//! where each run's stdout and stderr files go (a `fastlane-local` folder
+//! in the system's temporary directory by default), and how many runs the
+//! machine takes at once across every worker (a pool, `local`, whose slots
+//! the server's admission line hands out; no limit by default). The image is ignored, the command runs
 //! with `PATH` and the job's `envs` only, in its own process group so that
 //! `stop` reaches its children too.
 //!
@@ -52,8 +54,20 @@ impl ExecutorFactory for LocalExecutorFactory {
                 workdir.display()
             ))
         })?;
+        let max_running = match config.get("maxRunning") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                Some(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(PluginError::invalid_config(format!(
+                        "local: `maxRunning` must be a whole number from 1, not {n}"
+                    )));
+                }
+            },
+        };
         Ok(Arc::new(LocalExecutor {
             workdir,
+            max_running,
             runs: Mutex::new(HashMap::new()),
         }))
     }
@@ -63,6 +77,7 @@ impl ExecutorFactory for LocalExecutorFactory {
 #[derive(Debug)]
 pub struct LocalExecutor {
     workdir: PathBuf,
+    max_running: Option<u32>,
     runs: Mutex<HashMap<String, Arc<Run>>>,
 }
 
@@ -160,6 +175,16 @@ fn signal_group(pid: u32, signal: &str) {
 impl Executor for LocalExecutor {
     fn name(&self) -> &str {
         "local"
+    }
+
+    fn pools(&self, _task_id: &str) -> Vec<fastlane_sdk::Pool> {
+        self.max_running
+            .map(|max_running| fastlane_sdk::Pool {
+                name: HOST.to_owned(),
+                max_running,
+            })
+            .into_iter()
+            .collect()
     }
 
     async fn place(&self, _spec: &ExecutionSpec) -> Result<Placement, PluginError> {

@@ -315,6 +315,7 @@ impl Access {
             (false, ["tasks", task])
             | (false, ["tasks", task, "jobs", _])
             | (false, ["tasks", task, "jobs", _, "stop" | "retry"])
+            | (false, ["tasks", task, "pause" | "resume"])
             | (false, ["tasks", task, "jobs", _, "executions", _, "stop"])
                 if matches!(*method, Method::POST | Method::PUT) =>
             {

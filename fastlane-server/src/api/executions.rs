@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, OpenApi, param::Path, payload::Json, payload::Pl
 use fastlane_sdk::Execution;
 
 use super::error::ApiError;
-use super::views::{ExecutionDetails, Link, error_text, execution_view};
+use super::views::{ExecutionDetails, Link, WaitingView, error_text, execution_view};
 use super::{ApiTags, find_job, task_or_job_not_found};
 use crate::services::Services;
 
@@ -123,6 +123,20 @@ impl ExecutionsApi {
         )
         .await?;
         let urls = super::urls_for(request, &services);
+        let waiting = if execution.status == fastlane_sdk::ExecutionStatus::Enqueued {
+            services
+                .store
+                .hold(&execution.execution_id, &services.config.flow.policy)
+                .await
+                .map_err(ApiError::store("get_job_execution"))?
+                .map(|hold| WaitingView {
+                    gate: hold.gate,
+                    reason: hold.reason.to_owned(),
+                    ahead: hold.ahead,
+                })
+        } else {
+            None
+        };
         Ok(Json(ExecutionDetails {
             task: Link {
                 id: task_id.0.clone(),
@@ -133,6 +147,7 @@ impl ExecutionsApi {
                 url: urls.job(&task_id, &job_id),
             },
             execution: execution_view(&execution, &urls),
+            waiting,
         }))
     }
 

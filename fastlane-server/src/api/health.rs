@@ -188,13 +188,20 @@ pub struct Status {
 
 /// One concurrency limit, as `/status` shows it.
 #[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
 pub struct LimitView {
-    /// `pool:<executor>:<pool>` (a farm's `maxRunning`) or `task:<task id>`.
+    /// `pool:<executor>:<pool>` (a farm's `maxRunning`), `task:<task id>`,
+    /// `key:<concurrency key>` or `taskkey:<task id>:<concurrency key>`.
     pub gate: String,
     /// Executions holding a slot (placed, starting or running).
     pub running: u64,
     /// Executions waiting in line for a slot.
     pub waiting: u64,
+    /// When the longest waiting of them first asked.
+    #[oai(nullable)]
+    pub oldest_waiting_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Paused: nothing passes it until it is resumed.
+    pub paused: bool,
 }
 
 /// A `PLUGINS` library, as `/status` shows it.
@@ -378,6 +385,46 @@ impl HealthApi {
             let age = (now - backlog.oldest).num_milliseconds().max(0) as f64 / 1000.0;
             metrics.gauge("fastlane_task_oldest_waiting_seconds", &labels, age);
         }
+        // Per gate (farm, task, concurrency key): slots held, waiters, the
+        // oldest wait and whether it is paused; the gates most waited for
+        // first, so the label set stays bounded.
+        let mut gates = services
+            .store
+            .gate_usage()
+            .await
+            .map_err(ApiError::store(OP))?;
+        gates.sort_by(|a, b| b.waiting.cmp(&a.waiting).then(a.key.cmp(&b.key)));
+        gates.truncate(crate::store::BACKLOG_TASKS);
+        for name in [
+            "fastlane_gate_executions_running",
+            "fastlane_gate_executions_waiting",
+            "fastlane_gate_oldest_waiting_seconds",
+            "fastlane_gate_paused",
+        ] {
+            metrics.reset(name);
+        }
+        for gate in &gates {
+            let labels = [("gate", gate.key.as_str())];
+            metrics.gauge(
+                "fastlane_gate_executions_running",
+                &labels,
+                gate.running as f64,
+            );
+            metrics.gauge(
+                "fastlane_gate_executions_waiting",
+                &labels,
+                gate.waiting as f64,
+            );
+            let age = gate.oldest.map_or(0.0, |oldest| {
+                (now - oldest).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            metrics.gauge("fastlane_gate_oldest_waiting_seconds", &labels, age);
+            metrics.gauge(
+                "fastlane_gate_paused",
+                &labels,
+                f64::from(u8::from(gate.paused)),
+            );
+        }
         for host in &executor.hosts {
             let labels = [("host", host.host.as_str()), ("farm", host.farm.as_str())];
             metrics.gauge("fastlane_executions_running", &labels, host.running as f64);
@@ -460,6 +507,8 @@ impl HealthApi {
                 gate: usage.key,
                 running: usage.running,
                 waiting: usage.waiting,
+                oldest_waiting_since: usage.oldest,
+                paused: usage.paused,
             })
             .collect();
         let executor = services.executors.status().await;

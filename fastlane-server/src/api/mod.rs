@@ -14,6 +14,7 @@ mod control;
 mod document;
 mod error;
 mod executions;
+mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
@@ -60,6 +61,7 @@ type Apis = (
     control::ControlApi,
     executions::ExecutionsApi,
     blacklist::BlacklistApi,
+    flow::FlowApi,
     logs::LogsApi,
 );
 
@@ -74,6 +76,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             control::ControlApi,
             executions::ExecutionsApi,
             blacklist::BlacklistApi,
+            flow::FlowApi,
             logs::LogsApi,
         ),
         "fastlane",

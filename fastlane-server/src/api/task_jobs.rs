@@ -86,6 +86,9 @@ pub struct JobPage {
     /// The previous page's URL, when there is one.
     #[oai(skip_serializing_if_is_none)]
     pub prev_url: Option<String>,
+    /// True while the task is paused (`POST /tasks/{taskId}/pause`):
+    /// nothing of it starts.
+    pub paused: bool,
 }
 
 /// The route.
@@ -137,6 +140,12 @@ impl TaskJobsApi {
                 format!("page {page} does not exist: there are {pages} pages"),
             ));
         }
+        let paused = services
+            .store
+            .paused()
+            .await
+            .map_err(ApiError::store(OP))?
+            .contains(&crate::admission::task_key(&task_id));
         let urls = super::urls_for(request, &services);
         let link = |n: u64| {
             let mut url = format!("{}jobs?page={n}", urls.task(&task_id.0));
@@ -157,6 +166,7 @@ impl TaskJobsApi {
             page,
             pages,
             per_page,
+            paused,
             next_url: (page < pages).then(|| link(page + 1)),
             prev_url: (page > 1).then(|| link(page - 1)),
         }))

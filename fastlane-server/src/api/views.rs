@@ -340,6 +340,25 @@ pub struct ExecutionDetails {
     pub job: Link,
     /// The execution.
     pub execution: ExecutionView,
+    // Why it has not started, while it waits in line for a slot (absent
+    // otherwise). No doc comment: a described object field becomes
+    // `allOf` (WaitingView describes itself).
+    #[oai(skip_serializing_if_is_none)]
+    pub waiting: Option<WaitingView>,
+}
+
+/// Why an execution has not started, while it waits in line for a slot:
+/// the gate that holds it back, and where in line it stands.
+#[derive(Debug, Object)]
+pub struct WaitingView {
+    /// The gate that holds it back (as `/status` lists it under `limits`).
+    pub gate: String,
+    /// `paused` (the gate is paused), `full` (its slots are taken), `rate`
+    /// (its rate limit's tokens are spent), `turn` (executions before it
+    /// take the room there is).
+    pub reason: String,
+    /// Waiting executions that go before it and want the same gate.
+    pub ahead: u64,
 }
 
 /// What `error` shows: fastlane's reason, then the process's stderr.

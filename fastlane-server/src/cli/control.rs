@@ -1,4 +1,5 @@
-//! The commands that act: `stop`, `retry` and `hosts blacklist|restore`.
+//! The commands that act: `stop`, `retry`, `pause`, `resume` and
+//! `hosts blacklist|restore`.
 
 use std::process::ExitCode;
 
@@ -13,6 +14,57 @@ use super::{JobRef, Output, Server, api_error};
 pub struct JobArg {
     /// The job: TASK/JOB_ID or its URL.
     job: String,
+}
+
+/// What `pause` and `resume` act on: a task, or a gate.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct GateArg {
+    /// The task id.
+    task: Option<String>,
+    /// A gate as `fastlane status` lists it under limits, e.g.
+    /// 'pool:docker:farm ""' or key:customer-42.
+    #[arg(long)]
+    gate: Option<String>,
+}
+
+/// `fastlane pause` (`pause`) and `fastlane resume`.
+pub async fn pause(server: &Server, arg: GateArg, pause: bool) -> anyhow::Result<ExitCode> {
+    let done = if pause { "paused" } else { "resumed" };
+    let answer = match (&arg.task, &arg.gate, pause) {
+        (Some(task), _, true) => server.api.pause_task().task_id(task).send().await,
+        (Some(task), _, false) => server.api.resume_task().task_id(task).send().await,
+        (None, Some(gate), true) => {
+            let body = types::GateRequest { gate: gate.clone() };
+            server.api.pause_gate().body(body).send().await
+        }
+        (None, Some(gate), false) => {
+            let body = types::GateRequest { gate: gate.clone() };
+            server.api.resume_gate().body(body).send().await
+        }
+        (None, None, _) => anyhow::bail!("name a task, or a gate with --gate"),
+    };
+    let state = match answer {
+        Ok(state) => state.into_inner(),
+        Err(err) => return Err(api_error(err).await.context(format!("nothing was {done}"))),
+    };
+    match server.output {
+        Output::Json => server.print_json(&state)?,
+        Output::Table => {
+            let already = if state.changed {
+                ""
+            } else {
+                " (it already was)"
+            };
+            outln!("{done} {}{already}: {} waiting", state.gate, state.waiting);
+            if state.all_paused.is_empty() {
+                outln!("nothing is paused");
+            } else {
+                outln!("paused: {}", state.all_paused.join(", "));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `fastlane hosts …`.

@@ -90,6 +90,11 @@ pub enum ClientCommand {
     Stop(control::JobArg),
     /// Run a job again, as a new execution.
     Retry(control::JobArg),
+    /// Pause a task (or, with --gate, a farm, a concurrency key or any
+    /// gate `status` lists): what it submits waits, nothing of it starts.
+    Pause(control::GateArg),
+    /// Resume a paused task or gate: what waits starts in its order.
+    Resume(control::GateArg),
     /// The server's hosts, farms, queues and scheduled jobs.
     Status,
     /// Exit 0 when the server answers its healthcheck, 1 when not (for a
@@ -131,6 +136,8 @@ async fn dispatch(command: ClientCommand, args: ClientArgs) -> anyhow::Result<Ex
         ClientCommand::Job(job) => listing::job(&server, job).await,
         ClientCommand::Stop(job) => control::stop(&server, job).await,
         ClientCommand::Retry(job) => control::retry(&server, job).await,
+        ClientCommand::Pause(gate) => control::pause(&server, gate, true).await,
+        ClientCommand::Resume(gate) => control::pause(&server, gate, false).await,
         ClientCommand::Status => listing::status(&server).await,
         ClientCommand::Healthcheck => listing::healthcheck(&server).await,
         ClientCommand::Hosts(hosts) => control::hosts(&server, hosts).await,

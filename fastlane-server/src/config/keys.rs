@@ -267,14 +267,57 @@ pub(super) const KEYS: &[Key] = &[
     },
     Key {
         name: "TASK_CONCURRENCY",
-        section: "Worker",
+        section: "Flow control",
         kind: Kind::Json,
         default: Some("[]"),
         doc: "Limits on how many executions of one task run at once, as JSON: \
               [{\"match\": \"<task id regex>\", \"maxConcurrent\": 2}] (matched at the start \
               of the task id). Every task that matches gets the smallest limit that applies, \
               and a job's own `maxConcurrent` can only lower it; executions over the limit \
-              wait in order.",
+              wait their turn. The same as `TASK_FLOW` rules with `maxConcurrent` alone.",
+    },
+    Key {
+        name: "TASK_FLOW",
+        section: "Flow control",
+        kind: Kind::Json,
+        default: Some("[]"),
+        doc: "Flow rules by task, as JSON: [{\"match\": \"<task id regex>\", \
+              \"maxConcurrent\": 4, \"maxConcurrentPerKey\": 1, \"rate\": 5, \"burst\": 10, \
+              \"weight\": 2, \"priority\": 0}], every field but `match` optional. \
+              `maxConcurrent`: executions of each matching task at once (the smallest that \
+              applies wins). `maxConcurrentPerKey`: of each `concurrencyKey` within the task. \
+              `rate`/`burst`: starts a second per task, a token bucket holding `burst` \
+              (default: a second's worth), exact across processes. `weight`: the task's share \
+              of a farm under `ADMISSION_ORDER=fair` (default 1). `priority`: for jobs that \
+              give none (default 0). For the fields but the limits, the first rule that \
+              matches and sets it wins.",
+    },
+    Key {
+        name: "KEY_FLOW",
+        section: "Flow control",
+        kind: Kind::Json,
+        default: Some("[]"),
+        doc: "Flow rules by a job's `concurrencyKey` (a customer, a tenant), across every \
+              task: [{\"match\": \"<key regex>\", \"maxConcurrent\": 2, \"rate\": 1, \
+              \"burst\": 5, \"weight\": 1}]. Jobs with a key share slots fairly by key \
+              rather than by task.",
+    },
+    Key {
+        name: "ADMISSION_ORDER",
+        section: "Flow control",
+        kind: Kind::Text,
+        default: Some("fair"),
+        doc: "Who goes next among waiting executions of the same priority: `fair` (the task, \
+              or concurrency key, holding the fewest slots for its weight; first come first \
+              within it) or `fifo` (first come first served).",
+    },
+    Key {
+        name: "PRIORITY_AGING_SECONDS",
+        section: "Flow control",
+        kind: Kind::Integer,
+        default: Some("60"),
+        doc: "A waiting execution's priority rises by one for every this many seconds it \
+              waited, up to the highest priority waiting, so none starves; 0 turns it off.",
     },
     Key {
         name: "EXECUTION_LOG_MAX_BYTES",

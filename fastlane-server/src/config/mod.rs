@@ -9,11 +9,14 @@
 //! - `keys.rs`: the table of known keys and how a raw value is read;
 //! - `store.rs`: where the store and the queue are (`STORE_URL`,
 //!   `MONGODB_CONFIG`, `REDIS_URL`);
-//! - `plugins.rs`: `PLUGINS`, `EXECUTORS`, `NOTIFIERS`, `TASK_CONCURRENCY`;
+//! - `plugins.rs`: `PLUGINS`, `EXECUTORS`, `NOTIFIERS`;
+//! - `flow.rs`: flow control (`TASK_FLOW`, `TASK_CONCURRENCY`, `KEY_FLOW`,
+//!   `ADMISSION_ORDER`, `PRIORITY_AGING_SECONDS`);
 //! - `access.rs`: who may call the API (`CORS_ORIGINS`, `API_TOKENS`,
 //!   `AUTH_OPEN_ROUTES`).
 
 mod access;
+mod flow;
 mod keys;
 mod plugins;
 mod store;
@@ -21,11 +24,12 @@ mod store;
 mod tests;
 
 pub use access::{ApiToken, CorsOrigins, OpenRoutes, Scope, hex, sha256};
-pub use plugins::{ExecutorRoute, NotifierSubscription, PluginLibrary, TaskLimit};
+pub use flow::{FlowRule, FlowSettings, MAX_PRIORITY};
+pub use plugins::{ExecutorRoute, NotifierSubscription, PluginLibrary};
 pub use store::StoreLocation;
 
 use keys::{KEYS, Kind, Raw, parse};
-use plugins::{plugin_config, task_limits};
+use plugins::plugin_config;
 use store::{redis_url, store_location};
 
 use std::collections::HashMap;
@@ -122,8 +126,9 @@ pub struct Config {
     pub stop_grace_seconds: u64,
     /// The most an execution's stdout, stderr (each) and live log keep.
     pub execution_log_max_bytes: u64,
-    /// `TASK_CONCURRENCY`: limits on executions of one task at once.
-    pub task_limits: Vec<TaskLimit>,
+    /// Flow control: limits, rates, weights and priorities by task and by
+    /// concurrency key, and the admission line's order.
+    pub flow: FlowSettings,
     /// First retry delay.
     pub exponential_backoff_min_ms: u64,
     /// Retry delay growth.
@@ -439,7 +444,13 @@ impl Config {
                 1,
             )?,
             stop_grace_seconds: int("STOP_GRACE_SECONDS", take("STOP_GRACE_SECONDS"), 0)?,
-            task_limits: task_limits(take("TASK_CONCURRENCY"))?,
+            flow: flow::flow_settings(
+                take("TASK_CONCURRENCY"),
+                take("TASK_FLOW"),
+                take("KEY_FLOW"),
+                text(take("ADMISSION_ORDER")),
+                int("PRIORITY_AGING_SECONDS", take("PRIORITY_AGING_SECONDS"), 0)?,
+            )?,
             execution_log_max_bytes: int(
                 "EXECUTION_LOG_MAX_BYTES",
                 take("EXECUTION_LOG_MAX_BYTES"),

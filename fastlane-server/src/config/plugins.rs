@@ -1,5 +1,5 @@
 //! Plugin settings: `PLUGINS` libraries, `EXECUTORS` routes, `NOTIFIERS`
-//! subscriptions, and the task-id patterns they (and `TASK_CONCURRENCY`)
+//! subscriptions, and the task-id patterns they (and the flow rules)
 //! match with.
 
 use std::path::PathBuf;
@@ -15,45 +15,6 @@ pub struct PluginLibrary {
     /// What each of its plugins is built with.
     #[serde(default)]
     pub config: serde_json::Value,
-}
-
-/// One `TASK_CONCURRENCY` entry.
-#[derive(Debug, Clone)]
-pub struct TaskLimit {
-    /// Matched at the start of the task id.
-    pub pattern: regex::Regex,
-    /// How many executions of each matching task run at once.
-    pub max_concurrent: u32,
-}
-
-/// `TASK_CONCURRENCY`, parsed and checked.
-pub(super) fn task_limits(value: serde_json::Value) -> Result<Vec<TaskLimit>, ConfigError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        #[serde(rename = "match", default)]
-        pattern: String,
-        #[serde(rename = "maxConcurrent")]
-        max_concurrent: u32,
-    }
-    let raw: Vec<Raw> = serde_json::from_value(value).map_err(|err| ConfigError::Invalid {
-        key: "TASK_CONCURRENCY",
-        message: err.to_string(),
-    })?;
-    raw.into_iter()
-        .map(|limit| {
-            if limit.max_concurrent == 0 {
-                return Err(ConfigError::Invalid {
-                    key: "TASK_CONCURRENCY",
-                    message: format!("maxConcurrent of {:?} must be at least 1", limit.pattern),
-                });
-            }
-            Ok(TaskLimit {
-                pattern: task_pattern("TASK_CONCURRENCY", &limit.pattern)?,
-                max_concurrent: limit.max_concurrent,
-            })
-        })
-        .collect()
 }
 
 /// One `EXECUTORS` entry.
@@ -81,7 +42,7 @@ pub struct NotifierSubscription {
 }
 
 /// A task-id pattern, anchored at the start as farms' are.
-fn task_pattern(key: &'static str, pattern: &str) -> Result<regex::Regex, ConfigError> {
+pub(super) fn task_pattern(key: &'static str, pattern: &str) -> Result<regex::Regex, ConfigError> {
     regex::Regex::new(&format!("^(?:{pattern})")).map_err(|err| ConfigError::Invalid {
         key,
         message: format!("{pattern:?} is not a regular expression: {err}"),

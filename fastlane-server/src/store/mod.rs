@@ -8,6 +8,7 @@
 #[cfg(test)]
 pub mod conformance;
 mod ended;
+pub mod line;
 #[cfg(feature = "store-mongo")]
 pub mod mongo;
 pub mod postgres;
@@ -19,6 +20,9 @@ use chrono::{DateTime, Utc};
 use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 pub use ended::{Ended, EndedColumns, ended_of};
+pub use line::{
+    Ask, Bucket, Decision, Gate, GateUsage, Hold, LineState, Order, Plan, Policy, Rate,
+};
 
 /// A store failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -184,17 +188,6 @@ pub struct LogTotals {
     pub cut: bool,
 }
 
-/// A limit an execution must fit under before it is placed: at most
-/// `limit` executions holding `key` at once (a farm's `maxRunning`, a
-/// task's `maxConcurrent`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Gate {
-    /// What is limited: `pool:<executor>:<pool>` or `task:<task id>`.
-    pub key: String,
-    /// How many may hold it at once.
-    pub limit: u32,
-}
-
 /// The answer to [`Store::admit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -248,81 +241,6 @@ pub fn backlogs_of(executions: &[Execution], limit: usize) -> Vec<TaskBacklog> {
     backlogs.sort_by(|a, b| b.waiting.cmp(&a.waiting).then(a.task_id.cmp(&b.task_id)));
     backlogs.truncate(limit);
     backlogs
-}
-
-/// How full one gate is, for `/status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GateUsage {
-    /// The gate's key.
-    pub key: String,
-    /// Executions holding a slot.
-    pub running: u64,
-    /// Executions waiting for one.
-    pub waiting: u64,
-}
-
-/// What an execution may pass: one of several sets of gates (a farm's
-/// pool with the task's limit, or the next farm's when work may fall
-/// through), preferred first.
-pub type Choices = Vec<Vec<Gate>>;
-
-/// Which of `waiters` (in the order they came) may take slots now, given
-/// the slots `held` of each gate: each in turn takes a slot of every gate
-/// of its first choice that has room for all of them under its limits, so
-/// that nobody later in line takes a slot an earlier execution can use.
-/// Returns `(waiter, choice)` indexes.
-pub fn admissible_in_order(
-    mut held: std::collections::HashMap<String, u32>,
-    waiters: &[Choices],
-) -> Vec<(usize, usize)> {
-    let mut admitted = Vec::new();
-    for (index, choices) in waiters.iter().enumerate() {
-        let fits = |gates: &Vec<Gate>| {
-            gates
-                .iter()
-                .all(|g| held.get(&g.key).copied().unwrap_or(0) < g.limit)
-        };
-        if let Some(choice) = choices.iter().position(fits) {
-            for gate in &choices[choice] {
-                *held.entry(gate.key.clone()).or_insert(0) += 1;
-            }
-            admitted.push((index, choice));
-        }
-    }
-    admitted
-}
-
-/// How full every gate is, given the slots `held` of each and the choices
-/// of the executions in `line`: a waiter counts once for each gate it could
-/// take.
-pub fn usage_of(held: std::collections::HashMap<String, u32>, line: &[Choices]) -> Vec<GateUsage> {
-    let mut usage: std::collections::BTreeMap<String, GateUsage> = held
-        .into_iter()
-        .map(|(key, running)| {
-            let usage = GateUsage {
-                key: key.clone(),
-                running: u64::from(running),
-                waiting: 0,
-            };
-            (key, usage)
-        })
-        .collect();
-    for gate in line.iter().flat_map(|choices| {
-        let mut keys: Vec<&Gate> = choices.iter().flatten().collect();
-        keys.sort_by(|a, b| a.key.cmp(&b.key));
-        keys.dedup_by(|a, b| a.key == b.key);
-        keys
-    }) {
-        usage
-            .entry(gate.key.clone())
-            .or_insert_with(|| GateUsage {
-                key: gate.key.clone(),
-                running: 0,
-                waiting: 0,
-            })
-            .waiting += 1;
-    }
-    usage.into_values().collect()
 }
 
 /// The `LIKE` pattern task search matches against a task's words (kept
@@ -642,25 +560,59 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<LogPiece>, StoreError>;
 
     /// Lets `execution_id` take a slot of each gate of the first of its
-    /// `choices` with room, or puts it in line behind the executions that
-    /// asked before it. Idempotent: an execution holding slots is admitted
-    /// again with them, one in line keeps its place. Slots and places of
-    /// executions that reached a final status (or no longer exist) are
-    /// given back first. No choices, or an empty one, admits at once.
+    /// choices with room (and a token of each of its rate limits), or puts
+    /// it in line, ordered as [`line`](self::line) says under `policy`.
+    /// Idempotent: an execution holding slots is admitted again with them,
+    /// one in line keeps its place. Slots and places of executions that
+    /// reached a final status (or no longer exist) are given back first.
+    /// An ask without choices, or with an empty one, is admitted at once.
     async fn admit(
         &self,
         execution_id: &str,
-        choices: &[Vec<Gate>],
+        ask: &Ask,
+        policy: &Policy,
     ) -> Result<Admission, StoreError>;
 
-    /// The executions in line that would be admitted now, first come first.
-    async fn admissible(&self) -> Result<Vec<String>, StoreError>;
+    /// The admission line as it stands, after giving back the slots and
+    /// places of executions that are final or gone: each class with as
+    /// many of its first waiters as could go now. With `focus`, the class
+    /// and rank (waiters of its class before it) of that execution, if it
+    /// waits.
+    async fn line(
+        &self,
+        focus: Option<&str>,
+    ) -> Result<(LineState, Option<(usize, u64)>), StoreError>;
+
+    /// The executions in line that would be admitted now, in the order
+    /// they would go, and when to look again for those held back by a rate
+    /// limit alone.
+    async fn admissible(&self, policy: &Policy) -> Result<(Vec<String>, Decision), StoreError> {
+        let (state, _) = self.line(None).await?;
+        let decision = line::decide(&state, policy, chrono::Utc::now());
+        Ok((decision.ids(&state), decision))
+    }
 
     /// Every execution waiting in line, first come first.
     async fn waiting(&self) -> Result<Vec<String>, StoreError>;
 
-    /// How full every gate in use is.
-    async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError>;
+    /// Why `execution_id` waits, if it is in line.
+    async fn hold(&self, execution_id: &str, policy: &Policy) -> Result<Option<Hold>, StoreError> {
+        let (state, place) = self.line(Some(execution_id)).await?;
+        Ok(place
+            .and_then(|(class, rank)| line::why(&state, class, rank, policy, chrono::Utc::now())))
+    }
+
+    /// How full every gate in use is, and which are paused.
+    async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
+        Ok(line::usage_of(&self.line(None).await?.0))
+    }
+
+    /// Pauses (`true`) or resumes the gate `key`: while paused, nothing
+    /// passes it. Kept until changed. Returns whether this changed it.
+    async fn set_paused(&self, key: &str, paused: bool) -> Result<bool, StoreError>;
+
+    /// The paused gates.
+    async fn paused(&self) -> Result<Vec<String>, StoreError>;
 
     /// The tasks with executions waiting to start, most waiting first, at
     /// most `limit`. The default reads every unfinished execution; stores
@@ -679,29 +631,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn gate(key: &str, limit: u32) -> Gate {
-        Gate {
-            key: key.to_owned(),
-            limit,
-        }
-    }
-
-    #[test]
-    fn an_execution_held_back_by_its_task_does_not_hold_back_other_tasks() {
-        let waiters = vec![
-            vec![vec![gate("pool", 3), gate("task:a", 1)]],
-            vec![vec![gate("pool", 3), gate("task:a", 1)]],
-            vec![vec![gate("pool", 3), gate("task:b", 5)]],
-            vec![vec![gate("pool", 3)]],
-        ];
-        let held = [("task:a".to_owned(), 1)].into();
-        // The two of task a wait for a's slot; b and the unlimited one go.
-        assert_eq!(admissible_in_order(held, &waiters), [(2, 0), (3, 0)]);
-        let held = [("pool".to_owned(), 2)].into();
-        // One pool slot left: the first in line takes it.
-        assert_eq!(admissible_in_order(held, &waiters), [(0, 0)]);
-    }
 
     #[test]
     fn backlogs_fold_waiting_executions_by_task_most_waiting_first() {
@@ -732,16 +661,5 @@ mod tests {
             .collect();
         assert_eq!(folded, [("b", 2, at(3)), ("a", 1, at(9))]);
         assert_eq!(backlogs_of(&executions, 1).len(), 1);
-    }
-
-    #[test]
-    fn work_falls_through_to_the_next_pool_only_when_the_first_is_full() {
-        let spill = vec![vec![gate("pool:a", 1)], vec![gate("pool:b", 1)]];
-        let waiters = vec![spill.clone(), spill.clone(), spill];
-        assert_eq!(
-            admissible_in_order(Default::default(), &waiters),
-            [(0, 0), (1, 1)],
-            "the first takes a, the second falls through to b, the third waits"
-        );
     }
 }

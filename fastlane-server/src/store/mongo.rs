@@ -61,14 +61,13 @@ mod messages;
 mod schema;
 mod writes;
 
-use admission::{Holder, Waiter};
 use documents::{big, corrupt, date, field, from_record, is_duplicate_key, json, mongo};
 use schema::{COUNTERS, EXECUTIONS, JOBS, TASKS};
 use writes::StoredExecution;
 
 use super::{
-    Admission, Ended, Gate, GateUsage, IdempotencyRecord, JobSummary, LogPiece, LogTotals,
-    Outgoing, Store, StoreError, Submission, TaskSummary, admissible_in_order,
+    Admission, Ask, Ended, IdempotencyRecord, JobSummary, LineState, LogPiece, LogTotals, Outgoing,
+    Policy, Store, StoreError, Submission, TaskSummary,
 };
 
 /// Statuses of executions that have not reached a final status.
@@ -647,65 +646,18 @@ impl Store for MongoStore {
     async fn admit(
         &self,
         execution_id: &str,
-        choices: &[Vec<Gate>],
+        ask: &Ask,
+        policy: &Policy,
     ) -> Result<Admission, StoreError> {
-        let unlimited = choices.is_empty() || choices.iter().any(Vec::is_empty);
-        admission::change(&self.db, |line| {
-            if let Some(holder) = line.slots.iter().find(|h| h.execution_id == execution_id) {
-                let mut gates = holder.gates.clone();
-                gates.sort();
-                return Admission::Admitted { gates };
-            }
-            if unlimited {
-                return Admission::Admitted { gates: Vec::new() };
-            }
-            match line
-                .waiting
-                .iter_mut()
-                .find(|w| w.execution_id == execution_id)
-            {
-                Some(waiter) => waiter.choices = choices.to_vec(),
-                None => line.waiting.push(Waiter {
-                    execution_id: execution_id.to_owned(),
-                    choices: choices.to_vec(),
-                }),
-            }
-            let position = line
-                .waiting
-                .iter()
-                .position(|w| w.execution_id == execution_id)
-                .unwrap_or(0);
-            let choice = admissible_in_order(line.held(), &line.choices())
-                .into_iter()
-                .find_map(|(waiter, choice)| (waiter == position).then_some(choice));
-            let Some(gates) = choice.and_then(|c| line.waiting.get(position)?.choices.get(c))
-            else {
-                return Admission::Waiting {
-                    ahead: position as u64,
-                };
-            };
-            let keys: Vec<String> = gates.iter().map(|g| g.key.clone()).collect();
-            let mut held = keys.clone();
-            held.sort();
-            held.dedup();
-            line.waiting.remove(position);
-            line.slots.push(Holder {
-                execution_id: execution_id.to_owned(),
-                gates: held,
-            });
-            Admission::Admitted { gates: keys }
-        })
-        .await
+        admission::admit(&self.db, execution_id, ask, policy).await
     }
 
-    async fn admissible(&self) -> Result<Vec<String>, StoreError> {
-        admission::change(&self.db, |line| {
-            admissible_in_order(line.held(), &line.choices())
-                .into_iter()
-                .filter_map(|(i, _)| line.waiting.get(i).map(|w| w.execution_id.clone()))
-                .collect()
-        })
-        .await
+    async fn line(
+        &self,
+        focus: Option<&str>,
+    ) -> Result<(LineState, Option<(usize, u64)>), StoreError> {
+        let paused = admission::paused(&self.db).await?;
+        admission::change(&self.db, |line| line.state(&paused, focus)).await
     }
 
     async fn waiting(&self) -> Result<Vec<String>, StoreError> {
@@ -718,11 +670,14 @@ impl Store for MongoStore {
         .await
     }
 
-    async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
-        admission::change(&self.db, |line| {
-            super::usage_of(line.held(), &line.choices())
-        })
-        .await
+    async fn set_paused(&self, key: &str, paused: bool) -> Result<bool, StoreError> {
+        admission::set_paused(&self.db, key, paused).await
+    }
+
+    async fn paused(&self) -> Result<Vec<String>, StoreError> {
+        let mut paused: Vec<String> = admission::paused(&self.db).await?.into_iter().collect();
+        paused.sort();
+        Ok(paused)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -30,13 +30,11 @@ mod schema;
 mod submit;
 pub mod tls;
 
-use admission::{give_back_finished, held_slots, lock_admission, read_line};
 use rows::{big, col, count, document, listed, one, pg};
 
 use super::{
-    Admission, Ended, Gate, GateUsage, IdempotencyRecord, JobSummary, JobWithNewest, LogPiece,
-    LogTotals, Outgoing, Store, StoreError, Submission, TaskBacklog, TaskSummary,
-    admissible_in_order,
+    Admission, Ask, Ended, IdempotencyRecord, JobSummary, JobWithNewest, LineState, LogPiece,
+    LogTotals, Outgoing, Policy, Store, StoreError, Submission, TaskBacklog, TaskSummary,
 };
 
 /// Statuses of executions that have not reached a final status, in SQL.
@@ -500,93 +498,29 @@ impl Store for PostgresStore {
     async fn admit(
         &self,
         execution_id: &str,
-        choices: &[Vec<Gate>],
+        ask: &Ask,
+        policy: &Policy,
     ) -> Result<Admission, StoreError> {
-        let gates_json = document(&choices)?;
-        let unlimited = choices.is_empty() || choices.iter().any(Vec::is_empty);
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        lock_admission(&tx).await?;
-        give_back_finished(&tx).await?;
-        let held: Vec<String> = tx
-            .query(
-                "SELECT gate FROM admission_slots WHERE execution_id = $1 ORDER BY gate COLLATE \"C\"",
-                &[&execution_id],
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|row| col(row, 0))
-            .collect::<Result<_, _>>()?;
-        if !held.is_empty() || unlimited {
-            tx.commit().await.map_err(pg)?;
-            return Ok(Admission::Admitted { gates: held });
-        }
-        tx.execute(
-            "INSERT INTO admission_line (execution_id, gates) VALUES ($1, $2)
-             ON CONFLICT (execution_id) DO UPDATE SET gates = EXCLUDED.gates",
-            &[&execution_id, &gates_json],
-        )
-        .await
-        .map_err(pg)?;
-        let (ids, line) = read_line(&tx).await?;
-        let position = ids.iter().position(|id| id == execution_id).unwrap_or(0);
-        let choice = admissible_in_order(held_slots(&tx).await?, &line)
-            .into_iter()
-            .find_map(|(waiter, choice)| (waiter == position).then_some(choice));
-        let Some(gates) = choice.and_then(|c| line.get(position)?.get(c)) else {
-            tx.commit().await.map_err(pg)?;
-            return Ok(Admission::Waiting {
-                ahead: position as u64,
-            });
-        };
-        for gate in gates {
-            tx.execute(
-                "INSERT INTO admission_slots (gate, execution_id) VALUES ($1, $2)
-                 ON CONFLICT DO NOTHING",
-                &[&gate.key, &execution_id],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        tx.execute(
-            "DELETE FROM admission_line WHERE execution_id = $1",
-            &[&execution_id],
-        )
-        .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(Admission::Admitted {
-            gates: gates.iter().map(|g| g.key.clone()).collect(),
-        })
+        admission::admit(self, execution_id, ask, policy).await
     }
 
-    async fn admissible(&self) -> Result<Vec<String>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        lock_admission(&tx).await?;
-        give_back_finished(&tx).await?;
-        let (ids, line) = read_line(&tx).await?;
-        let admissible = admissible_in_order(held_slots(&tx).await?, &line);
-        tx.commit().await.map_err(pg)?;
-        Ok(admissible
-            .into_iter()
-            .filter_map(|(i, _)| ids.get(i).cloned())
-            .collect())
+    async fn line(
+        &self,
+        focus: Option<&str>,
+    ) -> Result<(LineState, Option<(usize, u64)>), StoreError> {
+        admission::line(self, focus).await
     }
 
     async fn waiting(&self) -> Result<Vec<String>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        lock_admission(&tx).await?;
-        give_back_finished(&tx).await?;
-        let (ids, _) = read_line(&tx).await?;
-        tx.commit().await.map_err(pg)?;
-        Ok(ids)
+        admission::waiting(self).await
     }
 
-    async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
-        admission::gate_usage(self).await
+    async fn set_paused(&self, key: &str, paused: bool) -> Result<bool, StoreError> {
+        admission::set_paused(self, key, paused).await
+    }
+
+    async fn paused(&self) -> Result<Vec<String>, StoreError> {
+        admission::paused(self).await
     }
 
     async fn backlogs(&self, limit: usize) -> Result<Vec<TaskBacklog>, StoreError> {

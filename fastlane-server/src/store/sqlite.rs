@@ -9,8 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 use super::{
-    Admission, Ended, Gate, GateUsage, IdempotencyRecord, JobSummary, JobWithNewest, LogPiece,
-    LogTotals, Outgoing, Store, StoreError, Submission, TaskBacklog, TaskSummary, task_words,
+    Admission, Ask, Ended, IdempotencyRecord, JobSummary, JobWithNewest, LineState, LogPiece,
+    LogTotals, Outgoing, Policy, Store, StoreError, Submission, TaskBacklog, TaskSummary,
+    task_words,
 };
 use crate::embedded::{Db, DbError};
 
@@ -694,21 +695,29 @@ impl Store for SqliteStore {
     async fn admit(
         &self,
         execution_id: &str,
-        choices: &[Vec<Gate>],
+        ask: &Ask,
+        policy: &Policy,
     ) -> Result<Admission, StoreError> {
-        admission::admit(self, execution_id, choices).await
+        admission::admit(self, execution_id, ask, policy).await
     }
 
-    async fn admissible(&self) -> Result<Vec<String>, StoreError> {
-        admission::admissible(self).await
+    async fn line(
+        &self,
+        focus: Option<&str>,
+    ) -> Result<(LineState, Option<(usize, u64)>), StoreError> {
+        admission::line(self, focus).await
     }
 
     async fn waiting(&self) -> Result<Vec<String>, StoreError> {
         admission::waiting(self).await
     }
 
-    async fn gate_usage(&self) -> Result<Vec<GateUsage>, StoreError> {
-        admission::gate_usage(self).await
+    async fn set_paused(&self, key: &str, paused: bool) -> Result<bool, StoreError> {
+        admission::set_paused(self, key, paused).await
+    }
+
+    async fn paused(&self) -> Result<Vec<String>, StoreError> {
+        admission::paused(self).await
     }
 
     async fn backlogs(&self, limit: usize) -> Result<Vec<TaskBacklog>, StoreError> {

@@ -273,12 +273,12 @@ async fn place(
     ticket: Ticket,
 ) -> Result<Option<fastlane_sdk::Placement>, StepError> {
     let executor = services.executors.for_task(&execution.task_id);
-    let choices = crate::admission::choices(services, job);
+    let ask = crate::admission::ask(services, job, chrono::Utc::now());
     // Executions ask for slots in the order they came off the queue.
     ticket.wait().await;
     let admitted = services
         .store
-        .admit(&execution.execution_id, &choices)
+        .admit(&execution.execution_id, &ask, &services.config.flow.policy)
         .await;
     drop(ticket);
     let held = match admitted? {

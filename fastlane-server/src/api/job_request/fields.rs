@@ -380,6 +380,48 @@ pub static JOB_REQUEST: Object = Object {
                 must: Some("a whole number of executions, from 1 to 4294967295"),
             },
         },
+        Field {
+            name: "priority",
+            doc: "Higher runs first when executions wait for the same slot (FIFO within a \
+                  priority; a waiting execution's priority rises with its wait, see \
+                  `PRIORITY_AGING_SECONDS`). The task's `TASK_FLOW` priority, else 0, when absent.",
+            required: false,
+            schema: Schema {
+                kind: Kind::Int {
+                    min: -(crate::config::MAX_PRIORITY as i64),
+                    max: crate::config::MAX_PRIORITY as i64,
+                },
+                must: Some("a whole number from -1000 to 1000"),
+            },
+        },
+        Field {
+            name: "concurrencyKey",
+            doc: "Whom the job runs for (a customer, a tenant): executions with the same key \
+                  share `maxConcurrentPerKey`, the `KEY_FLOW` limits and rate, and a fair share \
+                  of slots under `ADMISSION_ORDER=fair`.",
+            required: false,
+            schema: Schema {
+                kind: Kind::Str(Str {
+                    pattern: Some(r"^[A-Za-z0-9_:@.-]{1,128}$"),
+                    example: Some("customer-42"),
+                    ..Str::any(1, 128)
+                }),
+                must: Some("1 to 128 letters, digits, '-', '_', '.', ':' or '@'"),
+            },
+        },
+        Field {
+            name: "maxConcurrentPerKey",
+            doc: "At most this many executions of this task with the same `concurrencyKey` \
+                  run at once; the others wait while other keys go on.",
+            required: false,
+            schema: Schema {
+                kind: Kind::Int {
+                    min: 1,
+                    max: u32::MAX as i64,
+                },
+                must: Some("a whole number of executions, from 1 to 4294967295"),
+            },
+        },
     ],
 };
 

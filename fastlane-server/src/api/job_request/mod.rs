@@ -234,6 +234,13 @@ pub fn parse(
         max_concurrent: present("maxConcurrent")
             .and_then(whole)
             .and_then(|n| u32::try_from(n).ok()),
+        priority: present("priority")
+            .and_then(whole)
+            .and_then(|n| i32::try_from(n).ok()),
+        concurrency_key: text("concurrencyKey").map(str::to_owned),
+        max_concurrent_per_key: present("maxConcurrentPerKey")
+            .and_then(whole)
+            .and_then(|n| u32::try_from(n).ok()),
         schedule,
         concurrency_policy,
         missed_runs: match text("missedRuns") {

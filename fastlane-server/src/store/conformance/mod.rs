@@ -8,11 +8,16 @@ use chrono::{DateTime, Utc};
 
 use fastlane_sdk::{DispatchRecord, Execution, ExecutionStatus, Job, JobSpec};
 
-use super::{Admission, Gate, GateUsage, LogPiece, LogSource, LogTotals, Store, Submission};
+use super::{LogPiece, LogSource, LogTotals, Store, Submission};
 
+mod admission;
 mod listings;
 mod messages;
 
+pub use admission::{
+    a_gate_admits_up_to_its_limit_then_lines_up, an_execution_takes_the_first_choice_with_room,
+    concurrent_admissions_keep_the_limit, paused_gates_rates_and_priorities_hold_in_the_store,
+};
 pub use listings::{
     a_tasks_jobs_come_in_pages_with_their_newest_execution,
     a_tasks_last_run_is_the_status_of_its_newest_execution,
@@ -352,154 +357,6 @@ pub async fn backlogs_count_what_waits_to_start_per_task(store: Arc<dyn Store>) 
     assert_eq!(first.len(), 1, "at most the limit");
 }
 
-fn gate(key: &str, limit: u32) -> Gate {
-    Gate {
-        key: key.to_owned(),
-        limit,
-    }
-}
-
-/// Up to its limit a gate admits; then executions wait in line, and the
-/// first in line goes when a final status frees a slot.
-pub async fn a_gate_admits_up_to_its_limit_then_lines_up(store: Arc<dyn Store>) {
-    let pool = [vec![gate("pool:docker:farm", 2)]];
-    let mut executions = Vec::new();
-    for i in 0..4 {
-        executions.push(stored(store.as_ref(), "limited", i).await.1);
-    }
-    let admitted = || Admission::Admitted {
-        gates: vec!["pool:docker:farm".to_owned()],
-    };
-    let admit = |e: &Execution| {
-        let id = e.execution_id.clone();
-        let (store, pool) = (&store, &pool);
-        async move { store.admit(&id, pool).await.expect("admit") }
-    };
-    let [a, b, c, d] = &executions[..] else {
-        panic!("four executions")
-    };
-    assert_eq!(admit(a).await, admitted());
-    assert_eq!(admit(b).await, admitted());
-    assert_eq!(admit(c).await, Admission::Waiting { ahead: 0 });
-    assert_eq!(admit(d).await, Admission::Waiting { ahead: 1 });
-    assert_eq!(admit(a).await, admitted(), "asking again changes nothing");
-    assert_eq!(admit(d).await, Admission::Waiting { ahead: 1 });
-    assert!(store.admissible().await.expect("admissible").is_empty());
-    assert_eq!(
-        store.waiting().await.expect("waiting"),
-        [c.execution_id.as_str(), d.execution_id.as_str()]
-    );
-
-    let mut done = a.clone();
-    done.status = ExecutionStatus::Done;
-    store.save_execution(&done, None).await.expect("save");
-    assert_eq!(
-        store.admissible().await.expect("admissible"),
-        std::slice::from_ref(&c.execution_id)
-    );
-    assert_eq!(admit(d).await, Admission::Waiting { ahead: 1 });
-    assert_eq!(admit(c).await, admitted());
-    assert_eq!(
-        store.waiting().await.expect("waiting"),
-        std::slice::from_ref(&d.execution_id)
-    );
-    assert_eq!(
-        store.gate_usage().await.expect("usage"),
-        [GateUsage {
-            key: "pool:docker:farm".to_owned(),
-            running: 2,
-            waiting: 1
-        }]
-    );
-}
-
-/// With a choice of gates, an execution takes the first with room and is
-/// told which.
-pub async fn an_execution_takes_the_first_choice_with_room(store: Arc<dyn Store>) {
-    let choices = [vec![gate("pool:a", 1)], vec![gate("pool:b", 1)]];
-    let (_, first) = stored(store.as_ref(), "spill", 0).await;
-    let (_, second) = stored(store.as_ref(), "spill", 1).await;
-    let admitted = |key: &str| Admission::Admitted {
-        gates: vec![key.to_owned()],
-    };
-    let admit = |e: &Execution| {
-        let id = e.execution_id.clone();
-        let (store, choices) = (&store, &choices);
-        async move { store.admit(&id, choices).await.expect("admit") }
-    };
-    assert_eq!(admit(&first).await, admitted("pool:a"));
-    assert_eq!(admit(&second).await, admitted("pool:b"));
-    assert_eq!(
-        admit(&second).await,
-        admitted("pool:b"),
-        "it keeps what it holds"
-    );
-    let unlimited = stored(store.as_ref(), "free", 2).await.1;
-    assert_eq!(
-        store
-            .admit(&unlimited.execution_id, &[])
-            .await
-            .expect("admit"),
-        Admission::Admitted { gates: Vec::new() }
-    );
-}
-
-/// Admissions from several processes at once (`stores`: two handles on the
-/// same data) never give out more slots than a gate has, and the rest wait
-/// in one line. For the networked stores, whose handles are separate pools.
-pub async fn concurrent_admissions_keep_the_limit(stores: [Arc<dyn Store>; 2]) {
-    let now = Utc::now();
-    let job = Job::new(
-        "crowd",
-        "j".to_owned(),
-        fastlane_sdk::JobSpec::new("busybox", "true"),
-        now,
-    );
-    stores[0]
-        .submit(Submission::job(&job))
-        .await
-        .expect("create");
-    let mut ids = Vec::new();
-    for i in 0..12 {
-        let id = format!("e{i}");
-        let execution = Execution::enqueued(&job, "busybox", "true", None, now, id.clone());
-        stores[0]
-            .insert_execution(&execution)
-            .await
-            .expect("insert");
-        ids.push(id);
-    }
-    let choices = [vec![Gate {
-        key: "pool:docker:farm".to_owned(),
-        limit: 3,
-    }]];
-    let mut asks = tokio::task::JoinSet::new();
-    for (i, id) in ids.into_iter().enumerate() {
-        let store = stores[i % 2].clone();
-        let choices = choices.clone();
-        asks.spawn(async move { store.admit(&id, &choices).await.expect("admit") });
-    }
-    let mut admitted = 0;
-    let mut ahead = Vec::new();
-    while let Some(answer) = asks.join_next().await {
-        match answer.expect("join") {
-            Admission::Admitted { .. } => admitted += 1,
-            Admission::Waiting { ahead: n } => ahead.push(n),
-        }
-    }
-    ahead.sort_unstable();
-    assert_eq!(admitted, 3);
-    assert_eq!(ahead, (0..9).collect::<Vec<u64>>(), "one line, no ties");
-    assert_eq!(
-        stores[1].gate_usage().await.expect("usage"),
-        [GateUsage {
-            key: "pool:docker:farm".to_owned(),
-            running: 3,
-            waiting: 9
-        }]
-    );
-}
-
 /// A JSON document nested `depth` levels deep: what a record carrying it
 /// cannot be read back past (serde_json stops at 128 levels).
 pub fn nested(depth: usize) -> String {
@@ -634,6 +491,7 @@ macro_rules! store_conformance {
             logs_append_once_and_read_from_any_offset,
             a_gate_admits_up_to_its_limit_then_lines_up,
             an_execution_takes_the_first_choice_with_room,
+            paused_gates_rates_and_priorities_hold_in_the_store,
             backlogs_count_what_waits_to_start_per_task,
             the_outbox_keeps_messages_with_their_job_until_published,
             an_idempotency_key_writes_once_until_it_expires,

@@ -3,8 +3,8 @@
 //! Who holds slots of which gates and who waits, in order, is one
 //! document (`admission`, `_id: "line"`) with a `version`. A change reads
 //! it, gives back the slots and places of executions that are final or
-//! gone, decides in memory (the same [`admissible_in_order`] as every
-//! store), and writes the result back only if `version` is still the one
+//! gone, decides in memory (with [`crate::store::line`], as every store),
+//! and writes the result back only if `version` is still the one
 //! it read, bumping it. MongoDB changes one document atomically, so of two
 //! processes deciding from the same version one write matches and the
 //! other matches nothing and starts again from the new version: every
@@ -16,8 +16,8 @@
 //! The cost is one document holding the whole line: each waiter takes a
 //! hundred bytes or so, so the 16 MiB document limit is some 100,000
 //! waiting executions, and each admission rewrites the line.
-//!
-//! [`admissible_in_order`]: crate::store::admissible_in_order
+//! The rate limits' buckets live in the same document; the paused gates
+//! in a collection of their own (`paused_gates`), read before deciding.
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,8 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use super::LIVE;
 use super::documents::{corrupt, field, json, mongo};
-use super::schema::{ADMISSION, EXECUTIONS};
-use crate::store::{Choices, StoreError};
+use super::schema::{ADMISSION, EXECUTIONS, PAUSED};
+use crate::store::line::{Ask, Bucket, LineState, Plan, Policy};
+use crate::store::{Admission, StoreError};
 
 /// The `_id` of the admission document.
 const LINE: &str = "line";
@@ -38,12 +39,15 @@ const LINE: &str = "line";
 const MAX_TRIES: u32 = 200;
 
 /// The slots held and the executions waiting.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(super) struct Line {
     /// Executions holding slots, with the gates they hold.
     pub slots: Vec<Holder>,
     /// Executions waiting, first come first.
     pub waiting: Vec<Waiter>,
+    /// The rate limits' buckets, by gate.
+    #[serde(default)]
+    pub buckets: Vec<(String, Bucket)>,
 }
 
 /// An execution holding a slot of each of `gates`.
@@ -53,11 +57,13 @@ pub(super) struct Holder {
     pub gates: Vec<String>,
 }
 
-/// An execution waiting, with its choices of gates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An execution waiting, with what it asked (a line written before flow
+/// control has its choices alone, under `choices`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Waiter {
     pub execution_id: String,
-    pub choices: Choices,
+    #[serde(alias = "choices")]
+    pub ask: Ask,
 }
 
 impl Line {
@@ -72,9 +78,128 @@ impl Line {
         held
     }
 
-    /// The waiters' choices, in line order.
-    pub fn choices(&self) -> Vec<Choices> {
-        self.waiting.iter().map(|w| w.choices.clone()).collect()
+    /// What deciding reads, with the gates `paused`, and the class and
+    /// rank of `focus` if it waits.
+    pub fn state(
+        &self,
+        paused: &HashSet<String>,
+        focus: Option<&str>,
+    ) -> (LineState, Option<(usize, u64)>) {
+        let state = LineState {
+            held: self.held(),
+            paused: paused.clone(),
+            buckets: self.buckets.iter().cloned().collect(),
+            ..Default::default()
+        }
+        .with_waiters(
+            self.waiting
+                .iter()
+                .map(|w| (w.execution_id.clone(), w.ask.clone())),
+        );
+        let place = focus.and_then(|id| {
+            state.classes.iter().enumerate().find_map(|(c, class)| {
+                let rank = class.members.iter().position(|m| m.execution_id == id)?;
+                Some((c, rank as u64))
+            })
+        });
+        (state, place)
+    }
+}
+
+/// Lets `execution_id` take its slots, or puts it in line
+/// ([`crate::store::Store::admit`]).
+pub(super) async fn admit(
+    db: &Database,
+    execution_id: &str,
+    ask: &Ask,
+    policy: &Policy,
+) -> Result<Admission, StoreError> {
+    let paused = paused(db).await?;
+    let now = chrono::Utc::now();
+    change(db, |line| {
+        if let Some(holder) = line.slots.iter().find(|h| h.execution_id == execution_id) {
+            let mut gates = holder.gates.clone();
+            gates.sort();
+            return Admission::Admitted { gates };
+        }
+        if ask.unlimited() {
+            return Admission::Admitted { gates: Vec::new() };
+        }
+        match line
+            .waiting
+            .iter_mut()
+            .find(|w| w.execution_id == execution_id)
+        {
+            // It keeps its place and the time it first asked.
+            Some(waiter) => {
+                let since = waiter.ask.since;
+                waiter.ask = ask.clone();
+                if since.timestamp() > 0 {
+                    waiter.ask.since = since;
+                }
+            }
+            None => line.waiting.push(Waiter {
+                execution_id: execution_id.to_owned(),
+                ask: ask.clone(),
+            }),
+        }
+        let (state, place) = line.state(&paused, Some(execution_id));
+        let Some((class, rank)) = place else {
+            return Admission::Waiting { ahead: 0 };
+        };
+        match crate::store::line::plan(&state, class, rank, execution_id, policy, now) {
+            Plan::Wait { ahead } => Admission::Waiting { ahead },
+            Plan::Take { gates, buckets } => {
+                let mut held = gates.clone();
+                held.sort();
+                held.dedup();
+                line.waiting.retain(|w| w.execution_id != execution_id);
+                line.slots.push(Holder {
+                    execution_id: execution_id.to_owned(),
+                    gates: held,
+                });
+                for (gate, bucket) in buckets {
+                    line.buckets.retain(|(g, _)| *g != gate);
+                    line.buckets.push((gate, bucket));
+                }
+                Admission::Admitted { gates }
+            }
+        }
+    })
+    .await
+}
+
+/// The paused gates.
+pub(super) async fn paused(db: &Database) -> Result<HashSet<String>, StoreError> {
+    let mut paused = HashSet::new();
+    let mut cursor = db
+        .collection::<Document>(PAUSED)
+        .find(doc! {})
+        .await
+        .map_err(mongo)?;
+    while cursor.advance().await.map_err(mongo)? {
+        let current = cursor.deserialize_current().map_err(mongo)?;
+        if let Ok(id) = current.get_str("_id") {
+            paused.insert(id.to_owned());
+        }
+    }
+    Ok(paused)
+}
+
+/// Pauses or resumes `key`; whether this changed it.
+pub(super) async fn set_paused(db: &Database, key: &str, pause: bool) -> Result<bool, StoreError> {
+    let paused = db.collection::<Document>(PAUSED);
+    if pause {
+        let at = mongodb::bson::DateTime::now();
+        let written = paused
+            .update_one(doc! {"_id": key}, doc! {"$setOnInsert": {"at": at}})
+            .upsert(true)
+            .await
+            .map_err(mongo)?;
+        Ok(written.upserted_id.is_some())
+    } else {
+        let deleted = paused.delete_one(doc! {"_id": key}).await.map_err(mongo)?;
+        Ok(deleted.deleted_count > 0)
     }
 }
 

@@ -25,6 +25,8 @@ pub(super) const JOBS: &str = "jobs";
 pub(super) const EXECUTIONS: &str = "executions";
 pub(super) const LOGS: &str = "execution_logs";
 pub(super) const ADMISSION: &str = "admission";
+/// The gates an operator paused: `_id` the gate's key, `at` when.
+pub(super) const PAUSED: &str = "paused_gates";
 pub(super) const HOST_HEALTH: &str = "host_health";
 pub(super) const BLACKLIST: &str = "blacklist";
 pub(super) const COUNTERS: &str = "counters";

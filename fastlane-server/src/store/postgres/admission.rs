@@ -1,12 +1,162 @@
-//! The admission line's steps shared by `admit`, `admissible` and
-//! `gate_usage`, each inside the caller's transaction.
+//! The PostgreSQL store's admission line: each step locks the line's
+//! tables for its transaction, gives back what final executions held, and
+//! decides with [`crate::store::line`].
 
 use tokio_postgres::Transaction;
 
 use super::LIVE;
 use super::PostgresStore;
-use super::rows::{col, corrupt, count, from_doc, pg};
-use crate::store::{Choices, GateUsage, StoreError, TaskBacklog};
+use super::rows::{col, corrupt, count, document, from_doc, pg};
+use crate::store::line::{Class, Member, class_key, plan, room};
+use crate::store::{Admission, Ask, Bucket, LineState, Plan, Policy, StoreError, TaskBacklog};
+
+pub(super) async fn admit(
+    store: &PostgresStore,
+    execution_id: &str,
+    ask: &Ask,
+    policy: &Policy,
+) -> Result<Admission, StoreError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg)?;
+    lock_admission(&tx).await?;
+    give_back_finished(&tx).await?;
+    let held: Vec<String> = tx
+        .query(
+            "SELECT gate FROM admission_slots WHERE execution_id = $1 ORDER BY gate COLLATE \"C\"",
+            &[&execution_id],
+        )
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|row| col(row, 0))
+        .collect::<Result<_, _>>()?;
+    if !held.is_empty() || ask.unlimited() {
+        tx.commit().await.map_err(pg)?;
+        return Ok(Admission::Admitted { gates: held });
+    }
+    // A waiter already in line keeps its place and the time it first asked.
+    let kept = tx
+        .query_opt(
+            "SELECT gates FROM admission_line WHERE execution_id = $1",
+            &[&execution_id],
+        )
+        .await
+        .map_err(pg)?;
+    let mut ask = ask.clone();
+    if let Some(row) = &kept
+        && let Ok(kept) = from_doc::<Ask>(row, 0)
+        && kept.since.timestamp() > 0
+    {
+        ask.since = kept.since;
+    }
+    tx.execute(
+        "INSERT INTO admission_line (execution_id, gates, class) VALUES ($1, $2, $3)
+         ON CONFLICT (execution_id) DO UPDATE SET gates = EXCLUDED.gates, class = EXCLUDED.class",
+        &[&execution_id, &document(&ask)?, &class_key(&ask)],
+    )
+    .await
+    .map_err(pg)?;
+    let now = chrono::Utc::now();
+    let (state, place) = read_state(&tx, Some(execution_id), now).await?;
+    let Some((index, rank)) = place else {
+        tx.commit().await.map_err(pg)?;
+        return Ok(Admission::Waiting { ahead: 0 });
+    };
+    match plan(&state, index, rank, execution_id, policy, now) {
+        Plan::Wait { ahead } => {
+            tx.commit().await.map_err(pg)?;
+            Ok(Admission::Waiting { ahead })
+        }
+        Plan::Take { gates, buckets } => {
+            for gate in &gates {
+                tx.execute(
+                    "INSERT INTO admission_slots (gate, execution_id) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                    &[gate, &execution_id],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            for (gate, bucket) in &buckets {
+                tx.execute(
+                    "INSERT INTO admission_buckets (gate, tokens, at) VALUES ($1, $2, $3)
+                     ON CONFLICT (gate) DO UPDATE SET tokens = EXCLUDED.tokens, at = EXCLUDED.at",
+                    &[gate, &bucket.tokens, &bucket.at],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.execute(
+                "DELETE FROM admission_line WHERE execution_id = $1",
+                &[&execution_id],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(Admission::Admitted { gates })
+        }
+    }
+}
+
+/// The line as it stands, after giving back what final executions held,
+/// with the class and rank of `focus` if it waits.
+pub(super) async fn line(
+    store: &PostgresStore,
+    focus: Option<&str>,
+) -> Result<(LineState, Option<(usize, u64)>), StoreError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg)?;
+    lock_admission(&tx).await?;
+    give_back_finished(&tx).await?;
+    let read = read_state(&tx, focus, chrono::Utc::now()).await?;
+    tx.commit().await.map_err(pg)?;
+    Ok(read)
+}
+
+/// Every execution in line, first come first.
+pub(super) async fn waiting(store: &PostgresStore) -> Result<Vec<String>, StoreError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg)?;
+    lock_admission(&tx).await?;
+    give_back_finished(&tx).await?;
+    let rows = tx
+        .query("SELECT execution_id FROM admission_line ORDER BY seq", &[])
+        .await
+        .map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
+    rows.iter().map(|row| col(row, 0)).collect()
+}
+
+pub(super) async fn set_paused(
+    store: &PostgresStore,
+    key: &str,
+    paused: bool,
+) -> Result<bool, StoreError> {
+    let client = store.client().await?;
+    let changed = if paused {
+        client
+            .execute(
+                "INSERT INTO paused_gates (gate, paused_at) VALUES ($1, now()) ON CONFLICT DO NOTHING",
+                &[&key],
+            )
+            .await
+    } else {
+        client
+            .execute("DELETE FROM paused_gates WHERE gate = $1", &[&key])
+            .await
+    };
+    Ok(changed.map_err(pg)? > 0)
+}
+
+pub(super) async fn paused(store: &PostgresStore) -> Result<Vec<String>, StoreError> {
+    let rows = store
+        .query(
+            "SELECT gate FROM paused_gates ORDER BY gate COLLATE \"C\"",
+            &[],
+        )
+        .await?;
+    rows.iter().map(|row| col(row, 0)).collect()
+}
 
 /// Gives back the slots and places in line of executions that are final
 /// or gone.
@@ -34,58 +184,113 @@ pub(super) async fn lock_admission(tx: &Transaction<'_>) -> Result<(), StoreErro
         .map_err(pg)
 }
 
-/// Slots held, by gate.
-pub(super) async fn held_slots(
+/// Slots held, the line by class (each with as many of its first waiters
+/// as could go now), the paused gates and the buckets; with the class and
+/// rank of `focus` if it waits.
+async fn read_state(
     tx: &Transaction<'_>,
-) -> Result<std::collections::HashMap<String, u32>, StoreError> {
-    let rows = tx
+    focus: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(LineState, Option<(usize, u64)>), StoreError> {
+    let mut state = LineState::default();
+    for row in tx
         .query(
             "SELECT gate, COUNT(*) FROM admission_slots GROUP BY gate",
             &[],
         )
         .await
-        .map_err(pg)?;
-    rows.iter()
-        .map(|row| {
-            Ok((
-                col(row, 0)?,
-                u32::try_from(count(row, 1)?).map_err(corrupt)?,
-            ))
-        })
-        .collect()
-}
-
-/// The executions in line, first come first, with their choices of gates.
-pub(super) async fn read_line(
-    tx: &Transaction<'_>,
-) -> Result<(Vec<String>, Vec<Choices>), StoreError> {
-    let rows = tx
+        .map_err(pg)?
+    {
+        let held = u32::try_from(count(&row, 1)?).map_err(corrupt)?;
+        state.held.insert(col(&row, 0)?, held);
+    }
+    for row in tx
+        .query("SELECT gate FROM paused_gates", &[])
+        .await
+        .map_err(pg)?
+    {
+        state.paused.insert(col(&row, 0)?);
+    }
+    for row in tx
+        .query("SELECT gate, tokens, at FROM admission_buckets", &[])
+        .await
+        .map_err(pg)?
+    {
+        let bucket = Bucket {
+            tokens: col(&row, 1)?,
+            at: col(&row, 2)?,
+        };
+        state.buckets.insert(col(&row, 0)?, bucket);
+    }
+    // Each class with the ask of its first waiter.
+    let heads = tx
         .query(
-            "SELECT execution_id, gates FROM admission_line ORDER BY seq",
+            "SELECT h.class, h.n, h.first, l.gates FROM (
+                 SELECT class, COUNT(*) AS n, MIN(seq) AS first
+                 FROM admission_line GROUP BY class) h
+             JOIN admission_line l ON l.seq = h.first
+             ORDER BY h.first",
             &[],
         )
         .await
         .map_err(pg)?;
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut line = Vec::with_capacity(rows.len());
-    for row in &rows {
-        ids.push(col(row, 0)?);
-        line.push(from_doc(row, 1)?);
+    let mut keys = Vec::with_capacity(heads.len());
+    for row in &heads {
+        keys.push(col::<String>(row, 0)?);
+        state.classes.push(Class {
+            ask: from_doc(row, 3)?,
+            count: count(row, 1)?,
+            first: col(row, 2)?,
+            members: Vec::new(),
+        });
     }
-    Ok((ids, line))
-}
-
-/// How full every gate in use is, after giving back the slots of finished
-/// executions.
-pub(super) async fn gate_usage(store: &PostgresStore) -> Result<Vec<GateUsage>, StoreError> {
-    let mut client = store.client().await?;
-    let tx = client.transaction().await.map_err(pg)?;
-    lock_admission(&tx).await?;
-    give_back_finished(&tx).await?;
-    let held = held_slots(&tx).await?;
-    let (_, line) = read_line(&tx).await?;
-    tx.commit().await.map_err(pg)?;
-    Ok(crate::store::usage_of(held, &line))
+    for (index, class) in keys.iter().enumerate() {
+        let room = room(&state, &state.classes[index].ask, now);
+        if room == 0 {
+            continue;
+        }
+        let limit = i64::try_from(room).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(
+                "SELECT seq, execution_id FROM admission_line WHERE class = $1
+                 ORDER BY seq LIMIT $2",
+                &[class, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        state.classes[index].members = rows
+            .iter()
+            .map(|row| {
+                Ok(Member {
+                    seq: col(row, 0)?,
+                    execution_id: col(row, 1)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+    }
+    let mut place = None;
+    if let Some(id) = focus
+        && let Some(row) = tx
+            .query_opt(
+                "SELECT class, seq FROM admission_line WHERE execution_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg)?
+    {
+        let (class, seq): (String, i64) = (col(&row, 0)?, col(&row, 1)?);
+        if let Some(index) = keys.iter().position(|k| *k == class) {
+            let rank = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM admission_line WHERE class = $1 AND seq < $2",
+                    &[&class, &seq],
+                )
+                .await
+                .map_err(pg)?;
+            place = Some((index, count(&rank, 0)?));
+        }
+    }
+    Ok((state, place))
 }
 
 /// Executions waiting to start, counted by task in one query.

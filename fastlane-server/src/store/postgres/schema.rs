@@ -11,7 +11,7 @@ use crate::store::StoreError;
 /// versions were kept: the first migration creates whatever is missing.
 /// Every schema change is a new migration at the end; one that shipped is
 /// never edited.
-const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES, NEWEST_AND_ENDED];
+const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES, NEWEST_AND_ENDED, FLOW_CONTROL];
 
 /// Version 2: the notification deliveries owed, kept from the status change
 /// that calls for them until they are made or given up
@@ -69,6 +69,25 @@ $$;
 DROP TRIGGER IF EXISTS executions_newest ON executions;
 CREATE TRIGGER executions_newest AFTER INSERT OR UPDATE OF status ON executions
     FOR EACH ROW EXECUTE FUNCTION fastlane_newest_execution();
+"#;
+
+/// Version 4: flow control. The gates paused by an operator
+/// (`paused_gates`) and the rate limits' token buckets as last spent
+/// (`admission_buckets`, written under the admission lock); each waiter's
+/// class (what it asked but when), so the line is read a class at a time.
+const FLOW_CONTROL: &str = r#"
+ALTER TABLE admission_line ADD COLUMN IF NOT EXISTS class TEXT NOT NULL DEFAULT '';
+UPDATE admission_line SET class = gates::text;
+CREATE INDEX IF NOT EXISTS admission_line_by_class ON admission_line (class, seq);
+CREATE TABLE IF NOT EXISTS paused_gates (
+    gate      TEXT PRIMARY KEY,
+    paused_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS admission_buckets (
+    gate   TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    at     TIMESTAMPTZ NOT NULL
+);
 "#;
 
 /// The schema version this build reads and writes.

@@ -1,24 +1,26 @@
 //! The embedded store's admission line: an execution takes a slot of each
 //! gate of its first choice with room, or waits in line; finished runs
-//! give their slots back.
+//! give their slots back. Who goes first is [`crate::store::line`]'s
+//! business; this reads the line a class of identical asks at a time
+//! (`admission_line.class`, indexed with `seq`).
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::embedded::DbError;
-use crate::store::{
-    Admission, Choices, Gate, GateUsage, StoreError, TaskBacklog, admissible_in_order,
-};
+use crate::store::line::{Class, Member, class_key, plan, room};
+use crate::store::{Admission, Ask, Bucket, LineState, Plan, Policy, StoreError, TaskBacklog};
 
-use super::{SqliteStore, from_json, to_json};
+use super::{SqliteStore, from_json, parse_ts, to_json, ts};
 
 pub(super) async fn admit(
     store: &SqliteStore,
     execution_id: &str,
-    choices: &[Vec<Gate>],
+    ask: &Ask,
+    policy: &Policy,
 ) -> Result<Admission, StoreError> {
     let execution_id = execution_id.to_owned();
-    let gates_json = to_json(&choices)?;
-    let unlimited = choices.is_empty() || choices.iter().any(Vec::is_empty);
+    let mut ask = ask.clone();
+    let policy = *policy;
     Ok(store
         .db
         .write(move |conn| {
@@ -31,71 +33,135 @@ pub(super) async fn admit(
                 let rows = stmt.query_map(params![execution_id], |row| row.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
-            if !held.is_empty() || unlimited {
+            if !held.is_empty() || ask.unlimited() {
                 tx.commit()?;
                 return Ok(Admission::Admitted { gates: held });
             }
-            tx.execute(
-                "INSERT INTO admission_line (execution_id, gates) VALUES (?1, ?2)
-                 ON CONFLICT (execution_id) DO UPDATE SET gates = excluded.gates",
-                params![execution_id, gates_json],
-            )?;
-            let (ids, line) = read_line(&tx)?;
-            let position = ids.iter().position(|id| *id == execution_id).unwrap_or(0);
-            let choice = admissible_in_order(held_slots(&tx)?, &line)
-                .into_iter()
-                .find_map(|(waiter, choice)| (waiter == position).then_some(choice));
-            let Some(gates) = choice.and_then(|c| line.get(position)?.get(c)) else {
-                tx.commit()?;
-                return Ok(Admission::Waiting {
-                    ahead: position as u64,
-                });
-            };
-            for gate in gates {
-                tx.execute(
-                    "INSERT INTO admission_slots (gate, execution_id) VALUES (?1, ?2)
-                     ON CONFLICT DO NOTHING",
-                    params![gate.key, execution_id],
-                )?;
+            // A waiter already in line keeps its place and the time it
+            // first asked.
+            let kept: Option<String> = tx
+                .query_row(
+                    "SELECT gates FROM admission_line WHERE execution_id = ?1",
+                    params![execution_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(kept) = kept.and_then(|k| from_json::<Ask>(&k).ok())
+                && kept.since.timestamp() > 0
+            {
+                ask.since = kept.since;
             }
+            let class = class_key(&ask);
             tx.execute(
-                "DELETE FROM admission_line WHERE execution_id = ?1",
-                params![execution_id],
+                "INSERT INTO admission_line (execution_id, gates, class) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (execution_id) DO UPDATE SET gates = excluded.gates, class = excluded.class",
+                params![execution_id, to_json(&ask)?, class],
             )?;
-            tx.commit()?;
-            Ok(Admission::Admitted {
-                gates: gates.iter().map(|g| g.key.clone()).collect(),
-            })
+            let now = chrono::Utc::now();
+            let (state, place) = read_state(&tx, Some(&execution_id), now)?;
+            let Some((index, rank)) = place else {
+                tx.commit()?;
+                return Ok(Admission::Waiting { ahead: 0 });
+            };
+            match plan(&state, index, rank, &execution_id, &policy, now) {
+                Plan::Wait { ahead } => {
+                    tx.commit()?;
+                    Ok(Admission::Waiting { ahead })
+                }
+                Plan::Take { gates, buckets } => {
+                    for gate in &gates {
+                        tx.execute(
+                            "INSERT INTO admission_slots (gate, execution_id) VALUES (?1, ?2)
+                             ON CONFLICT DO NOTHING",
+                            params![gate, execution_id],
+                        )?;
+                    }
+                    for (gate, bucket) in &buckets {
+                        tx.execute(
+                            "INSERT INTO admission_buckets (gate, tokens, at) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (gate) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+                            params![gate, bucket.tokens, ts(bucket.at)],
+                        )?;
+                    }
+                    tx.execute(
+                        "DELETE FROM admission_line WHERE execution_id = ?1",
+                        params![execution_id],
+                    )?;
+                    tx.commit()?;
+                    Ok(Admission::Admitted { gates })
+                }
+            }
         })
         .await?)
 }
 
-pub(super) async fn admissible(store: &SqliteStore) -> Result<Vec<String>, StoreError> {
+/// The line as it stands, after giving back what final executions held,
+/// with the class and rank of `focus` if it waits.
+pub(super) async fn line(
+    store: &SqliteStore,
+    focus: Option<&str>,
+) -> Result<(LineState, Option<(usize, u64)>), StoreError> {
+    let focus = focus.map(str::to_owned);
     Ok(store
         .db
-        .write(|conn| {
+        .write(move |conn| {
             let tx = conn.savepoint()?;
             give_back_finished(&tx)?;
-            let (ids, line) = read_line(&tx)?;
-            let admissible = admissible_in_order(held_slots(&tx)?, &line);
+            let read = read_state(&tx, focus.as_deref(), chrono::Utc::now())?;
             tx.commit()?;
-            Ok(admissible
-                .into_iter()
-                .filter_map(|(i, _)| ids.get(i).cloned())
-                .collect())
+            Ok(read)
         })
         .await?)
 }
 
+/// Every execution in line, first come first.
 pub(super) async fn waiting(store: &SqliteStore) -> Result<Vec<String>, StoreError> {
     Ok(store
         .db
         .write(|conn| {
             let tx = conn.savepoint()?;
             give_back_finished(&tx)?;
-            let (ids, _) = read_line(&tx)?;
+            let ids = {
+                let mut stmt =
+                    tx.prepare_cached("SELECT execution_id FROM admission_line ORDER BY seq")?;
+                let rows = stmt.query_map([], |row| row.get(0))?;
+                rows.collect::<Result<Vec<String>, _>>()?
+            };
             tx.commit()?;
             Ok(ids)
+        })
+        .await?)
+}
+
+pub(super) async fn set_paused(
+    store: &SqliteStore,
+    key: &str,
+    paused: bool,
+) -> Result<bool, StoreError> {
+    let key = key.to_owned();
+    Ok(store
+        .db
+        .write(move |conn| {
+            let changed = if paused {
+                conn.execute(
+                    "INSERT INTO paused_gates (gate, paused_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                    params![key, ts(chrono::Utc::now())],
+                )?
+            } else {
+                conn.execute("DELETE FROM paused_gates WHERE gate = ?1", params![key])?
+            };
+            Ok(changed > 0)
+        })
+        .await?)
+}
+
+pub(super) async fn paused(store: &SqliteStore) -> Result<Vec<String>, StoreError> {
+    Ok(store
+        .db
+        .read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT gate FROM paused_gates ORDER BY gate")?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
         .await?)
 }
@@ -131,20 +197,6 @@ pub(super) async fn backlogs(
         .map_err(StoreError::from)
 }
 
-pub(super) async fn gate_usage(store: &SqliteStore) -> Result<Vec<GateUsage>, StoreError> {
-    Ok(store
-        .db
-        .write(|conn| {
-            let tx = conn.savepoint()?;
-            give_back_finished(&tx)?;
-            let held = held_slots(&tx)?;
-            let (_, line) = read_line(&tx)?;
-            tx.commit()?;
-            Ok(crate::store::usage_of(held, &line))
-        })
-        .await?)
-}
-
 /// Gives back the slots and places in line of executions that are final
 /// or gone.
 pub(super) fn give_back_finished(tx: &Connection) -> Result<(), DbError> {
@@ -162,28 +214,94 @@ pub(super) fn give_back_finished(tx: &Connection) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Slots held, by gate.
-pub(super) fn held_slots(
+/// Slots held, the line by class (each with as many of its first waiters
+/// as could go now), the paused gates and the buckets; with the class and
+/// rank of `focus` if it waits.
+pub(super) fn read_state(
     tx: &Connection,
-) -> Result<std::collections::HashMap<String, u32>, DbError> {
+    focus: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(LineState, Option<(usize, u64)>), DbError> {
+    let mut state = LineState::default();
     let mut stmt = tx.prepare_cached("SELECT gate, COUNT(*) FROM admission_slots GROUP BY gate")?;
     let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// The executions in line, first come first, with their choices of gates.
-pub(super) fn read_line(tx: &Connection) -> Result<(Vec<String>, Vec<Choices>), DbError> {
-    let mut stmt =
-        tx.prepare_cached("SELECT execution_id, gates FROM admission_line ORDER BY seq")?;
+    state.held = rows.collect::<Result<_, _>>()?;
+    let mut stmt = tx.prepare_cached("SELECT gate FROM paused_gates")?;
+    let rows = stmt.query_map([], |row| row.get(0))?;
+    state.paused = rows.collect::<Result<_, _>>()?;
+    let mut stmt = tx.prepare_cached("SELECT gate, tokens, at FROM admission_buckets")?;
     let rows = stmt.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, f64>(1)?,
+            row.get::<_, String>(2)?,
+        ))
     })?;
-    let mut ids = Vec::new();
-    let mut line = Vec::new();
     for row in rows {
-        let (id, gates) = row?;
-        ids.push(id);
-        line.push(from_json(&gates)?);
+        let (gate, tokens, at) = row?;
+        let at = parse_ts(&at)?;
+        state.buckets.insert(gate, Bucket { tokens, at });
     }
-    Ok((ids, line))
+    let mut stmt = tx.prepare_cached(
+        "SELECT class, COUNT(*), MIN(seq) FROM admission_line GROUP BY class ORDER BY MIN(seq)",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    let heads: Vec<(String, i64, i64)> = rows.collect::<Result<_, _>>()?;
+    let mut first_ask =
+        tx.prepare_cached("SELECT gates FROM admission_line WHERE class = ?1 AND seq = ?2")?;
+    let mut keys = Vec::with_capacity(heads.len());
+    for (class, count, first) in heads {
+        let ask: String = first_ask.query_row(params![class, first], |row| row.get(0))?;
+        state.classes.push(Class {
+            ask: from_json(&ask)?,
+            count: u64::try_from(count).unwrap_or(0),
+            first,
+            members: Vec::new(),
+        });
+        keys.push(class);
+    }
+    let mut members = tx.prepare_cached(
+        "SELECT seq, execution_id FROM admission_line WHERE class = ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    for (index, class) in keys.iter().enumerate() {
+        let room = room(&state, &state.classes[index].ask, now);
+        if room == 0 {
+            continue;
+        }
+        let limit = i64::try_from(room).unwrap_or(i64::MAX);
+        let rows = members.query_map(params![class, limit], |row| {
+            Ok(Member {
+                seq: row.get(0)?,
+                execution_id: row.get(1)?,
+            })
+        })?;
+        state.classes[index].members = rows.collect::<Result<_, _>>()?;
+    }
+    let place = match focus {
+        None => None,
+        Some(id) => tx
+            .query_row(
+                "SELECT class, seq FROM admission_line WHERE execution_id = ?1",
+                params![id],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+            )
+            .optional()?
+            .and_then(|(class, seq)| Some((keys.iter().position(|k| *k == class)?, seq)))
+            .map(|(index, seq)| {
+                tx.query_row(
+                    "SELECT COUNT(*) FROM admission_line WHERE class = ?1 AND seq < ?2",
+                    params![keys[index], seq],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map(|rank| (index, u64::try_from(rank).unwrap_or(0)))
+            })
+            .transpose()?,
+    };
+    Ok((state, place))
 }
