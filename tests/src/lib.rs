@@ -259,6 +259,16 @@ impl Server {
         Ok((response.status().as_u16(), response.json().await?))
     }
 
+    /// POSTs JSON `body` to `path`; the status and JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let response = self.client.post(self.url(path)).json(body).send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text)
+            .with_context(|| format!("POST {path} answered {status} with non-JSON {text:?}"))?;
+        Ok((status, body))
+    }
+
     /// POSTs a raw body to `/tasks/<task>`; returns status and JSON body.
     pub async fn post_raw(
         &self,

@@ -1,8 +1,8 @@
 //! The admin UI at `/ui/`, used as an operator would, in a real headless
 //! Chromium (`fastlane_tests::browser`) against a real server and engine:
 //! submitting a job from the form and watching its output arrive, stopping
-//! and retrying, blacklisting a host, a refused field shown beside itself,
-//! and signing in with a token.
+//! and retrying, blacklisting a host, pausing a task and seeing why its job
+//! waits, a refused field shown beside itself, and signing in with a token.
 //!
 //! Each page is checked with axe-core (`FASTLANE_TEST_AXE`, the npm package
 //! `scripts/test.sh` installs) for serious and critical violations, and
@@ -390,6 +390,59 @@ async fn a_host_blacklisted_from_the_ui_is_blacklisted_in_status() -> anyhow::Re
         .and_then(|hosts| hosts.iter().find(|h| h["host"] == host.as_str()))
         .context("the host in /status")?;
     assert_eq!(shown["blacklisted"], false, "{status}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_paused_from_its_page_holds_its_new_job_which_says_why_until_resumed()
+-> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let browser = Browser::start().await?;
+    let name = task("pause");
+    let first = server
+        .submit(&name, json!({"image": image(), "command": "true"}))
+        .await?;
+    let first = first["executionUrl"].as_str().context("url")?;
+    server.wait_finished(first, PATIENCE).await?;
+
+    let page = server.url(&format!("/ui/tasks/{name}"));
+    browser.goto(&page).await?;
+    click_button(&browser, "Pause the task").await?;
+    browser
+        .wait_for_text("main", "This task is paused", PATIENCE)
+        .await?;
+    let (_, status) = server.get("/status").await?;
+    let gate = format!("task:{name}");
+    let paused = status["limits"]
+        .as_array()
+        .and_then(|limits| limits.iter().find(|l| l["gate"] == gate.as_str()))
+        .with_context(|| format!("{gate} in /status: {status}"))?;
+    assert_eq!(paused["paused"], true, "{paused}");
+
+    let held = server
+        .submit(&name, json!({"image": image(), "command": "echo resumed"}))
+        .await?;
+    let job_page = server.url(&format!(
+        "/ui/tasks/{name}/jobs/{}",
+        held["jobId"].as_str().context("jobId")?
+    ));
+    browser.goto(&job_page).await?;
+    browser
+        .wait_for_text("main", &format!("Waiting: {gate} is paused"), PATIENCE)
+        .await?;
+    accessible(&browser, "job waiting").await?;
+    photograph(&browser, "job-waiting").await?;
+
+    browser.goto(&page).await?;
+    click_button(&browser, "Resume the task").await?;
+    let done = server
+        .wait_finished(held["executionUrl"].as_str().context("url")?, PATIENCE)
+        .await?;
+    assert_eq!(done["status"], "done", "{done}");
+    browser.goto(&page).await?;
+    browser
+        .wait_for_text("main", "Pause the task", PATIENCE)
+        .await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! A person at a terminal: `fastlane run`, `logs`, `jobs ls`, `tasks ls`,
-//! `job show`, `stop`, `retry`, `status`, `hosts` and `completions`, run as
-//! the `fastlane` binary against a real server and engine.
+//! `job show`, `stop`, `retry`, `pause`, `resume`, `status`, `hosts` and
+//! `completions`, run as the `fastlane` binary against a real server and
+//! engine.
 
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -328,6 +329,46 @@ async fn stop_retry_and_hosts_act_on_the_server() -> anyhow::Result<()> {
     let (_, status) = server.get("/status").await?;
     assert!(status["hosts"][0]["blacklisted"] == false);
     output(&server, &["stop", &job]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pause_holds_a_task_until_resume_and_a_bad_gate_is_refused() -> anyhow::Result<()> {
+    let server = Server::start(&[]).await?;
+    let task = format!("cli-pause-{}", uuid::Uuid::new_v4().simple());
+    let paused = output(&server, &["pause", &task]).await?;
+    assert!(paused.status.success(), "{}", stderr(&paused));
+    assert!(
+        stdout(&paused).contains(&format!("paused task:{task}")),
+        "{}",
+        stdout(&paused)
+    );
+    let job = submit(&server, &task, &["echo", "held"]).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let shown = stdout(&output(&server, &["job", "show", &job]).await?);
+    assert!(
+        shown.contains("enqueued"),
+        "the job waits while paused: {shown}"
+    );
+    let again = output(&server, &["pause", &task, "-o", "json"]).await?;
+    let again: Value = serde_json::from_slice(&again.stdout)?;
+    assert_eq!(
+        (&again["paused"], &again["changed"]),
+        (&Value::Bool(true), &Value::Bool(false))
+    );
+
+    let resumed = output(&server, &["resume", &task]).await?;
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let printed = output(&server, &["logs", "-f", &job]).await?;
+    assert_eq!(stdout(&printed), "held\n");
+
+    let refused = output(&server, &["pause", "--gate", "nonsense"]).await?;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("is not a gate"),
+        "{}",
+        stderr(&refused)
+    );
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use fastlane_tests::{Server, docker_hosts, image};
 const LIMIT: Duration = Duration::from_secs(120);
 
 /// `DOCKER_HOSTS` with every farm's `maxRunning` set to `max`.
-fn farms_running_at_most(max: u32) -> anyhow::Result<String> {
+pub(crate) fn farms_running_at_most(max: u32) -> anyhow::Result<String> {
     let mut farms: Value = serde_json::from_str(&docker_hosts())?;
     let farms = match &mut farms {
         Value::Array(farms) => farms,
@@ -79,7 +79,7 @@ async fn watch(
 /// The most executions of these jobs that ran at once, from their own
 /// `startedAt` and `finishedAt` (exact, where sampling the engine can miss a
 /// short overlap on a loaded machine).
-fn peak(details: &[Value]) -> anyhow::Result<usize> {
+pub(crate) fn peak(details: &[Value]) -> anyhow::Result<usize> {
     let time = |execution: &Value, field: &str| -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         let text = execution[field]
             .as_str()

@@ -16,6 +16,7 @@ mod egress;
 mod email;
 mod engines;
 mod examples;
+mod flow;
 mod hardening;
 mod hostile;
 mod hosts;
