@@ -70,7 +70,8 @@ pub fn ask(services: &Services, job: &Job, since: DateTime<Utc>) -> Ask {
             job.spec.max_concurrent_per_key,
         );
         if per_key < u32::MAX {
-            common.push(Gate::new(format!("taskkey:{task_id}:{key}"), per_key));
+            // `/` is in neither task ids nor keys: no two pairs share a gate.
+            common.push(Gate::new(format!("taskkey:{task_id}/{key}"), per_key));
         }
         let key_rules: Vec<&FlowRule> = flow
             .keys
@@ -172,13 +173,21 @@ pub async fn wake(services: &Services) -> Option<Duration> {
 }
 
 /// Wakes waiting executions every few seconds until `shutdown`, and
-/// sooner when a rate limit's next token is due.
+/// sooner when a rate limit's next token is due; every [`SWEEP`] gives
+/// back the places of executions that ended while they waited.
 pub async fn sweep(services: &Services, shutdown: CancellationToken) {
     let mut next = SWEEP;
+    let mut tidied = std::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(next) => {
+                if tidied.elapsed() >= SWEEP {
+                    if let Err(err) = services.store.tidy_line().await {
+                        warn!(error = %err, "cannot give back the places of finished executions");
+                    }
+                    tidied = std::time::Instant::now();
+                }
                 // At least 20 ms apart, so a busy line is not decided
                 // over and over.
                 next = wake(services)

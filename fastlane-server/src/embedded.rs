@@ -158,14 +158,48 @@ END;
 /// Version 4: flow control. The gates paused by an operator
 /// (`paused_gates`: a task's `task:<id>`, a farm's `pool:<executor>:<farm>`)
 /// and the rate limits' token buckets as last spent (`admission_buckets`),
-/// both read and written by the admission line's step; each waiter's class
-/// (what it asked but when: [`crate::store::line::class_key`]), so the
-/// line is read a class at a time. A waiter from before keeps its old
+/// both read and written by the admission line's step. Each waiter keeps
+/// its class (what it asked but when: [`crate::store::line::class_key`])
+/// and when it first asked; `admission_classes` counts each class's
+/// waiters and knows its first, kept by triggers, so deciding reads a row
+/// per class instead of the whole line. A waiter from before keeps its old
 /// entry as its class until it asks again.
 const FLOW_CONTROL: &str = r#"
 ALTER TABLE admission_line ADD COLUMN class TEXT NOT NULL DEFAULT '';
-UPDATE admission_line SET class = gates;
+ALTER TABLE admission_line ADD COLUMN since TEXT NOT NULL DEFAULT '';
+UPDATE admission_line SET class = gates, since = COALESCE(
+    (SELECT e.created_at FROM executions e WHERE e.execution_id = admission_line.execution_id),
+    '1970-01-01T00:00:00.000000Z');
 CREATE INDEX IF NOT EXISTS admission_line_by_class ON admission_line (class, seq);
+CREATE TABLE IF NOT EXISTS admission_classes (
+    class TEXT PRIMARY KEY,
+    n     INTEGER NOT NULL,
+    first INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO admission_classes (class, n, first)
+    SELECT class, COUNT(*), MIN(seq) FROM admission_line GROUP BY class;
+CREATE TRIGGER IF NOT EXISTS admission_line_joined AFTER INSERT ON admission_line
+BEGIN
+    INSERT INTO admission_classes (class, n, first) VALUES (NEW.class, 1, NEW.seq)
+    ON CONFLICT (class) DO UPDATE SET n = n + 1, first = MIN(first, excluded.first);
+END;
+CREATE TRIGGER IF NOT EXISTS admission_line_left AFTER DELETE ON admission_line
+BEGIN
+    UPDATE admission_classes SET n = n - 1, first = COALESCE(
+        (SELECT MIN(seq) FROM admission_line WHERE class = OLD.class), first)
+    WHERE class = OLD.class;
+    DELETE FROM admission_classes WHERE class = OLD.class AND n <= 0;
+END;
+CREATE TRIGGER IF NOT EXISTS admission_line_reclassed AFTER UPDATE OF class ON admission_line
+WHEN OLD.class IS NOT NEW.class
+BEGIN
+    UPDATE admission_classes SET n = n - 1, first = COALESCE(
+        (SELECT MIN(seq) FROM admission_line WHERE class = OLD.class), first)
+    WHERE class = OLD.class;
+    DELETE FROM admission_classes WHERE class = OLD.class AND n <= 0;
+    INSERT INTO admission_classes (class, n, first) VALUES (NEW.class, 1, NEW.seq)
+    ON CONFLICT (class) DO UPDATE SET n = n + 1, first = MIN(first, excluded.first);
+END;
 CREATE TABLE IF NOT EXISTS paused_gates (
     gate      TEXT PRIMARY KEY,
     paused_at TEXT NOT NULL

@@ -20,7 +20,7 @@ use crate::services::Services;
 #[oai(rename_all = "camelCase", example)]
 pub struct PauseState {
     /// The gate: `task:<taskId>`, `pool:<executor>:<pool>` (a farm),
-    /// `key:<concurrencyKey>` or `taskkey:<taskId>:<concurrencyKey>`.
+    /// `key:<concurrencyKey>` or `taskkey:<taskId>/<concurrencyKey>`.
     pub gate: String,
     /// True while nothing passes it.
     pub paused: bool,
@@ -108,7 +108,9 @@ async fn set(
         .await
         .map_err(ApiError::store(operation))?;
     tracing::info!(%gate, paused, changed, "gate paused or resumed");
-    if !paused && changed {
+    // Also when it was not paused: a resume whose firings failed to queue
+    // is completed by asking again.
+    if !paused {
         crate::admission::wake(services).await;
         if let Some(task_id) = gate.strip_prefix("task:") {
             crate::scheduler::resume_task(services, task_id)

@@ -191,7 +191,7 @@ pub struct Status {
 #[oai(rename_all = "camelCase")]
 pub struct LimitView {
     /// `pool:<executor>:<pool>` (a farm's `maxRunning`), `task:<task id>`,
-    /// `key:<concurrency key>` or `taskkey:<task id>:<concurrency key>`.
+    /// `key:<concurrency key>` or `taskkey:<task id>/<concurrency key>`.
     pub gate: String,
     /// Executions holding a slot (placed, starting or running).
     pub running: u64,

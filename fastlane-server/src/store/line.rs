@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gate {
     /// What is limited: `pool:<executor>:<pool>`, `task:<task id>`,
-    /// `taskkey:<task id>:<key>` or `key:<concurrency key>`.
+    /// `taskkey:<task id>/<key>` or `key:<concurrency key>`.
     pub key: String,
     /// How many may hold it at once.
     pub limit: u32,
@@ -225,6 +225,8 @@ pub struct Member {
     pub seq: i64,
     /// The execution.
     pub execution_id: String,
+    /// When it first asked: its priority ages from then.
+    pub since: DateTime<Utc>,
 }
 
 /// The class key of `ask`: everything but when it asked, as text.
@@ -280,6 +282,7 @@ impl LineState {
             class.members.push(Member {
                 seq: i64::try_from(seq).unwrap_or(i64::MAX),
                 execution_id,
+                since: ask.since,
             });
         }
         self
@@ -426,6 +429,24 @@ impl<'a> Sim<'a> {
     }
 }
 
+/// The most waiters of one class a store reads for a decision, unless the
+/// one asking stands further in: a class with room for more (no limit but
+/// its rate, say) goes this many at a time, woken again as they leave.
+pub const MAX_LOADED: u64 = 1000;
+
+/// How many of a class's first waiters a store reads: as many as could go
+/// now (`room`), at most [`MAX_LOADED`], but always up to the one asking
+/// (`focus_rank`: waiters of its class before it) when it could go.
+pub fn loaded(room: u64, focus_rank: Option<u64>) -> u64 {
+    let mut limit = room.min(MAX_LOADED);
+    if let Some(rank) = focus_rank
+        && rank < room
+    {
+        limit = limit.max(rank + 1);
+    }
+    limit
+}
+
 /// How many of the waiters asking `ask` could go now at most: what a store
 /// reads of a class. (Between choices, as many as all their rooms.)
 pub fn room(state: &LineState, ask: &Ask, now: DateTime<Utc>) -> u64 {
@@ -436,151 +457,87 @@ pub fn room(state: &LineState, ask: &Ask, now: DateTime<Utc>) -> u64 {
         .fold(0_u64, u64::saturating_add)
 }
 
-/// The classes' indexes by band: effective priority, highest first.
-fn bands(state: &LineState, policy: &Policy, now: DateTime<Utc>) -> Vec<Vec<usize>> {
-    let top = state
-        .classes
-        .iter()
-        .map(|c| i64::from(c.ask.priority))
-        .max()
-        .unwrap_or(0);
-    let effective = |ask: &Ask| {
-        let own = i64::from(ask.priority);
-        if policy.aging_seconds == 0 {
-            return own;
-        }
-        let waited = (now - ask.since).num_seconds().max(0);
-        let aging = i64::try_from(policy.aging_seconds).unwrap_or(i64::MAX);
-        own.saturating_add(waited / aging).min(top.max(own))
-    };
-    let mut by_priority: std::collections::BTreeMap<std::cmp::Reverse<i64>, Vec<usize>> =
-        Default::default();
-    for (index, class) in state.classes.iter().enumerate() {
-        by_priority
-            .entry(std::cmp::Reverse(effective(&class.ask)))
-            .or_default()
-            .push(index);
+/// A waiter's effective priority: its own, plus one for every
+/// `aging_seconds` it waited since `since`, capped at `top` (the highest
+/// priority in line) unless its own is higher.
+fn effective(
+    priority: i32,
+    since: DateTime<Utc>,
+    top: i32,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> i64 {
+    let own = i64::from(priority);
+    if policy.aging_seconds == 0 {
+        return own;
     }
-    by_priority.into_values().collect()
+    let waited = (now - since).num_seconds().max(0);
+    let aging = i64::try_from(policy.aging_seconds).unwrap_or(i64::MAX);
+    own.saturating_add(waited / aging)
+        .min(i64::from(top).max(own))
 }
 
-/// A class's next member, by its place in line.
-type Head = std::cmp::Reverse<(i64, usize)>;
+/// The highest priority in line.
+fn top(state: &LineState) -> i32 {
+    state
+        .classes
+        .iter()
+        .map(|c| c.ask.priority)
+        .max()
+        .unwrap_or(0)
+}
 
-/// Who may go now, and in which order.
+/// Who may go now, and in which order. Each turn looks at the next waiter
+/// of every class: the highest effective priority goes first; among
+/// equals, under [`Order::Fair`] the flow holding the fewest slots for its
+/// weight, then (and under [`Order::Fifo`]) the one that came first. It
+/// takes its slots if it fits; if not, its class is done for this
+/// decision (its other waiters ask the same, and taking slots never makes
+/// room).
 pub fn decide(state: &LineState, policy: &Policy, now: DateTime<Utc>) -> Decision {
     let mut sim = Sim::new(state, now);
+    let top = top(state);
     let mut admitted = Vec::new();
     let mut next = vec![0_usize; state.classes.len()];
-    for band in bands(state, policy, now) {
-        match policy.order {
-            Order::Fifo => fifo(&mut sim, state, &band, &mut next, &mut admitted),
-            Order::Fair => fair(&mut sim, state, &band, &mut next, &mut admitted),
+    loop {
+        let mut best: Option<(usize, i64, f64, i64)> = None;
+        for (index, class) in state.classes.iter().enumerate() {
+            let Some(member) = class.members.get(next[index]) else {
+                continue;
+            };
+            let eff = effective(class.ask.priority, member.since, top, policy, now);
+            let share = match policy.order {
+                Order::Fifo => 0.0,
+                Order::Fair => {
+                    let held = sim.held.get(&class.ask.flow).copied().unwrap_or(0);
+                    f64::from(held) / f64::from(class.ask.weight.max(1))
+                }
+            };
+            let better = best.is_none_or(|(_, e, sh, seq)| {
+                eff.cmp(&e)
+                    .then(sh.total_cmp(&share))
+                    .then(seq.cmp(&member.seq))
+                    .is_gt()
+            });
+            if better {
+                best = Some((index, eff, share, member.seq));
+            }
+        }
+        let Some((index, ..)) = best else {
+            break;
+        };
+        let choices = &state.classes[index].ask.choices;
+        match sim.fitting(choices) {
+            Some(choice) => {
+                sim.take(&choices[choice]);
+                admitted.push((index, next[index], choice));
+                next[index] += 1;
+            }
+            None => next[index] = usize::MAX,
         }
     }
     let retry_in = retry_in(&mut sim, state, &next);
     Decision { admitted, retry_in }
-}
-
-/// The head of class `index`, its `next` member, if it has one.
-fn head(state: &LineState, index: usize, next: usize) -> Option<Head> {
-    let member = state.classes[index].members.get(next)?;
-    Some(std::cmp::Reverse((member.seq, index)))
-}
-
-/// Admits the next member of class `index` if it fits; false (the class
-/// is done: its others ask the same) if not.
-fn try_class(
-    sim: &mut Sim<'_>,
-    state: &LineState,
-    index: usize,
-    next: &mut [usize],
-    admitted: &mut Vec<(usize, usize, usize)>,
-) -> bool {
-    let choices = &state.classes[index].ask.choices;
-    match sim.fitting(choices) {
-        Some(choice) => {
-            sim.take(&choices[choice]);
-            admitted.push((index, next[index], choice));
-            next[index] += 1;
-            true
-        }
-        None => {
-            next[index] = usize::MAX;
-            false
-        }
-    }
-}
-
-/// One band first come first served: the earliest next member of any
-/// class goes if it fits.
-fn fifo(
-    sim: &mut Sim<'_>,
-    state: &LineState,
-    band: &[usize],
-    next: &mut [usize],
-    admitted: &mut Vec<(usize, usize, usize)>,
-) {
-    let mut heads: std::collections::BinaryHeap<Head> = band
-        .iter()
-        .filter_map(|&index| head(state, index, next[index]))
-        .collect();
-    while let Some(std::cmp::Reverse((_, index))) = heads.pop() {
-        if try_class(sim, state, index, next, admitted)
-            && let Some(h) = head(state, index, next[index])
-        {
-            heads.push(h);
-        }
-    }
-}
-
-/// One band under [`Order::Fair`]: each turn goes to the flow holding the
-/// fewest slots for its weight (ties: the one whose next waiter came
-/// first), which admits its earliest waiter that fits; a flow none of
-/// whose waiters fit is done (taking slots never makes room).
-fn fair(
-    sim: &mut Sim<'_>,
-    state: &LineState,
-    band: &[usize],
-    next: &mut [usize],
-    admitted: &mut Vec<(usize, usize, usize)>,
-) {
-    let mut flows: Vec<(&str, u32, std::collections::BinaryHeap<Head>)> = Vec::new();
-    let mut flow_of: HashMap<&str, usize> = HashMap::new();
-    for &index in band {
-        let ask = &state.classes[index].ask;
-        let at = *flow_of.entry(ask.flow.as_str()).or_insert_with(|| {
-            flows.push((ask.flow.as_str(), ask.weight.max(1), Default::default()));
-            flows.len() - 1
-        });
-        flows[at].2.extend(head(state, index, next[index]));
-    }
-    loop {
-        let share = |sim: &Sim<'_>, flow: &str, weight: u32| {
-            f64::from(sim.held.get(flow).copied().unwrap_or(0)) / f64::from(weight)
-        };
-        let Some(turn) = flows
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, _, heads))| !heads.is_empty())
-            .min_by(|(_, a), (_, b)| {
-                share(sim, a.0, a.1)
-                    .total_cmp(&share(sim, b.0, b.1))
-                    .then(b.2.peek().cmp(&a.2.peek()))
-            })
-            .map(|(at, _)| at)
-        else {
-            return;
-        };
-        // The flow's earliest waiter that fits goes; classes that do not
-        // fit are done.
-        while let Some(std::cmp::Reverse((_, index))) = flows[turn].2.pop() {
-            if try_class(sim, state, index, next, admitted) {
-                flows[turn].2.extend(head(state, index, next[index]));
-                break;
-            }
-        }
-    }
 }
 
 /// How long until a class held back by a rate limit alone has its token.
@@ -633,12 +590,16 @@ pub fn plan(
         .iter()
         .filter_map(|gate| {
             let rate = gate.rate?;
-            let tokens = Bucket::tokens_at(state.buckets.get(&gate.key), rate, now);
+            let last = state.buckets.get(&gate.key);
+            let tokens = Bucket::tokens_at(last, rate, now);
+            // Never back in time (another process's clock, or a decision
+            // that waited to be written), which would mint tokens.
+            let at = last.map_or(now, |b| b.at.max(now));
             Some((
                 gate.key.clone(),
                 Bucket {
                     tokens: (tokens - 1.0).max(0.0),
-                    at: now,
+                    at,
                 },
             ))
         })
@@ -685,19 +646,24 @@ pub fn why(
         let gate = preferred.first().map(|g| g.key.clone()).unwrap_or_default();
         (gate, "turn")
     });
-    // Waiters of classes considered before it (a higher band, or the same
-    // band and an earlier first waiter) that want the gate too.
-    let order: Vec<usize> = bands(state, policy, now)
-        .into_iter()
-        .flat_map(|mut band| {
-            band.sort_by_key(|&c| state.classes[c].first);
-            band
-        })
-        .collect();
+    // Waiters of classes considered before it (a higher effective
+    // priority, or the same and an earlier first waiter) that want the gate
+    // too: all of each such class, so at most this many.
+    let top = top(state);
+    let head = |c: &Class| {
+        let since = c.members.first().map_or(c.ask.since, |m| m.since);
+        (
+            effective(c.ask.priority, since, top, policy, now),
+            std::cmp::Reverse(c.first),
+        )
+    };
+    let own = head(mine);
     let mut ahead = rank;
-    for c in order.into_iter().take_while(|&c| c != class) {
-        let other = &state.classes[c];
-        if other.ask.choices.iter().flatten().any(|g| g.key == gate) {
+    for (c, other) in state.classes.iter().enumerate() {
+        if c != class
+            && head(other) > own
+            && other.ask.choices.iter().flatten().any(|g| g.key == gate)
+        {
             ahead += other.count;
         }
     }

@@ -573,8 +573,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         policy: &Policy,
     ) -> Result<Admission, StoreError>;
 
-    /// The admission line as it stands, after giving back the slots and
-    /// places of executions that are final or gone: each class with as
+    /// Gives back the places in line of executions that are final or gone
+    /// (reading the line gives back their slots only, so that it costs
+    /// what the classes cost, not the line's length): the sweep's chore.
+    /// The default does nothing, for stores whose reads do it all.
+    async fn tidy_line(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The admission line as it stands, after giving back the slots of
+    /// executions that are final or gone: each class with as
     /// many of its first waiters as could go now. With `focus`, the class
     /// and rank (waiters of its class before it) of that execution, if it
     /// waits.

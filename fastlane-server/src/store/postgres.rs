@@ -515,6 +515,10 @@ impl Store for PostgresStore {
         admission::waiting(self).await
     }
 
+    async fn tidy_line(&self) -> Result<(), StoreError> {
+        admission::tidy_line(self).await
+    }
+
     async fn set_paused(&self, key: &str, paused: bool) -> Result<bool, StoreError> {
         admission::set_paused(self, key, paused).await
     }

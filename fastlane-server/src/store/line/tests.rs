@@ -276,3 +276,21 @@ fn a_line_entry_stored_before_flow_control_still_reads() {
         })
     );
 }
+
+#[test]
+fn each_waiter_ages_on_its_own_not_with_the_oldest_of_its_class() {
+    // The oldest low waiter has waited 10 minutes; the 49 others of its
+    // class came a few seconds ago, just before the urgent one.
+    let mut waiters = vec![waiter("low0", "bulk", 2, 0)];
+    waiters.extend((1..50).map(|i| waiter(&format!("low{i}"), "bulk", 2, 590 + i / 10)));
+    let mut urgent = waiter("urgent", "bulk", 2, 599);
+    urgent.1.priority = 10;
+    waiters.push(urgent);
+    let state = line(&[], waiters);
+    assert_eq!(state.classes.len(), 2);
+    assert_eq!(
+        decide(&state, &FIFO, at(600)).ids(&state),
+        ["low0", "urgent"],
+        "only the old one has caught up with the urgent one"
+    );
+}

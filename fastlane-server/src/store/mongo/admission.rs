@@ -115,8 +115,10 @@ pub(super) async fn admit(
     policy: &Policy,
 ) -> Result<Admission, StoreError> {
     let paused = paused(db).await?;
-    let now = chrono::Utc::now();
     change(db, |line| {
+        // Each try decides at its own time: a retried one must not write
+        // a bucket older than the one it lost to.
+        let now = chrono::Utc::now();
         if let Some(holder) = line.slots.iter().find(|h| h.execution_id == execution_id) {
             let mut gates = holder.gates.clone();
             gates.sort();

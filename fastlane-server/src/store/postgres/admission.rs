@@ -7,7 +7,7 @@ use tokio_postgres::Transaction;
 use super::LIVE;
 use super::PostgresStore;
 use super::rows::{col, corrupt, count, document, from_doc, pg};
-use crate::store::line::{Class, Member, class_key, plan, room};
+use crate::store::line::{Class, Member, class_key, loaded, plan, room};
 use crate::store::{Admission, Ask, Bucket, LineState, Plan, Policy, StoreError, TaskBacklog};
 
 pub(super) async fn admit(
@@ -19,7 +19,7 @@ pub(super) async fn admit(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg)?;
     lock_admission(&tx).await?;
-    give_back_finished(&tx).await?;
+    give_back(&tx, "admission_slots").await?;
     let held: Vec<String> = tx
         .query(
             "SELECT gate FROM admission_slots WHERE execution_id = $1 ORDER BY gate COLLATE \"C\"",
@@ -34,25 +34,12 @@ pub(super) async fn admit(
         tx.commit().await.map_err(pg)?;
         return Ok(Admission::Admitted { gates: held });
     }
-    // A waiter already in line keeps its place and the time it first asked.
-    let kept = tx
-        .query_opt(
-            "SELECT gates FROM admission_line WHERE execution_id = $1",
-            &[&execution_id],
-        )
-        .await
-        .map_err(pg)?;
-    let mut ask = ask.clone();
-    if let Some(row) = &kept
-        && let Ok(kept) = from_doc::<Ask>(row, 0)
-        && kept.since.timestamp() > 0
-    {
-        ask.since = kept.since;
-    }
+    // A waiter already in line keeps its place and the time it first asked
+    // (`since` is not updated).
     tx.execute(
-        "INSERT INTO admission_line (execution_id, gates, class) VALUES ($1, $2, $3)
+        "INSERT INTO admission_line (execution_id, gates, class, since) VALUES ($1, $2, $3, $4)
          ON CONFLICT (execution_id) DO UPDATE SET gates = EXCLUDED.gates, class = EXCLUDED.class",
-        &[&execution_id, &document(&ask)?, &class_key(&ask)],
+        &[&execution_id, &document(ask)?, &class_key(ask), &ask.since],
     )
     .await
     .map_err(pg)?;
@@ -107,10 +94,19 @@ pub(super) async fn line(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg)?;
     lock_admission(&tx).await?;
-    give_back_finished(&tx).await?;
+    give_back(&tx, "admission_slots").await?;
     let read = read_state(&tx, focus, chrono::Utc::now()).await?;
     tx.commit().await.map_err(pg)?;
     Ok(read)
+}
+
+/// Gives back the places in line of executions that are final or gone.
+pub(super) async fn tidy_line(store: &PostgresStore) -> Result<(), StoreError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg)?;
+    lock_admission(&tx).await?;
+    give_back_finished(&tx).await?;
+    tx.commit().await.map_err(pg)
 }
 
 /// Every execution in line, first come first.
@@ -159,20 +155,26 @@ pub(super) async fn paused(store: &PostgresStore) -> Result<Vec<String>, StoreEr
 }
 
 /// Gives back the slots and places in line of executions that are final
-/// or gone.
+/// or gone. An admission gives back slots only (see the embedded store's
+/// `give_back_slots`); the sweep's reads give back places too.
 pub(super) async fn give_back_finished(tx: &Transaction<'_>) -> Result<(), StoreError> {
     for table in ["admission_slots", "admission_line"] {
-        tx.execute(
-            &format!(
-                "DELETE FROM {table} t WHERE NOT EXISTS (
-                     SELECT 1 FROM executions e
-                     WHERE e.execution_id = t.execution_id AND e.status IN {LIVE})"
-            ),
-            &[],
-        )
-        .await
-        .map_err(pg)?;
+        give_back(tx, table).await?;
     }
+    Ok(())
+}
+
+async fn give_back(tx: &Transaction<'_>, table: &str) -> Result<(), StoreError> {
+    tx.execute(
+        &format!(
+            "DELETE FROM {table} t WHERE NOT EXISTS (
+                 SELECT 1 FROM executions e
+                 WHERE e.execution_id = t.execution_id AND e.status IN {LIVE})"
+        ),
+        &[],
+    )
+    .await
+    .map_err(pg)?;
     Ok(())
 }
 
@@ -225,11 +227,9 @@ async fn read_state(
     // Each class with the ask of its first waiter.
     let heads = tx
         .query(
-            "SELECT h.class, h.n, h.first, l.gates FROM (
-                 SELECT class, COUNT(*) AS n, MIN(seq) AS first
-                 FROM admission_line GROUP BY class) h
-             JOIN admission_line l ON l.seq = h.first
-             ORDER BY h.first",
+            "SELECT c.class, c.n, c.first, l.gates, l.since FROM admission_classes c
+             JOIN admission_line l ON l.seq = c.first
+             ORDER BY c.first",
             &[],
         )
         .await
@@ -237,36 +237,14 @@ async fn read_state(
     let mut keys = Vec::with_capacity(heads.len());
     for row in &heads {
         keys.push(col::<String>(row, 0)?);
+        let mut ask: Ask = from_doc(row, 3)?;
+        ask.since = col(row, 4)?;
         state.classes.push(Class {
-            ask: from_doc(row, 3)?,
+            ask,
             count: count(row, 1)?,
             first: col(row, 2)?,
             members: Vec::new(),
         });
-    }
-    for (index, class) in keys.iter().enumerate() {
-        let room = room(&state, &state.classes[index].ask, now);
-        if room == 0 {
-            continue;
-        }
-        let limit = i64::try_from(room).unwrap_or(i64::MAX);
-        let rows = tx
-            .query(
-                "SELECT seq, execution_id FROM admission_line WHERE class = $1
-                 ORDER BY seq LIMIT $2",
-                &[class, &limit],
-            )
-            .await
-            .map_err(pg)?;
-        state.classes[index].members = rows
-            .iter()
-            .map(|row| {
-                Ok(Member {
-                    seq: col(row, 0)?,
-                    execution_id: col(row, 1)?,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
     }
     let mut place = None;
     if let Some(id) = focus
@@ -289,6 +267,32 @@ async fn read_state(
                 .map_err(pg)?;
             place = Some((index, count(&rank, 0)?));
         }
+    }
+    for (index, class) in keys.iter().enumerate() {
+        let focus_rank = place.and_then(|(c, rank)| (c == index).then_some(rank));
+        let limit = loaded(room(&state, &state.classes[index].ask, now), focus_rank);
+        if limit == 0 {
+            continue;
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(
+                "SELECT seq, execution_id, since FROM admission_line WHERE class = $1
+                 ORDER BY seq LIMIT $2",
+                &[class, &limit],
+            )
+            .await
+            .map_err(pg)?;
+        state.classes[index].members = rows
+            .iter()
+            .map(|row| {
+                Ok(Member {
+                    seq: col(row, 0)?,
+                    execution_id: col(row, 1)?,
+                    since: col(row, 2)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
     }
     Ok((state, place))
 }

@@ -73,12 +73,53 @@ CREATE TRIGGER executions_newest AFTER INSERT OR UPDATE OF status ON executions
 
 /// Version 4: flow control. The gates paused by an operator
 /// (`paused_gates`) and the rate limits' token buckets as last spent
-/// (`admission_buckets`, written under the admission lock); each waiter's
-/// class (what it asked but when), so the line is read a class at a time.
+/// (`admission_buckets`, written under the admission lock). Each waiter
+/// keeps its class (what it asked but when) and when it first asked;
+/// `admission_classes` counts each class's waiters and knows its first,
+/// kept by triggers, so deciding reads a row per class instead of the
+/// whole line.
 const FLOW_CONTROL: &str = r#"
 ALTER TABLE admission_line ADD COLUMN IF NOT EXISTS class TEXT NOT NULL DEFAULT '';
-UPDATE admission_line SET class = gates::text;
+ALTER TABLE admission_line ADD COLUMN IF NOT EXISTS since TIMESTAMPTZ;
+UPDATE admission_line l SET class = l.gates::text, since = COALESCE(
+    (SELECT e.created_at FROM executions e WHERE e.execution_id = l.execution_id),
+    'epoch'::timestamptz);
+ALTER TABLE admission_line ALTER COLUMN since SET DEFAULT now();
+ALTER TABLE admission_line ALTER COLUMN since SET NOT NULL;
 CREATE INDEX IF NOT EXISTS admission_line_by_class ON admission_line (class, seq);
+CREATE TABLE IF NOT EXISTS admission_classes (
+    class TEXT PRIMARY KEY,
+    n     BIGINT NOT NULL,
+    first BIGINT NOT NULL
+);
+INSERT INTO admission_classes (class, n, first)
+    SELECT class, COUNT(*), MIN(seq) FROM admission_line GROUP BY class
+    ON CONFLICT (class) DO NOTHING;
+CREATE OR REPLACE FUNCTION admission_class_join(c TEXT, s BIGINT) RETURNS void AS $$
+    INSERT INTO admission_classes (class, n, first) VALUES (c, 1, s)
+    ON CONFLICT (class) DO UPDATE SET n = admission_classes.n + 1,
+        first = LEAST(admission_classes.first, EXCLUDED.first);
+$$ LANGUAGE sql;
+CREATE OR REPLACE FUNCTION admission_class_leave(c TEXT) RETURNS void AS $$
+    UPDATE admission_classes SET n = n - 1, first = COALESCE(
+        (SELECT MIN(seq) FROM admission_line WHERE class = c), first)
+    WHERE class = c;
+    DELETE FROM admission_classes WHERE class = c AND n <= 0;
+$$ LANGUAGE sql;
+CREATE OR REPLACE FUNCTION admission_line_counted() RETURNS trigger AS $$
+BEGIN
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        PERFORM admission_class_leave(OLD.class);
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM admission_class_join(NEW.class, NEW.seq);
+    END IF;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS admission_line_counted ON admission_line;
+CREATE TRIGGER admission_line_counted AFTER INSERT OR DELETE OR UPDATE OF class
+    ON admission_line FOR EACH ROW EXECUTE FUNCTION admission_line_counted();
 CREATE TABLE IF NOT EXISTS paused_gates (
     gate      TEXT PRIMARY KEY,
     paused_at TIMESTAMPTZ NOT NULL

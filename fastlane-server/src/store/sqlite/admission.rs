@@ -7,7 +7,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::embedded::DbError;
-use crate::store::line::{Class, Member, class_key, plan, room};
+use crate::store::line::{Class, Member, class_key, loaded, plan, room};
 use crate::store::{Admission, Ask, Bucket, LineState, Plan, Policy, StoreError, TaskBacklog};
 
 use super::{SqliteStore, from_json, parse_ts, to_json, ts};
@@ -19,13 +19,13 @@ pub(super) async fn admit(
     policy: &Policy,
 ) -> Result<Admission, StoreError> {
     let execution_id = execution_id.to_owned();
-    let mut ask = ask.clone();
+    let ask = ask.clone();
     let policy = *policy;
     Ok(store
         .db
         .write(move |conn| {
             let tx = conn.savepoint()?;
-            give_back_finished(&tx)?;
+            give_back_slots(&tx)?;
             let held: Vec<String> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT gate FROM admission_slots WHERE execution_id = ?1 ORDER BY gate",
@@ -38,24 +38,13 @@ pub(super) async fn admit(
                 return Ok(Admission::Admitted { gates: held });
             }
             // A waiter already in line keeps its place and the time it
-            // first asked.
-            let kept: Option<String> = tx
-                .query_row(
-                    "SELECT gates FROM admission_line WHERE execution_id = ?1",
-                    params![execution_id],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            if let Some(kept) = kept.and_then(|k| from_json::<Ask>(&k).ok())
-                && kept.since.timestamp() > 0
-            {
-                ask.since = kept.since;
-            }
-            let class = class_key(&ask);
+            // first asked (`since` is not updated).
+            let since = ts(ask.since);
             tx.execute(
-                "INSERT INTO admission_line (execution_id, gates, class) VALUES (?1, ?2, ?3)
+                "INSERT INTO admission_line (execution_id, gates, class, since)
+                 VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (execution_id) DO UPDATE SET gates = excluded.gates, class = excluded.class",
-                params![execution_id, to_json(&ask)?, class],
+                params![execution_id, to_json(&ask)?, class_key(&ask), since],
             )?;
             let now = chrono::Utc::now();
             let (state, place) = read_state(&tx, Some(&execution_id), now)?;
@@ -95,8 +84,8 @@ pub(super) async fn admit(
         .await?)
 }
 
-/// The line as it stands, after giving back what final executions held,
-/// with the class and rank of `focus` if it waits.
+/// The line as it stands, after giving back the slots final executions
+/// held, with the class and rank of `focus` if it waits.
 pub(super) async fn line(
     store: &SqliteStore,
     focus: Option<&str>,
@@ -106,10 +95,23 @@ pub(super) async fn line(
         .db
         .write(move |conn| {
             let tx = conn.savepoint()?;
-            give_back_finished(&tx)?;
+            give_back_slots(&tx)?;
             let read = read_state(&tx, focus.as_deref(), chrono::Utc::now())?;
             tx.commit()?;
             Ok(read)
+        })
+        .await?)
+}
+
+/// Gives back the places in line of executions that are final or gone.
+pub(super) async fn tidy_line(store: &SqliteStore) -> Result<(), StoreError> {
+    Ok(store
+        .db
+        .write(|conn| {
+            let tx = conn.savepoint()?;
+            give_back_finished(&tx)?;
+            tx.commit()?;
+            Ok(())
         })
         .await?)
 }
@@ -200,17 +202,31 @@ pub(super) async fn backlogs(
 /// Gives back the slots and places in line of executions that are final
 /// or gone.
 pub(super) fn give_back_finished(tx: &Connection) -> Result<(), DbError> {
-    for table in ["admission_slots", "admission_line"] {
-        tx.execute(
-            &format!(
-                "DELETE FROM {table} WHERE execution_id IN (
-                     SELECT t.execution_id FROM {table} t
-                     LEFT JOIN executions e ON e.execution_id = t.execution_id
-                     WHERE e.status IS NULL OR e.status NOT IN ('enqueued', 'pulling', 'running'))"
-            ),
-            [],
-        )?;
-    }
+    give_back_slots(tx)?;
+    give_back(tx, "admission_line")
+}
+
+/// Gives back the slots of executions that are final or gone: what each
+/// admission does first (a slot is freed by the very save that makes its
+/// execution final). Places in line are given back by the sweep's reads
+/// ([`tidy_line`]) instead, which keeps an admission from reading the whole
+/// line; until then a final waiter only delays the ones behind it.
+/// Reading the line ([`line`]) gives back slots only, too: the sweep
+/// tidies the line ([`tidy_line`]) every few seconds.
+fn give_back_slots(tx: &Connection) -> Result<(), DbError> {
+    give_back(tx, "admission_slots")
+}
+
+fn give_back(tx: &Connection, table: &str) -> Result<(), DbError> {
+    tx.execute(
+        &format!(
+            "DELETE FROM {table} WHERE execution_id IN (
+                 SELECT t.execution_id FROM {table} t
+                 LEFT JOIN executions e ON e.execution_id = t.execution_id
+                 WHERE e.status IS NULL OR e.status NOT IN ('enqueued', 'pulling', 'running'))"
+        ),
+        [],
+    )?;
     Ok(())
 }
 
@@ -242,46 +258,27 @@ pub(super) fn read_state(
         let at = parse_ts(&at)?;
         state.buckets.insert(gate, Bucket { tokens, at });
     }
-    let mut stmt = tx.prepare_cached(
-        "SELECT class, COUNT(*), MIN(seq) FROM admission_line GROUP BY class ORDER BY MIN(seq)",
-    )?;
-    let rows = stmt.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, i64>(2)?,
-        ))
-    })?;
-    let heads: Vec<(String, i64, i64)> = rows.collect::<Result<_, _>>()?;
+    let heads: Vec<(String, i64, i64)> = {
+        let mut stmt =
+            tx.prepare_cached("SELECT class, n, first FROM admission_classes ORDER BY first")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
     let mut first_ask =
-        tx.prepare_cached("SELECT gates FROM admission_line WHERE class = ?1 AND seq = ?2")?;
+        tx.prepare_cached("SELECT gates, since FROM admission_line WHERE seq = ?1")?;
     let mut keys = Vec::with_capacity(heads.len());
     for (class, count, first) in heads {
-        let ask: String = first_ask.query_row(params![class, first], |row| row.get(0))?;
+        let (ask, since): (String, String) =
+            first_ask.query_row(params![first], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let mut ask: Ask = from_json(&ask)?;
+        ask.since = parse_ts(&since)?;
         state.classes.push(Class {
-            ask: from_json(&ask)?,
+            ask,
             count: u64::try_from(count).unwrap_or(0),
             first,
             members: Vec::new(),
         });
         keys.push(class);
-    }
-    let mut members = tx.prepare_cached(
-        "SELECT seq, execution_id FROM admission_line WHERE class = ?1 ORDER BY seq LIMIT ?2",
-    )?;
-    for (index, class) in keys.iter().enumerate() {
-        let room = room(&state, &state.classes[index].ask, now);
-        if room == 0 {
-            continue;
-        }
-        let limit = i64::try_from(room).unwrap_or(i64::MAX);
-        let rows = members.query_map(params![class, limit], |row| {
-            Ok(Member {
-                seq: row.get(0)?,
-                execution_id: row.get(1)?,
-            })
-        })?;
-        state.classes[index].members = rows.collect::<Result<_, _>>()?;
     }
     let place = match focus {
         None => None,
@@ -303,5 +300,34 @@ pub(super) fn read_state(
             })
             .transpose()?,
     };
+    let mut members = tx.prepare_cached(
+        "SELECT seq, execution_id, since FROM admission_line WHERE class = ?1
+         ORDER BY seq LIMIT ?2",
+    )?;
+    for (index, class) in keys.iter().enumerate() {
+        let focus_rank = place.and_then(|(c, rank)| (c == index).then_some(rank));
+        let limit = loaded(room(&state, &state.classes[index].ask, now), focus_rank);
+        if limit == 0 {
+            continue;
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = members.query_map(params![class, limit], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut read = Vec::new();
+        for row in rows {
+            let (seq, execution_id, since) = row?;
+            read.push(Member {
+                seq,
+                execution_id,
+                since: parse_ts(&since)?,
+            });
+        }
+        state.classes[index].members = read;
+    }
     Ok((state, place))
 }
