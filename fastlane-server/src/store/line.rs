@@ -287,11 +287,6 @@ impl LineState {
         }
         self
     }
-
-    /// How many waiters in all.
-    pub fn waiting(&self) -> u64 {
-        self.classes.iter().map(|c| c.count).sum()
-    }
 }
 
 /// Who may go now.
@@ -583,7 +578,8 @@ pub fn plan(
     });
     let ask = state.classes.get(class).map(|c| &c.ask);
     let Some(gates) = choice.and_then(|c| ask?.choices.get(c)) else {
-        let ahead = why(state, class, rank, policy, now).map_or(rank, |h| h.ahead);
+        let ahead =
+            hold_after(state, &decision, class, rank, policy, now).map_or(rank, |h| h.ahead);
         return Plan::Wait { ahead };
     };
     let buckets = gates
@@ -622,7 +618,18 @@ pub fn why(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Option<Hold> {
-    let decision = decide(state, policy, now);
+    hold_after(state, &decide(state, policy, now), class, rank, policy, now)
+}
+
+/// [`why`], given the decision already made from `state`.
+fn hold_after(
+    state: &LineState,
+    decision: &Decision,
+    class: usize,
+    rank: u64,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Option<Hold> {
     let went = decision
         .admitted
         .iter()
