@@ -7,23 +7,85 @@
 //! slots, the line and the rate limits' buckets, so the limits hold
 //! exactly across every worker; who goes first is
 //! [`crate::store::line`]'s business. An execution that
-//! does not fit is parked: its message is acked and nothing polls for it.
-//! When a slot frees (an execution reaches a final status), [`wake`] queues
-//! the executions at the front of the line again; a slow sweep
-//! ([`sweep`]) does the same in case a wake-up was lost to a crash.
+//! does not fit waits in line, and nothing polls for it.
+//!
+//! Where the store lines up on submit (the embedded one), an execution joins
+//! the line in the transaction that makes it ([`start`]), so the line knows
+//! every waiter at once however long the queue, and a pass over the line
+//! ([`wake`]) gives the waiters that may go their slots and queues their
+//! messages in one step: a worker only ever reads the message of an
+//! execution that may run. Elsewhere each execution asks when a worker
+//! reads its message ([`crate::store::Store::admit`]) and waits there if it
+//! does not fit; a pass queues the first waiters again. Passes run in every
+//! process's [`sweep`]: at once when nudged ([`Line::nudge`]: a submission
+//! joined, a slot freed), every few seconds in case a nudge was lost.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use fastlane_sdk::Job;
+use fastlane_sdk::{Execution, Job};
 
 use crate::config::FlowRule;
 use crate::queue::{JOBS, Work};
 use crate::services::Services;
-use crate::store::{Ask, Gate, Rate};
+use crate::store::{Ask, Gate, Outgoing, Rate, Waiter};
+
+/// Nudges this process's [`sweep`] into a pass over the line now.
+#[derive(Debug, Clone, Default)]
+pub struct Line {
+    nudged: Arc<Notify>,
+}
+
+impl Line {
+    /// Asks for a pass soon; nudges made while one runs make one more.
+    pub fn nudge(&self) {
+        self.nudged.notify_one();
+    }
+}
+
+/// How a new execution sets off.
+#[derive(Debug)]
+pub enum Start {
+    /// It joins the line in the transaction that writes it.
+    Line(Waiter),
+    /// Its message is queued with it: it asks when a worker reads it.
+    Message(Outgoing),
+}
+
+/// How `execution` of `job`, run by `message`, sets off: in line, where the
+/// store lines up on submit and the execution has gates to pass (every
+/// execution has its task's); else by its message.
+pub fn start(services: &Services, job: &Job, execution: &Execution, message: Outgoing) -> Start {
+    if !services.store.lines_up_on_submit() {
+        return Start::Message(message);
+    }
+    let ask = ask(services, job, execution.created_at);
+    if ask.unlimited() {
+        return Start::Message(message);
+    }
+    Start::Line(Waiter {
+        execution_id: execution.execution_id.clone(),
+        ask,
+        trace: crate::telemetry::traceparent(),
+    })
+}
+
+/// Splits `starts` into the waiters and the messages of a submission.
+pub fn split(starts: impl IntoIterator<Item = Start>) -> (Vec<Waiter>, Vec<Outgoing>) {
+    let (mut waiting, mut outgoing) = (Vec::new(), Vec::new());
+    for start in starts {
+        match start {
+            Start::Line(waiter) => waiting.push(waiter),
+            Start::Message(message) => outgoing.push(message),
+        }
+    }
+    (waiting, outgoing)
+}
 
 /// How often [`sweep`] looks for executions to wake.
 const SWEEP: Duration = Duration::from_secs(2);
@@ -145,22 +207,39 @@ pub fn pool_held(executor: &str, gates: &[String]) -> Option<String> {
         .find_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
 }
 
-/// Queues the executions that may take the slots free now (a no-op for
-/// those whose message is still queued). Returns when to look again for
-/// executions held back by a rate limit alone.
+/// The message that runs a waiter a pass let go, continuing its trace.
+fn run_message(execution_id: &str, trace: Option<&str>) -> Option<Outgoing> {
+    let work = Work::RunExecution {
+        execution_id: execution_id.to_owned(),
+        trace: trace.map(str::to_owned),
+    };
+    crate::outbox::message(JOBS, &work, Utc::now()).ok()
+}
+
+/// One pass over the line: the executions that may take the slots free now
+/// are queued (by the store, with their slots, where it lines up on
+/// submit; else here, a no-op for those whose message is still queued).
+/// Returns when to look again for executions held back by a rate limit
+/// alone.
 pub async fn wake(services: &Services) -> Option<Duration> {
-    let (admissible, decision) = match services
+    let granted = match services
         .store
-        .admissible(&services.config.flow.policy)
+        .grant(&services.config.flow.policy, run_message)
         .await
     {
-        Ok(admissible) => admissible,
+        Ok(granted) => granted,
         Err(err) => {
             warn!(error = %err, "cannot read the line of waiting executions");
             return None;
         }
     };
-    for execution_id in admissible {
+    if granted.queued {
+        if !granted.ids.is_empty() {
+            services.outbox.nudge();
+        }
+        return granted.retry_in;
+    }
+    for execution_id in granted.ids {
         let work = Work::RunExecution {
             execution_id,
             trace: None,
@@ -169,11 +248,11 @@ pub async fn wake(services: &Services) -> Option<Duration> {
             warn!(error = %err, "cannot queue a waiting execution; the sweep will");
         }
     }
-    decision.retry_in
+    granted.retry_in
 }
 
-/// Wakes waiting executions every few seconds until `shutdown`, and
-/// sooner when a rate limit's next token is due; every [`SWEEP`] gives
+/// Passes over the line until `shutdown`: when nudged, every few seconds,
+/// and sooner when a rate limit's next token is due; every [`SWEEP`] gives
 /// back the places of executions that ended while they waited.
 pub async fn sweep(services: &Services, shutdown: CancellationToken) {
     let mut next = SWEEP;
@@ -181,19 +260,19 @@ pub async fn sweep(services: &Services, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(next) => {
-                if tidied.elapsed() >= SWEEP {
-                    if let Err(err) = services.store.tidy_line().await {
-                        warn!(error = %err, "cannot give back the places of finished executions");
-                    }
-                    tidied = std::time::Instant::now();
-                }
-                // At least 20 ms apart, so a busy line is not decided
-                // over and over.
-                next = wake(services)
-                    .await
-                    .map_or(SWEEP, |due| due.clamp(Duration::from_millis(20), SWEEP));
-            }
+            () = services.line.nudged.notified() => {}
+            () = tokio::time::sleep(next) => {}
         }
+        if tidied.elapsed() >= SWEEP {
+            if let Err(err) = services.store.tidy_line().await {
+                warn!(error = %err, "cannot give back the places of finished executions");
+            }
+            tidied = std::time::Instant::now();
+        }
+        // At least 20 ms apart when a rate limit is what holds the line, so
+        // it is not decided over and over.
+        next = wake(services)
+            .await
+            .map_or(SWEEP, |due| due.clamp(Duration::from_millis(20), SWEEP));
     }
 }

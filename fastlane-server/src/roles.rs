@@ -5,7 +5,7 @@
 //! | role | what it does | queue it consumes |
 //! |---|---|---|
 //! | API | serves HTTP (REST, WebSocket logs, pages) | — |
-//! | jobs | drives executions; admits parked ones as slots free | `jobs` |
+//! | jobs | drives executions | `jobs` |
 //! | monitor | fires delayed and cron jobs; queues again what no queue holds; prunes | `schedule` |
 //! | notify | e-mail and plugin notifications | `notify` |
 //! | webhooks | webhook deliveries | `webhooks` |
@@ -15,7 +15,9 @@
 //! switched off); both need the networked queue and store, so that any
 //! number of each can share the work.
 //!
-//! Every process also exchanges host state with the others through the
+//! Every process also passes over the admission line
+//! ([`crate::admission::sweep`]): when its submissions join it, when its
+//! runs free slots, and every few seconds. Every process also exchanges host state with the others through the
 //! store ([`crate::hosts`]): workers to keep off hosts another worker found
 //! down, API processes to show it in `/status`.
 //!
@@ -170,6 +172,15 @@ pub async fn run(
         services.clone(),
         shutdown.clone(),
     )));
+    // Every process passes over the admission line: the API's after its
+    // submissions join it, a worker's after its runs free slots.
+    {
+        let services = services.clone();
+        let shutdown = shutdown.clone();
+        spawn(Box::pin(async move {
+            crate::admission::sweep(&services, shutdown).await;
+        }));
+    }
     if roles.jobs {
         spawn(Box::pin(worker::run(services.clone(), shutdown.clone())));
     }

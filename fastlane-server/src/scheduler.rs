@@ -346,24 +346,32 @@ async fn fire_job(
         .iter()
         .map(|at| slot_execution(&job, generation, *at, now))
         .collect();
-    let mut outgoing = executions
+    let starts = executions
         .iter()
-        .map(|execution| run_now(execution, now))
+        .map(|execution| {
+            let message = run_now(execution, now)?;
+            Ok(crate::admission::start(services, &job, execution, message))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let (waiting, mut outgoing) = crate::admission::split(starts);
     if let Some(next) = next {
         outgoing.push(firing_message(&job, next)?);
     }
-    if !outgoing.is_empty() {
+    if !outgoing.is_empty() || !waiting.is_empty() {
         services
             .store
             .submit(Submission {
                 executions: &executions,
                 outgoing: &outgoing,
+                waiting: &waiting,
                 keep_existing: true,
                 ..Submission::default()
             })
             .await?;
         services.outbox.nudge();
+        if !waiting.is_empty() {
+            services.line.nudge();
+        }
     }
     for at in &fired {
         let lateness_ms = (now - *at).num_milliseconds();
@@ -417,6 +425,7 @@ mod tests {
             store: Arc::new(SqliteStore::with_embedded_queue(db.clone())),
             queue: Arc::new(SqliteQueue::new(db).await.expect("queue")),
             outbox: crate::outbox::Outbox::direct(),
+            line: Default::default(),
             config: Arc::new(config),
         }
     }
@@ -515,6 +524,12 @@ mod tests {
             executions[0].execution_id,
             slot_execution_id(&job.job_id, 3, slot)
         );
+        // The run joined the line once; a pass over it queues it once.
+        assert_eq!(
+            services.store.waiting().await.expect("line"),
+            [slot_execution_id(&job.job_id, 3, slot)]
+        );
+        crate::admission::wake(&services).await;
         let lengths = services.queue.lengths().await.expect("lengths");
         assert_eq!(lengths.get(JOBS), Some(&1), "one run queued");
         assert_eq!(lengths.get(SCHEDULE), Some(&1), "one next slot scheduled");
@@ -651,8 +666,9 @@ mod timing_tests {
         for job in &jobs {
             assert_eq!(fired(&services, job).await, [due], "fired once, on time");
         }
+        // Every run waits in line (nothing passes over it here).
+        assert_eq!(services.store.waiting().await.expect("line").len(), 50);
         let lengths = services.queue.lengths().await.expect("lengths");
-        assert_eq!(lengths.get(JOBS), Some(&50));
         assert_eq!(
             lengths.get(SCHEDULE).copied().unwrap_or(0),
             0,

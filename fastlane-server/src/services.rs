@@ -37,6 +37,8 @@ pub struct Services {
     pub libraries: Arc<Vec<crate::plugins::LibraryStatus>>,
     /// Where submissions' queue messages wait to be published.
     pub outbox: crate::outbox::Outbox,
+    /// Nudges this process's passes over the admission line.
+    pub line: crate::admission::Line,
 }
 
 impl Services {
@@ -103,6 +105,7 @@ impl Services {
         };
         Ok(Self {
             outbox,
+            line: Default::default(),
             reporter: crate::reporting::Reporter::new(handlers),
             notifiers,
             metrics: crate::metrics::Metrics::new(),

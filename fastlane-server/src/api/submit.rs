@@ -145,7 +145,8 @@ pub async fn replayed<T: ParseFromJSON>(
 }
 
 /// Writes `submission` in one transaction, with `idempotency`'s record
-/// standing for `answer`, and nudges the outbox: `(answer, true)`. When a
+/// standing for `answer`, and nudges the outbox (and the line, which its
+/// runs joined): `(answer, true)`. When a
 /// request with the same key was written first (meanwhile), nothing is
 /// written: `(its answer, false)`.
 pub async fn commit<T: ToJSON + ParseFromJSON>(
@@ -175,6 +176,9 @@ pub async fn commit<T: ToJSON + ParseFromJSON>(
         return Ok((first, false));
     }
     services.outbox.nudge();
+    if !submission.waiting.is_empty() {
+        services.line.nudge();
+    }
     Ok((answer, true))
 }
 
@@ -190,7 +194,7 @@ pub async fn write<T: ToJSON + ParseFromJSON>(
 ) -> Result<T, ApiError> {
     let mut jobs = Vec::with_capacity(prepared.len());
     let mut executions = Vec::with_capacity(prepared.len());
-    let mut outgoing = Vec::with_capacity(prepared.len());
+    let mut starts = Vec::with_capacity(prepared.len());
     for Prepared {
         job,
         execution,
@@ -198,14 +202,21 @@ pub async fn write<T: ToJSON + ParseFromJSON>(
         ..
     } in prepared
     {
+        // A run now joins the line as it is written; a schedule's first
+        // firing is a message.
+        starts.push(match &execution {
+            Some(run) => crate::admission::start(services, &job, run, message),
+            None => crate::admission::Start::Message(message),
+        });
         jobs.push(job);
         executions.extend(execution);
-        outgoing.push(message);
     }
+    let (waiting, outgoing) = crate::admission::split(starts);
     let submission = Submission {
         jobs: &jobs,
         executions: &executions,
         outgoing: &outgoing,
+        waiting: &waiting,
         ..Submission::default()
     };
     let (answer, written) =

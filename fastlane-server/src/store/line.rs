@@ -30,6 +30,9 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod grant;
+pub use grant::grants;
+
 /// A limit an execution must fit under before it is placed: at most
 /// `limit` executions holding `key` at once (a farm's `maxRunning`, a
 /// task's `maxConcurrent`), and, with a `rate`, at most that many starts a
@@ -582,24 +585,7 @@ pub fn plan(
             hold_after(state, &decision, class, rank, policy, now).map_or(rank, |h| h.ahead);
         return Plan::Wait { ahead };
     };
-    let buckets = gates
-        .iter()
-        .filter_map(|gate| {
-            let rate = gate.rate?;
-            let last = state.buckets.get(&gate.key);
-            let tokens = Bucket::tokens_at(last, rate, now);
-            // Never back in time (another process's clock, or a decision
-            // that waited to be written), which would mint tokens.
-            let at = last.map_or(now, |b| b.at.max(now));
-            Some((
-                gate.key.clone(),
-                Bucket {
-                    tokens: (tokens - 1.0).max(0.0),
-                    at,
-                },
-            ))
-        })
-        .collect();
+    let buckets = grant::after_spending(state, gates.iter().map(|gate| (gate, 1)), now);
     Plan::Take {
         gates: gates.iter().map(|g| g.key.clone()).collect(),
         buckets,

@@ -337,6 +337,46 @@ pub struct Submission<'a> {
     /// Executions already stored are left as they are, not replaced (a
     /// backfill: a slot's run that exists, or is being made, stays).
     pub keep_existing: bool,
+    /// Executions of `executions` that join the admission line now, in
+    /// this order, instead of when a worker reads a message (only where
+    /// [`Store::lines_up_on_submit`]): a pass over the line
+    /// ([`Store::grant`]) lets them go. One whose execution was already
+    /// stored (`keep_existing`) is not added.
+    pub waiting: &'a [Waiter],
+}
+
+/// An execution joining the admission line as it is written
+/// ([`Submission::waiting`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiter {
+    /// The execution.
+    pub execution_id: String,
+    /// What it asks of the line.
+    pub ask: Ask,
+    /// The trace its run continues (a W3C `traceparent`), handed to the
+    /// message that sets it going.
+    pub trace: Option<String>,
+}
+
+/// The message that sets a waiter going once a pass over the line lets it
+/// go, from its execution id and trace; the store keeps it as opaque text.
+/// `None` when it cannot be made (the execution keeps its slots and is
+/// queued again by start-up reconciliation).
+pub type RunMessage = fn(&str, Option<&str>) -> Option<Outgoing>;
+
+/// The answer to [`Store::grant`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Granted {
+    /// The executions let go, in the order they go.
+    pub ids: Vec<String>,
+    /// True when the store gave them their slots and queued their messages
+    /// in the step that decided; false when the caller queues a message
+    /// for each, and each takes its slots as a worker reads it
+    /// ([`Store::admit`]).
+    pub queued: bool,
+    /// When a waiter held back by a rate limit alone gets its token: the
+    /// line is worth a pass again then.
+    pub retry_in: Option<std::time::Duration>,
 }
 
 impl<'a> Submission<'a> {
@@ -598,6 +638,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let (state, _) = self.line(None).await?;
         let decision = line::decide(&state, policy, chrono::Utc::now());
         Ok((decision.ids(&state), decision))
+    }
+
+    /// Whether this store keeps [`Submission::waiting`]: executions join
+    /// the line in the transaction that makes them. Those that do not get
+    /// a message each, and join the line as a worker reads it.
+    fn lines_up_on_submit(&self) -> bool {
+        false
+    }
+
+    /// One pass over the line: lets go the waiters that may go now under
+    /// `policy`. Stores that line up on submit give them their slots, leave
+    /// the line and queue `run`'s message for each, in one step; this
+    /// default only says who may go ([`Granted::queued`] false).
+    async fn grant(&self, policy: &Policy, run: RunMessage) -> Result<Granted, StoreError> {
+        let _ = run;
+        let (ids, decision) = self.admissible(policy).await?;
+        Ok(Granted {
+            ids,
+            queued: false,
+            retry_in: decision.retry_in,
+        })
     }
 
     /// Every execution waiting in line, first come first.

@@ -33,8 +33,9 @@ pub mod tls;
 use rows::{big, col, count, document, listed, one, pg};
 
 use super::{
-    Admission, Ask, Ended, IdempotencyRecord, JobSummary, JobWithNewest, LineState, LogPiece,
-    LogTotals, Outgoing, Policy, Store, StoreError, Submission, TaskBacklog, TaskSummary,
+    Admission, Ask, Ended, Granted, IdempotencyRecord, JobSummary, JobWithNewest, LineState,
+    LogPiece, LogTotals, Outgoing, Policy, RunMessage, Store, StoreError, Submission, TaskBacklog,
+    TaskSummary,
 };
 
 /// Statuses of executions that have not reached a final status, in SQL.
@@ -513,6 +514,14 @@ impl Store for PostgresStore {
 
     async fn waiting(&self) -> Result<Vec<String>, StoreError> {
         admission::waiting(self).await
+    }
+
+    fn lines_up_on_submit(&self) -> bool {
+        true
+    }
+
+    async fn grant(&self, policy: &Policy, run: RunMessage) -> Result<Granted, StoreError> {
+        admission::grant(self, policy, run).await
     }
 
     async fn tidy_line(&self) -> Result<(), StoreError> {

@@ -9,9 +9,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use fastlane_sdk::{Execution, ExecutionStatus, Job, Task};
 
 use super::{
-    Admission, Ask, Ended, IdempotencyRecord, JobSummary, JobWithNewest, LineState, LogPiece,
-    LogTotals, Outgoing, Policy, Store, StoreError, Submission, TaskBacklog, TaskSummary,
-    task_words,
+    Admission, Ask, Ended, Granted, IdempotencyRecord, JobSummary, JobWithNewest, LineState,
+    LogPiece, LogTotals, Outgoing, Policy, RunMessage, Store, StoreError, Submission, TaskBacklog,
+    TaskSummary, task_words,
 };
 use crate::embedded::{Db, DbError};
 
@@ -38,6 +38,31 @@ enum Outbox {
     /// Straight into the embedded queue's table, in the same transaction:
     /// the queue is in this database, so there is nothing to publish later.
     EmbeddedQueue,
+}
+
+impl Outbox {
+    /// Writes `message` where this outbox keeps it.
+    fn write(self, conn: &Connection, message: &Outgoing) -> Result<(), DbError> {
+        let Outgoing {
+            queue,
+            id,
+            payload,
+            due_ms,
+        } = message;
+        match self {
+            Self::EmbeddedQueue => {
+                crate::embedded::insert_message(conn, queue, id, payload, *due_ms)?;
+            }
+            Self::Table => {
+                conn.prepare_cached(
+                    "INSERT INTO outbox (id, queue, payload, due_ms)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![id, queue, payload, due_ms])?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl SqliteStore {
@@ -230,6 +255,7 @@ impl Store for SqliteStore {
             owed,
             idempotency,
             keep_existing,
+            waiting,
         } = submission;
         let jobs = jobs.iter().map(JobRow::of).collect::<Result<Vec<_>, _>>()?;
         let idempotency = idempotency.cloned();
@@ -237,6 +263,10 @@ impl Store for SqliteStore {
         let executions = executions
             .iter()
             .map(ExecutionRow::of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let waiting = waiting
+            .iter()
+            .map(admission::LineRow::of)
             .collect::<Result<Vec<_>, _>>()?;
         let owed = owed.to_vec();
         let outgoing = [outgoing, &owed].concat();
@@ -255,12 +285,19 @@ impl Store for SqliteStore {
                 for job in &jobs {
                     job.upsert(conn)?;
                 }
+                let mut kept = std::collections::HashSet::new();
                 for execution in &executions {
                     if keep_existing {
-                        execution.insert(conn)?;
+                        if !execution.insert(conn)? {
+                            kept.insert(execution.execution_id.as_str());
+                        }
                     } else {
                         execution.upsert(conn)?;
                     }
+                }
+                // A run that existed already has its place (or its slots).
+                for waiter in waiting.iter().filter(|w| !kept.contains(w.execution_id())) {
+                    waiter.join(conn)?;
                 }
                 for message in &owed {
                     conn.prepare_cached(
@@ -275,29 +312,7 @@ impl Store for SqliteStore {
                     ])?;
                 }
                 for message in &outgoing {
-                    match outbox {
-                        Outbox::EmbeddedQueue => {
-                            let Outgoing {
-                                queue,
-                                id,
-                                payload,
-                                due_ms,
-                            } = message;
-                            crate::embedded::insert_message(conn, queue, id, payload, *due_ms)?;
-                        }
-                        Outbox::Table => {
-                            conn.prepare_cached(
-                                "INSERT INTO outbox (id, queue, payload, due_ms)
-                                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
-                            )?
-                            .execute(params![
-                                message.id,
-                                message.queue,
-                                message.payload,
-                                message.due_ms
-                            ])?;
-                        }
-                    }
+                    outbox.write(conn, message)?;
                 }
                 Ok(true)
             })
@@ -710,6 +725,14 @@ impl Store for SqliteStore {
 
     async fn waiting(&self) -> Result<Vec<String>, StoreError> {
         admission::waiting(self).await
+    }
+
+    fn lines_up_on_submit(&self) -> bool {
+        true
+    }
+
+    async fn grant(&self, policy: &Policy, run: RunMessage) -> Result<Granted, StoreError> {
+        admission::grant(self, policy, run).await
     }
 
     async fn tidy_line(&self) -> Result<(), StoreError> {

@@ -569,7 +569,7 @@ async fn finish_as(
     }
     release(services, &execution).await;
     // Its slots are free now: the next in line may go.
-    crate::admission::wake(services).await;
+    services.line.nudge();
     Outcome::Finished
 }
 

@@ -30,9 +30,8 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
     let lease = Duration::from_secs(services.config.queue_lease_seconds);
     info!(concurrency, "worker started");
     let queue = Arc::clone(&services.queue);
-    let sweep = crate::admission::sweep(&services, shutdown.clone());
     let turnstile = turnstile::Turnstile::new();
-    let work = consume(
+    consume(
         queue,
         JOBS,
         concurrency,
@@ -45,8 +44,8 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
             let ticket = turnstile.ticket();
             async move { handle(&services, delivery, ticket, lease, &shutdown).await }
         },
-    );
-    tokio::join!(sweep, work);
+    )
+    .await;
     info!("worker stopped");
 }
 
@@ -100,7 +99,7 @@ pub enum Reconcile {
     /// configuration now loaded (a raised `maxRunning` counts at once), and
     /// keeps its place.
     All,
-    /// All but those waiting in line, which the admission sweep
+    /// All but those waiting in line, which a pass over the line
     /// ([`crate::admission`]) queues when a slot frees: periodically, where
     /// queueing every waiter again would only park it again.
     NotWaiting,

@@ -253,3 +253,143 @@ pub async fn paused_gates_rates_and_priorities_hold_in_the_store(store: Arc<dyn 
         "the priority 7 goes before the priority 0 that came first"
     );
 }
+
+/// What a pass over the line writes for the waiters it lets go: their ids
+/// as the message, their traces as its payload (so the test reads both).
+fn run_message(execution_id: &str, trace: Option<&str>) -> Option<crate::store::Outgoing> {
+    Some(crate::store::Outgoing {
+        queue: "jobs".to_owned(),
+        id: execution_id.to_owned(),
+        payload: trace.unwrap_or("-").to_owned(),
+        due_ms: 0,
+    })
+}
+
+/// For stores that line up on submit: executions join the line in their
+/// submission's transaction, in order; a pass lets go as many as the gates
+/// have room for, each holding its slots and with its message (and trace)
+/// written; a firing delivered again does not put a run that went back in
+/// line; rate limits spend their tokens across a pass.
+pub async fn executions_line_up_on_submit_and_a_pass_lets_them_go(store: Arc<dyn Store>) {
+    assert!(store.lines_up_on_submit());
+    let farm = [vec![gate("pool:farm", 1)]];
+    let job = Job::new(
+        "lined",
+        "j".to_owned(),
+        fastlane_sdk::JobSpec::new("busybox", "true"),
+        Utc::now(),
+    );
+    let runs: Vec<Execution> = ["a", "b", "c"]
+        .iter()
+        .map(|id| Execution::enqueued(&job, "busybox", "true", None, Utc::now(), id.to_string()))
+        .collect();
+    let waiter = |id: &str, ask: Ask| crate::store::Waiter {
+        execution_id: id.to_owned(),
+        ask,
+        trace: Some(format!("trace-{id}")),
+    };
+    let waiting: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|id| waiter(id, ask(&farm)))
+        .collect();
+    store
+        .submit(Submission {
+            executions: &runs,
+            waiting: &waiting,
+            ..Submission::job(&job)
+        })
+        .await
+        .expect("submit");
+    assert_eq!(store.waiting().await.expect("line"), ["a", "b", "c"]);
+    let lease = std::time::Duration::from_secs(30);
+
+    let granted = store.grant(&FIFO, run_message).await.expect("pass");
+    assert_eq!(
+        (granted.ids.as_slice(), granted.queued),
+        (&["a".to_owned()][..], true)
+    );
+    let sent = store.take_outbox(10, lease).await.expect("outbox");
+    let sent: Vec<_> = sent
+        .iter()
+        .map(|m| (m.id.as_str(), m.payload.as_str()))
+        .collect();
+    assert_eq!(
+        sent,
+        [("a", "trace-a")],
+        "its message, continuing its trace"
+    );
+    assert_eq!(store.waiting().await.expect("line"), ["b", "c"]);
+    assert_eq!(
+        store.admit("a", &ask(&farm), &FIFO).await.expect("admit"),
+        Admission::Admitted {
+            gates: vec!["pool:farm".to_owned()]
+        },
+        "the worker finds its slot taken for it"
+    );
+    assert!(
+        store
+            .grant(&FIFO, run_message)
+            .await
+            .expect("pass")
+            .ids
+            .is_empty()
+    );
+
+    let mut done = runs[0].clone();
+    done.status = ExecutionStatus::Done;
+    store.save_execution(&done, None).await.expect("save");
+    let granted = store.grant(&FIFO, run_message).await.expect("pass");
+    assert_eq!(granted.ids, ["b"]);
+    // `b`'s firing delivered again: it holds its slot, it does not rejoin.
+    store
+        .submit(Submission {
+            executions: std::slice::from_ref(&runs[1]),
+            waiting: &[waiter("b", ask(&farm))],
+            keep_existing: true,
+            ..Submission::default()
+        })
+        .await
+        .expect("again");
+    assert_eq!(store.waiting().await.expect("line"), ["c"]);
+
+    // A burst of 2, then a token every 1,000 s: one pass lets two go.
+    let rated = vec![vec![Gate {
+        key: "task:rated".into(),
+        limit: u32::MAX,
+        rate: Some(Rate {
+            per_second: 0.001,
+            burst: 2,
+        }),
+    }]];
+    let more: Vec<Execution> = ["d", "e", "f"]
+        .iter()
+        .map(|id| Execution::enqueued(&job, "busybox", "true", None, Utc::now(), id.to_string()))
+        .collect();
+    let waiting: Vec<_> = ["d", "e", "f"]
+        .iter()
+        .map(|id| waiter(id, ask(&rated)))
+        .collect();
+    store
+        .submit(Submission {
+            executions: &more,
+            waiting: &waiting,
+            ..Submission::default()
+        })
+        .await
+        .expect("submit");
+    let granted = store.grant(&FIFO, run_message).await.expect("pass");
+    assert_eq!(granted.ids, ["d", "e"]);
+    assert!(
+        granted.retry_in.is_some_and(|d| d.as_secs() > 900),
+        "the next token is 1,000 s away: {granted:?}"
+    );
+    assert!(
+        store
+            .grant(&FIFO, run_message)
+            .await
+            .expect("pass")
+            .ids
+            .is_empty()
+    );
+    assert_eq!(store.waiting().await.expect("line"), ["c", "f"]);
+}

@@ -16,7 +16,8 @@ mod messages;
 
 pub use admission::{
     a_gate_admits_up_to_its_limit_then_lines_up, an_execution_takes_the_first_choice_with_room,
-    concurrent_admissions_keep_the_limit, paused_gates_rates_and_priorities_hold_in_the_store,
+    concurrent_admissions_keep_the_limit, executions_line_up_on_submit_and_a_pass_lets_them_go,
+    paused_gates_rates_and_priorities_hold_in_the_store,
 };
 pub use listings::{
     a_tasks_jobs_come_in_pages_with_their_newest_execution,

@@ -182,6 +182,8 @@ pub(super) async fn submit(
         owed,
         idempotency,
         keep_existing,
+        // MongoDB does not line up on submit: none.
+        waiting: _,
     } = submission;
     let jobs = jobs
         .iter()

@@ -7,8 +7,11 @@ use tokio_postgres::Transaction;
 use super::LIVE;
 use super::PostgresStore;
 use super::rows::{col, corrupt, count, document, from_doc, pg};
-use crate::store::line::{Class, Member, class_key, loaded, plan, room};
-use crate::store::{Admission, Ask, Bucket, LineState, Plan, Policy, StoreError, TaskBacklog};
+use crate::store::line::{Class, Member, class_key, decide, grants, loaded, plan, room};
+use crate::store::{
+    Admission, Ask, Bucket, Granted, LineState, Outgoing, Plan, Policy, RunMessage, StoreError,
+    TaskBacklog,
+};
 
 pub(super) async fn admit(
     store: &PostgresStore,
@@ -55,24 +58,9 @@ pub(super) async fn admit(
             Ok(Admission::Waiting { ahead })
         }
         Plan::Take { gates, buckets } => {
-            for gate in &gates {
-                tx.execute(
-                    "INSERT INTO admission_slots (gate, execution_id) VALUES ($1, $2)
-                     ON CONFLICT DO NOTHING",
-                    &[gate, &execution_id],
-                )
-                .await
-                .map_err(pg)?;
-            }
-            for (gate, bucket) in &buckets {
-                tx.execute(
-                    "INSERT INTO admission_buckets (gate, tokens, at) VALUES ($1, $2, $3)
-                     ON CONFLICT (gate) DO UPDATE SET tokens = EXCLUDED.tokens, at = EXCLUDED.at",
-                    &[gate, &bucket.tokens, &bucket.at],
-                )
-                .await
-                .map_err(pg)?;
-            }
+            let keys: Vec<&str> = gates.iter().map(String::as_str).collect();
+            take_slots(&tx, &keys, &vec![execution_id; keys.len()]).await?;
+            store_buckets(&tx, &buckets).await?;
             tx.execute(
                 "DELETE FROM admission_line WHERE execution_id = $1",
                 &[&execution_id],
@@ -83,6 +71,115 @@ pub(super) async fn admit(
             Ok(Admission::Admitted { gates })
         }
     }
+}
+
+/// One pass over the line: the waiters that may go take their slots and
+/// tokens, leave the line, and their messages go to the outbox, in one
+/// transaction under the admission lock.
+pub(super) async fn grant(
+    store: &PostgresStore,
+    policy: &Policy,
+    run: RunMessage,
+) -> Result<Granted, StoreError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg)?;
+    lock_admission(&tx).await?;
+    give_back(&tx, "admission_slots").await?;
+    let now = chrono::Utc::now();
+    let (state, _) = read_state(&tx, None, now).await?;
+    let decision = decide(&state, policy, now);
+    let grants = grants(&state, &decision, now);
+    let ids: Vec<&str> = grants
+        .takes
+        .iter()
+        .map(|t| t.execution_id.as_str())
+        .collect();
+    if !ids.is_empty() {
+        let (gates, holders): (Vec<&str>, Vec<&str>) = grants
+            .takes
+            .iter()
+            .flat_map(|t| {
+                t.gates
+                    .iter()
+                    .map(|g| (g.as_str(), t.execution_id.as_str()))
+            })
+            .unzip();
+        take_slots(&tx, &gates, &holders).await?;
+        store_buckets(&tx, &grants.buckets).await?;
+        let left = tx
+            .query(
+                "DELETE FROM admission_line WHERE execution_id = ANY($1)
+                 RETURNING execution_id, trace",
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?;
+        let mut messages: Vec<Outgoing> = Vec::with_capacity(left.len());
+        for row in &left {
+            let (id, trace): (String, Option<String>) = (col(row, 0)?, col(row, 1)?);
+            match run(&id, trace.as_deref()) {
+                Some(message) => messages.push(message),
+                None => tracing::warn!(
+                    execution = %id,
+                    "cannot make the message that runs an execution; start-up reconciliation queues it"
+                ),
+            }
+        }
+        let column = |f: fn(&Outgoing) -> &str| messages.iter().map(f).collect::<Vec<_>>();
+        let due: Vec<i64> = messages.iter().map(|m| m.due_ms).collect();
+        tx.execute(
+            "INSERT INTO outbox (id, queue, payload, due_ms)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &column(|m| &m.id),
+                &column(|m| &m.queue),
+                &column(|m| &m.payload),
+                &due,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    tx.commit().await.map_err(pg)?;
+    Ok(Granted {
+        ids: grants.takes.into_iter().map(|t| t.execution_id).collect(),
+        queued: true,
+        retry_in: decision.retry_in,
+    })
+}
+
+/// Each of `holders` takes a slot of the gate beside it in `gates`.
+async fn take_slots(
+    tx: &Transaction<'_>,
+    gates: &[&str],
+    holders: &[&str],
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO admission_slots (gate, execution_id)
+         SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+        &[&gates, &holders],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
+}
+
+/// Keeps the rate limits' buckets as a decision left them.
+async fn store_buckets(
+    tx: &Transaction<'_>,
+    buckets: &[(String, Bucket)],
+) -> Result<(), StoreError> {
+    for (gate, bucket) in buckets {
+        tx.execute(
+            "INSERT INTO admission_buckets (gate, tokens, at) VALUES ($1, $2, $3)
+             ON CONFLICT (gate) DO UPDATE SET tokens = EXCLUDED.tokens, at = EXCLUDED.at",
+            &[gate, &bucket.tokens, &bucket.at],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    Ok(())
 }
 
 /// The line as it stands, after giving back what final executions held,

@@ -11,7 +11,13 @@ use crate::store::StoreError;
 /// versions were kept: the first migration creates whatever is missing.
 /// Every schema change is a new migration at the end; one that shipped is
 /// never edited.
-const MIGRATIONS: &[&str] = &[SCHEMA, OWED_DELIVERIES, NEWEST_AND_ENDED, FLOW_CONTROL];
+const MIGRATIONS: &[&str] = &[
+    SCHEMA,
+    OWED_DELIVERIES,
+    NEWEST_AND_ENDED,
+    FLOW_CONTROL,
+    LINE_AT_SUBMIT,
+];
 
 /// Version 2: the notification deliveries owed, kept from the status change
 /// that calls for them until they are made or given up
@@ -129,6 +135,13 @@ CREATE TABLE IF NOT EXISTS admission_buckets (
     tokens DOUBLE PRECISION NOT NULL,
     at     TIMESTAMPTZ NOT NULL
 );
+"#;
+
+/// Version 5: executions join the line in the transaction that makes them,
+/// each waiter keeping the trace (`traceparent`) its run continues until a
+/// pass over the line lets it go.
+const LINE_AT_SUBMIT: &str = r#"
+ALTER TABLE admission_line ADD COLUMN IF NOT EXISTS trace TEXT;
 "#;
 
 /// The schema version this build reads and writes.

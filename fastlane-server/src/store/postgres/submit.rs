@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use super::rows::{document, pg};
+use crate::store::line::class_key;
 use crate::store::{IdempotencyRecord, Outgoing, StoreError, Submission, task_words};
 
 /// The `last_modified_at` of task `t`: its newest job's (the
@@ -72,6 +73,21 @@ const OUTBOX: &str = "INSERT INTO outbox (id, queue, payload, due_ms)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
      ON CONFLICT (id) DO NOTHING";
 
+/// Waiters joining the line, in order (one already there keeps its place).
+const LINE: &str = "INSERT INTO admission_line (execution_id, gates, class, since, trace)
+     SELECT * FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::text[])
+     ON CONFLICT (execution_id) DO NOTHING";
+
+/// As [`LINE`], for the runs of a firing that may have been made (and let
+/// go) by an earlier delivery of it: only a run still waiting to start that
+/// holds no slot joins.
+const LINE_KEPT: &str = "INSERT INTO admission_line (execution_id, gates, class, since, trace)
+     SELECT u.* FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::timestamptz[], $5::text[])
+         AS u(i, g, c, s, t)
+     WHERE EXISTS (SELECT 1 FROM executions e WHERE e.execution_id = u.i AND e.status = 'enqueued')
+       AND NOT EXISTS (SELECT 1 FROM admission_slots a WHERE a.execution_id = u.i)
+     ON CONFLICT (execution_id) DO NOTHING";
+
 const IDEMPOTENCY: &str = "INSERT INTO idempotency (key, fingerprint, response, expires_ms)
      VALUES ($1, $2, $3, $4)
      ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint,
@@ -84,6 +100,9 @@ type Params<'a> = Vec<&'a (dyn ToSql + Sync)>;
 /// `(execution_id, job_id, created_at, status, document)`.
 type ExecutionRow = (String, String, DateTime<Utc>, String, Value);
 
+/// `(execution_id, ask, class, since, trace)`.
+type LineRow = (String, Value, String, DateTime<Utc>, Option<String>);
+
 /// One submission's rows, owned, so that a writer can hold many.
 #[derive(Debug)]
 pub(super) struct Rows {
@@ -92,6 +111,8 @@ pub(super) struct Rows {
     /// `(job_id, task_id, last_modified_at, document)`.
     jobs: Vec<(String, String, DateTime<Utc>, Value)>,
     executions: Vec<ExecutionRow>,
+    /// Executions joining the admission line.
+    waiting: Vec<LineRow>,
     /// Stored executions are kept, not replaced.
     keep_existing: bool,
     /// Owed deliveries, also queued through the outbox.
@@ -136,10 +157,24 @@ impl Rows {
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
+        let waiting = submission
+            .waiting
+            .iter()
+            .map(|w| {
+                Ok((
+                    w.execution_id.clone(),
+                    document(&w.ask)?,
+                    class_key(&w.ask),
+                    w.ask.since,
+                    w.trace.clone(),
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(Self {
             tasks,
             jobs,
             executions,
+            waiting,
             keep_existing: submission.keep_existing,
             owed: submission.owed.to_vec(),
             outbox: submission
@@ -152,7 +187,11 @@ impl Rows {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.tasks.len() + self.jobs.len() + self.executions.len() + self.outbox.len()
+        self.tasks.len()
+            + self.jobs.len()
+            + self.executions.len()
+            + self.waiting.len()
+            + self.outbox.len()
     }
 }
 
@@ -200,8 +239,10 @@ pub(super) async fn write_rows(tx: &Transaction<'_>, batch: &[&Rows]) -> Result<
     tasks.dedup_by(|a, b| a.0 == b.0);
     let jobs: Vec<_> = batch.iter().flat_map(|rows| &rows.jobs).collect();
     let mut executions: [Vec<_>; 2] = [Vec::new(), Vec::new()];
+    let mut waiting: [Vec<_>; 2] = [Vec::new(), Vec::new()];
     for rows in batch {
         executions[usize::from(rows.keep_existing)].extend(&rows.executions);
+        waiting[usize::from(rows.keep_existing)].extend(&rows.waiting);
     }
     let twice = |mut ids: Vec<&str>| {
         ids.sort_unstable();
@@ -228,6 +269,8 @@ pub(super) async fn write_rows(tx: &Transaction<'_>, batch: &[&Rows]) -> Result<
         column(&jobs, |j| &j.3),
     );
     let (replaced, kept) = (execution_columns(&replaced), execution_columns(&kept));
+    let [waiting, waiting_kept] = waiting;
+    let (waiting, waiting_kept) = (line_columns(&waiting), line_columns(&waiting_kept));
     let (owed, outbox) = (message_columns(&owed), message_columns(&outbox));
 
     let mut statements: Vec<(&str, Params<'_>)> = Vec::new();
@@ -244,6 +287,13 @@ pub(super) async fn write_rows(tx: &Transaction<'_>, batch: &[&Rows]) -> Result<
     {
         if !ids.is_empty() {
             statements.push((sql, vec![ids, jobs, created, statuses, documents]));
+        }
+    }
+    // After the executions: a kept run's waiter looks its execution up.
+    for (sql, (ids, asks, classes, since, traces)) in [(LINE, &waiting), (LINE_KEPT, &waiting_kept)]
+    {
+        if !ids.is_empty() {
+            statements.push((sql, vec![ids, asks, classes, since, traces]));
         }
     }
     for (sql, (ids, queues, payloads, due)) in [(DELIVERIES, &owed), (OUTBOX, &outbox)] {
@@ -288,6 +338,25 @@ fn execution_columns<'a>(rows: &[&'a ExecutionRow]) -> ExecutionColumns<'a> {
         column(rows, |e| e.2),
         column(rows, |e| e.3.as_str()),
         column(rows, |e| &e.4),
+    )
+}
+
+/// The columns of waiters' rows.
+type LineColumns<'a> = (
+    Vec<&'a str>,
+    Vec<&'a Value>,
+    Vec<&'a str>,
+    Vec<DateTime<Utc>>,
+    Vec<Option<&'a str>>,
+);
+
+fn line_columns<'a>(rows: &[&'a LineRow]) -> LineColumns<'a> {
+    (
+        column(rows, |w| w.0.as_str()),
+        column(rows, |w| &w.1),
+        column(rows, |w| w.2.as_str()),
+        column(rows, |w| w.3),
+        column(rows, |w| w.4.as_deref()),
     )
 }
 

@@ -61,6 +61,14 @@ async fn fresh_url() -> String {
 
 crate::store_conformance!(async { std::sync::Arc::new(fresh().await) });
 
+#[tokio::test]
+async fn executions_line_up_on_submit_and_a_pass_lets_them_go() {
+    crate::store::conformance::executions_line_up_on_submit_and_a_pass_lets_them_go(
+        std::sync::Arc::new(fresh().await),
+    )
+    .await;
+}
+
 /// A new store gets this build's schema version, connecting again
 /// changes nothing, and a store a newer fastlane made is refused,
 /// naming both versions.

@@ -7,10 +7,131 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::embedded::DbError;
-use crate::store::line::{Class, Member, class_key, loaded, plan, room};
-use crate::store::{Admission, Ask, Bucket, LineState, Plan, Policy, StoreError, TaskBacklog};
+use crate::store::line::{Class, Member, class_key, decide, grants, loaded, plan, room};
+use crate::store::{
+    Admission, Ask, Bucket, Granted, LineState, Plan, Policy, RunMessage, StoreError, TaskBacklog,
+    Waiter,
+};
 
-use super::{SqliteStore, from_json, parse_ts, to_json, ts};
+use super::{Outbox, SqliteStore, from_json, parse_ts, to_json, ts};
+
+/// A waiter's row in `admission_line`, made before the writer runs.
+pub(super) struct LineRow {
+    execution_id: String,
+    ask: String,
+    class: String,
+    since: String,
+    trace: Option<String>,
+}
+
+impl LineRow {
+    pub(super) fn of(waiter: &Waiter) -> Result<Self, DbError> {
+        Ok(Self {
+            execution_id: waiter.execution_id.clone(),
+            ask: to_json(&waiter.ask)?,
+            class: class_key(&waiter.ask),
+            since: ts(waiter.ask.since),
+            trace: waiter.trace.clone(),
+        })
+    }
+
+    pub(super) fn execution_id(&self) -> &str {
+        &self.execution_id
+    }
+
+    /// Puts the waiter at the end of the line (one already there keeps its
+    /// place).
+    pub(super) fn join(&self, conn: &Connection) -> Result<(), DbError> {
+        conn.prepare_cached(
+            "INSERT INTO admission_line (execution_id, gates, class, since, trace)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (execution_id) DO NOTHING",
+        )?
+        .execute(params![
+            self.execution_id,
+            self.ask,
+            self.class,
+            self.since,
+            self.trace
+        ])?;
+        Ok(())
+    }
+}
+
+/// One pass over the line: the waiters that may go take their slots and
+/// tokens, leave the line, and their messages are written (into the
+/// embedded queue, or the outbox), all in one step of the writer.
+pub(super) async fn grant(
+    store: &SqliteStore,
+    policy: &Policy,
+    run: RunMessage,
+) -> Result<Granted, StoreError> {
+    let policy = *policy;
+    let outbox = store.outbox;
+    let granted = store
+        .db
+        .write(move |conn| {
+            let tx = conn.savepoint()?;
+            give_back_slots(&tx)?;
+            let now = chrono::Utc::now();
+            let (state, _) = read_state(&tx, None, now)?;
+            let decision = decide(&state, &policy, now);
+            let grants = grants(&state, &decision, now);
+            let mut ids = Vec::with_capacity(grants.takes.len());
+            for take in grants.takes {
+                take_slots(&tx, &take.execution_id, &take.gates)?;
+                let trace: Option<String> = tx
+                    .prepare_cached(
+                        "DELETE FROM admission_line WHERE execution_id = ?1 RETURNING trace",
+                    )?
+                    .query_row(params![take.execution_id], |row| row.get(0))
+                    .optional()?
+                    .flatten();
+                match run(&take.execution_id, trace.as_deref()) {
+                    Some(message) => outbox.write(&tx, &message)?,
+                    None => tracing::warn!(
+                        execution = %take.execution_id,
+                        "cannot make the message that runs an execution; start-up reconciliation queues it"
+                    ),
+                }
+                ids.push(take.execution_id);
+            }
+            store_buckets(&tx, &grants.buckets)?;
+            tx.commit()?;
+            Ok(Granted {
+                ids,
+                queued: true,
+                retry_in: decision.retry_in,
+            })
+        })
+        .await?;
+    if !granted.ids.is_empty() && outbox == Outbox::EmbeddedQueue {
+        store.db.messages_added().notify_waiters();
+    }
+    Ok(granted)
+}
+
+/// `execution_id` takes a slot of each of `gates`.
+fn take_slots(tx: &Connection, execution_id: &str, gates: &[String]) -> Result<(), DbError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO admission_slots (gate, execution_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    )?;
+    for gate in gates {
+        insert.execute(params![gate, execution_id])?;
+    }
+    Ok(())
+}
+
+/// Keeps the rate limits' buckets as a decision left them.
+fn store_buckets(tx: &Connection, buckets: &[(String, Bucket)]) -> Result<(), DbError> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO admission_buckets (gate, tokens, at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (gate) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+    )?;
+    for (gate, bucket) in buckets {
+        upsert.execute(params![gate, bucket.tokens, ts(bucket.at)])?;
+    }
+    Ok(())
+}
 
 pub(super) async fn admit(
     store: &SqliteStore,
@@ -58,20 +179,8 @@ pub(super) async fn admit(
                     Ok(Admission::Waiting { ahead })
                 }
                 Plan::Take { gates, buckets } => {
-                    for gate in &gates {
-                        tx.execute(
-                            "INSERT INTO admission_slots (gate, execution_id) VALUES (?1, ?2)
-                             ON CONFLICT DO NOTHING",
-                            params![gate, execution_id],
-                        )?;
-                    }
-                    for (gate, bucket) in &buckets {
-                        tx.execute(
-                            "INSERT INTO admission_buckets (gate, tokens, at) VALUES (?1, ?2, ?3)
-                             ON CONFLICT (gate) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
-                            params![gate, bucket.tokens, ts(bucket.at)],
-                        )?;
-                    }
+                    take_slots(&tx, &execution_id, &gates)?;
+                    store_buckets(&tx, &buckets)?;
                     tx.execute(
                         "DELETE FROM admission_line WHERE execution_id = ?1",
                         params![execution_id],

@@ -12,6 +12,14 @@ async fn fresh() -> SqliteStore {
 
 crate::store_conformance!(async { std::sync::Arc::new(fresh().await) });
 
+#[tokio::test]
+async fn executions_line_up_on_submit_and_a_pass_lets_them_go() {
+    crate::store::conformance::executions_line_up_on_submit_and_a_pass_lets_them_go(
+        std::sync::Arc::new(fresh().await),
+    )
+    .await;
+}
+
 /// A job whose metadata nests deeper than a record can be read back
 /// (what one accepted request made before its depth was bounded), and
 /// an execution with a timestamp that is not one, written with SQL.
