@@ -17,7 +17,7 @@ Runs use the example local executor (`fastlane-local-plugin`, processes on
 this machine) with a pool of `--slots`, so that 20,000 jobs take minutes,
 not hours, and the engine's own pace does not hide the line's order.
 
-    cargo build --release -p fastlane-server --bins -p fastlane-local-plugin
+    cargo build --release -p fastlane-server --bins && cargo build --release -p fastlane-local-plugin --lib
     python3 scripts/bench_fairness.py --binary target/release/fastlane \
         --plugin target/release/libfastlane_local_plugin.so
 """
