@@ -90,6 +90,12 @@ pub fn split(starts: impl IntoIterator<Item = Start>) -> (Vec<Waiter>, Vec<Outgo
 /// How often [`sweep`] looks for executions to wake.
 const SWEEP: Duration = Duration::from_secs(2);
 
+/// The shortest time between two passes of one process: nudges that come
+/// faster (a submission each, under load) share a pass, which is then at
+/// most this late, instead of keeping the store busy deciding a line that
+/// has not changed much.
+const PASS_GAP: Duration = Duration::from_millis(10);
+
 /// The gate key of `task_id`: pausing it pauses the task.
 pub fn task_key(task_id: &str) -> String {
     format!("task:{task_id}")
@@ -263,6 +269,7 @@ pub async fn sweep(services: &Services, shutdown: CancellationToken) {
             () = services.line.nudged.notified() => {}
             () = tokio::time::sleep(next) => {}
         }
+        let passed = std::time::Instant::now();
         if tidied.elapsed() >= SWEEP {
             if let Err(err) = services.store.tidy_line().await {
                 warn!(error = %err, "cannot give back the places of finished executions");
@@ -274,5 +281,10 @@ pub async fn sweep(services: &Services, shutdown: CancellationToken) {
         next = wake(services)
             .await
             .map_or(SWEEP, |due| due.clamp(Duration::from_millis(20), SWEEP));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PASS_GAP.saturating_sub(passed.elapsed())) => {}
+        }
+        next = next.saturating_sub(PASS_GAP);
     }
 }

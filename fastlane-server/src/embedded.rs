@@ -220,9 +220,27 @@ CREATE TABLE IF NOT EXISTS admission_buckets (
 /// Version 5: executions join the line in the transaction that makes them
 /// (a submission's, a firing's), before any worker has read a message, so
 /// each waiter keeps the trace (`traceparent`) its run continues until a
-/// pass over the line lets it go.
+/// pass over the line lets it go. The line now holds every execution that
+/// waits, so what a final (or removed) execution held, its slots and its
+/// place, is given back by triggers in the write that ends it, instead of
+/// by scans of the tables.
 const LINE_AT_SUBMIT: &str = r#"
 ALTER TABLE admission_line ADD COLUMN trace TEXT;
+DELETE FROM admission_line WHERE execution_id NOT IN (SELECT execution_id FROM executions
+    WHERE status IN ('enqueued', 'pulling', 'running'));
+DELETE FROM admission_slots WHERE execution_id NOT IN (SELECT execution_id FROM executions
+    WHERE status IN ('enqueued', 'pulling', 'running'));
+CREATE TRIGGER IF NOT EXISTS execution_ended AFTER UPDATE OF status ON executions
+WHEN NEW.status NOT IN ('enqueued', 'pulling', 'running')
+BEGIN
+    DELETE FROM admission_line WHERE execution_id = NEW.execution_id;
+    DELETE FROM admission_slots WHERE execution_id = NEW.execution_id;
+END;
+CREATE TRIGGER IF NOT EXISTS execution_removed AFTER DELETE ON executions
+BEGIN
+    DELETE FROM admission_line WHERE execution_id = OLD.execution_id;
+    DELETE FROM admission_slots WHERE execution_id = OLD.execution_id;
+END;
 "#;
 
 /// The schema version this build reads and writes.

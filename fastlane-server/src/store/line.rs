@@ -232,8 +232,10 @@ pub struct Member {
     pub since: DateTime<Utc>,
 }
 
-/// The class key of `ask`: everything but when it asked, as text.
+/// The class key of `ask`: a digest of everything but when it asked (it
+/// is indexed with every waiter, so it is kept short).
 pub fn class_key(ask: &Ask) -> String {
+    use sha2::{Digest, Sha256};
     #[derive(Serialize)]
     struct Key<'a> {
         choices: &'a Choices,
@@ -241,13 +243,15 @@ pub fn class_key(ask: &Ask) -> String {
         flow: &'a str,
         weight: u32,
     }
-    serde_json::to_string(&Key {
+    let text = serde_json::to_string(&Key {
         choices: &ask.choices,
         priority: ask.priority,
         flow: &ask.flow,
         weight: ask.weight,
     })
-    .unwrap_or_default()
+    .unwrap_or_default();
+    let digest = Sha256::digest(text.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Everything a decision reads: slots held by gate, who waits (by class),

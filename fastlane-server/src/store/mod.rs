@@ -604,7 +604,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// it in line, ordered as [`line`](self::line) says under `policy`.
     /// Idempotent: an execution holding slots is admitted again with them,
     /// one in line keeps its place. Slots and places of executions that
-    /// reached a final status (or no longer exist) are given back first.
+    /// reached a final status (or no longer exist) are given back first
+    /// (the SQL stores give them back in the write that ends the execution).
     /// An ask without choices, or with an empty one, is admitted at once.
     async fn admit(
         &self,
@@ -616,7 +617,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Gives back the places in line of executions that are final or gone
     /// (reading the line gives back their slots only, so that it costs
     /// what the classes cost, not the line's length): the sweep's chore.
-    /// The default does nothing, for stores whose reads do it all.
+    /// The default does nothing, for stores that give both back in the
+    /// write that ends an execution (the SQL stores, by trigger).
     async fn tidy_line(&self) -> Result<(), StoreError> {
         Ok(())
     }

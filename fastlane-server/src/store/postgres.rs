@@ -524,10 +524,6 @@ impl Store for PostgresStore {
         admission::grant(self, policy, run).await
     }
 
-    async fn tidy_line(&self) -> Result<(), StoreError> {
-        admission::tidy_line(self).await
-    }
-
     async fn set_paused(&self, key: &str, paused: bool) -> Result<bool, StoreError> {
         admission::set_paused(self, key, paused).await
     }

@@ -735,10 +735,6 @@ impl Store for SqliteStore {
         admission::grant(self, policy, run).await
     }
 
-    async fn tidy_line(&self) -> Result<(), StoreError> {
-        admission::tidy_line(self).await
-    }
-
     async fn set_paused(&self, key: &str, paused: bool) -> Result<bool, StoreError> {
         admission::set_paused(self, key, paused).await
     }

@@ -1,10 +1,10 @@
-//! The PostgreSQL store's admission line: each step locks the line's
-//! tables for its transaction, gives back what final executions held, and
-//! decides with [`crate::store::line`].
+//! The PostgreSQL store's admission line: each pass or admission takes the
+//! admission lock for its transaction and decides with
+//! [`crate::store::line`]; what final executions held is given back by a
+//! trigger in the save that ends them (schema version 5).
 
 use tokio_postgres::Transaction;
 
-use super::LIVE;
 use super::PostgresStore;
 use super::rows::{col, corrupt, count, document, from_doc, pg};
 use crate::store::line::{Class, Member, class_key, decide, grants, loaded, plan, room};
@@ -22,7 +22,6 @@ pub(super) async fn admit(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg)?;
     lock_admission(&tx).await?;
-    give_back(&tx, "admission_slots").await?;
     let held: Vec<String> = tx
         .query(
             "SELECT gate FROM admission_slots WHERE execution_id = $1 ORDER BY gate COLLATE \"C\"",
@@ -84,7 +83,6 @@ pub(super) async fn grant(
     let mut client = store.client().await?;
     let tx = client.transaction().await.map_err(pg)?;
     lock_admission(&tx).await?;
-    give_back(&tx, "admission_slots").await?;
     let now = chrono::Utc::now();
     let (state, _) = read_state(&tx, None, now).await?;
     let decision = decide(&state, policy, now);
@@ -182,41 +180,31 @@ async fn store_buckets(
     Ok(())
 }
 
-/// The line as it stands, after giving back what final executions held,
-/// with the class and rank of `focus` if it waits.
+/// The line as it stands, with the class and rank of `focus` if it waits:
+/// a read from one snapshot, without the admission lock (what final
+/// executions held is given back in the write that ends them).
 pub(super) async fn line(
     store: &PostgresStore,
     focus: Option<&str>,
 ) -> Result<(LineState, Option<(usize, u64)>), StoreError> {
     let mut client = store.client().await?;
-    let tx = client.transaction().await.map_err(pg)?;
-    lock_admission(&tx).await?;
-    give_back(&tx, "admission_slots").await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg)?;
     let read = read_state(&tx, focus, chrono::Utc::now()).await?;
     tx.commit().await.map_err(pg)?;
     Ok(read)
 }
 
-/// Gives back the places in line of executions that are final or gone.
-pub(super) async fn tidy_line(store: &PostgresStore) -> Result<(), StoreError> {
-    let mut client = store.client().await?;
-    let tx = client.transaction().await.map_err(pg)?;
-    lock_admission(&tx).await?;
-    give_back_finished(&tx).await?;
-    tx.commit().await.map_err(pg)
-}
-
 /// Every execution in line, first come first.
 pub(super) async fn waiting(store: &PostgresStore) -> Result<Vec<String>, StoreError> {
-    let mut client = store.client().await?;
-    let tx = client.transaction().await.map_err(pg)?;
-    lock_admission(&tx).await?;
-    give_back_finished(&tx).await?;
-    let rows = tx
+    let rows = store
         .query("SELECT execution_id FROM admission_line ORDER BY seq", &[])
-        .await
-        .map_err(pg)?;
-    tx.commit().await.map_err(pg)?;
+        .await?;
     rows.iter().map(|row| col(row, 0)).collect()
 }
 
@@ -251,34 +239,12 @@ pub(super) async fn paused(store: &PostgresStore) -> Result<Vec<String>, StoreEr
     rows.iter().map(|row| col(row, 0)).collect()
 }
 
-/// Gives back the slots and places in line of executions that are final
-/// or gone. An admission gives back slots only (see the embedded store's
-/// `give_back_slots`); the sweep's reads give back places too.
-pub(super) async fn give_back_finished(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    for table in ["admission_slots", "admission_line"] {
-        give_back(tx, table).await?;
-    }
-    Ok(())
-}
-
-async fn give_back(tx: &Transaction<'_>, table: &str) -> Result<(), StoreError> {
-    tx.execute(
-        &format!(
-            "DELETE FROM {table} t WHERE NOT EXISTS (
-                 SELECT 1 FROM executions e
-                 WHERE e.execution_id = t.execution_id AND e.status IN {LIVE})"
-        ),
-        &[],
-    )
-    .await
-    .map_err(pg)?;
-    Ok(())
-}
-
-/// Takes the admission lock for the rest of `tx`: admissions in other
-/// transactions (and processes) wait for it to end.
+/// Takes the admission lock for the rest of `tx`: passes and admissions in
+/// other transactions (and processes) wait for it to end. It is an advisory
+/// lock (one per schema), not a lock on the line's tables, so submissions
+/// joining the line and saves ending executions never wait for a pass.
 pub(super) async fn lock_admission(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    tx.batch_execute("LOCK TABLE admission_line, admission_slots IN EXCLUSIVE MODE")
+    tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.admission'))")
         .await
         .map_err(pg)
 }
@@ -321,12 +287,17 @@ async fn read_state(
         };
         state.buckets.insert(col(&row, 0)?, bucket);
     }
-    // Each class with the ask of its first waiter.
+    // Each class with its first waiter, found through the `(class, seq)`
+    // index rather than `admission_classes.first`: a pass that empties a
+    // class while another transaction adds to it leaves `first` naming a
+    // waiter that has gone (the trigger's statement sees only what was
+    // committed when it began). The counts stay exact (row locks).
     let heads = tx
         .query(
-            "SELECT c.class, c.n, c.first, l.gates, l.since FROM admission_classes c
-             JOIN admission_line l ON l.seq = c.first
-             ORDER BY c.first",
+            "SELECT c.class, c.n, l.seq, l.gates, l.since FROM admission_classes c
+             CROSS JOIN LATERAL (SELECT seq, gates, since FROM admission_line
+                                 WHERE class = c.class ORDER BY seq LIMIT 1) l
+             ORDER BY l.seq",
             &[],
         )
         .await

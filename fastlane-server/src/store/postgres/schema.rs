@@ -139,9 +139,80 @@ CREATE TABLE IF NOT EXISTS admission_buckets (
 
 /// Version 5: executions join the line in the transaction that makes them,
 /// each waiter keeping the trace (`traceparent`) its run continues until a
-/// pass over the line lets it go.
+/// pass over the line lets it go. What a final (or removed) execution held,
+/// its slots and its place, is given back by a trigger in the write that
+/// ends it, instead of by scans under the admission lock. The classes are
+/// counted once per statement (from its transition tables), not once per
+/// row: a group commit's waiters join in one statement.
 const LINE_AT_SUBMIT: &str = r#"
 ALTER TABLE admission_line ADD COLUMN IF NOT EXISTS trace TEXT;
+DROP TRIGGER IF EXISTS admission_line_counted ON admission_line;
+CREATE OR REPLACE FUNCTION admission_classes_join() RETURNS trigger AS $$
+BEGIN
+    INSERT INTO admission_classes (class, n, first)
+        SELECT class, COUNT(*), MIN(seq) FROM joined_rows GROUP BY class ORDER BY class
+    ON CONFLICT (class) DO UPDATE SET n = admission_classes.n + EXCLUDED.n,
+        first = LEAST(admission_classes.first, EXCLUDED.first);
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION admission_classes_leave() RETURNS trigger AS $$
+BEGIN
+    UPDATE admission_classes c SET n = c.n - l.n, first = COALESCE(
+        (SELECT MIN(a.seq) FROM admission_line a WHERE a.class = c.class), c.first)
+    FROM (SELECT class, COUNT(*) AS n FROM left_rows GROUP BY class) l
+    WHERE c.class = l.class;
+    DELETE FROM admission_classes c
+    WHERE c.n <= 0 AND c.class IN (SELECT class FROM left_rows);
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+CREATE OR REPLACE FUNCTION admission_classes_move() RETURNS trigger AS $$
+BEGIN
+    UPDATE admission_classes c SET n = c.n - m.n, first = COALESCE(
+        (SELECT MIN(a.seq) FROM admission_line a WHERE a.class = c.class), c.first)
+    FROM (SELECT o.class, COUNT(*) AS n FROM old_rows o JOIN new_rows w ON w.seq = o.seq
+          WHERE w.class <> o.class GROUP BY o.class) m
+    WHERE c.class = m.class;
+    DELETE FROM admission_classes c WHERE c.n <= 0;
+    INSERT INTO admission_classes (class, n, first)
+        SELECT w.class, COUNT(*), MIN(w.seq) FROM old_rows o JOIN new_rows w ON w.seq = o.seq
+        WHERE w.class <> o.class GROUP BY w.class ORDER BY w.class
+    ON CONFLICT (class) DO UPDATE SET n = admission_classes.n + EXCLUDED.n,
+        first = LEAST(admission_classes.first, EXCLUDED.first);
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS admission_classes_join ON admission_line;
+CREATE TRIGGER admission_classes_join AFTER INSERT ON admission_line
+    REFERENCING NEW TABLE AS joined_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION admission_classes_join();
+DROP TRIGGER IF EXISTS admission_classes_leave ON admission_line;
+CREATE TRIGGER admission_classes_leave AFTER DELETE ON admission_line
+    REFERENCING OLD TABLE AS left_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION admission_classes_leave();
+DROP TRIGGER IF EXISTS admission_classes_move ON admission_line;
+CREATE TRIGGER admission_classes_move AFTER UPDATE ON admission_line
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION admission_classes_move();
+DELETE FROM admission_line l WHERE NOT EXISTS (SELECT 1 FROM executions e
+    WHERE e.execution_id = l.execution_id AND e.status IN ('enqueued', 'pulling', 'running'));
+DELETE FROM admission_slots s WHERE NOT EXISTS (SELECT 1 FROM executions e
+    WHERE e.execution_id = s.execution_id AND e.status IN ('enqueued', 'pulling', 'running'));
+CREATE OR REPLACE FUNCTION admission_given_back() RETURNS trigger AS $$
+BEGIN
+    DELETE FROM admission_line WHERE execution_id = OLD.execution_id;
+    DELETE FROM admission_slots WHERE execution_id = OLD.execution_id;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS execution_ended ON executions;
+CREATE TRIGGER execution_ended AFTER UPDATE OF status ON executions FOR EACH ROW
+    WHEN (NEW.status NOT IN ('enqueued', 'pulling', 'running'))
+    EXECUTE FUNCTION admission_given_back();
+DROP TRIGGER IF EXISTS execution_removed ON executions;
+CREATE TRIGGER execution_removed AFTER DELETE ON executions FOR EACH ROW
+    EXECUTE FUNCTION admission_given_back();
 "#;
 
 /// The schema version this build reads and writes.

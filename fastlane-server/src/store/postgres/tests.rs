@@ -182,3 +182,78 @@ async fn concurrent_admissions_keep_the_limit() {
     ])
     .await;
 }
+
+/// A pass that lets the last waiter of a class go while another
+/// transaction adds one to it (not committed yet, so the pass's trigger
+/// cannot see it) leaves the newcomer where the next pass finds it: a class
+/// is read from its waiters, not from the first one its count remembers.
+#[tokio::test]
+async fn a_waiter_joining_while_a_pass_empties_its_class_is_let_go_by_the_next() {
+    use crate::store::line::class_key;
+    use crate::store::{Gate, Order, Outgoing, Policy, Waiter};
+    const FIFO: Policy = Policy {
+        order: Order::Fifo,
+        aging_seconds: 60,
+    };
+    fn run(id: &str, _trace: Option<&str>) -> Option<Outgoing> {
+        Some(Outgoing {
+            queue: "jobs".into(),
+            id: id.into(),
+            payload: String::new(),
+            due_ms: 0,
+        })
+    }
+    let store = std::sync::Arc::new(fresh().await);
+    let ask = Ask::plain(vec![vec![Gate::new("pool:p", 10)]], Utc::now());
+    let job = Job::new(
+        "race",
+        "j".to_owned(),
+        fastlane_sdk::JobSpec::new("busybox", "true"),
+        Utc::now(),
+    );
+    let run_of =
+        |id: &str| Execution::enqueued(&job, "busybox", "true", None, Utc::now(), id.into());
+    store
+        .submit(Submission {
+            executions: &[run_of("first")],
+            waiting: &[Waiter {
+                execution_id: "first".into(),
+                ask: ask.clone(),
+                trace: None,
+            }],
+            ..Submission::job(&job)
+        })
+        .await
+        .expect("submit");
+    store
+        .insert_execution(&run_of("late"))
+        .await
+        .expect("insert");
+
+    // Another transaction puts `late` in the class and holds its count.
+    let mut client = store.client().await.expect("client");
+    let tx = client.transaction().await.expect("begin");
+    tx.execute(
+        "INSERT INTO admission_line (execution_id, gates, class, since) VALUES ($1, $2, $3, $4)",
+        &[
+            &"late",
+            &rows::document(&ask).expect("ask"),
+            &class_key(&ask),
+            &ask.since,
+        ],
+    )
+    .await
+    .expect("join");
+    let pass = tokio::spawn({
+        let store = std::sync::Arc::clone(&store);
+        async move { store.grant(&FIFO, run).await.expect("pass") }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.commit().await.expect("commit");
+    assert_eq!(pass.await.expect("pass").ids, ["first"]);
+    assert_eq!(
+        store.grant(&FIFO, run).await.expect("pass").ids,
+        ["late"],
+        "the next pass finds the waiter that joined meanwhile"
+    );
+}

@@ -1,6 +1,8 @@
-//! The embedded store's admission line: an execution takes a slot of each
-//! gate of its first choice with room, or waits in line; finished runs
-//! give their slots back. Who goes first is [`crate::store::line`]'s
+//! The embedded store's admission line: executions join it as they are
+//! stored, and a pass (or an execution asking itself) takes a slot of each
+//! gate of the first choice with room, or leaves them waiting; a run that
+//! ends gives back its slots and place through the triggers of schema
+//! version 5. Who goes first is [`crate::store::line`]'s
 //! business; this reads the line a class of identical asks at a time
 //! (`admission_line.class`, indexed with `seq`).
 
@@ -71,7 +73,6 @@ pub(super) async fn grant(
         .db
         .write(move |conn| {
             let tx = conn.savepoint()?;
-            give_back_slots(&tx)?;
             let now = chrono::Utc::now();
             let (state, _) = read_state(&tx, None, now)?;
             let decision = decide(&state, &policy, now);
@@ -146,7 +147,6 @@ pub(super) async fn admit(
         .db
         .write(move |conn| {
             let tx = conn.savepoint()?;
-            give_back_slots(&tx)?;
             let held: Vec<String> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT gate FROM admission_slots WHERE execution_id = ?1 ORDER BY gate",
@@ -193,8 +193,9 @@ pub(super) async fn admit(
         .await?)
 }
 
-/// The line as it stands, after giving back the slots final executions
-/// held, with the class and rank of `focus` if it waits.
+/// The line as it stands, with the class and rank of `focus` if it waits:
+/// a read, beside the writer (what final executions held is given back in
+/// the write that ends them).
 pub(super) async fn line(
     store: &SqliteStore,
     focus: Option<&str>,
@@ -202,25 +203,9 @@ pub(super) async fn line(
     let focus = focus.map(str::to_owned);
     Ok(store
         .db
-        .write(move |conn| {
-            let tx = conn.savepoint()?;
-            give_back_slots(&tx)?;
-            let read = read_state(&tx, focus.as_deref(), chrono::Utc::now())?;
-            tx.commit()?;
-            Ok(read)
-        })
-        .await?)
-}
-
-/// Gives back the places in line of executions that are final or gone.
-pub(super) async fn tidy_line(store: &SqliteStore) -> Result<(), StoreError> {
-    Ok(store
-        .db
-        .write(|conn| {
-            let tx = conn.savepoint()?;
-            give_back_finished(&tx)?;
-            tx.commit()?;
-            Ok(())
+        .read(move |conn| {
+            let tx = conn.transaction()?;
+            read_state(&tx, focus.as_deref(), chrono::Utc::now())
         })
         .await?)
 }
@@ -229,17 +214,11 @@ pub(super) async fn tidy_line(store: &SqliteStore) -> Result<(), StoreError> {
 pub(super) async fn waiting(store: &SqliteStore) -> Result<Vec<String>, StoreError> {
     Ok(store
         .db
-        .write(|conn| {
-            let tx = conn.savepoint()?;
-            give_back_finished(&tx)?;
-            let ids = {
-                let mut stmt =
-                    tx.prepare_cached("SELECT execution_id FROM admission_line ORDER BY seq")?;
-                let rows = stmt.query_map([], |row| row.get(0))?;
-                rows.collect::<Result<Vec<String>, _>>()?
-            };
-            tx.commit()?;
-            Ok(ids)
+        .read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT execution_id FROM admission_line ORDER BY seq")?;
+            let rows = stmt.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
         })
         .await?)
 }
@@ -306,37 +285,6 @@ pub(super) async fn backlogs(
         })
         .collect::<Result<_, DbError>>()
         .map_err(StoreError::from)
-}
-
-/// Gives back the slots and places in line of executions that are final
-/// or gone.
-pub(super) fn give_back_finished(tx: &Connection) -> Result<(), DbError> {
-    give_back_slots(tx)?;
-    give_back(tx, "admission_line")
-}
-
-/// Gives back the slots of executions that are final or gone: what each
-/// admission does first (a slot is freed by the very save that makes its
-/// execution final). Places in line are given back by the sweep's reads
-/// ([`tidy_line`]) instead, which keeps an admission from reading the whole
-/// line; until then a final waiter only delays the ones behind it.
-/// Reading the line ([`line`]) gives back slots only, too: the sweep
-/// tidies the line ([`tidy_line`]) every few seconds.
-fn give_back_slots(tx: &Connection) -> Result<(), DbError> {
-    give_back(tx, "admission_slots")
-}
-
-fn give_back(tx: &Connection, table: &str) -> Result<(), DbError> {
-    tx.execute(
-        &format!(
-            "DELETE FROM {table} WHERE execution_id IN (
-                 SELECT t.execution_id FROM {table} t
-                 LEFT JOIN executions e ON e.execution_id = t.execution_id
-                 WHERE e.status IS NULL OR e.status NOT IN ('enqueued', 'pulling', 'running'))"
-        ),
-        [],
-    )?;
-    Ok(())
 }
 
 /// Slots held, the line by class (each with as many of its first waiters
