@@ -9,10 +9,10 @@
 //! [`crate::store::line`]'s business. An execution that
 //! does not fit waits in line, and nothing polls for it.
 //!
-//! Where the store lines up on submit (the embedded one), an execution joins
-//! the line in the transaction that makes it ([`start`]), so the line knows
-//! every waiter at once however long the queue, and a pass over the line
-//! ([`wake`]) gives the waiters that may go their slots and queues their
+//! Where the store lines up on submit (the embedded store and PostgreSQL),
+//! an execution joins the line in the transaction that makes it
+//! ([`start`]), so the line knows every waiter at once however long the
+//! queue, and a pass over the line ([`wake`]) gives the waiters that may go their slots and queues their
 //! messages in one step: a worker only ever reads the message of an
 //! execution that may run. Elsewhere each execution asks when a worker
 //! reads its message ([`crate::store::Store::admit`]) and waits there if it

@@ -17,9 +17,10 @@
 //!
 //! Every process also passes over the admission line
 //! ([`crate::admission::sweep`]): when its submissions join it, when its
-//! runs free slots, and every few seconds. Every process also exchanges host state with the others through the
-//! store ([`crate::hosts`]): workers to keep off hosts another worker found
-//! down, API processes to show it in `/status`.
+//! runs free slots, and every few seconds. And every process exchanges host
+//! state with the others through the store ([`crate::hosts`]): workers to
+//! keep off hosts another worker found down, API processes to show it in
+//! `/status`.
 //!
 //! Shutdown (SIGTERM or SIGINT): the HTTP server stops accepting, the
 //! consumers stop taking messages and leave executions where they are

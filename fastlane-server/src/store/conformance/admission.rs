@@ -279,19 +279,23 @@ pub async fn executions_line_up_on_submit_and_a_pass_lets_them_go(store: Arc<dyn
         fastlane_sdk::JobSpec::new("busybox", "true"),
         Utc::now(),
     );
-    let runs: Vec<Execution> = ["a", "b", "c"]
-        .iter()
-        .map(|id| Execution::enqueued(&job, "busybox", "true", None, Utc::now(), id.to_string()))
-        .collect();
     let waiter = |id: &str, ask: Ask| crate::store::Waiter {
         execution_id: id.to_owned(),
         ask,
         trace: Some(format!("trace-{id}")),
     };
-    let waiting: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|id| waiter(id, ask(&farm)))
-        .collect();
+    // Runs of `job` with these ids, each in line with `choices`.
+    let lined = |ids: [&str; 3], choices: &[Vec<Gate>]| {
+        let runs: Vec<Execution> = ids
+            .iter()
+            .map(|id| {
+                Execution::enqueued(&job, "busybox", "true", None, Utc::now(), id.to_string())
+            })
+            .collect();
+        let waiting: Vec<_> = ids.iter().map(|id| waiter(id, ask(choices))).collect();
+        (runs, waiting)
+    };
+    let (runs, waiting) = lined(["a", "b", "c"], &farm);
     store
         .submit(Submission {
             executions: &runs,
@@ -361,14 +365,7 @@ pub async fn executions_line_up_on_submit_and_a_pass_lets_them_go(store: Arc<dyn
             burst: 2,
         }),
     }]];
-    let more: Vec<Execution> = ["d", "e", "f"]
-        .iter()
-        .map(|id| Execution::enqueued(&job, "busybox", "true", None, Utc::now(), id.to_string()))
-        .collect();
-    let waiting: Vec<_> = ["d", "e", "f"]
-        .iter()
-        .map(|id| waiter(id, ask(&rated)))
-        .collect();
+    let (more, waiting) = lined(["d", "e", "f"], &rated);
     store
         .submit(Submission {
             executions: &more,

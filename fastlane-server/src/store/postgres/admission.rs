@@ -7,6 +7,7 @@ use tokio_postgres::Transaction;
 
 use super::PostgresStore;
 use super::rows::{col, corrupt, count, document, from_doc, pg};
+use super::submit::{OUTBOX, message_columns};
 use crate::store::line::{Class, Member, class_key, decide, grants, loaded, plan, room};
 use crate::store::{
     Admission, Ask, Bucket, Granted, LineState, Outgoing, Plan, Policy, RunMessage, StoreError,
@@ -123,21 +124,11 @@ pub(super) async fn grant(
                 ),
             }
         }
-        let column = |f: fn(&Outgoing) -> &str| messages.iter().map(f).collect::<Vec<_>>();
-        let due: Vec<i64> = messages.iter().map(|m| m.due_ms).collect();
-        tx.execute(
-            "INSERT INTO outbox (id, queue, payload, due_ms)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-             ON CONFLICT (id) DO NOTHING",
-            &[
-                &column(|m| &m.id),
-                &column(|m| &m.queue),
-                &column(|m| &m.payload),
-                &due,
-            ],
-        )
-        .await
-        .map_err(pg)?;
+        let messages: Vec<&Outgoing> = messages.iter().collect();
+        let (message_ids, queues, payloads, due) = message_columns(&messages);
+        tx.execute(OUTBOX, &[&message_ids, &queues, &payloads, &due])
+            .await
+            .map_err(pg)?;
     }
     tx.commit().await.map_err(pg)?;
     Ok(Granted {

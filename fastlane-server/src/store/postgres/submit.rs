@@ -69,7 +69,8 @@ const DELIVERIES: &str = "INSERT INTO deliveries (id, queue, payload, due_ms)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
      ON CONFLICT (id) DO NOTHING";
 
-const OUTBOX: &str = "INSERT INTO outbox (id, queue, payload, due_ms)
+/// Queue messages into the outbox, from arrays.
+pub(super) const OUTBOX: &str = "INSERT INTO outbox (id, queue, payload, due_ms)
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
      ON CONFLICT (id) DO NOTHING";
 
@@ -361,9 +362,9 @@ fn line_columns<'a>(rows: &[&'a LineRow]) -> LineColumns<'a> {
 }
 
 /// The columns of queue messages.
-type MessageColumns<'a> = (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<i64>);
+pub(super) type MessageColumns<'a> = (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Vec<i64>);
 
-fn message_columns<'a>(messages: &[&'a Outgoing]) -> MessageColumns<'a> {
+pub(super) fn message_columns<'a>(messages: &[&'a Outgoing]) -> MessageColumns<'a> {
     (
         column(messages, |m| m.id.as_str()),
         column(messages, |m| m.queue.as_str()),
