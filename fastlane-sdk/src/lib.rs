@@ -23,9 +23,9 @@
 //!   its factory each.
 //! - [`registry`]: the explicit list of factories a server knows.
 //!
-//! - [`dynamic`]: what a plugin library exports ([`declare_plugin!`]) and
-//!   the fingerprint a server checks before using it.
-//! - [`runtime`]: sleep, time out and spawn the way plugins must.
+//! - [`dynamic`]: what a plugin library exports ([`declare_plugin!`]), the
+//!   fingerprint a server checks before using it, and the runtime of its
+//!   own a library's plugins run on.
 //! - `testing` (feature `testing`): the compliance kit plugin authors run.
 //!
 //! The crate is `#![forbid(unsafe_code)]`; the server's `fastlane-loader`
@@ -41,7 +41,6 @@ pub mod metrics;
 pub mod model;
 pub mod notifier;
 pub mod registry;
-pub mod runtime;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod text;

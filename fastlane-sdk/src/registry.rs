@@ -122,6 +122,12 @@ impl Registry {
         )
     }
 
+    /// The executor factory registered as `kind` (to run the compliance kit
+    /// on a library's factory as the server would build it, for example).
+    pub fn executor_factory(&self, kind: &str) -> Result<&dyn ExecutorFactory, PluginError> {
+        find("executor", &self.executors, kind)
+    }
+
     /// Builds the executor registered as `kind`.
     pub fn build_executor(
         &self,

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fastlane_sdk::runtime;
 use fastlane_sdk::{
     Cut, ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, HostStatus,
     Placement, PluginError, RunHandle, RunOutput, RunningContainer,
@@ -136,9 +135,9 @@ impl LocalExecutor {
             .map_err(|err| PluginError::permanent(format!("cannot run {program:?}: {err}")))?;
         let pid = child.id();
         let (tx, rx) = watch::channel(None);
-        // `fastlane_sdk::runtime`, not tokio's own `spawn` and `sleep`: in a
-        // library, they hand the task and its timer to the server's runtime.
-        runtime::spawn(async move {
+        // Tokio's own timers and tasks: in a library they run on the
+        // library's runtime, which the SDK starts.
+        tokio::spawn(async move {
             let code = loop {
                 match child.try_wait() {
                     Ok(Some(status)) => {
@@ -148,7 +147,7 @@ impl LocalExecutor {
                             .or_else(|| status.signal().map(|s| 128 + i64::from(s)))
                             .unwrap_or(-1);
                     }
-                    Ok(None) => runtime::sleep(Duration::from_millis(20)).await,
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
                     Err(err) => {
                         tracing::warn!(pid, error = %err, "cannot wait for a local run");
                         break -1;
@@ -266,7 +265,7 @@ impl Executor for LocalExecutor {
             return Ok(());
         }
         signal_group(run.pid, "TERM");
-        if runtime::timeout(grace, exit.wait_for(Option::is_some))
+        if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
             .await
             .is_err()
         {

@@ -1,18 +1,18 @@
 //! The wrappers [`register_guarded`] puts around every factory and plugin a
 //! library registers. They run inside the library, with its copies of `std`
-//! and tokio: they enter the server's runtime and catch the library's panics.
+//! and tokio: they enter the library's own runtime and catch its panics.
 
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, Runtime};
 
 use super::Host;
 use crate::error::PluginError;
@@ -26,8 +26,9 @@ use crate::notifier::{Delivery, DeliveryReport, Notifier, NotifierFactory};
 use crate::registry::Registry;
 
 /// Registers a library's factories into the server's `registry`, each
-/// wrapped so that it runs on `host`'s runtime and its panics become errors.
-/// [`declare_plugin!`](crate::declare_plugin) calls this; plugins do not.
+/// wrapped so that it runs on the library's own runtime and its panics
+/// become errors. [`declare_plugin!`](crate::declare_plugin) calls this;
+/// plugins do not.
 pub fn register_guarded(
     registry: &mut Registry,
     host: &Host,
@@ -43,11 +44,10 @@ pub fn register_guarded(
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(panic = %info, "a plugin panicked");
     }));
-    crate::runtime::install(host.services.clone());
-    let _entered = host.runtime.enter();
+    let runtime = own_runtime()?;
+    let _entered = runtime.enter();
     let mut own = Registry::new();
     catch("registering the plugin", || register(&mut own))?;
-    let runtime = &host.runtime;
     for factory in guarded(&mut own.executors, runtime) {
         registry.register_executor(Box::new(factory))?;
     }
@@ -61,6 +61,39 @@ pub fn register_guarded(
         registry.register_metrics_sink(Box::new(factory))?;
     }
     Ok(())
+}
+
+/// How many threads drive a library's runtime. Plugins wait on I/O far more
+/// than they compute; the server's runtime does the rest.
+const WORKER_THREADS: usize = 2;
+
+/// The library's runtime, started on first use and kept until the process
+/// exits (a library is never unloaded). In a library this is the library's
+/// copy of tokio, so the timers, sockets and tasks its plugins make live in
+/// one runtime that drives them.
+fn own_runtime() -> Result<&'static Handle, PluginError> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    if let Some(runtime) = RUNTIME.get() {
+        return Ok(runtime.handle());
+    }
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKER_THREADS)
+        .thread_name("fastlane-plugin")
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            PluginError::permanent(format!("cannot start the plugin library's runtime: {err}"))
+        })?;
+    // Another registration may have won the race; its runtime is kept and
+    // this one dropped. Dropping a runtime inside an async context panics,
+    // so it is shut down in the background.
+    if let Err(spare) = RUNTIME.set(built) {
+        spare.shutdown_background();
+    }
+    RUNTIME
+        .get()
+        .map(Runtime::handle)
+        .ok_or_else(|| PluginError::permanent("the plugin library's runtime is gone"))
 }
 
 /// Takes every factory out of one of a registry's maps, each guarded.
@@ -78,7 +111,7 @@ fn guarded<F: ?Sized>(
         .collect()
 }
 
-/// A factory or plugin of a library, with the server's runtime.
+/// A factory or plugin of a library, with the library's runtime.
 struct Guarded<T> {
     kind: &'static str,
     inner: T,
@@ -103,7 +136,7 @@ impl<T> Guarded<T> {
         }
     }
 
-    /// Runs `f` inside the server's runtime, turning a panic into an error.
+    /// Runs `f` inside the library's runtime, turning a panic into an error.
     fn call<'s, R>(
         &'s self,
         what: &str,
@@ -118,7 +151,7 @@ impl<T> Guarded<T> {
         self.call(what, |inner| Ok(f(inner))).unwrap_or(fallback)
     }
 
-    /// Polls the future `make` returns inside the server's runtime, turning a
+    /// Polls the future `make` returns inside the library's runtime, turning a
     /// panic (in `make` or in any poll) into an error.
     fn future<'a, R: 'a>(
         &'a self,
@@ -144,7 +177,7 @@ enum State<'a, R> {
     Failed(Option<PluginError>),
 }
 
-/// A plugin's future, polled inside the server's runtime with its panics
+/// A plugin's future, polled inside the library's runtime with its panics
 /// caught.
 struct GuardedFuture<'a, R> {
     what: &'static str,
@@ -409,9 +442,43 @@ mod tests {
         }
     }
 
+    /// Delivers by spawning a task that sleeps, then says which thread it
+    /// ran on.
+    #[derive(Debug)]
+    struct Spawning;
+
+    #[async_trait]
+    impl Notifier for Spawning {
+        fn name(&self) -> &str {
+            "spawning"
+        }
+        async fn deliver(&self, _: &Delivery) -> Result<DeliveryReport, PluginError> {
+            let task = tokio::spawn(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                std::thread::current().name().map(str::to_owned)
+            });
+            let thread = task
+                .await
+                .map_err(|err| PluginError::permanent(err.to_string()))?;
+            Err(PluginError::permanent(thread.unwrap_or_default()))
+        }
+    }
+
+    struct SpawningFactory;
+
+    impl NotifierFactory for SpawningFactory {
+        fn kind(&self) -> &'static str {
+            "spawning"
+        }
+        fn build(&self, _: serde_json::Value) -> Result<Arc<dyn Notifier>, PluginError> {
+            Ok(Arc::new(Spawning))
+        }
+    }
+
     fn registry() -> Registry {
         fn register(registry: &mut Registry) -> Result<(), PluginError> {
-            registry.register_notifier(Box::new(PanickyFactory))
+            registry.register_notifier(Box::new(PanickyFactory))?;
+            registry.register_notifier(Box::new(SpawningFactory))
         }
         let mut registry = Registry::new();
         register_guarded(&mut registry, &Host::current(), register).expect("registers");
@@ -430,15 +497,11 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_panic_inside_a_future_is_a_permanent_error() {
-        let notifier = registry()
-            .build_notifier("panicky", serde_json::json!({}))
-            .expect("builds");
+    fn delivery() -> Delivery {
         let now = chrono::Utc::now();
         let job = crate::Job::new("t", "j", crate::JobSpec::new("busybox", "true"), now);
         let execution = crate::Execution::enqueued(&job, "busybox", "true", None, now, "e".into());
-        let delivery = Delivery {
+        Delivery {
             event: crate::NotificationEvent::Starts,
             job,
             execution,
@@ -446,10 +509,26 @@ mod tests {
             task_url: String::new(),
             job_url: String::new(),
             attempt: 1,
-        };
-        let err = notifier.deliver(&delivery).await.expect_err("panics");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_a_future_is_a_permanent_error() {
+        let notifier = registry()
+            .build_notifier("panicky", serde_json::json!({}))
+            .expect("builds");
+        let err = notifier.deliver(&delivery()).await.expect_err("panics");
         assert_eq!(err.kind(), ErrorKind::Permanent);
         assert!(err.message().contains("boom at delivery"), "{err}");
         assert_eq!(notifier.name(), "panicky");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_plugin_spawns_and_sleeps_on_the_library_runtime() {
+        let notifier = registry()
+            .build_notifier("spawning", serde_json::json!({}))
+            .expect("builds");
+        let err = notifier.deliver(&delivery()).await.expect_err("reports");
+        assert_eq!(err.message(), "fastlane-plugin", "{err}");
     }
 }

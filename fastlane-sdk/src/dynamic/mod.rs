@@ -15,31 +15,39 @@
 //! (`String`, `serde_json::Value`, trait objects) to each other only because
 //! both were compiled from the same sources by the same compiler. The
 //! [`fingerprint`] records exactly that: the SDK version (which pins the
-//! versions of tokio, tracing, serde_json and chrono, whose types cross the
-//! line), the compiler, the target, the SDK features that change types, and
-//! the sizes of the types that cross. A plugin is built with the same SDK
+//! versions of tracing, serde_json and chrono, whose types cross the line),
+//! the compiler, the target, the SDK features that change types, and the
+//! sizes of the types that cross. A plugin is built with the same SDK
 //! version and the same `rustc` as the server, or it is refused.
 //!
 //! # What the guards do
 //!
 //! A library carries its own copies of `std`, tokio and tracing. So that
-//! a plugin behaves as if it were linked into the server, the code
+//! a plugin can use them as it would in any program, the code
 //! [`declare_plugin!`](crate::declare_plugin) generates, which runs inside
 //! the library:
 //! - points the library's `tracing` at the server's dispatcher, so the
 //!   plugin's events land in the server's log;
-//! - enters the server's tokio runtime around every call into the plugin
-//!   and every poll of a future it returned, so `tokio::spawn`, timers and
-//!   I/O inside the plugin run on the server's runtime;
+//! - starts a tokio runtime of the library's own (two worker threads named
+//!   `fastlane-plugin`, built with the library's tokio, kept until the
+//!   process exits) and enters it around every call into the plugin and
+//!   every poll of a future it returned. Timers, sockets and tasks the
+//!   plugin makes (`tokio::time::sleep`, `tokio::spawn`, reqwest, hyper…)
+//!   register with that runtime, whose threads drive them; the server's
+//!   task that awaits the plugin's future is woken through the standard
+//!   library's `Waker`, which both sides share. No tokio value crosses the
+//!   line;
 //! - catches panics inside the library (a panic cannot unwind from one copy
 //!   of `std` into another) and turns them into [`ErrorKind::Permanent`]
-//!   errors, so a panicking plugin fails one execution, not the server.
+//!   errors, so a panicking plugin fails one execution, not the server. A
+//!   task the plugin spawned runs on the library's runtime, where tokio
+//!   catches its panic and ends that task only.
 //!
-//! Two things the guards cannot cover: the library's copy of tokio cannot
-//! reliably register timers with the server's runtime, and a task the
-//! plugin spawns is polled outside any guard. Plugins therefore sleep, time
-//! out and spawn with [`crate::runtime`], which hands those to the server.
+//! What stays on the server's side: the futures of the [`LogSink`] the
+//! server hands to `follow`. Await them in the future `follow` returns (the
+//! server's task polls it), not in a task spawned on the library's runtime.
 //!
+//! [`LogSink`]: crate::LogSink
 //! [`ErrorKind::Permanent`]: crate::ErrorKind::Permanent
 
 mod guard;
@@ -61,21 +69,14 @@ pub const DECLARATION_SYMBOL: &str = "FASTLANE_PLUGIN_DECLARATION";
 /// What the server hands a library when it registers it.
 #[derive(Debug, Clone)]
 pub struct Host {
-    /// The server's runtime; the plugin's futures run on it.
-    pub runtime: tokio::runtime::Handle,
-    /// Timers and tasks of the server's runtime, for [`crate::runtime`].
-    pub services: std::sync::Arc<dyn crate::runtime::RuntimeServices>,
     /// The server's tracing dispatcher; the plugin logs through it.
     pub dispatch: tracing::Dispatch,
 }
 
 impl Host {
-    /// The calling thread's runtime and tracing dispatcher. Panics outside a
-    /// tokio runtime.
+    /// The calling thread's tracing dispatcher.
     pub fn current() -> Self {
         Self {
-            runtime: tokio::runtime::Handle::current(),
-            services: <dyn crate::runtime::RuntimeServices>::tokio(),
             dispatch: tracing::dispatcher::get_default(Clone::clone),
         }
     }
@@ -143,7 +144,7 @@ macro_rules! declare_plugin {
 }
 
 /// The fingerprint of this build of the SDK, for example
-/// `fastlane-sdk 0.3.0; abi 1; rustc 1.95.0 (…); x86_64-unknown-linux-gnu; features []; sizes …`.
+/// `fastlane-sdk 0.4.0; abi 1; rustc 1.95.0 (…); x86_64-unknown-linux-gnu; features []; sizes …`.
 pub fn fingerprint() -> &'static str {
     let bytes = &FINGERPRINT.0;
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
@@ -193,8 +194,6 @@ impl Fingerprint {
             size_of::<serde_json::Value>(),
             size_of::<serde_json::Map<String, serde_json::Value>>(),
             size_of::<chrono::DateTime<chrono::Utc>>(),
-            size_of::<tokio::runtime::Handle>(),
-            size_of::<tokio::time::Sleep>(),
             size_of::<tracing::Dispatch>(),
             size_of::<tracing::Span>(),
         ];

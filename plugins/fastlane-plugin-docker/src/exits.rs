@@ -87,7 +87,7 @@ impl Exits {
         }
         let docker = docker.clone();
         let state = Arc::clone(&self.state);
-        fastlane_sdk::runtime::spawn(async move {
+        tokio::spawn(async move {
             loop {
                 let options = EventsOptions {
                     filters: Some(HashMap::from([
@@ -118,7 +118,7 @@ impl Exits {
                         state.exited(&id);
                     }
                 }
-                fastlane_sdk::runtime::sleep(RESUBSCRIBE).await;
+                tokio::time::sleep(RESUBSCRIBE).await;
             }
         });
     }
