@@ -85,6 +85,32 @@ pub(crate) fn start_fastlane(
     Ok((child, line.trim().to_owned()))
 }
 
+/// Makes an API token with `fastlane token`; returns the token and its
+/// `API_TOKENS` entry.
+pub fn make_token(name: &str, scopes: &[&str]) -> anyhow::Result<(String, Value)> {
+    let mut command = std::process::Command::new(binary());
+    command.args(["token", "--name", name]);
+    for scope in scopes {
+        command.args(["--scope", scope]);
+    }
+    let output = command.output()?;
+    anyhow::ensure!(output.status.success(), "fastlane token failed");
+    let text = String::from_utf8(output.stdout)?;
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .ok_or_else(|| anyhow::anyhow!("no token in {text:?}"))?;
+    let entry = text
+        .lines()
+        .find_map(|l| l.strip_prefix("API_TOKENS entry: "))
+        .ok_or_else(|| anyhow::anyhow!("no entry in {text:?}"))?;
+    assert!(
+        !entry.contains(token),
+        "the entry holds the hash, not the token"
+    );
+    Ok((token.to_owned(), serde_json::from_str(entry)?))
+}
+
 /// The `DOCKER_HOSTS` test servers use.
 pub fn docker_hosts() -> String {
     std::env::var("FASTLANE_TEST_DOCKER_HOSTS").unwrap_or_else(|_| {

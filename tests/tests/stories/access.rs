@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use fastlane_tests::{Server, binary, image};
+use fastlane_tests::{Server, image, make_token};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -221,31 +221,6 @@ async fn preflight(
         None,
     )
     .await
-}
-
-/// Makes a token with `fastlane token`; returns the token and its entry.
-fn make_token(name: &str, scopes: &[&str]) -> anyhow::Result<(String, Value)> {
-    let mut command = std::process::Command::new(binary());
-    command.args(["token", "--name", name]);
-    for scope in scopes {
-        command.args(["--scope", scope]);
-    }
-    let output = command.output()?;
-    anyhow::ensure!(output.status.success(), "fastlane token failed");
-    let text = String::from_utf8(output.stdout)?;
-    let token = text
-        .lines()
-        .find_map(|l| l.strip_prefix("token: "))
-        .ok_or_else(|| anyhow::anyhow!("no token in {text:?}"))?;
-    let entry = text
-        .lines()
-        .find_map(|l| l.strip_prefix("API_TOKENS entry: "))
-        .ok_or_else(|| anyhow::anyhow!("no entry in {text:?}"))?;
-    assert!(
-        !entry.contains(token),
-        "the entry holds the hash, not the token"
-    );
-    Ok((token.to_owned(), serde_json::from_str(entry)?))
 }
 
 #[tokio::test]

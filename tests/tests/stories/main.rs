@@ -34,6 +34,7 @@ mod prune;
 mod recovery;
 mod redis_queue;
 mod redis_topologies;
+mod remote;
 mod request_schema;
 mod resources;
 mod routes;
