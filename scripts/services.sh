@@ -58,6 +58,8 @@ install_packages() {
         command -v openssl >/dev/null || missing+=(openssl)
         # A private registry (htpasswd over TLS) for the pull tests.
         command -v docker-registry >/dev/null || missing+=(docker-registry)
+        # Starts deploy/compose.yaml in the deploy story.
+        command -v docker-compose >/dev/null || missing+=(docker-compose)
         command -v htpasswd >/dev/null || missing+=(apache2-utils)
     fi
     if [ ${#missing[@]} -gt 0 ]; then

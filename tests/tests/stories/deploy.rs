@@ -1,7 +1,11 @@
 //! What operators install: the systemd unit (`deploy/fastlane.service`)
 //! is one systemd accepts, and stays hardened. systemd is not PID 1 on the
 //! machines the tests run on, so the unit is checked offline
-//! (`systemd-analyze verify` and `security --offline`), not run.
+//! (`systemd-analyze verify` and `security --offline`), not run. The image
+//! (`deploy/Dockerfile`) builds without a registry and runs the quick
+//! start; `deploy/compose.yaml` comes up with Debian's docker-compose on
+//! Docker Engine (api, two workers, Redis and PostgreSQL, every image built
+//! here) and runs it too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -80,25 +84,44 @@ fn docker(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Builds the fastlane image from the binary under test with
+/// `deploy/image.sh`, tagged `tag`, on Docker Engine.
+fn build_image(tag: &str) -> anyhow::Result<()> {
+    let script = deploy_dir().join("image.sh");
+    let built = Command::new(&script)
+        .env("DOCKER_HOST", docker_engine())
+        .arg(binary())
+        .arg(tag)
+        .output()?;
+    anyhow::ensure!(
+        built.status.success(),
+        "deploy/image.sh: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    Ok(())
+}
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// The group of Docker Engine's socket, which lets the image's user in.
+fn socket_and_group() -> anyhow::Result<(String, String)> {
+    use std::os::unix::fs::MetadataExt;
+
+    let socket = docker_engine();
+    let socket = socket.trim_start_matches("unix://").to_owned();
+    let group = std::fs::metadata(&socket)?.gid().to_string();
+    Ok((socket, group))
+}
+
 /// The image `deploy/image.sh` builds from the binary under test, without
 /// a registry, runs the quick start on the engine whose socket it is given,
 /// as its own non-root user, and reports itself healthy.
 #[tokio::test]
 async fn the_image_builds_without_a_registry_and_runs_the_quick_start() -> anyhow::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-
     let tag = format!("fastlane-story:{}", uuid::Uuid::new_v4().simple());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/image.sh");
-    let built = Command::new(&script)
-        .env("DOCKER_HOST", docker_engine())
-        .arg(binary())
-        .arg(&tag)
-        .output()?;
-    assert!(
-        built.status.success(),
-        "deploy/image.sh: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    build_image(&tag)?;
     assert_eq!(
         docker(&["image", "inspect", "--format", "{{.Config.User}}", &tag])?,
         "10000:10000"
@@ -106,9 +129,7 @@ async fn the_image_builds_without_a_registry_and_runs_the_quick_start() -> anyho
 
     // The engine's socket, for the jobs' containers: the image's user is
     // let in through the socket's group.
-    let socket = docker_engine();
-    let socket = socket.trim_start_matches("unix://");
-    let group = std::fs::metadata(socket)?.gid().to_string();
+    let (socket, group) = socket_and_group()?;
     let name = tag.replace([':', '.'], "-");
     let hosts = r#"[{"match": "", "hosts": ["unix:///var/run/docker.sock"]}]"#;
     docker(&[
@@ -131,6 +152,89 @@ async fn the_image_builds_without_a_registry_and_runs_the_quick_start() -> anyho
     docker(&["rm", "-f", &name])?;
     docker(&["rmi", &tag])?;
     outcome.with_context(|| format!("the container's log:\n{logs}"))
+}
+
+/// `deploy/compose.yaml` as the README tells operators to start it, with
+/// `deploy/compose.local.yaml` swapping in the Redis and PostgreSQL images
+/// `deploy/backing-images.sh` builds here (no registry): every service
+/// comes up, two workers take jobs through Redis and PostgreSQL, and the
+/// quick start runs through the api's published port. `down -v` removes
+/// it all.
+#[tokio::test]
+async fn compose_brings_up_api_workers_redis_and_postgres_and_runs_the_quick_start()
+-> anyhow::Result<()> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let short = &id[..12];
+    let (tag, project) = (format!("fastlane-compose:{short}"), format!("fl{short}"));
+    build_image(&tag)?;
+    let backing = Command::new(deploy_dir().join("backing-images.sh"))
+        .env("DOCKER_HOST", docker_engine())
+        .arg(short)
+        .output()?;
+    anyhow::ensure!(
+        backing.status.success(),
+        "deploy/backing-images.sh: {}",
+        String::from_utf8_lossy(&backing.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port()
+        .to_string();
+    let (socket, group) = socket_and_group()?;
+    let compose = |args: &[&str]| -> anyhow::Result<String> {
+        let (base, local) = (
+            deploy_dir().join("compose.yaml"),
+            deploy_dir().join("compose.local.yaml"),
+        );
+        let out = Command::new("docker-compose")
+            .env("DOCKER_HOST", docker_engine())
+            .env("FASTLANE_IMAGE", &tag)
+            .env("FASTLANE_PORT", &port)
+            .env("DOCKER_SOCKET", &socket)
+            .env("DOCKER_GID", &group)
+            .env("BACKING_IMAGES_SUFFIX", short)
+            .arg("-p")
+            .arg(&project)
+            .arg("-f")
+            .arg(base)
+            .arg("-f")
+            .arg(local)
+            .args(args)
+            .output()
+            .context("docker-compose (Debian's) must be installed")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "docker-compose {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+
+    let outcome = async {
+        compose(&["up", "-d"])?;
+        let workers = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--filter",
+            "label=com.docker.compose.service=worker",
+        ])?;
+        assert_eq!(workers.lines().count(), 2, "two workers run: {workers}");
+        quick_start(&format!("{project}_api_1")).await
+    }
+    .await;
+    let logs = compose(&["logs", "--no-color"]).unwrap_or_default();
+    compose(&["down", "-v"])?;
+    for image in [
+        tag.clone(),
+        format!("fastlane-redis:{short}"),
+        format!("fastlane-postgres:{short}"),
+    ] {
+        docker(&["rmi", &image])?;
+    }
+    outcome.with_context(|| format!("the services' logs:\n{logs}"))
 }
 
 async fn quick_start(container: &str) -> anyhow::Result<()> {
