@@ -28,6 +28,10 @@ DOCKERD_TCP=${FASTLANE_DOCKERD_TCP:-127.0.0.1:23760}
 DOCKERD_ROOT=${FASTLANE_DOCKERD_ROOT:-/var/lib/fastlane-docker}
 REGISTRY=${FASTLANE_REGISTRY:-127.0.0.1:5050}
 REGISTRY_DIR=${FASTLANE_REGISTRY_DIR:-/var/lib/fastlane-registry}
+# Where the tests put a slow (bandwidth-limited) proxy in front of the
+# registry, one port per engine; the engines trust the registry's CA there
+# too.
+SLOW_REGISTRY_PORTS="5051 5052"
 REDIS_PORT=${FASTLANE_REDIS_PORT:-6390}
 POSTGRES_PORT=${FASTLANE_POSTGRES_PORT:-5433}
 what=${1:-all}
@@ -257,7 +261,7 @@ postgres_tls() {
 # (Debian's docker-registry) with htpasswd logins (user `fastlane`,
 # password `fastlane`) over TLS, its certificate from a CA made here that
 # both engines trust for that address only (`certs.d`). The test image is
-# pushed to it as `private/busybox:1`.
+# pushed to it as `private/busybox:1`, and a bigger one as `private/bulky:1`.
 start_registry() {
     local dir=$REGISTRY_DIR
     if [ ! -f "$dir/certs/server.crt" ]; then
@@ -288,9 +292,12 @@ auth:
     realm: fastlane-test
     path: $dir/htpasswd
 YAML
+    local address
     for engine_dir in /etc/docker/certs.d /etc/containers/certs.d; do
-        as_root mkdir -p "$engine_dir/$REGISTRY"
-        as_root cp "$dir/certs/ca.crt" "$engine_dir/$REGISTRY/ca.crt"
+        for address in "$REGISTRY" $(printf '127.0.0.1:%s ' $SLOW_REGISTRY_PORTS); do
+            as_root mkdir -p "$engine_dir/$address"
+            as_root cp "$dir/certs/ca.crt" "$engine_dir/$address/ca.crt"
+        done
     done
     if ! curl -s --max-time 2 --cacert "$dir/certs/ca.crt" "https://$REGISTRY/v2/" >/dev/null 2>&1; then
         log "starting the private registry on $REGISTRY"
@@ -310,6 +317,23 @@ YAML
         as_root podman tag busybox:latest "$image" >&2
         as_root podman push --creds fastlane:fastlane "$image" >&2
         as_root podman rmi "$image" >/dev/null 2>&1 || true
+    fi
+    # An image with a layer of 8 MB of random bytes (it does not compress),
+    # whose pull through the slow proxy takes seconds.
+    image="$REGISTRY/private/bulky:1"
+    if ! curl -sf --max-time 5 --cacert "$dir/certs/ca.crt" -u fastlane:fastlane \
+        "https://$REGISTRY/v2/private/bulky/manifests/1" \
+        -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+        -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' >/dev/null; then
+        log "pushing $image"
+        local context
+        context=$(mktemp -d)
+        head -c 8000000 /dev/urandom >"$context/blob"
+        printf 'FROM busybox:latest\nCOPY blob /blob\n' >"$context/Containerfile"
+        as_root podman build -q -t "$image" "$context" >&2
+        as_root podman push --creds fastlane:fastlane "$image" >&2
+        as_root podman rmi "$image" >/dev/null 2>&1 || true
+        rm -rf "$context"
     fi
     REGISTRY_UP=$REGISTRY
 }

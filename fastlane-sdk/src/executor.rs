@@ -4,7 +4,8 @@
 //! returns so that any worker can pick the execution up again after a crash:
 //!
 //! 1. [`Executor::place`] chooses where it runs (status `pulling`);
-//! 2. [`Executor::prepare`] gets the image ready there;
+//! 2. [`Executor::prepare`] gets the image ready there, reporting a pull's
+//!    progress (the execution's status detail);
 //! 3. [`Executor::start`] starts it (status `running`). Starting is
 //!    idempotent per execution id: a second call finds the first run
 //!    instead of starting another;
@@ -163,6 +164,24 @@ pub trait LogSink: Send + Sync {
         let _ = stream;
         true
     }
+}
+
+/// Where [`Executor::prepare`] says how far it got, for the execution's
+/// status detail while it is `pulling` (`pulling busybox:1: 1 of 2 layers,
+/// 0.8 of 2.1 MB`). The host keeps the newest report and stores it every so
+/// often, so report as often as anything changes.
+pub trait Progress: Send + Sync {
+    /// The newest state, replacing the one before. Cheap; never waits.
+    fn report(&self, detail: &str);
+}
+
+/// A [`Progress`] that keeps nothing (for tests, and calls outside the
+/// host's steps).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn report(&self, _detail: &str) {}
 }
 
 /// A group of hosts that runs a bounded number of executions at once (a
@@ -393,9 +412,14 @@ pub trait Executor: Send + Sync + fmt::Debug {
     /// means no host can take it now; the host retries later.
     async fn place(&self, spec: &ExecutionSpec) -> Result<Placement, PluginError>;
 
-    /// Makes the image ready on the placement's host.
-    async fn prepare(&self, spec: &ExecutionSpec, placement: &Placement)
-    -> Result<(), PluginError>;
+    /// Makes the image ready on the placement's host, telling `progress`
+    /// how far a pull got.
+    async fn prepare(
+        &self,
+        spec: &ExecutionSpec,
+        placement: &Placement,
+        progress: &dyn Progress,
+    ) -> Result<(), PluginError>;
 
     /// Starts the run, or returns the run already started for this execution
     /// id (so redelivered work never starts a second container).

@@ -49,8 +49,8 @@ pub use error::{ErrorKind, PluginError};
 pub use error_handler::{ErrorHandler, ErrorHandlerFactory, ErrorReport};
 pub use executor::{
     COUNT_PAST_LIMIT, Cut, ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus,
-    HostHealth, HostStatus, LogSink, LogStream, OutputCollector, Placement, Pool, Resources,
-    RunHandle, RunOutput, RunningContainer,
+    HostHealth, HostStatus, LogSink, LogStream, NoProgress, OutputCollector, Placement, Pool,
+    Progress, Resources, RunHandle, RunOutput, RunningContainer,
 };
 pub use metrics::{Metric, MetricValue, MetricsSink, MetricsSinkFactory};
 pub use model::{

@@ -443,6 +443,11 @@ pub struct Execution {
     /// Every notification attempt made about this execution.
     #[serde(default)]
     pub dispatches: Vec<DispatchRecord>,
+    /// While it is `pulling`: how far its executor got, as its
+    /// [`Progress`](crate::Progress) last said (a pull's layers). Gone once
+    /// it moves on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Execution {
@@ -476,6 +481,7 @@ impl Execution {
             request_ip,
             scheduled_at: None,
             dispatches: Vec::new(),
+            detail: None,
         }
     }
 }

@@ -139,7 +139,12 @@ pub fn spec(subject: &ExecutorSubject<'_>, script: &str) -> ExecutionSpec {
 /// Places, prepares and starts `spec`, as the server does.
 pub async fn start(executor: &Arc<dyn Executor>, spec: &ExecutionSpec) -> RunHandle {
     let placement = succeeded("place", executor.place(spec).await);
-    succeeded("prepare", executor.prepare(spec, &placement).await);
+    succeeded(
+        "prepare",
+        executor
+            .prepare(spec, &placement, &crate::executor::NoProgress)
+            .await,
+    );
     succeeded("start", executor.start(spec, &placement).await)
 }
 

@@ -481,6 +481,7 @@ mod tests {
             &self,
             _: &fastlane_sdk::ExecutionSpec,
             _: &fastlane_sdk::Placement,
+            _: &dyn fastlane_sdk::Progress,
         ) -> Result<(), fastlane_sdk::PluginError> {
             unreachable!("only followed")
         }

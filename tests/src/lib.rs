@@ -18,6 +18,7 @@ pub mod browser;
 pub mod engine;
 pub mod postgres;
 pub mod processes;
+pub mod proxy;
 pub mod receiver;
 pub mod redis;
 pub mod redis_topologies;

@@ -194,6 +194,7 @@ impl Executor for LocalExecutor {
         &self,
         _spec: &ExecutionSpec,
         _placement: &Placement,
+        _progress: &dyn fastlane_sdk::Progress,
     ) -> Result<(), PluginError> {
         Ok(())
     }

@@ -176,6 +176,7 @@ impl Executor for RemoteExecutor {
         &self,
         _spec: &ExecutionSpec,
         _placement: &Placement,
+        _progress: &dyn fastlane_sdk::Progress,
     ) -> Result<(), PluginError> {
         Ok(())
     }

@@ -19,7 +19,7 @@ use crate::error::PluginError;
 use crate::error_handler::{ErrorHandler, ErrorHandlerFactory, ErrorReport};
 use crate::executor::{
     ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, HostHealth, LogSink,
-    Placement, Pool, Resources, RunHandle, RunOutput,
+    Placement, Pool, Progress, Resources, RunHandle, RunOutput,
 };
 use crate::metrics::{Metric, MetricsSink, MetricsSinkFactory};
 use crate::notifier::{Delivery, DeliveryReport, Notifier, NotifierFactory};
@@ -295,9 +295,12 @@ impl Executor for Guarded<Arc<dyn Executor>> {
         &self,
         spec: &ExecutionSpec,
         placement: &Placement,
+        progress: &dyn Progress,
     ) -> Result<(), PluginError> {
-        self.future("preparing an execution", |e| e.prepare(spec, placement))
-            .await
+        self.future("preparing an execution", |e| {
+            e.prepare(spec, placement, progress)
+        })
+        .await
     }
 
     async fn start(

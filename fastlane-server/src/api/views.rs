@@ -236,6 +236,11 @@ pub struct ExecutionView {
     // No doc comment: a described enum field becomes `allOf`, which some
     // client generators cannot read (the enum's own description stands).
     pub status: StatusView,
+    /// While it is `pulling`: how far getting its image ready got, as its
+    /// executor reports it (`pulling busybox:1: 1 of 2 layers downloaded,
+    /// 0.8 of 2.1 MB`); absent otherwise.
+    #[oai(skip_serializing_if_is_none)]
+    pub status_detail: Option<String>,
     /// The exit code, once it exited.
     #[oai(nullable)]
     pub exit_code: Option<i64>,
@@ -271,6 +276,7 @@ impl poem_openapi::types::Example for ExecutionView {
                 "container_id": "3c9e1f…",
             }),
             status: StatusView::Done,
+            status_detail: None,
             exit_code: Some(0),
             log: Some("it works\n".to_owned()),
             error: Some(String::new()),
@@ -409,6 +415,10 @@ pub fn execution_view(execution: &Execution, urls: &Urls) -> ExecutionView {
         command: execution.command.clone(),
         metadata,
         status: execution.status.into(),
+        status_detail: execution
+            .detail
+            .clone()
+            .filter(|_| execution.status == ExecutionStatus::Pulling),
         exit_code: execution.exit_code,
         log: execution.stdout.clone(),
         error: error_text(execution),

@@ -521,6 +521,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         at: DateTime<Utc>,
     ) -> Result<Option<Execution>, StoreError>;
 
+    /// Sets the status detail of an execution that is still `pulling`
+    /// (how far its executor's preparation got, [`Execution::detail`]);
+    /// does nothing to one that moved on. A store that cannot keep it keeps
+    /// this default, which does nothing.
+    async fn set_detail(&self, execution_id: &str, detail: &str) -> Result<(), StoreError> {
+        let _ = (execution_id, detail);
+        Ok(())
+    }
+
     /// Adds a notification attempt to an execution's record. Attempts are
     /// only ever added this way: saving an execution keeps them.
     async fn append_dispatch(

@@ -521,6 +521,17 @@ impl Store for MongoStore {
         Ok(())
     }
 
+    async fn set_detail(&self, execution_id: &str, detail: &str) -> Result<(), StoreError> {
+        self.collection(EXECUTIONS)
+            .update_one(
+                doc! {"_id": execution_id, "status": "pulling"},
+                doc! {"$set": {"doc.detail": detail}},
+            )
+            .await
+            .map_err(mongo)?;
+        Ok(())
+    }
+
     async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
         let stored = StoredExecution::new(execution)?;
         let seq = self.next_seq(EXECUTIONS).await.map_err(mongo)?;

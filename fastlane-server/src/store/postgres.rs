@@ -387,6 +387,16 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn set_detail(&self, execution_id: &str, detail: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE executions SET data = jsonb_set(data, '{detail}', to_jsonb($2::text))
+             WHERE execution_id = $1 AND status = 'pulling'",
+            &[&execution_id, &detail],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
         insert_execution_in(&self.client().await?, execution).await
     }

@@ -470,6 +470,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn set_detail(&self, execution_id: &str, detail: &str) -> Result<(), StoreError> {
+        let (execution_id, detail) = (execution_id.to_owned(), detail.to_owned());
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE executions SET data = json_set(data, '$.detail', ?2)
+                     WHERE execution_id = ?1 AND status = 'pulling'",
+                    params![execution_id, detail],
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn insert_execution(&self, execution: &Execution) -> Result<bool, StoreError> {
         let execution = ExecutionRow::of(execution)?;
         Ok(self.db.write(move |conn| execution.insert(conn)).await?)

@@ -5,7 +5,7 @@
 //! | stored state | step | what it does |
 //! |---|---|---|
 //! | `enqueued` | [`expire`], [`place`] | check expiration, take a slot in line, choose a host → `pulling` |
-//! | `pulling` | [`start`] | ready the image, start the container (finding one already started) → `running` |
+//! | `pulling` | [`start`] | ready the image (its pull's progress stored as the status detail, `progress.rs`), start the container (finding one already started) → `running` |
 //! | `running` | [`watch`] | wait for the exit (or the timeout), collect output → final status |
 //! | final | | tidy up the container |
 //!
@@ -310,7 +310,10 @@ async fn start(
 ) -> Result<RunHandle, StepError> {
     let store = &services.store;
     let executor = services.executors.for_task(&execution.task_id);
-    if let Err(err) = executor.prepare(spec, placement).await {
+    let detail = super::progress::Detail::start(store.clone(), execution.execution_id.clone());
+    let prepared = executor.prepare(spec, placement, &detail).await;
+    drop(detail);
+    if let Err(err) = prepared {
         if err.kind() == ErrorKind::Unavailable {
             // The host did not answer, and nothing was created on it yet:
             // the next try places the execution afresh, on a host that

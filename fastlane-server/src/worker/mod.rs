@@ -8,6 +8,7 @@
 //! stored.
 
 pub mod execution;
+mod progress;
 pub mod turnstile;
 
 use std::sync::Arc;

@@ -16,8 +16,8 @@ use tracing::{debug, info, warn};
 
 use fastlane_sdk::{
     ExecutionSpec, Executor, ExecutorStatus, ExitStatus, HostHealth, HostStatus, LogSink,
-    LogStream, OutputCollector, Placement, PluginError, Pool, Resources, RunHandle, RunOutput,
-    RunningContainer,
+    LogStream, NoProgress, OutputCollector, Placement, PluginError, Pool, Progress, Resources,
+    RunHandle, RunOutput, RunningContainer,
 };
 
 use crate::addr::HostAddr;
@@ -26,8 +26,7 @@ use crate::config::DockerExecutorConfig;
 use crate::container::check_resources;
 use crate::errors::{classify, lost_if_given_up, name_in_use};
 use crate::host::Host;
-use crate::image::{pull, pull_if_allowed};
-use crate::registry::PullPolicy;
+use crate::image::{make_ready, pull_if_allowed};
 
 /// Prefix of the name of every container fastlane starts.
 pub const CONTAINER_PREFIX: &str = "fastlane-job-";
@@ -546,35 +545,11 @@ impl Executor for DockerExecutor {
         &self,
         spec: &ExecutionSpec,
         placement: &Placement,
+        progress: &dyn Progress,
     ) -> Result<(), PluginError> {
         let host = self.host(&placement.host)?;
         let farm = &self.farm_of(spec)?.config;
-        let policy = farm.pull_policy_for(spec.pull_policy);
-        if policy == PullPolicy::Always {
-            pull(host, &spec.image, farm).await?;
-            host.saw_image(&spec.image, true);
-            return Ok(());
-        }
-        // An image a healthy host held a moment ago is taken on trust: one
-        // engine round trip less per execution (7 ms of the 12 between a
-        // submission and its container on Podman, measured here). `start`
-        // pulls it should it be gone after all.
-        if host.circuit.fails() == 0 && host.holds_image(&spec.image) {
-            return Ok(());
-        }
-        let docker = host.client().await?;
-        match docker.inspect_image(&spec.image).await {
-            Ok(_) => {}
-            Err(DockerError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {
-                debug!(host = %host.name, image = %spec.image, "image not present, pulling");
-                pull_if_allowed(host, &spec.image, farm, policy).await?;
-            }
-            Err(e) => return Err(classify(host, "inspecting the image", e)),
-        }
-        host.saw_image(&spec.image, true);
-        Ok(())
+        make_ready(host, &spec.image, farm, spec.pull_policy, progress).await
     }
 
     async fn start(
@@ -606,7 +581,7 @@ impl Executor for DockerExecutor {
                 // The image `prepare` took on trust is gone: pull it again.
                 host.saw_image(&spec.image, false);
                 let policy = farm.config.pull_policy_for(spec.pull_policy);
-                pull_if_allowed(host, &spec.image, &farm.config, policy).await?;
+                pull_if_allowed(host, &spec.image, &farm.config, policy, &NoProgress).await?;
                 host.saw_image(&spec.image, true);
                 match docker.create_container(Some(options), body).await {
                     Ok(created) => created,

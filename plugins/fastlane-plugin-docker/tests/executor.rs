@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fastlane_plugin_docker::DockerExecutorFactory;
-use fastlane_sdk::{ErrorKind, ExecutionSpec, Executor, ExecutorFactory};
+use fastlane_sdk::{ErrorKind, ExecutionSpec, Executor, ExecutorFactory, NoProgress};
 use serde_json::json;
 
 fn engine() -> String {
@@ -49,7 +49,7 @@ async fn a_run_reports_its_exit_code_and_keeps_stdout_and_stderr_apart() {
     ]);
     let placement = executor.place(&spec).await.expect("placed");
     executor
-        .prepare(&spec, &placement)
+        .prepare(&spec, &placement, &NoProgress)
         .await
         .expect("image ready");
     let handle = executor.start(&spec, &placement).await.expect("started");
@@ -129,7 +129,7 @@ async fn placement_errors_say_whether_to_wait_or_give_up() {
     let spec = spec(&["true"]);
     let placement = executor.place(&spec).await.expect("the only host");
     let err = executor
-        .prepare(&spec, &placement)
+        .prepare(&spec, &placement, &NoProgress)
         .await
         .expect_err("host down");
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
@@ -279,7 +279,10 @@ async fn an_image_removed_after_it_was_seen_is_pulled_again_at_start() {
         ..spec(&["true"])
     };
     let placement = executor.place(&first).await.expect("placed");
-    executor.prepare(&first, &placement).await.expect("seen");
+    executor
+        .prepare(&first, &placement, &NoProgress)
+        .await
+        .expect("seen");
     let handle = executor.start(&first, &placement).await.expect("started");
     assert_eq!(executor.wait(&handle).await.expect("exited").code, 0);
     executor.release(&handle).await.expect("released");
@@ -291,7 +294,7 @@ async fn an_image_removed_after_it_was_seen_is_pulled_again_at_start() {
         ..spec(&["true"])
     };
     executor
-        .prepare(&second, &placement)
+        .prepare(&second, &placement, &NoProgress)
         .await
         .expect("taken on trust");
     let err = executor

@@ -5,7 +5,7 @@
 //! (`engines::podman::…` and `engines::docker_engine::…`); the rest of the
 //! suite runs on Podman.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -265,6 +265,80 @@ async fn a_private_registrys_image_is_pulled_with_the_farms_login(
     Ok(())
 }
 
+/// A pull that takes seconds (an 8 MB layer through a proxy passing 2 MB/s)
+/// shows its progress in the execution's `statusDetail` while it is
+/// `pulling`, layer by layer, and the detail is gone once it runs.
+async fn a_slow_pulls_progress_is_the_status_detail(engine: Engine) -> anyhow::Result<()> {
+    // One port per engine (both run at once), trusted by the engines as
+    // the registry itself is (`scripts/services.sh`).
+    let slow = match engine {
+        Engine::Podman => "127.0.0.1:5051",
+        Engine::DockerEngine => "127.0.0.1:5052",
+    };
+    let _proxy = fastlane_tests::proxy::slow_proxy(slow, &registry(), 2_000_000).await?;
+    let image = format!("{slow}/private/bulky:1");
+    // Gone from the engine (with the containers earlier runs left, which
+    // would keep its layer), so that its layer comes down again.
+    let socket = engine.socket();
+    let docker = |args: &[&str]| {
+        Command::new("docker")
+            .arg("-H")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .context("the docker CLI (Debian's docker.io)")
+    };
+    let filter = format!("ancestor={image}");
+    let left = docker(&["ps", "-aq", "--filter", &filter])?;
+    for id in String::from_utf8_lossy(&left.stdout).split_whitespace() {
+        docker(&["rm", "-f", id])?;
+    }
+    docker(&["rmi", "-f", &image])?;
+    let farms = json!([{"match": "", "hosts": [&socket], "pullPolicy": "always",
+        "registryAuth": {slow: {"username": "fastlane", "password": "fastlane"}}}]);
+    let server = Server::start(&[("DOCKER_HOSTS", &farms.to_string())]).await?;
+    let created = server
+        .submit("bulky", json!({"image": &image, "command": "echo pulled"}))
+        .await?;
+    let url = created["executionUrl"].as_str().context("executionUrl")?;
+
+    let mut details = Vec::new();
+    let deadline = std::time::Instant::now() + LIMIT;
+    let ended = loop {
+        let (_, body) = server.get(url).await?;
+        let execution = &body["execution"];
+        match execution["status"].as_str() {
+            Some("enqueued" | "pulling") => {
+                if let Some(detail) = execution["statusDetail"].as_str()
+                    && details.last().is_none_or(|last: &String| last != detail)
+                {
+                    details.push(detail.to_owned());
+                }
+            }
+            Some("running") => assert!(
+                execution.get("statusDetail").is_none(),
+                "no detail once it runs: {execution}"
+            ),
+            _ => break execution.clone(),
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "still {execution}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ended["status"], "done", "{ended}");
+    assert!(ended.get("statusDetail").is_none(), "{ended}");
+    let prefix = format!("pulling {image}: ");
+    let layers: Vec<&String> = details.iter().filter(|d| d.starts_with(&prefix)).collect();
+    assert!(
+        layers.iter().any(|d| d.contains("layers downloaded")),
+        "the layers were counted while it pulled: {details:?}"
+    );
+    assert!(
+        layers.iter().any(|d| !d.contains(" 2 of 2 ")),
+        "a detail came before the pull was done: {details:?}"
+    );
+    Ok(())
+}
+
 fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
@@ -311,4 +385,5 @@ on_both_engines!(
     a_restarted_server_adopts_the_running_container,
     live_logs_arrive_while_the_container_runs,
     a_private_registrys_image_is_pulled_with_the_farms_login,
+    a_slow_pulls_progress_is_the_status_detail,
 );

@@ -204,6 +204,48 @@ pub async fn dispatches_survive_saves(store: Arc<dyn Store>) {
     assert_eq!(kept.status, ExecutionStatus::Running);
 }
 
+/// The status detail is kept while an execution is `pulling`, and a save
+/// that moves it on (which carries no detail) ends it; a late detail does
+/// not come back.
+pub async fn a_detail_is_kept_only_while_pulling(store: Arc<dyn Store>) {
+    let (_, mut first) = stored(store.as_ref(), "detailed", 0).await;
+    let read = || async {
+        store
+            .execution(&first.execution_id)
+            .await
+            .expect("read")
+            .expect("execution")
+    };
+    store
+        .set_detail(&first.execution_id, "ignored: not pulling yet")
+        .await
+        .expect("detail");
+    assert_eq!(read().await.detail, None);
+    first.status = ExecutionStatus::Pulling;
+    store.save_execution(&first, None).await.expect("save");
+    for detail in [
+        "pulling b:1: 0 of 2 layers downloaded",
+        "pulling b:1: 1 of 2 layers downloaded",
+    ] {
+        store
+            .set_detail(&first.execution_id, detail)
+            .await
+            .expect("detail");
+        assert_eq!(read().await.detail.as_deref(), Some(detail));
+    }
+    first.status = ExecutionStatus::Running;
+    store.save_execution(&first, None).await.expect("save");
+    store
+        .set_detail(&first.execution_id, "pulling b:1: late")
+        .await
+        .expect("detail");
+    let running = read().await;
+    assert_eq!(
+        (running.status, running.detail),
+        (ExecutionStatus::Running, None)
+    );
+}
+
 /// An execution id is inserted once; a schedule is recorded only for the
 /// job's current generation, and scheduled jobs are listed.
 pub async fn inserts_are_idempotent_and_schedules_follow_generations(store: Arc<dyn Store>) {
@@ -486,6 +528,7 @@ macro_rules! store_conformance {
             executions_come_newest_first_and_a_retry_is_counted,
             a_stopped_execution_stays_stopped,
             dispatches_survive_saves,
+            a_detail_is_kept_only_while_pulling,
             inserts_are_idempotent_and_schedules_follow_generations,
             the_blacklist_keeps_each_host_once,
             the_newest_host_health_report_wins,
