@@ -234,7 +234,14 @@ impl Follow {
     /// Sends `Authorization: Bearer <token>` with every handshake.
     #[must_use]
     pub fn bearer(mut self, token: &str) -> Self {
-        self.authorization = HeaderValue::from_str(&format!("Bearer {token}")).ok();
+        self.authorization =
+            HeaderValue::from_str(&format!("Bearer {token}"))
+                .ok()
+                .map(|mut value| {
+                    // Kept out of `Debug`.
+                    value.set_sensitive(true);
+                    value
+                });
         self
     }
 

@@ -94,7 +94,8 @@ pub struct Loaded {
 }
 
 /// Loads the library at `path` and registers its plugins into `registry`.
-/// Must be called inside the tokio runtime the plugins will run on.
+/// The library starts a tokio runtime of its own for its plugins the first
+/// time it is registered.
 pub fn load(path: &Path, registry: &mut Registry) -> Result<Loaded, LoadError> {
     let fail_open = |source| LoadError::Open {
         path: path.to_owned(),

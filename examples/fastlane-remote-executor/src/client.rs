@@ -9,10 +9,13 @@ use std::fmt;
 use std::time::Duration;
 
 use fastlane_client::follow::{Follow, FollowError};
-use fastlane_sdk::{LogSink, LogStream, PluginError};
+use fastlane_sdk::PluginError;
 use reqwest::{Response, StatusCode, header};
 
 use crate::config::RemoteConfig;
+
+/// The most of a remote error answer kept in an error message.
+const ERROR_BYTES: usize = 4096;
 
 /// How long opening a connection to the remote server may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -156,31 +159,6 @@ impl Remote {
         Ok(())
     }
 
-    /// Reads `stream` of the remote execution into `sink`, stopping as soon
-    /// as the sink wants no more of it.
-    pub async fn read(
-        &self,
-        run: &RemoteRun,
-        stream: LogStream,
-        sink: &dyn LogSink,
-    ) -> Result<(), PluginError> {
-        let what = format!("reading {}", stream.as_str());
-        let sent = self
-            .http
-            .get(self.url(run, &format!("/{}", stream.as_str())))
-            .send()
-            .await;
-        let mut response = self.answer(&what, sent).await?;
-        while sink.wants(stream) {
-            match response.chunk().await {
-                Ok(Some(bytes)) => sink.write(stream, &bytes).await,
-                Ok(None) => break,
-                Err(err) => return Err(transport(&what, &err)),
-            }
-        }
-        Ok(())
-    }
-
     /// Whether the remote server answers its health check.
     pub async fn health(&self) -> Result<(), String> {
         let sent = self
@@ -217,17 +195,27 @@ impl Remote {
         if status.is_success() {
             return Ok(response);
         }
-        // The remote server's errors are JSON with an `error` field.
+        // The remote server's errors are JSON with an `error` field; what
+        // is kept of an answer is bounded.
         let body = response.text().await.unwrap_or_default();
         let said = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|body| body["error"].as_str().map(str::to_owned))
             .unwrap_or(body);
+        let (said, _) = fastlane_sdk::text::truncate(&said, ERROR_BYTES);
         let message = format!("{} answered {status} {what}: {said}", self.base);
         Err(match status {
             StatusCode::NOT_FOUND => PluginError::not_found(message),
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                PluginError::unavailable(message)
+            // Credentials the remote server no longer takes: work waits
+            // for an operator instead of failing.
+            StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE => PluginError::unavailable(message),
+            // An idempotency key whose first answer has just expired: the
+            // request may be sent again.
+            StatusCode::CONFLICT if said.contains("send the request again") => {
+                PluginError::retryable(message)
             }
             s if s.is_server_error() => PluginError::retryable(message),
             _ => PluginError::permanent(message),
@@ -252,8 +240,11 @@ pub fn followed(err: FollowError) -> PluginError {
     let message = err.to_string();
     match err {
         FollowError::NotFound => PluginError::not_found(message),
-        FollowError::Refused(_) | FollowError::BadUrl(_) => PluginError::permanent(message),
-        FollowError::Lost { .. } => PluginError::unavailable(message),
+        // A refused socket (credentials taken back, too many sockets open
+        // there) and a lost server both mean: wait, and ask again. A run
+        // going on there is not given up on for it.
+        FollowError::Refused(_) | FollowError::Lost { .. } => PluginError::unavailable(message),
+        FollowError::BadUrl(_) => PluginError::permanent(message),
     }
 }
 

@@ -59,13 +59,30 @@ impl RemoteConfig {
             Some(other) => return Err(bad("url", &format!("must be a string, not {other}"))),
             None => return Err(bad("url", "is missing: the remote server's base URL")),
         };
+        // Errors name the URL's scheme, never the URL: it may hold a
+        // password.
         let parsed =
-            reqwest::Url::parse(&url).map_err(|err| bad("url", &format!("{url:?}: {err}")))?;
+            reqwest::Url::parse(&url).map_err(|err| bad("url", &format!("is not a URL: {err}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(bad(
                 "url",
-                &format!("must be an http:// or https:// address, not {url:?}"),
+                &format!(
+                    "must be an http:// or https:// address with a host, not a {}: one",
+                    parsed.scheme()
+                ),
             ));
+        }
+        // The URL is shown in handles, logs and `/status`: no credentials
+        // in it (they go in `token`), and nothing the paths are added to
+        // would break.
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(bad(
+                "url",
+                "must not hold credentials: put the remote server's token in `token`",
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(bad("url", "must have no query (`?…`) or fragment (`#…`)"));
         }
         let token = match config.get("token") {
             None | Some(serde_json::Value::Null) => None,
@@ -133,6 +150,13 @@ mod tests {
             refused(json!({"url": "http://b", "maxRunning": 0})).contains("`maxRunning` must be")
         );
         assert!(refused(json!({"url": "http://b", "token": ""})).contains("`token`"));
+        let with_password = refused(json!({"url": "http://u:s3cret@b"}));
+        assert!(
+            with_password.contains("must not hold credentials"),
+            "{with_password}"
+        );
+        assert!(!with_password.contains("s3cret"), "{with_password}");
+        assert!(refused(json!({"url": "http://b/?x=1"})).contains("no query"));
         assert!(
             refused(json!({"url": "http://b", "requestTimeoutSeconds": "5"}))
                 .contains("`requestTimeoutSeconds` must be")

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fastlane_client::follow::{Event, Stream};
 use fastlane_sdk::{
-    ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, HostStatus, LogSink,
-    LogStream, OutputCollector, Placement, PluginError, Pool, RunHandle, RunOutput,
+    ErrorKind, ExecutionSpec, Executor, ExecutorFactory, ExecutorStatus, ExitStatus, HostStatus,
+    LogSink, LogStream, OutputCollector, Placement, PluginError, Pool, RunHandle, RunOutput,
     RunningContainer,
 };
 use serde_json::json;
@@ -19,6 +19,10 @@ use crate::config::RemoteConfig;
 /// The exit code reported for a remote execution stopped before it
 /// exited by itself (a killed container's).
 const STOPPED_CODE: i64 = 137;
+
+/// A log offset past the end of any log: `wait` follows from there, so
+/// only the `exit` frame comes.
+const PAST_THE_END: u64 = i64::MAX as u64;
 
 /// Builds [`RemoteExecutor`]s from [`RemoteConfig`].
 #[derive(Debug, Clone, Copy)]
@@ -127,25 +131,65 @@ impl RemoteExecutor {
     }
 }
 
-/// How a remote execution's end reads here.
+/// How a remote execution's end reads here. A run stopped there never
+/// reads as a success; one that failed there without exiting (its host
+/// lost) is `Lost`, so this server's own retry rules apply; one the remote
+/// server timed out or expired is a failure saying so.
 fn exit_status(
     base: &str,
     status: &str,
     exit_code: Option<i64>,
     error: Option<String>,
 ) -> Result<ExitStatus, PluginError> {
+    let why = || {
+        error
+            .clone()
+            .unwrap_or_else(|| "no reason given".to_owned())
+    };
     match (status, exit_code) {
+        ("stopped", code) => Ok(ExitStatus {
+            code: code.filter(|c| *c != 0).unwrap_or(STOPPED_CODE),
+            error: Some(format!("stopped on {base}: {}", why())),
+        }),
         (_, Some(code)) => Ok(ExitStatus { code, error }),
         ("done", None) => Ok(ExitStatus { code: 0, error }),
-        ("stopped", None) => Ok(ExitStatus {
-            code: STOPPED_CODE,
-            error: Some(format!("stopped on {base}")),
-        }),
+        ("failed", None) => Err(PluginError::lost(format!(
+            "the execution failed on {base} without exiting: {}",
+            why()
+        ))),
         (status, None) => Err(PluginError::permanent(format!(
-            "the execution ended {status} on {base}: {}",
-            error.as_deref().unwrap_or("no reason given")
+            "the execution ended {status} on {base} (its own limits, such as \
+             HARD_EXECUTION_TIMEOUT_SECONDS, apply there): {}",
+            why()
         ))),
     }
+}
+
+/// Hands what the remote execution's live log holds (from its first byte)
+/// to `sink`, stdout and stderr apart, until the log ends or the sink wants
+/// no more. The remote server's own notices (a cap reached) are left out.
+async fn read_log(remote: &Remote, run: &RemoteRun, sink: &dyn LogSink) -> Result<(), PluginError> {
+    let mut follow = remote.follow(run);
+    while sink.wants(LogStream::Stdout) || sink.wants(LogStream::Stderr) {
+        let Some(event) = follow.next().await.map_err(followed)? else {
+            break;
+        };
+        match event {
+            Event::Output { stream, text } => {
+                let stream = match stream {
+                    Stream::Stdout => LogStream::Stdout,
+                    Stream::Stderr => LogStream::Stderr,
+                    Stream::Notice => continue,
+                };
+                if sink.wants(stream) {
+                    sink.write(stream, text.as_bytes()).await;
+                }
+            }
+            Event::Exited { .. } => break,
+            Event::Started { .. } | Event::Reconnecting { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -204,12 +248,16 @@ impl Executor for RemoteExecutor {
         })
     }
 
-    /// Follows the remote execution's live log to its `exit` frame (the
-    /// output it carries is dropped here; `follow` keeps it).
+    /// Follows the remote execution's live log to its `exit` frame,
+    /// starting past its end so that no output comes over this socket
+    /// (`follow` and `output` read it).
     async fn wait(&self, handle: &RunHandle) -> Result<ExitStatus, PluginError> {
         let run = Self::run(handle)?;
         let _waiting = Waiting::new(&self.waiting, &handle.id);
-        let mut follow = self.remote.follow(&run);
+        let mut follow = self
+            .remote
+            .follow(&run)
+            .resume(&run.execution, PAST_THE_END);
         while let Some(event) = follow.next().await.map_err(followed)? {
             if let Event::Exited {
                 status,
@@ -228,40 +276,19 @@ impl Executor for RemoteExecutor {
         )))
     }
 
+    /// What the remote live log holds, stdout and stderr apart: the run's
+    /// own streams (the remote `…/stderr` route also carries the remote
+    /// server's reasons). The remote server's `EXECUTION_LOG_MAX_BYTES`
+    /// caps it there.
     async fn output(&self, handle: &RunHandle, limit: u64) -> Result<RunOutput, PluginError> {
         let run = Self::run(handle)?;
         let collector = OutputCollector::with_limit(limit);
-        for stream in [LogStream::Stdout, LogStream::Stderr] {
-            self.remote.read(&run, stream, &collector).await?;
-        }
+        read_log(&self.remote, &run, &collector).await?;
         Ok(collector.into_output())
     }
 
     async fn follow(&self, handle: &RunHandle, sink: &dyn LogSink) -> Result<(), PluginError> {
-        let run = Self::run(handle)?;
-        let mut follow = self.remote.follow(&run);
-        while sink.wants(LogStream::Stdout) || sink.wants(LogStream::Stderr) {
-            let Some(event) = follow.next().await.map_err(followed)? else {
-                break;
-            };
-            match event {
-                Event::Output { stream, text } => {
-                    let stream = match stream {
-                        Stream::Stdout => LogStream::Stdout,
-                        Stream::Stderr => LogStream::Stderr,
-                        // The remote server's own notices (a cap reached)
-                        // are not the run's output.
-                        Stream::Notice => continue,
-                    };
-                    if sink.wants(stream) {
-                        sink.write(stream, text.as_bytes()).await;
-                    }
-                }
-                Event::Exited { .. } => break,
-                Event::Started { .. } | Event::Reconnecting { .. } => {}
-            }
-        }
-        Ok(())
+        read_log(&self.remote, &Self::run(handle)?, sink).await
     }
 
     /// Stops the remote execution; the remote server's `STOP_GRACE_SECONDS`
@@ -271,9 +298,14 @@ impl Executor for RemoteExecutor {
         self.remote.stop(&run).await
     }
 
-    /// The remote server keeps its jobs; there is nothing to tidy here.
-    async fn release(&self, _handle: &RunHandle) -> Result<(), PluginError> {
-        Ok(())
+    /// Stops the remote execution should it still run (this server gave up
+    /// on it), so that none is left behind; stopping one that ended changes
+    /// nothing there.
+    async fn release(&self, handle: &RunHandle) -> Result<(), PluginError> {
+        match self.remote.stop(&Self::run(handle)?).await {
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     async fn status(&self) -> ExecutorStatus {
@@ -313,15 +345,20 @@ mod tests {
         let ended = |status, code| exit_status("http://b", status, code, None);
         assert_eq!(ended("failed", Some(3)).map(|e| e.code).ok(), Some(3));
         assert_eq!(ended("done", None).map(|e| e.code).ok(), Some(0));
-        assert_eq!(
-            ended("stopped", None).map(|e| e.code).ok(),
-            Some(STOPPED_CODE)
-        );
-        let lost = ended("expired", None).expect_err("no code");
-        assert_eq!(lost.kind(), fastlane_sdk::ErrorKind::Permanent);
+        for stopped in [None, Some(0)] {
+            assert_eq!(
+                ended("stopped", stopped).map(|e| e.code).ok(),
+                Some(STOPPED_CODE),
+                "a stop is never a success"
+            );
+        }
+        let lost = ended("failed", None).expect_err("no code");
+        assert_eq!(lost.kind(), ErrorKind::Lost);
+        let expired = ended("expired", None).expect_err("no code");
+        assert_eq!(expired.kind(), ErrorKind::Permanent);
         assert!(
-            lost.message().contains("ended expired on http://b"),
-            "{lost}"
+            expired.message().contains("ended expired on http://b"),
+            "{expired}"
         );
     }
 

@@ -11,14 +11,12 @@ use fastlane_sdk::testing::{ExecutorSubject, check_executor};
 use fastlane_tests::Server;
 use serde_json::json;
 
-/// The library Cargo built beside this test (`target/<profile>/`).
+/// The library Cargo built with this test: in the test binary's own
+/// folder (`target/<profile>/deps/`), fresh whenever the test is.
 fn library() -> anyhow::Result<PathBuf> {
     let test = std::env::current_exe()?;
-    let profile = test
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("the test binary is not in target/<profile>/deps")?;
-    Ok(profile.join("libfastlane_remote_executor.so"))
+    let deps = test.parent().context("the test binary has no folder")?;
+    Ok(deps.join("libfastlane_remote_executor.so"))
 }
 
 #[tokio::test]

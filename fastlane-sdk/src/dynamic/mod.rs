@@ -43,11 +43,9 @@
 //!   task the plugin spawned runs on the library's runtime, where tokio
 //!   catches its panic and ends that task only.
 //!
-//! What stays on the server's side: the futures of the [`LogSink`] the
-//! server hands to `follow`. Await them in the future `follow` returns (the
-//! server's task polls it), not in a task spawned on the library's runtime.
-//!
-//! [`LogSink`]: crate::LogSink
+//! A plugin's futures are polled by the server's worker threads, so they
+//! must not block: a blocking call holds a server thread (and, in
+//! `follow`, the task that also waits for the run's exit).
 //! [`ErrorKind::Permanent`]: crate::ErrorKind::Permanent
 
 mod guard;

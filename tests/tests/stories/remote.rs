@@ -208,9 +208,22 @@ async fn a_task_routed_to_another_server_runs_there_and_its_result_and_live_log_
 async fn stopping_here_stops_the_run_there() -> anyhow::Result<()> {
     let remote = Remote::start().await?;
     let server = forwarder(&remote).await?;
-    let (url, id) = submit(&server, "remote-long", "sleep 300").await?;
+    let (url, id) = submit(&server, "remote-long", "sh -c 'echo started; sleep 300'").await?;
     running(&server, &url).await?;
     remote.wait_for("remote-long", &id, "running").await?;
+    // The run's first line came back live before it is stopped.
+    let socket = format!("{}/ws?format=json", url.replacen("http://", "ws://", 1));
+    let (mut socket, _) = tokio_tungstenite::connect_async(&socket).await?;
+    loop {
+        let message = tokio::time::timeout(LIMIT, socket.next())
+            .await?
+            .context("the socket closed before the first line")??;
+        if let Message::Text(text) = message
+            && serde_json::from_str::<Value>(&text)?["text"] == "started\n"
+        {
+            break;
+        }
+    }
 
     let path = url
         .strip_prefix(&server.base)
@@ -222,6 +235,13 @@ async fn stopping_here_stops_the_run_there() -> anyhow::Result<()> {
     let execution = server.wait_finished(&url, LIMIT).await?;
     assert_eq!(execution["status"], "stopped", "{execution}");
     remote.wait_for("remote-long", &id, "stopped").await?;
+    // What the run wrote is kept here, and the remote server's reasons do
+    // not pass for the run's stderr.
+    let execution = server
+        .wait_for(&url, LIMIT, |e| e["log"] == "started\n")
+        .await?;
+    let error = execution["error"].as_str().unwrap_or_default();
+    assert!(!error.contains("stderr:"), "{execution}");
     Ok(())
 }
 
