@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 BODY = '{"image": "busybox:latest", "command": "true"}'
@@ -369,6 +370,48 @@ def engine_floor(sock, containers, parallel):
     return time.time() - start
 
 
+def status_reads(binary, hosts, calls, running):
+    """`/status` asked `calls` times in a row while `running` `sleep` jobs run
+    on `hosts` (unix:// sockets), and each host's own listing of its running
+    fastlane containers, timed the same way: the call `/status` made per host
+    before the Docker executor kept them from the event stream."""
+    socks = [h.removeprefix("unix://") for h in hosts]
+    server = Server(binary, [{"match": "", "hosts": hosts, "maxRunning": 100}])
+    try:
+        for _ in range(running):
+            server.request("POST", "/tasks/status-bench", {"image": "busybox:latest", "command": "sleep 300"})
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            status = server.request("GET", "/status")
+            if sum(h["running"] for h in status["hosts"]) >= running:
+                break
+            time.sleep(0.5)
+        fastlane = []
+        for _ in range(calls):
+            began = time.perf_counter()
+            server.request("GET", "/status")
+            fastlane.append((time.perf_counter() - began) * 1000)
+        query = urllib.parse.quote(json.dumps({"label": ["fastlane.execution"], "status": ["running"]}))
+        own = []
+        for _ in range(calls):
+            slowest = 0.0
+            for sock in socks:
+                began = time.perf_counter()
+                engine_call(sock, "GET", f"/containers/json?filters={query}")
+                slowest = max(slowest, (time.perf_counter() - began) * 1000)
+            own.append(slowest)
+    finally:
+        server.stop()
+        label = urllib.parse.quote(json.dumps({"label": ["fastlane.task=status-bench"]}))
+        for sock in socks:
+            for c in json.loads(engine_call(sock, "GET", f"/containers/json?all=1&filters={label}")):
+                try:
+                    engine_call(sock, "DELETE", f"/containers/{c['Id']}?force=1")
+                except RuntimeError:
+                    pass  # gone already
+    return sorted(fastlane), sorted(own)
+
+
 def drain(binary, engine, jobs, parallel):
     server = Server(binary, [{"match": "", "hosts": [engine], "maxRunning": parallel}])
     try:
@@ -468,6 +511,11 @@ def main():
     parser.add_argument("--parallel", type=int, default=10)
     parser.add_argument("--path-jobs", type=int, default=30, help="jobs for the worker-path rows")
     parser.add_argument("--only-path", action="store_true", help="measure only the worker-path rows")
+    parser.add_argument("--only-status", action="store_true",
+                        help="measure only `/status` against the hosts' own listings (--status-hosts)")
+    parser.add_argument("--status-hosts", default="unix:///run/fastlane/podman.sock,unix:///run/fastlane/docker.sock")
+    parser.add_argument("--status-calls", type=int, default=200)
+    parser.add_argument("--status-running", type=int, default=20)
     parser.add_argument("--only-drain", action="store_true", help="measure only the drain row")
     parser.add_argument("--only-late", action="store_true", help="measure only the firing lateness")
     parser.add_argument("--only-batch", action="store_true", help="measure only the batch route")
@@ -508,6 +556,14 @@ def main():
         if not args.engine:
             raise SystemExit("--only-drain needs --engine")
         print_rows(args, [drain_row(args)])
+        return 0
+    if args.only_status:
+        hosts = args.status_hosts.split(",")
+        fl, own = status_reads(args.binary, hosts, args.status_calls, args.status_running)
+        print(f"`GET /status`, {len(hosts)} hosts, {args.status_running} jobs running, {args.status_calls} calls "
+              f"one after another: p50 {pct(fl, 50):.1f} ms, p99 {pct(fl, 99):.1f} ms")
+        print(f"the hosts' own listing of their running fastlane containers (the slowest host each time): "
+              f"p50 {pct(own, 50):.1f} ms, p99 {pct(own, 99):.1f} ms")
         return 0
     if args.only_path:
         if not args.engine:

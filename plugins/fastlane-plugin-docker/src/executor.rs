@@ -270,9 +270,24 @@ impl DockerExecutor {
         }
     }
 
-    /// The fastlane containers on `host` (running ones unless `all`).
+    /// The fastlane containers on `host` (running ones unless `all`). The
+    /// running ones of a host whose circuit is closed come from its event
+    /// stream while that is up (no engine call; see `events`); a host
+    /// given up on is listed, which is how it is found answering again.
     async fn list(&self, host: &Host, all: bool) -> Result<Vec<RunningContainer>, PluginError> {
         let docker = host.client().await?;
+        host.events.subscribe(docker);
+        let trusted = !all && host.circuit.state() == CircuitState::Closed;
+        if let (true, Some(running)) = (trusted, host.events.running()) {
+            return Ok(running
+                .into_iter()
+                .map(|(id, execution)| RunningContainer {
+                    host: host.name.clone(),
+                    id,
+                    execution_id: Some(execution),
+                })
+                .collect());
+        }
         let mut filters = HashMap::from([("label".to_owned(), vec![LABEL_EXECUTION.to_owned()])]);
         if !all {
             // Said outright, not only by `all: false`: Podman then skips the
@@ -596,7 +611,7 @@ impl Executor for DockerExecutor {
             id: created.id,
         };
         // Listening before it starts, so that even a quick exit is heard.
-        host.exits.subscribe(docker);
+        host.events.subscribe(docker);
         self.start_container(host, &handle).await?;
         debug!(host = %host.name, container = %handle.id, "container started");
         Ok(handle)
@@ -605,15 +620,15 @@ impl Executor for DockerExecutor {
     async fn wait(&self, handle: &RunHandle) -> Result<ExitStatus, PluginError> {
         let host = self.host(&handle.host)?;
         let docker = host.client().await?;
-        host.exits.subscribe(docker);
-        let exit = host.exits.interest(&handle.id);
+        host.events.subscribe(docker);
+        let exit = host.events.interest(&handle.id);
         loop {
             let options = WaitContainerOptions {
                 condition: "not-running".to_owned(),
             };
             let mut waiting = docker.wait_container(&handle.id, Some(options));
             // Whichever says it first: the engine's `wait`, or its event
-            // stream (sooner on Podman; see `exits`). Either way the state
+            // stream (sooner on Podman; see `events`). Either way the state
             // is read from inspect below.
             let answer = tokio::select! {
                 answer = waiting.next() => answer,

@@ -14,7 +14,7 @@ use fastlane_sdk::text::error_chain;
 use crate::addr::HostAddr;
 use crate::circuit::{Circuit, CircuitSettings};
 use crate::config::TlsFiles;
-use crate::exits::Exits;
+use crate::events::Events;
 use crate::load::Load;
 
 /// A configured host and its client, connected on first use.
@@ -33,8 +33,8 @@ pub struct Host {
     pub load: Load,
     /// The images it was last seen to hold, with when.
     images: Mutex<HashMap<String, Instant>>,
-    /// The exits its event stream announces.
-    pub exits: Exits,
+    /// What its event stream announces: exits, and the containers running.
+    pub events: Events,
 }
 
 /// How long an image a host was seen to hold is taken on trust.
@@ -58,7 +58,7 @@ impl Host {
             circuit: Circuit::new(circuit),
             load: Load::default(),
             images: Mutex::new(HashMap::new()),
-            exits: Exits::default(),
+            events: Events::default(),
         }
     }
 

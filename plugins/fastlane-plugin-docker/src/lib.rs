@@ -9,7 +9,9 @@
 //! - [`config`]: farms and hosts as the operator writes them (`DOCKER_HOSTS`).
 //! - [`addr`]: a host's address forms (TLS included), parsed at load.
 //! - [`host`]: one Docker API endpoint and its client.
-//! - [`exits`]: each host's event stream, which ends waits on `die`.
+//! - [`events`]: each host's event stream, which ends waits on `die` and keeps
+//!   the fastlane containers running there, so that placement and `/status`
+//!   need no listing.
 //! - [`circuit`]: each host's circuit breaker.
 //! - [`load`]: each host's running count, as placement sees it.
 //! - [`image`]: splitting `registry:port/name:tag@digest` references.
@@ -22,8 +24,8 @@ pub mod circuit;
 pub mod config;
 mod container;
 mod errors;
+pub mod events;
 pub mod executor;
-pub mod exits;
 pub mod host;
 pub mod image;
 pub mod load;

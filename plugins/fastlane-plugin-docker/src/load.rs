@@ -6,7 +6,9 @@
 //! than [`LISTING_TTL`] no longer counts: placement lists the host again, so
 //! the work other processes put on it shows within that time. Listing at
 //! every placement cost a busy Podman engine about a second per host per job
-//! (BENCHMARKS.md, "fastlane api and workers").
+//! (BENCHMARKS.md, "fastlane api and workers"). While the host's event
+//! stream is up, that "listing" is the running set the stream keeps
+//! (`events`), which costs the engine nothing.
 //!
 //! The count only steers placement towards the least-loaded host. It is never
 //! what enforces a limit: `maxRunning` and per-task limits are counted in the

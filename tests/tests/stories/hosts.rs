@@ -236,3 +236,79 @@ async fn a_tls_host_runs_jobs_and_a_wrong_ca_fails_with_a_clear_error() -> anyho
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
+
+/// `/status` (which the admin UI asks every 3 s) and placement read the
+/// containers running on a host from its event stream, not by listing the
+/// host each time: counted at a proxy in front of the engine's socket, 30
+/// calls of `/status` and 5 jobs add no listing once the stream is up, and
+/// `/status` still shows a job's container while it runs and drops it when
+/// it ends.
+#[tokio::test]
+async fn status_and_placement_follow_the_event_stream_instead_of_listing_the_host()
+-> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("fastlane-listings-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let socket = dir.join("engine.sock");
+    let (_proxy, seen) = fastlane_tests::proxy::counting_proxy(
+        &socket,
+        std::path::Path::new(&engine_socket()),
+        "/containers/json",
+    )
+    .await?;
+    let host = format!("unix://{}", socket.display());
+    let server =
+        Server::start(&[("DOCKER_HOSTS", farm(std::slice::from_ref(&host)).as_str())]).await?;
+    let listings = || seen.matching.load(std::sync::atomic::Ordering::Relaxed);
+
+    let created = server
+        .submit("watched", json!({"image": image(), "command": "sleep 3"}))
+        .await?;
+    let url = created["executionUrl"].as_str().context("executionUrl")?;
+    let id = created["executionId"].as_str().context("executionId")?;
+    server
+        .wait_for(url, LIMIT, |e| e["status"] == "running")
+        .await?;
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let (_, status) = server.get("/status").await?;
+        if status.to_string().contains(id) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "/status never listed {id}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.wait_finished(url, LIMIT).await?;
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let (_, status) = server.get("/status").await?;
+        if !status.to_string().contains(id) {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "/status still lists {id}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Before the stream opened: its own listing, and perhaps one by the
+    // first caller that could not wait for it.
+    let opening = listings();
+    assert!(opening <= 2, "{opening} listings while the stream opened");
+    for _ in 0..30 {
+        let (code, _) = server.get("/status").await?;
+        assert_eq!(code, 200);
+    }
+    let ids = run_jobs(&server, "placed", 5).await?;
+    assert_eq!(ids.len(), 5);
+    assert_eq!(
+        listings(),
+        opening,
+        "no listing reached the engine once the stream was up"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
