@@ -103,10 +103,12 @@ user=${POSTGRES_USER:-postgres}
 database=${POSTGRES_DB:-$user}
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     : "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}"
-    printf '%s\n' "$POSTGRES_PASSWORD" >/tmp/password
-    initdb -D "$PGDATA" -U "$user" --pwfile=/tmp/password -A scram-sha-256 \
+    password=/tmp/password.$$
+    trap 'rm -f "$password"' EXIT
+    (umask 077 && printf '%s\n' "$POSTGRES_PASSWORD" >"$password")
+    initdb -D "$PGDATA" -U "$user" --pwfile="$password" -A scram-sha-256 \
         --encoding=UTF8 --locale=C >/dev/null
-    rm -f /tmp/password
+    rm -f "$password"
     echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
     if [ "$database" != postgres ]; then
         echo "CREATE DATABASE \"$database\" OWNER \"$user\";" |

@@ -86,9 +86,12 @@ pub async fn drive(
 ) -> Outcome {
     let loaded = async {
         let execution = services.store.execution(execution_id).await?;
-        let Some(execution) = execution else {
+        let Some(mut execution) = execution else {
             return Ok(None);
         };
+        // An earlier try's progress says nothing of this one: the next save
+        // clears it, and this try's `prepare` reports afresh.
+        execution.detail = None;
         let job = services
             .store
             .job(&execution.task_id, &execution.job_id)

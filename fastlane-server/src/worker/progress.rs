@@ -14,7 +14,8 @@ use tracing::debug;
 
 use crate::store::Store;
 
-/// How often the newest detail is written at most.
+/// How often the newest detail is written at most, and how long after the
+/// first report the first write waits.
 const EVERY: Duration = Duration::from_millis(250);
 
 /// The [`Progress`] handed to `prepare`; it stops writing when dropped.
@@ -30,13 +31,15 @@ impl Detail {
         let (newest, mut reported) = watch::channel(None::<String>);
         let writer = tokio::spawn(async move {
             while reported.changed().await.is_ok() {
+                // A prepare that ends within this wait (an image already
+                // there, a quick pull) costs no write.
+                tokio::time::sleep(EVERY).await;
                 let detail = reported.borrow_and_update().clone();
                 if let Some(detail) = detail
                     && let Err(err) = store.set_detail(&execution_id, &detail).await
                 {
                     debug!(execution = %execution_id, error = %err, "status detail not stored");
                 }
-                tokio::time::sleep(EVERY).await;
             }
         });
         Self { newest, writer }

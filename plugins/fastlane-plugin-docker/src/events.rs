@@ -12,18 +12,26 @@
 //!   `/status` (which the admin UI asks every 3 s, and `/metrics` at every
 //!   scrape) read them without listing the host. Each subscription starts
 //!   from one listing and replays the events of the seconds before it
-//!   ([`REPLAY`]), applied in order after the listing, so a container that
-//!   started or died around the listing is counted right. While the stream
+//!   ([`REPLAY`], by the engine's clock), applied in order after the
+//!   listing, so a container that started or died around the listing is
+//!   counted right; `die`, `destroy` and `remove` take a container out. A
+//!   subscription is made afresh every [`REFRESH`] (a new listing replaces
+//!   the set), so an event the engine dropped, or a connection that went
+//!   quiet without closing, misleads for a minute at most. While the stream
 //!   is down the set is not trusted ([`Events::running`] is `None`) and
-//!   callers list the host as before.
+//!   callers list the host as before. Each listing that answers counts as
+//!   the host answering (its circuit).
 //!
 //! The subscription opens with the host's first use and opens again after
-//! it drops (the engine restarted, the connection broke).
+//! it drops (the engine restarted, the connection broke). API processes
+//! keep one open per host too, once `/status` asked.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::circuit::Circuit;
 
 use bollard::Docker;
 use bollard::models::EventMessage;
@@ -38,10 +46,11 @@ use crate::executor::LABEL_EXECUTION;
 const REMEMBERED: Duration = Duration::from_secs(60);
 /// The pause before subscribing again after the stream ended.
 const RESUBSCRIBE: Duration = Duration::from_secs(1);
-/// How far before its listing a subscription starts replaying events: more
-/// than the time a listing takes, and than the clocks of fastlane and a
-/// remote engine disagree by.
+/// How far before its listing a subscription starts replaying events, by
+/// the engine's clock.
 const REPLAY: Duration = Duration::from_secs(10);
+/// How long one subscription is read before it is made afresh.
+const REFRESH: Duration = Duration::from_secs(60);
 
 /// What one host's event stream said: the exits, the waits that want to
 /// hear of them, and the fastlane containers running there.
@@ -87,6 +96,13 @@ impl State {
         match event.action.as_deref() {
             // Docker calls it `die`, older Podmans `died`.
             Some(action) if action.starts_with("die") => self.exited(&id),
+            // Removed (Docker says `destroy`, Podman `remove`), perhaps
+            // without a `die` the stream delivered.
+            Some("destroy" | "remove") => {
+                if let Some(running) = &mut self.running {
+                    running.remove(&id);
+                }
+            }
             Some("start") => {
                 let execution = actor
                     .attributes
@@ -140,7 +156,7 @@ impl Events {
 
     /// Subscribes to the host's events through `docker`, unless done
     /// already.
-    pub fn subscribe(&self, docker: &Docker) {
+    pub fn subscribe(&self, docker: &Docker, circuit: Arc<Circuit>) {
         if self.subscribed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -148,7 +164,9 @@ impl Events {
         let state = Arc::clone(&self.state);
         tokio::spawn(async move {
             loop {
-                follow(&docker, &state).await;
+                if follow(&docker, &state, &circuit).await == Ended::Refresh {
+                    continue;
+                }
                 state.lock().unwrap_or_else(PoisonError::into_inner).running = None;
                 tokio::time::sleep(RESUBSCRIBE).await;
             }
@@ -171,10 +189,22 @@ impl Events {
     }
 }
 
-/// Reads the host's event stream until it ends: from a listing of the
-/// running fastlane containers, with the events since a little before it.
-async fn follow(docker: &Docker, state: &Mutex<State>) {
-    let since = SystemTime::now()
+/// Why [`follow`] returned.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    /// It read the stream for [`REFRESH`]: subscribe afresh at once,
+    /// keeping the set meanwhile.
+    Refresh,
+    /// The host did not answer, or the stream broke.
+    Broke,
+}
+
+/// Reads the host's event stream for [`REFRESH`] at most: from a listing
+/// of the running fastlane containers, with the events since a little
+/// before it.
+async fn follow(docker: &Docker, state: &Mutex<State>, circuit: &Circuit) -> Ended {
+    let since = engine_time(docker)
+        .await
         .checked_sub(REPLAY)
         .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
         .map(|at| at.as_secs().to_string());
@@ -195,34 +225,50 @@ async fn follow(docker: &Docker, state: &Mutex<State>) {
             .collect(),
         Err(err) => {
             debug!(error = %err, "cannot list the host for its event stream");
-            return;
+            return Ended::Broke;
         }
     };
+    circuit.succeeded();
     let options = EventsOptions {
         since,
         filters: Some(HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
             (
                 "event".to_owned(),
-                vec!["start".to_owned(), "die".to_owned(), "died".to_owned()],
+                ["start", "die", "died", "destroy", "remove"]
+                    .map(str::to_owned)
+                    .to_vec(),
             ),
         ])),
         ..Default::default()
     };
     let mut events = docker.events(Some(options));
     state.lock().unwrap_or_else(PoisonError::into_inner).running = Some(running);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(event) => state
+    let until = tokio::time::Instant::now() + REFRESH;
+    loop {
+        match tokio::time::timeout_at(until, events.next()).await {
+            Err(_) => return Ended::Refresh,
+            Ok(Some(Ok(event))) => state
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(event),
-            Err(err) => {
+            Ok(Some(Err(err))) => {
                 debug!(error = %err, "the engine's event stream broke");
-                return;
+                return Ended::Broke;
             }
+            Ok(None) => return Ended::Broke,
         }
     }
+}
+
+/// The engine's clock (`/info`'s `SystemTime`), so that replaying from a
+/// little before now works whatever this machine's clock says; this
+/// machine's when the engine does not say.
+async fn engine_time(docker: &Docker) -> SystemTime {
+    let said = docker.info().await.ok().and_then(|info| info.system_time);
+    said.and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
+        .map(SystemTime::from)
+        .unwrap_or_else(SystemTime::now)
 }
 
 #[cfg(test)]

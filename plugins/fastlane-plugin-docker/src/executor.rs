@@ -276,7 +276,7 @@ impl DockerExecutor {
     /// given up on is listed, which is how it is found answering again.
     async fn list(&self, host: &Host, all: bool) -> Result<Vec<RunningContainer>, PluginError> {
         let docker = host.client().await?;
-        host.events.subscribe(docker);
+        host.watch_events(docker);
         let trusted = !all && host.circuit.state() == CircuitState::Closed;
         if let (true, Some(running)) = (trusted, host.events.running()) {
             return Ok(running
@@ -611,7 +611,7 @@ impl Executor for DockerExecutor {
             id: created.id,
         };
         // Listening before it starts, so that even a quick exit is heard.
-        host.events.subscribe(docker);
+        host.watch_events(docker);
         self.start_container(host, &handle).await?;
         debug!(host = %host.name, container = %handle.id, "container started");
         Ok(handle)
@@ -620,7 +620,7 @@ impl Executor for DockerExecutor {
     async fn wait(&self, handle: &RunHandle) -> Result<ExitStatus, PluginError> {
         let host = self.host(&handle.host)?;
         let docker = host.client().await?;
-        host.events.subscribe(docker);
+        host.watch_events(docker);
         let exit = host.events.interest(&handle.id);
         loop {
             let options = WaitContainerOptions {
@@ -739,11 +739,19 @@ impl Executor for DockerExecutor {
             .iter()
             .flat_map(|farm| farm.hosts.iter().map(move |&i| (farm, &self.hosts[i])))
             .collect();
-        let listings = futures_util::future::join_all(
-            pairs
-                .iter()
-                .map(|(_, host)| tokio::time::timeout(STATUS_TIMEOUT, self.list(host, false))),
-        )
+        // A ping says whether the engine answers now: the running
+        // containers may come from its event stream, which does not.
+        let listings = futures_util::future::join_all(pairs.iter().map(|(_, host)| {
+            tokio::time::timeout(STATUS_TIMEOUT, async {
+                let docker = host.client().await?;
+                docker
+                    .ping()
+                    .await
+                    .map_err(|e| classify(host, "pinging the engine", e))?;
+                host.answered();
+                self.list(host, false).await
+            })
+        }))
         .await;
         let mut status = ExecutorStatus::default();
         for ((farm, host), listed) in pairs.into_iter().zip(listings) {

@@ -2,7 +2,7 @@
 //! breaker, running count and exit events.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bollard::{API_DEFAULT_VERSION, Docker};
@@ -28,7 +28,7 @@ pub struct Host {
     timeout_seconds: u64,
     client: OnceCell<Docker>,
     /// Whether the host is given up on.
-    pub circuit: Circuit,
+    pub circuit: Arc<Circuit>,
     /// How many executions run on it, as placement counts them.
     pub load: Load,
     /// The images it was last seen to hold, with when.
@@ -55,7 +55,7 @@ impl Host {
             tls,
             timeout_seconds,
             client: OnceCell::new(),
-            circuit: Circuit::new(circuit),
+            circuit: Arc::new(Circuit::new(circuit)),
             load: Load::default(),
             images: Mutex::new(HashMap::new()),
             events: Events::default(),
@@ -100,6 +100,11 @@ impl Host {
         let message = format!("connection to docker host {} failed: {err}", self.name);
         self.circuit.failed(&message);
         PluginError::unavailable(message)
+    }
+
+    /// Reads the host's event stream through `docker` from now on (once).
+    pub fn watch_events(&self, docker: &Docker) {
+        self.events.subscribe(docker, Arc::clone(&self.circuit));
     }
 
     /// The host answered: its circuit closes.
