@@ -91,7 +91,21 @@ async fn metrics_parse_and_move_when_jobs_run() -> anyhow::Result<()> {
             )
             .await?;
     }
-    let after = scrape(&server).await?;
+    // A run's last step is timed once its result is stored, so the scrape
+    // may come a moment before the second run's timing is in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let after = scrape(&server).await?;
+        let collected = value(
+            &after,
+            "fastlane_execution_step_seconds_count",
+            json!({"step": "collect"}),
+        );
+        if collected >= 2.0 || std::time::Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(
         value(&after, "fastlane_jobs_submitted_total", json!({})),
         2.0
