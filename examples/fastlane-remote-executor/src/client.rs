@@ -111,11 +111,6 @@ impl Remote {
         })
     }
 
-    /// The remote server's base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     fn url(&self, run: &RemoteRun, tail: &str) -> String {
         format!(
             "{}/tasks/{}/jobs/{}/executions/{}{tail}",

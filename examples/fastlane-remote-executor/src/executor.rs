@@ -237,7 +237,7 @@ impl Executor for RemoteExecutor {
             .await?;
         tracing::info!(
             execution_id = %spec.execution_id,
-            remote = %self.remote.base(),
+            remote = %self.config.url,
             remote_job = %run.job,
             remote_execution = %run.execution,
             "remote run submitted"
@@ -266,13 +266,12 @@ impl Executor for RemoteExecutor {
                 ..
             } = event
             {
-                return exit_status(self.remote.base(), &status, exit_code, error);
+                return exit_status(&self.config.url, &status, exit_code, error);
             }
         }
         Err(PluginError::retryable(format!(
             "the live log of {} on {} ended without an exit",
-            run.execution,
-            self.remote.base()
+            run.execution, &self.config.url
         )))
     }
 

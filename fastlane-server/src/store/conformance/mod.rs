@@ -141,6 +141,15 @@ pub async fn executions_come_newest_first_and_a_retry_is_counted(store: Arc<dyn 
     );
 }
 
+/// The stored execution `execution_id`, which must exist.
+async fn reread(store: &dyn Store, execution_id: &str) -> Execution {
+    store
+        .execution(execution_id)
+        .await
+        .expect("read")
+        .expect("execution")
+}
+
 /// A stopped execution stays stopped: a save with another status is
 /// ignored, one that keeps it stopped adds its output; stopping a final
 /// execution does nothing.
@@ -155,13 +164,7 @@ pub async fn a_stopped_execution_stays_stopped(store: Arc<dyn Store>) {
     first.status = ExecutionStatus::Done;
     first.exit_code = Some(0);
     store.save_execution(&first, None).await.expect("save");
-    let read = || async {
-        store
-            .execution(&first.execution_id)
-            .await
-            .expect("read")
-            .expect("execution")
-    };
+    let read = || reread(store.as_ref(), &first.execution_id);
     assert_eq!(read().await, stopped, "a save as done is ignored");
     let mut with_output = stopped.clone();
     with_output.stdout = Some("late output\n".to_owned());
@@ -195,11 +198,7 @@ pub async fn dispatches_survive_saves(store: Arc<dyn Store>) {
         .expect("append");
     first.status = ExecutionStatus::Running;
     store.save_execution(&first, None).await.expect("save");
-    let kept = store
-        .execution(&first.execution_id)
-        .await
-        .expect("read")
-        .expect("execution");
+    let kept = reread(store.as_ref(), &first.execution_id).await;
     assert_eq!(kept.dispatches, [record]);
     assert_eq!(kept.status, ExecutionStatus::Running);
 }
@@ -209,13 +208,7 @@ pub async fn dispatches_survive_saves(store: Arc<dyn Store>) {
 /// not come back.
 pub async fn a_detail_is_kept_only_while_pulling(store: Arc<dyn Store>) {
     let (_, mut first) = stored(store.as_ref(), "detailed", 0).await;
-    let read = || async {
-        store
-            .execution(&first.execution_id)
-            .await
-            .expect("read")
-            .expect("execution")
-    };
+    let read = || reread(store.as_ref(), &first.execution_id);
     store
         .set_detail(&first.execution_id, "ignored: not pulling yet")
         .await
