@@ -24,6 +24,13 @@ pub enum ErrorKind {
     /// and is given up on): the execution fails, and may be retried
     /// elsewhere.
     Lost,
+    /// The run was ended by a deadline the executor gave its backend (a
+    /// Kubernetes Job's `activeDeadlineSeconds`, from
+    /// [`crate::ExecutionSpec::timeout`]): the execution is `timedout`.
+    TimedOut,
+    /// The run could not start before the job's expiration
+    /// ([`crate::ExecutionSpec::start_before`]): the execution is `expired`.
+    Expired,
 }
 
 impl fmt::Display for ErrorKind {
@@ -35,6 +42,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::NotFound => "not found",
             ErrorKind::Lost => "lost",
+            ErrorKind::TimedOut => "timed out",
+            ErrorKind::Expired => "expired",
         })
     }
 }
@@ -83,6 +92,16 @@ impl PluginError {
     /// A [`ErrorKind::Lost`] error.
     pub fn lost(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Lost, message)
+    }
+
+    /// A [`ErrorKind::TimedOut`] error.
+    pub fn timed_out(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TimedOut, message)
+    }
+
+    /// A [`ErrorKind::Expired`] error.
+    pub fn expired(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Expired, message)
     }
 
     /// A [`ErrorKind::Unavailable`] error.

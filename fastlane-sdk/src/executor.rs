@@ -60,6 +60,17 @@ pub struct ExecutionSpec {
     /// When the image is pulled, as the job says; the executor's own
     /// default when `None`.
     pub pull_policy: Option<crate::model::PullPolicy>,
+    /// How long the run may take. The host enforces it with its own timer
+    /// (racing [`Executor::wait`], then [`Executor::stop`]); an executor
+    /// whose backend has deadlines of its own (a Kubernetes Job's
+    /// `activeDeadlineSeconds`) also gives it there, so the run ends on
+    /// time while no fastlane process watches, and reports it ended so with
+    /// an [`crate::ErrorKind::TimedOut`] error.
+    pub timeout: Option<Duration>,
+    /// The job's expiration: a run not started by then must not start. An
+    /// executor that waits in [`Executor::prepare`] (for a node, say) gives
+    /// up then with an [`crate::ErrorKind::Expired`] error.
+    pub start_before: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Where an execution was placed, recorded before anything is started so a

@@ -18,6 +18,8 @@
 //!
 //! # Layout
 //! - [`error`]: [`PluginError`] and [`ErrorKind`].
+//! - [`circuit`]: a host's circuit breaker, shared across processes through
+//!   [`HostHealth`] reports.
 //! - [`model`]: tasks, jobs, executions and their status set.
 //! - [`executor`], [`notifier`], [`error_handler`], [`metrics`]: one trait and
 //!   its factory each.
@@ -33,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod circuit;
 pub mod dynamic;
 pub mod error;
 pub mod error_handler;

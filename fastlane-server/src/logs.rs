@@ -321,6 +321,37 @@ pub async fn catch_up(store: &dyn Store, execution_id: &str, output: &RunOutput,
     append(store, execution_id, pieces).await;
 }
 
+/// What the log of `execution_id` kept of the run's stdout and stderr (at
+/// most `cap` bytes of the log), for when the run's own output is gone
+/// with it (a Kubernetes pod deleted when its Job was stopped): the worker
+/// stores what it followed instead. A store that cannot be read gives what
+/// was read so far.
+pub async fn kept_output(store: &dyn Store, execution_id: &str, cap: u64) -> RunOutput {
+    let mut output = RunOutput::default();
+    let mut from = 0;
+    while from < cap {
+        let pieces = match store.read_log(execution_id, from, READ_LIMIT).await {
+            Ok(pieces) => pieces,
+            Err(err) => {
+                warn!(execution = %execution_id, error = %err, "cannot read the log back");
+                break;
+            }
+        };
+        let Some(last) = pieces.last() else {
+            break;
+        };
+        from = last.end();
+        for piece in pieces {
+            match piece.source {
+                LogSource::Stdout => output.stdout.push_str(&piece.text),
+                LogSource::Stderr => output.stderr.push_str(&piece.text),
+                LogSource::Notice => {}
+            }
+        }
+    }
+    output
+}
+
 /// Joins neighbouring pieces of the same stream into one.
 fn merge(pieces: Vec<LogPiece>) -> Vec<LogPiece> {
     let mut merged: Vec<LogPiece> = Vec::with_capacity(pieces.len());

@@ -14,6 +14,7 @@ async fn the_local_executor_keeps_the_executor_contract() {
         invalid_config: json!({"workdir": 5}),
         image: "ignored".into(),
         task_id: "compliance".into(),
+        merged_streams: false,
     })
     .await;
 }

@@ -375,6 +375,8 @@ mod tests {
             memory_limit: None,
             pool: None,
             pull_policy: Some(fastlane_sdk::PullPolicy::Never),
+            timeout: None,
+            start_before: None,
         };
         let job = RemoteExecutor::job(&spec)?;
         let words = job["command"].as_str().and_then(shlex::split);

@@ -31,6 +31,7 @@ async fn the_loaded_remote_executor_keeps_the_contract() -> anyhow::Result<()> {
         invalid_config: json!({"url": remote.base, "maxRunnning": 3}),
         image: fastlane_tests::image(),
         task_id: "compliance".into(),
+        merged_streams: false,
     })
     .await;
     Ok(())

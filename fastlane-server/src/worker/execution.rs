@@ -129,10 +129,18 @@ pub async fn drive(
                 Outcome::Later(later(attempts))
             }
             Err(StepError::Plugin(err)) => {
-                services
-                    .reporter
-                    .report("running", err.message(), &execution);
-                execution.status = ExecutionStatus::Failed;
+                // An executor's own deadline or the job's expiration is
+                // the execution's end, not a failure to report.
+                execution.status = match err.kind() {
+                    ErrorKind::TimedOut => ExecutionStatus::Timedout,
+                    ErrorKind::Expired => ExecutionStatus::Expired,
+                    _ => {
+                        services
+                            .reporter
+                            .report("running", err.message(), &execution);
+                        ExecutionStatus::Failed
+                    }
+                };
                 execution.finished_at = Some(Utc::now());
                 execution.error = Some(err.message().to_owned());
                 // A run lost with its host may be tried again elsewhere.
@@ -153,7 +161,11 @@ pub async fn drive(
     .await
 }
 
-fn spec(job: &Job, execution: &Execution) -> Result<ExecutionSpec, PluginError> {
+fn spec(
+    job: &Job,
+    execution: &Execution,
+    hard_timeout_seconds: u64,
+) -> Result<ExecutionSpec, PluginError> {
     let argv = shlex::split(&execution.command)
         .filter(|words| !words.is_empty())
         .ok_or_else(|| {
@@ -183,6 +195,10 @@ fn spec(job: &Job, execution: &Execution) -> Result<ExecutionSpec, PluginError> 
         memory_limit: job.spec.memory_limit,
         pool: None,
         pull_policy: job.spec.pull_policy,
+        timeout: Some(Duration::from_secs(
+            job.spec.timeout_seconds.min(hard_timeout_seconds),
+        )),
+        start_before: job.spec.expiration,
     })
 }
 
@@ -198,7 +214,11 @@ async fn steps(
         release(services, execution).await;
         return Ok(Outcome::Finished);
     }
-    let spec = spec(job, execution)?;
+    let spec = spec(
+        job,
+        execution,
+        services.config.hard_execution_timeout_seconds,
+    )?;
     if execution.status == ExecutionStatus::Enqueued && expire(job, execution) {
         return Ok(finish(services, job, execution.clone()).await);
     }
@@ -402,7 +422,14 @@ async fn watch(
         }
         Ok(exit) => {
             let exit = exit?;
-            let output = executor.output(&handle, cap).await?;
+            let output = match executor.output(&handle, cap).await {
+                // The run's output went with it (a stopped Kubernetes Job's
+                // pod): what was followed live stands for it.
+                Err(err) if err.kind() == ErrorKind::NotFound => {
+                    crate::logs::kept_output(store.as_ref(), &execution.execution_id, cap).await
+                }
+                output => output?,
+            };
             crate::logs::catch_up(store.as_ref(), &execution.execution_id, &output, cap).await;
             execution.exit_code = Some(exit.code);
             (execution.stdout, execution.stderr) = capped(output, cap);
@@ -417,7 +444,12 @@ async fn watch(
         Err(_elapsed) => {
             let grace = Duration::from_secs(services.config.stop_grace_seconds);
             executor.stop(&handle, grace).await?;
-            let output = executor.output(&handle, cap).await.unwrap_or_default();
+            let output = match executor.output(&handle, cap).await {
+                Ok(output) => output,
+                Err(_) => {
+                    crate::logs::kept_output(store.as_ref(), &execution.execution_id, cap).await
+                }
+            };
             crate::logs::catch_up(store.as_ref(), &execution.execution_id, &output, cap).await;
             (execution.stdout, execution.stderr) = capped(output, cap);
             execution.finished_at = Some(Utc::now());

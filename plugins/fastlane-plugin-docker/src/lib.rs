@@ -20,7 +20,8 @@
 //! Register it with [`register`].
 
 pub mod addr;
-pub mod circuit;
+/// Each host's circuit breaker (the SDK's, shared with other executors).
+pub use fastlane_sdk::circuit;
 pub mod config;
 mod container;
 mod errors;

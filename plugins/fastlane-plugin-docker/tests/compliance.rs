@@ -14,6 +14,7 @@ async fn check_on(engine: String) {
         invalid_config: json!({"farms": [{"match": "(", "hosts": ["a:1"]}]}),
         image: std::env::var("FASTLANE_TEST_IMAGE").unwrap_or_else(|_| "busybox".to_owned()),
         task_id: "compliance".to_owned(),
+        merged_streams: false,
     })
     .await;
 }

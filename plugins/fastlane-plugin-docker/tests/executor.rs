@@ -36,6 +36,8 @@ fn spec(argv: &[&str]) -> ExecutionSpec {
         memory_limit: None,
         pool: None,
         pull_policy: None,
+        timeout: None,
+        start_before: None,
     }
 }
 

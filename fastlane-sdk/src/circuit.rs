@@ -1,8 +1,9 @@
-//! A host's circuit breaker: after `max_fails` connection failures in a
+//! A host's circuit breaker, for executors that run work on hosts (a
+//! Docker engine, a Kubernetes API server): after `max_fails` connection failures in a
 //! row the circuit opens and the host gets no new work; once
 //! `reset_timeout` has passed it is half-open, and the next call is a probe
 //! whose outcome closes it again or opens it for another `reset_timeout`.
-//! Any answer from the engine (even an error status) counts as the host
+//! Any answer from the host (even an error status) counts as the host
 //! being up; only failing to talk to it counts against it.
 //!
 //! Each change of state is stamped with the wall-clock time, so that the
@@ -12,8 +13,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::executor::HostHealth;
 use chrono::{DateTime, Utc};
-use fastlane_sdk::HostHealth;
 
 /// When a circuit opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +103,7 @@ impl Circuit {
     pub fn succeeded(&self) {
         let mut inner = self.inner();
         let changed_at = if inner.opened_at.is_some() {
-            tracing::info!("docker host answers again; circuit closed");
+            tracing::info!("host answers again; circuit closed");
             Some(Utc::now())
         } else {
             inner.changed_at
@@ -173,7 +174,7 @@ impl Circuit {
             // Opens, or a failed probe opens it again for another timeout.
             inner.opened_at = Some(Instant::now());
             inner.changed_at = Some(Utc::now());
-            tracing::warn!(fails = inner.fails, error, "docker host circuit opened");
+            tracing::warn!(fails = inner.fails, error, "host circuit opened");
         }
     }
 }
