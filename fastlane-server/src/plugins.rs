@@ -24,6 +24,7 @@ use crate::config::PluginLibrary;
     all(
         feature = "plugin-docker",
         feature = "plugin-email",
+        feature = "plugin-kubernetes",
         feature = "plugin-sentry",
         feature = "plugin-webhook"
     ),
@@ -96,6 +97,14 @@ pub fn builtin() -> Result<Registry, PluginError> {
         what: "executor",
         kind: "docker",
         feature: "plugin-docker",
+    }))?;
+    #[cfg(feature = "plugin-kubernetes")]
+    fastlane_plugin_kubernetes::register(&mut registry)?;
+    #[cfg(not(feature = "plugin-kubernetes"))]
+    registry.register_executor(Box::new(Missing {
+        what: "executor",
+        kind: "kubernetes",
+        feature: "plugin-kubernetes",
     }))?;
     #[cfg(feature = "plugin-email")]
     fastlane_plugin_email::register(&mut registry)?;

@@ -183,8 +183,9 @@ fn build_executors(
         if built.contains_key(kind) {
             continue;
         }
-        let plugin_config = plugins::library_config(libraries, "executor", kind)
-            .cloned()
+        let plugin_config = config
+            .builtin_executor(kind)
+            .or_else(|| plugins::library_config(libraries, "executor", kind).cloned())
             .unwrap_or_default();
         let executor = registry
             .build_executor(kind, plugin_config)

@@ -11,11 +11,15 @@
 //!   (default: the Podman socket `scripts/services.sh` starts).
 //! - `FASTLANE_TEST_IMAGE`: the image jobs run (default `busybox`).
 //!
+//! [`kube`] is a fake Kubernetes API server whose pods run on the engine,
+//! for the Kubernetes executor's tests.
+//!
 //! [`browser`] drives a headless Chromium for the tests of the pages
 //! (`FASTLANE_TEST_CHROMIUM`, `FASTLANE_TEST_CHROMEDRIVER`).
 
 pub mod browser;
 pub mod engine;
+pub mod kube;
 pub mod postgres;
 pub mod processes;
 pub mod proxy;

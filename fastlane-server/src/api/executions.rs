@@ -171,6 +171,8 @@ impl ExecutionsApi {
     }
 
     /// Standard error of a job's last execution
+    /// (empty for the `kubernetes` executor: Kubernetes merges stderr into
+    /// the one log, served as stdout)
     #[oai(
         path = "/tasks/:taskId/jobs/:jobId/stderr",
         method = "get",
@@ -190,6 +192,8 @@ impl ExecutionsApi {
     }
 
     /// Stdout, `-=-`, then stderr of a job's last execution
+    /// (for the `kubernetes` executor, stdout holds both streams and
+    /// stderr is empty: Kubernetes merges them)
     #[oai(
         path = "/tasks/:taskId/jobs/:jobId/logs",
         method = "get",
@@ -227,6 +231,8 @@ impl ExecutionsApi {
     }
 
     /// Standard error of an execution
+    /// (empty for the `kubernetes` executor: Kubernetes merges stderr into
+    /// the one log, served as stdout)
     #[oai(
         path = "/tasks/:taskId/jobs/:jobId/executions/:executionId/stderr",
         method = "get",
@@ -245,6 +251,8 @@ impl ExecutionsApi {
     }
 
     /// Stdout, `-=-`, then stderr of an execution
+    /// (for the `kubernetes` executor, stdout holds both streams and
+    /// stderr is empty: Kubernetes merges them)
     #[oai(
         path = "/tasks/:taskId/jobs/:jobId/executions/:executionId/logs",
         method = "get",

@@ -244,11 +244,14 @@ pub struct ExecutionView {
     /// The exit code, once it exited.
     #[oai(nullable)]
     pub exit_code: Option<i64>,
-    /// Its standard output, once collected.
+    /// Its standard output, once collected. For tasks the `kubernetes`
+    /// executor runs, both streams (Kubernetes keeps one merged log per
+    /// container), and `error` then holds no stderr.
     #[oai(nullable)]
     pub log: Option<String>,
-    /// Its standard error; when fastlane itself ended the execution (an
-    /// unknown image, a timeout…) the reason comes first.
+    /// Its standard error (none for the `kubernetes` executor, whose
+    /// output is all in `log`); when fastlane itself ended the execution
+    /// (an unknown image, a timeout…) the reason comes first.
     #[oai(nullable)]
     pub error: Option<String>,
     /// Its URL.

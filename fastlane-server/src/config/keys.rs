@@ -252,6 +252,22 @@ pub(super) const KEYS: &[Key] = &[
         doc: "The background pruner keeps finished containers created less than this long ago.",
     },
     Key {
+        name: "KUBERNETES_CLUSTERS",
+        section: "Kubernetes Executor",
+        kind: Kind::Json,
+        default: Some("[]"),
+        doc: "Clusters the `kubernetes` executor runs Jobs on (tasks reach it through an \
+              EXECUTORS route to \"kubernetes\"), as JSON: [{\"name\": \"prod\", \
+              \"match\": \"<task id regex>\", \"kubeconfig\": \"/path\", \"context\": \"c\", \
+              \"namespace\": \"jobs\", \"maxRunning\": 10}], or \"inCluster\": true instead of \
+              kubeconfig. Also serviceAccount, nodeSelector, tolerations, imagePullSecrets, \
+              cpuLimit and memoryLimit (defaults for jobs that set none), labels, annotations, \
+              ttlSecondsAfterFinished (default 3600; null keeps finished Jobs), runAsNonRoot, \
+              imagePullTimeoutSeconds (default 120), circuitBreakerMaxFails (3) and \
+              circuitBreakerResetSeconds (30). Kubernetes merges a pod's stdout and stderr: \
+              the whole output is stored as stdout.",
+    },
+    Key {
         name: "HARD_EXECUTION_TIMEOUT_SECONDS",
         section: "Worker",
         kind: Kind::Integer,

@@ -111,6 +111,8 @@ pub struct Config {
     pub env_blacklisted_words: Vec<String>,
     /// The `DOCKER_HOSTS` farms (or the detected local engine).
     pub docker_hosts: serde_json::Value,
+    /// `KUBERNETES_CLUSTERS`: the Kubernetes executor's clusters.
+    pub kubernetes_clusters: serde_json::Value,
     /// The Docker executor's settings besides its farms: the circuit
     /// breaker and TLS.
     pub docker_settings: serde_json::Value,
@@ -181,6 +183,16 @@ impl Config {
         let mut config = self.docker_settings.clone();
         config["farms"] = self.docker_hosts.clone();
         config
+    }
+
+    /// The configuration of the built-in executor `kind` that has keys of
+    /// its own (`docker`, `kubernetes`); `None` for the others.
+    pub fn builtin_executor(&self, kind: &str) -> Option<serde_json::Value> {
+        match kind {
+            "docker" => Some(self.docker_executor()),
+            "kubernetes" => Some(self.kubernetes_clusters.clone()),
+            _ => None,
+        }
     }
 
     /// Reads the file (if any) and the environment, and checks everything.
@@ -437,6 +449,7 @@ impl Config {
                 .filter(|w| !w.is_empty())
                 .collect(),
             docker_hosts,
+            kubernetes_clusters: take("KUBERNETES_CLUSTERS"),
             docker_settings,
             hard_execution_timeout_seconds: int(
                 "HARD_EXECUTION_TIMEOUT_SECONDS",

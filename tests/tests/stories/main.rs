@@ -21,6 +21,7 @@ mod hardening;
 mod hostile;
 mod hosts;
 mod jobs;
+mod kubernetes;
 mod limits;
 mod logs;
 mod metrics;
