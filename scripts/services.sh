@@ -64,6 +64,9 @@ install_packages() {
         command -v docker-registry >/dev/null || missing+=(docker-registry)
         # Starts deploy/compose.yaml in the deploy story.
         command -v docker-compose >/dev/null || missing+=(docker-compose)
+        # Renders deploy/kubernetes (`kubectl kustomize`) in the deploy story;
+        # bookworm's kubectl is v1.20, its kustomize v2.0.3.
+        command -v kubectl >/dev/null || missing+=(kubernetes-client)
         command -v htpasswd >/dev/null || missing+=(apache2-utils)
     fi
     if [ ${#missing[@]} -gt 0 ]; then

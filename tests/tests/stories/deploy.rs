@@ -5,12 +5,18 @@
 //! (`deploy/Dockerfile`) builds without a registry and runs the quick
 //! start; `deploy/compose.yaml` comes up with Debian's docker-compose on
 //! Docker Engine (api, two workers, Redis and PostgreSQL, every image built
-//! here) and runs it too.
+//! here) and runs it too. `deploy/kubernetes` renders with `kubectl
+//! kustomize` into one namespace, `fastlane`, whose Role lets the api and
+//! workers run Jobs and read their pods and logs there and nothing else; no
+//! API server runs on these machines, so it is checked offline, not applied.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use fastlane_tests::binary;
 
@@ -292,4 +298,195 @@ async fn quick_start(container: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// `kubectl kustomize deploy/kubernetes`, as `kubectl apply -k` would send
+/// it: each object it renders.
+fn kustomized() -> anyhow::Result<Vec<Value>> {
+    let dir = deploy_dir().join("kubernetes");
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()
+        .context("kubectl (Debian's kubernetes-client package) must be installed")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).context("kubectl kustomize's output")?;
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| Value::deserialize(document).context("a rendered object"))
+        .collect()
+}
+
+/// The strings of a list in a manifest (`verbs`, `drop`, …).
+fn strings(list: &Value) -> anyhow::Result<Vec<&str>> {
+    list.as_array()
+        .with_context(|| format!("a list: {list}"))?
+        .iter()
+        .map(|item| item.as_str().with_context(|| format!("a string: {item}")))
+        .collect()
+}
+
+/// A rendered setting of the ConfigMap that holds JSON, parsed.
+fn json_setting(config: &Value, key: &str) -> anyhow::Result<Value> {
+    let text = config["data"][key]
+        .as_str()
+        .with_context(|| format!("the ConfigMap sets {key}"))?;
+    serde_json::from_str(text).with_context(|| format!("{key} is JSON: {text}"))
+}
+
+/// `deploy/kubernetes` as an operator applies it: every object in the
+/// `fastlane` namespace and none cluster-wide; the api and workers' Role
+/// grants exactly Jobs, pods and their logs there, and Pod Security
+/// admission keeps privileged pods out of it; the jobs' service
+/// account gets no token; the pods run as the image's non-root user; the
+/// settings send every task to this cluster.
+#[test]
+fn the_kubernetes_manifests_render_with_kustomize_and_grant_jobs_in_one_namespace_only()
+-> anyhow::Result<()> {
+    let objects = kustomized()?;
+    let kind_of = |object: &Value| object["kind"].as_str().unwrap_or_default().to_owned();
+    let mut kinds: Vec<String> = objects.iter().map(kind_of).collect();
+    kinds.sort();
+    // Nothing cluster-wide but the namespace: no ClusterRole, no
+    // ClusterRoleBinding. A new object is added here on purpose.
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Deployment",
+            "Deployment",
+            "Namespace",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+            "ServiceAccount",
+        ]
+    );
+    for object in &objects {
+        let (kind, name) = (kind_of(object), &object["metadata"]["name"]);
+        let namespace = &object["metadata"]["namespace"];
+        if kind == "Namespace" {
+            assert_eq!(name, "fastlane");
+            // No privileged job pods, host namespaces or host paths.
+            assert_eq!(
+                object["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+                "baseline"
+            );
+        } else {
+            assert_eq!(namespace, "fastlane", "{kind} {name}");
+        }
+    }
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
+            .with_context(|| format!("a {kind} named {name}"))
+    };
+    // The ConfigMap and the Secret have a hash of their content in their
+    // names.
+    let generated = |kind: &str, prefix: &str| {
+        objects
+            .iter()
+            .find(|object| {
+                object["kind"] == kind
+                    && object["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|name| name.starts_with(prefix))
+            })
+            .with_context(|| format!("a {kind} named {prefix}…"))
+    };
+
+    // Exactly these grants, so `secrets`, `pods/exec` or `*` fail here.
+    let role = find("Role", "fastlane")?;
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_array().context("the Role's rules")? {
+        for group in strings(&rule["apiGroups"])? {
+            for resource in strings(&rule["resources"])? {
+                for verb in strings(&rule["verbs"])? {
+                    granted.insert((group, resource, verb));
+                }
+            }
+        }
+    }
+    let wanted: BTreeSet<(&str, &str, &str)> = [
+        ("batch", "jobs", "create get list watch delete"),
+        ("", "pods", "get list watch delete"),
+        ("", "pods/log", "get"),
+    ]
+    .into_iter()
+    .flat_map(|(group, resource, verbs)| verbs.split(' ').map(move |verb| (group, resource, verb)))
+    .collect();
+    assert_eq!(granted, wanted);
+    let binding = find("RoleBinding", "fastlane")?;
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fastlane"})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "fastlane", "namespace": "fastlane"}])
+    );
+    find("ServiceAccount", "fastlane")?;
+    let job_account = find("ServiceAccount", "fastlane-job")?;
+    assert_eq!(job_account["automountServiceAccountToken"], false);
+
+    let config = generated("ConfigMap", "fastlane-config")?;
+    let secret = generated("Secret", "fastlane-secret")?;
+    for (name, subcommand) in [("fastlane-api", "api"), ("fastlane-worker", "worker")] {
+        let pod = &find("Deployment", name)?["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], "fastlane", "{name}");
+        let containers = pod["containers"].as_array().context("containers")?;
+        assert_eq!(containers.len(), 1, "{name}");
+        let container = &containers[0];
+        assert_eq!(container["command"][1], subcommand, "{name}");
+        assert_eq!(
+            container["envFrom"],
+            json!([
+                {"configMapRef": {"name": config["metadata"]["name"]}},
+                {"secretRef": {"name": secret["metadata"]["name"]}},
+            ]),
+            "{name} reads its settings from the ConfigMap and the Secret"
+        );
+        // The container's own setting, else the pod's.
+        let (own, pods) = (&container["securityContext"], &pod["securityContext"]);
+        let setting = |key: &str| {
+            if own[key].is_null() {
+                pods[key].clone()
+            } else {
+                own[key].clone()
+            }
+        };
+        assert_eq!(setting("runAsNonRoot"), true, "{name}");
+        assert_eq!(setting("runAsUser"), 10000, "{name}: the image's user");
+        let seccomp = setting("seccompProfile");
+        assert_eq!(seccomp["type"], "RuntimeDefault", "{name}");
+        assert_eq!(own["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(own["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(strings(&own["capabilities"]["drop"])?, ["ALL"], "{name}");
+    }
+    let api = &find("Deployment", "fastlane-api")?["spec"]["template"];
+    let service = find("Service", "fastlane")?;
+    assert_eq!(service["spec"]["selector"], api["metadata"]["labels"]);
+    assert_eq!(service["spec"]["ports"][0]["port"], 10000);
+
+    // Every task runs on this cluster, as Jobs in this namespace whose pods
+    // run as the service account without a token.
+    let executors = json_setting(config, "EXECUTORS")?;
+    assert_eq!(executors, json!([{"match": "", "executor": "kubernetes"}]));
+    let clusters = json_setting(config, "KUBERNETES_CLUSTERS")?;
+    let cluster = clusters
+        .as_array()
+        .and_then(|clusters| clusters.first())
+        .context("KUBERNETES_CLUSTERS names a cluster")?;
+    assert_eq!(cluster["inCluster"], true, "{cluster}");
+    assert_eq!(cluster["namespace"], "fastlane", "{cluster}");
+    assert_eq!(cluster["serviceAccount"], "fastlane-job", "{cluster}");
+    assert!(config["data"]["DOCKER_HOSTS"].is_null(), "no Docker hosts");
+    Ok(())
 }
