@@ -5,7 +5,8 @@
 //!
 //! 1. [`Executor::place`] chooses where it runs (status `pulling`);
 //! 2. [`Executor::prepare`] gets the image ready there, reporting a pull's
-//!    progress (the execution's status detail);
+//!    progress (the execution's status detail); an execution stopped
+//!    meanwhile is [abandoned](Executor::abandon) instead;
 //! 3. [`Executor::start`] starts it (status `running`). Starting is
 //!    idempotent per execution id: a second call finds the first run
 //!    instead of starting another;
@@ -431,6 +432,19 @@ pub trait Executor: Send + Sync + fmt::Debug {
         placement: &Placement,
         progress: &dyn Progress,
     ) -> Result<(), PluginError>;
+
+    /// Undoes what [`Executor::prepare`] left behind for an execution that
+    /// will not start (a user stopped it while it was being prepared): the
+    /// Kubernetes executor deletes the Job it created there. The default
+    /// does nothing.
+    async fn abandon(
+        &self,
+        spec: &ExecutionSpec,
+        placement: &Placement,
+    ) -> Result<(), PluginError> {
+        let _ = (spec, placement);
+        Ok(())
+    }
 
     /// Starts the run, or returns the run already started for this execution
     /// id (so redelivered work never starts a second container).

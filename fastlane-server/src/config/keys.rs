@@ -262,7 +262,8 @@ pub(super) const KEYS: &[Key] = &[
               \"namespace\": \"jobs\", \"maxRunning\": 10}], or \"inCluster\": true instead of \
               kubeconfig. Also serviceAccount, nodeSelector, tolerations, imagePullSecrets, \
               cpuLimit and memoryLimit (defaults for jobs that set none), labels, annotations, \
-              ttlSecondsAfterFinished (default 3600; null keeps finished Jobs), runAsNonRoot, \
+              ttlSecondsAfterFinished (a backstop: fastlane deletes each Job once its result \
+              is stored; default 86400, at least 600), runAsNonRoot, \
               imagePullTimeoutSeconds (default 120), circuitBreakerMaxFails (3) and \
               circuitBreakerResetSeconds (30). Kubernetes merges a pod's stdout and stderr: \
               the whole output is stored as stdout.",

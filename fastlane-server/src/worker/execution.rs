@@ -44,6 +44,8 @@ pub enum Outcome {
 enum StepError {
     Plugin(PluginError),
     Internal(String),
+    /// A user stopped the execution before it started.
+    Stopped,
 }
 
 impl From<PluginError> for StepError {
@@ -150,6 +152,10 @@ pub async fn drive(
                     Retry::OnNonZeroExit
                 };
                 finish_as(services, &job, execution, retry).await
+            }
+            Err(StepError::Stopped) => {
+                execution.finished_at = Some(Utc::now());
+                finish(services, &job, execution).await
             }
             Err(StepError::Internal(err)) => {
                 warn!(execution = execution_id, error = %err, attempts, "will try again");
@@ -334,7 +340,17 @@ async fn start(
     let store = &services.store;
     let executor = services.executors.for_task(&execution.task_id);
     let detail = super::progress::Detail::start(store.clone(), execution.execution_id.clone());
-    let prepared = executor.prepare(spec, placement, &detail).await;
+    let prepared = tokio::select! {
+        prepared = executor.prepare(spec, placement, &detail) => prepared,
+        () = stopped_meanwhile(services, &execution.execution_id) => {
+            // Stopped while it was being prepared (a pod waiting for a
+            // node, a long pull): it will not start.
+            drop(detail);
+            executor.abandon(spec, placement).await?;
+            info!(execution = %execution.execution_id, "stopped while preparing; abandoned");
+            return Err(StepError::Stopped);
+        }
+    };
     drop(detail);
     if let Err(err) = prepared {
         if err.kind() == ErrorKind::Unavailable {
@@ -369,6 +385,19 @@ async fn start(
         executor.stop(&handle, grace).await?;
     }
     Ok(handle)
+}
+
+/// Returns once a user has stopped the execution (its stored status is
+/// `stopped`), looking every second; never returns otherwise.
+async fn stopped_meanwhile(services: &Services, execution_id: &str) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(Some(stored)) = services.store.execution(execution_id).await
+            && stored.status == ExecutionStatus::Stopped
+        {
+            return;
+        }
+    }
 }
 
 /// `running` → final: waits for the exit (or the timeout) while following
@@ -420,6 +449,15 @@ async fn watch(
                 execution,
             );
         }
+        Ok(Err(err)) if err.kind() == ErrorKind::TimedOut => {
+            // The executor's backend ended the run at its own deadline
+            // (a Kubernetes Job's): timed out, with what it wrote.
+            let output = collected(services, executor, &handle, &execution.execution_id).await;
+            (execution.stdout, execution.stderr) = capped(output, cap);
+            execution.finished_at = Some(Utc::now());
+            execution.status = ExecutionStatus::Timedout;
+            execution.error = Some(err.message().to_owned());
+        }
         Ok(exit) => {
             let exit = exit?;
             let output = match executor.output(&handle, cap).await {
@@ -444,13 +482,7 @@ async fn watch(
         Err(_elapsed) => {
             let grace = Duration::from_secs(services.config.stop_grace_seconds);
             executor.stop(&handle, grace).await?;
-            let output = match executor.output(&handle, cap).await {
-                Ok(output) => output,
-                Err(_) => {
-                    crate::logs::kept_output(store.as_ref(), &execution.execution_id, cap).await
-                }
-            };
-            crate::logs::catch_up(store.as_ref(), &execution.execution_id, &output, cap).await;
+            let output = collected(services, executor, &handle, &execution.execution_id).await;
             (execution.stdout, execution.stderr) = capped(output, cap);
             execution.finished_at = Some(Utc::now());
             execution.status = ExecutionStatus::Timedout;
@@ -464,6 +496,23 @@ async fn watch(
         ended.elapsed().as_secs_f64(),
     );
     Ok(outcome)
+}
+
+/// What a run that ended early wrote: its output if the executor still
+/// has it, else what was followed live; the live log completed from it.
+async fn collected(
+    services: &Services,
+    executor: &std::sync::Arc<dyn fastlane_sdk::Executor>,
+    handle: &RunHandle,
+    execution_id: &str,
+) -> fastlane_sdk::RunOutput {
+    let (store, cap) = (&services.store, services.config.execution_log_max_bytes);
+    let output = match executor.output(handle, cap).await {
+        Ok(output) => output,
+        Err(_) => crate::logs::kept_output(store.as_ref(), execution_id, cap).await,
+    };
+    crate::logs::catch_up(store.as_ref(), execution_id, &output, cap).await;
+    output
 }
 
 /// The task following a run's output, stopped if the step is dropped.

@@ -84,7 +84,8 @@ impl Cluster {
     /// The client, made on first use from the kubeconfig or the pod's
     /// service account. A failure is not kept: the next call tries again.
     pub async fn connect(&self) -> Result<&Connected, PluginError> {
-        self.connected
+        let connected: Result<&Connected, PluginError> = self
+            .connected
             .get_or_try_init(|| async {
                 let mut config = if self.config.in_cluster {
                     Config::incluster().map_err(|err| {
@@ -123,7 +124,11 @@ impl Cluster {
                 })?;
                 Ok(Connected { client, namespace })
             })
-            .await
+            .await;
+        if let Err(err) = &connected {
+            self.circuit.failed(err.message());
+        }
+        connected
     }
 
     /// Runs one call, bounded in time, keeping the circuit up to date and
@@ -145,6 +150,22 @@ impl Cluster {
             }
         };
         self.observe(what, result)
+    }
+
+    /// Runs one call like [`Cluster::call`], but hands back an answer with
+    /// one of the status `codes` (409 for a create, 404 for a delete) as
+    /// that code instead of an error.
+    pub async fn call_allowing<T>(
+        &self,
+        what: &str,
+        codes: &[u16],
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, u16>, PluginError> {
+        let allowed = |result: Result<T, kube::Error>| match result {
+            Err(kube::Error::Api(status)) if codes.contains(&status.code) => Ok(Err(status.code)),
+            other => other.map(Ok),
+        };
+        self.call(what, async { allowed(call.await) }).await
     }
 
     /// Keeps the circuit up to date with `result` and maps its error.
@@ -177,14 +198,18 @@ impl Cluster {
         let jobs = connected.jobs();
         let name = job.metadata.name.clone().unwrap_or_default();
         match self
-            .call("creating the Job", jobs.create(&PostParams::default(), job))
-            .await
+            .call_allowing(
+                "creating the Job",
+                &[409],
+                jobs.create(&PostParams::default(), job),
+            )
+            .await?
         {
             Ok(created) => {
                 tracing::info!(cluster = self.name(), job = %name, "job created");
                 Ok(created)
             }
-            Err(err) if err.message().contains("(409 AlreadyExists)") => {
+            Err(_conflict) => {
                 let found = self.call("reading the Job", jobs.get(&name)).await?;
                 let ours = |job: &Job| {
                     job.metadata
@@ -202,7 +227,6 @@ impl Cluster {
                 tracing::info!(cluster = self.name(), job = %name, "job adopted");
                 Ok(found)
             }
-            Err(err) => Err(err),
         }
     }
 
@@ -230,31 +254,41 @@ impl Cluster {
         };
         for pod in pods.items {
             let pod_name = pod.metadata.name.unwrap_or_default();
-            let deleted = self
-                .call(
+            // Deleted, or gone already (404): either will do.
+            let _deleted_or_gone = self
+                .call_allowing(
                     "deleting the pod",
+                    &[404],
                     connected.pods().delete(&pod_name, &gently),
                 )
-                .await;
-            match deleted {
-                Err(err) if !err.message().contains("(404 NotFound)") => return Err(err),
-                _ => {}
-            }
+                .await?;
         }
         let foreground = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Foreground),
             ..gently
         };
-        match self
-            .call(
+        let _deleted_or_gone = self
+            .call_allowing(
                 "deleting the Job",
+                &[404],
                 connected.jobs().delete(name, &foreground),
             )
-            .await
-        {
-            Err(err) if !err.message().contains("(404 NotFound)") => Err(err),
-            _ => Ok(()),
-        }
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the finished Job `name` and its pod (in the background); a
+    /// Job already gone is fine.
+    pub async fn delete_job(&self, name: &str) -> Result<(), PluginError> {
+        let jobs = self.connect().await?.jobs();
+        let background = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        let _deleted_or_gone = self
+            .call_allowing("deleting the Job", &[404], jobs.delete(name, &background))
+            .await?;
+        Ok(())
     }
 
     /// The newest pod of the execution, `None` when it has none.
@@ -293,8 +327,8 @@ pub fn is_unreachable(err: &kube::Error) -> bool {
     )
 }
 
-/// The kind of an API error, as the worker acts on it. Messages carry the
-/// code and reason (`(404 NotFound)`), which callers match.
+/// The kind of an API error, as the worker acts on it; messages end with
+/// the code and reason (`(404 NotFound)`).
 pub fn mapped(cluster: &str, what: &str, err: &kube::Error) -> PluginError {
     let kube::Error::Api(status) = err else {
         return if is_unreachable(err) {

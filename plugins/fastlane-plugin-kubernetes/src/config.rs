@@ -63,11 +63,12 @@ pub struct ClusterConfig {
     /// Annotations added to every Job and pod.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
-    /// How long a finished Job (and its pod and log) is kept before
-    /// Kubernetes deletes it; `null` keeps it until `fastlane prune` or an
-    /// operator does.
+    /// fastlane deletes each Job once its result is stored; this is how
+    /// long Kubernetes keeps a finished Job whose result never was (a
+    /// fastlane down all that time). At least 600: a fastlane down longer
+    /// than this while an execution waited to start may start it again.
     #[serde(default = "default_ttl")]
-    pub ttl_seconds_after_finished: Option<u32>,
+    pub ttl_seconds_after_finished: u32,
     /// How many executions of the cluster run at once (a fastlane
     /// admission gate, like a Docker farm's).
     #[serde(default = "default_max_running")]
@@ -93,8 +94,8 @@ pub struct ClusterConfig {
     pub regex: Option<Regex>,
 }
 
-fn default_ttl() -> Option<u32> {
-    Some(3600)
+fn default_ttl() -> u32 {
+    86_400
 }
 
 fn default_max_running() -> u32 {
@@ -170,6 +171,9 @@ pub fn parse(config: serde_json::Value) -> Result<Vec<ClusterConfig>, PluginErro
                 "namespace",
                 &format!("{namespace:?} is not a namespace name (a DNS label)"),
             ));
+        }
+        if cluster.ttl_seconds_after_finished < 600 {
+            return Err(at("ttlSecondsAfterFinished", "must be at least 600"));
         }
         if cluster.max_running == 0 {
             return Err(at("maxRunning", "must be at least 1"));
@@ -316,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_a_gate_of_ten_an_hour_of_ttl_and_every_task() {
+    fn defaults_are_a_gate_of_ten_a_day_of_ttl_and_every_task() {
         let clusters = parse(json!([{"name": "a", "inCluster": true}])).expect("accepted");
         let a = &clusters[0];
         assert_eq!(
@@ -325,7 +329,7 @@ mod tests {
                 a.ttl_seconds_after_finished,
                 a.image_pull_timeout_seconds
             ),
-            (10, Some(3600), 120)
+            (10, 86_400, 120)
         );
         assert!(a.matches("anything"));
     }

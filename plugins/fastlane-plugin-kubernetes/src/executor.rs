@@ -8,16 +8,17 @@
 //! | `wait` | watches the pod to its container's exit |
 //! | `follow`, `output` | the pod's log (stdout and stderr merged) |
 //! | `stop` | deletes the pod within the grace period, then the Job |
-//! | `release` | nothing: `ttlSecondsAfterFinished` deletes the Job |
+//! | `release` | deletes the Job once its result is stored (`ttlSecondsAfterFinished` is the backstop) |
+//! | `abandon` | deletes the Job of an execution stopped while it waited to start |
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fastlane_sdk::{
-    ExecutionSpec, Executor, ExecutorStatus, ExitStatus, HostHealth, HostStatus, LogSink,
-    OutputCollector, Placement, PluginError, Pool, Progress, RunHandle, RunOutput,
+    ErrorKind, ExecutionSpec, Executor, ExecutorStatus, ExitStatus, HostHealth, HostStatus,
+    LogSink, OutputCollector, Placement, PluginError, Pool, Progress, RunHandle, RunOutput,
     RunningContainer,
 };
 use kube::api::ListParams;
@@ -25,12 +26,15 @@ use kube::api::ListParams;
 use crate::cluster::Cluster;
 use crate::config::ClusterConfig;
 use crate::manifest::{self, EXECUTION_LABEL};
-use crate::state::{PodState, job_failure, pod_state};
+use crate::state::{PodState, job_complete, job_failure, past_deadline, pod_state};
 use crate::watch::PodWatch;
 
 /// How often a wait looks again with nothing new from the watch (a Job
 /// past its deadline, an expiration).
 const TICK: Duration = Duration::from_secs(5);
+
+/// How long reading a finished pod's log may take.
+const OUTPUT_PATIENCE: Duration = Duration::from_secs(120);
 
 /// The exit code reported for a run whose pod was deleted before its
 /// container's exit was seen (a stop): a killed process's.
@@ -41,9 +45,10 @@ const KILLED: i64 = 137;
 pub struct KubernetesExecutor {
     clusters: Vec<Arc<Cluster>>,
     blacklist: Mutex<BTreeSet<String>>,
-    /// Runs this process stopped, so that their end reads as a stop
-    /// rather than a disappearance once their Job is gone.
-    stopped: Mutex<HashSet<String>>,
+    /// Runs this process stopped (and when), so that their end reads as a
+    /// stop rather than a disappearance once their Job is gone. Kept an
+    /// hour: an API process stops runs it never releases.
+    stopped: Mutex<HashMap<String, Instant>>,
 }
 
 impl KubernetesExecutor {
@@ -55,7 +60,7 @@ impl KubernetesExecutor {
                 .map(|config| Arc::new(Cluster::new(config)))
                 .collect(),
             blacklist: Mutex::new(BTreeSet::new()),
-            stopped: Mutex::new(HashSet::new()),
+            stopped: Mutex::new(HashMap::new()),
         }
     }
 
@@ -79,7 +84,100 @@ impl KubernetesExecutor {
         self.stopped
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(job)
+            .contains_key(job)
+    }
+
+    /// Waits until the execution's pod runs (or ran), reporting why it
+    /// waits; gives up (deleting the Job) on an image that cannot be
+    /// pulled, a container that cannot start, or the job's expiration.
+    async fn wait_ready(
+        &self,
+        cluster: &Cluster,
+        spec: &ExecutionSpec,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Result<(), PluginError> {
+        let pull_patience = Duration::from_secs(cluster.config.image_pull_timeout_seconds);
+        let mut failing_since: Option<Instant> = None;
+        let mut watch = PodWatch::new(cluster, &spec.execution_id);
+        loop {
+            let seen = watch.next(TICK).await?;
+            let state = seen.pod.as_ref().map(pod_state);
+            let next = match &state {
+                Some(PodState::Running | PodState::Exited(_) | PodState::Failed(_)) => Next::Ready,
+                Some(PodState::CannotPull { message, retry }) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    progress.report(&format!("pulling {}: {message}", spec.image));
+                    if !retry || since.elapsed() >= pull_patience {
+                        Next::GiveUp(PluginError::permanent(format!(
+                            "the image {} cannot be pulled on cluster {}: {message}",
+                            spec.image,
+                            cluster.name()
+                        )))
+                    } else {
+                        Next::Wait
+                    }
+                }
+                Some(PodState::CannotStart(message)) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    progress.report(&format!("cannot start: {message}"));
+                    if since.elapsed() >= pull_patience {
+                        Next::GiveUp(PluginError::permanent(format!(
+                            "the container cannot start on cluster {}: {message}",
+                            cluster.name()
+                        )))
+                    } else {
+                        Next::Wait
+                    }
+                }
+                Some(PodState::Unschedulable(message)) => {
+                    progress.report(&format!("waiting for a node: {message}"));
+                    Next::Wait
+                }
+                Some(PodState::Waiting(why)) => {
+                    progress.report(why);
+                    Next::Wait
+                }
+                None => {
+                    progress.report("waiting for the Job's pod to be made");
+                    Next::Wait
+                }
+            };
+            match next {
+                Next::Ready => return Ok(()),
+                Next::GiveUp(err) => {
+                    cluster.delete(name, Duration::ZERO).await?;
+                    return Err(err);
+                }
+                Next::Wait => {}
+            }
+            if let Some(expiration) = spec.start_before
+                && chrono::Utc::now() > expiration
+            {
+                cluster.delete(name, Duration::ZERO).await?;
+                return Err(PluginError::expired(format!(
+                    "the job was to start before {}; its pod had not by then ({})",
+                    expiration.to_rfc3339(),
+                    state.map_or_else(|| "no pod yet".to_owned(), |s| format!("{s:?}"))
+                )));
+            }
+            if seen.pod.is_none() || seen.deleted {
+                // No pod (yet, or any more): the Job says why.
+                match cluster.job(name).await? {
+                    None => {
+                        return Err(PluginError::not_found(format!(
+                            "cluster {}: Job {name} was deleted before it ran",
+                            cluster.name()
+                        )));
+                    }
+                    Some(job) => {
+                        if let Some(err) = failed(cluster, &job) {
+                            return Err(err);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// The newest pod of `handle`'s execution, or `NotFound`.
@@ -201,84 +299,14 @@ impl Executor for KubernetesExecutor {
         let job = manifest::job(spec, &cluster.config)?;
         let name = job.metadata.name.clone().unwrap_or_default();
         cluster.create_or_adopt(&job).await?;
-        let pull_patience = Duration::from_secs(cluster.config.image_pull_timeout_seconds);
-        let mut failing_since: Option<Instant> = None;
-        let mut watch = PodWatch::new(cluster, &spec.execution_id);
-        loop {
-            let seen = watch.next(TICK).await?;
-            let state = seen.pod.as_ref().map(pod_state);
-            let next = match &state {
-                Some(PodState::Running | PodState::Exited(_) | PodState::Failed(_)) => Next::Ready,
-                Some(PodState::CannotPull { message, retry }) => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    progress.report(&format!("pulling {}: {message}", spec.image));
-                    if !retry || since.elapsed() >= pull_patience {
-                        Next::GiveUp(PluginError::permanent(format!(
-                            "the image {} cannot be pulled on cluster {}: {message}",
-                            spec.image,
-                            cluster.name()
-                        )))
-                    } else {
-                        Next::Wait
-                    }
-                }
-                Some(PodState::CannotStart(message)) => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    progress.report(&format!("cannot start: {message}"));
-                    if since.elapsed() >= pull_patience {
-                        Next::GiveUp(PluginError::permanent(format!(
-                            "the container cannot start on cluster {}: {message}",
-                            cluster.name()
-                        )))
-                    } else {
-                        Next::Wait
-                    }
-                }
-                Some(PodState::Unschedulable(message)) => {
-                    progress.report(&format!("waiting for a node: {message}"));
-                    Next::Wait
-                }
-                Some(PodState::Waiting(why)) => {
-                    progress.report(why);
-                    Next::Wait
-                }
-                None => Next::Wait,
-            };
-            match next {
-                Next::Ready => return Ok(()),
-                Next::GiveUp(err) => {
-                    cluster.delete(&name, Duration::ZERO).await?;
-                    return Err(err);
-                }
-                Next::Wait => {}
-            }
-            if let Some(expiration) = spec.start_before
-                && chrono::Utc::now() > expiration
-            {
-                cluster.delete(&name, Duration::ZERO).await?;
-                return Err(PluginError::expired(format!(
-                    "the job was to start before {}; its pod had not by then ({})",
-                    expiration.to_rfc3339(),
-                    state.map_or_else(|| "no pod yet".to_owned(), |s| format!("{s:?}"))
-                )));
-            }
-            if seen.pod.is_none() || seen.deleted {
-                // No pod (yet, or any more): the Job says why.
-                match cluster.job(&name).await? {
-                    None => {
-                        return Err(PluginError::not_found(format!(
-                            "cluster {}: Job {name} was deleted before it ran",
-                            cluster.name()
-                        )));
-                    }
-                    Some(job) => {
-                        if let Some(err) = failed(cluster, &job) {
-                            return Err(err);
-                        }
-                    }
-                }
-            }
-        }
+        // The Job exists now: a cluster that stops answering must not send
+        // the execution elsewhere (it would run twice), so work waits for it.
+        self.wait_ready(cluster, spec, &name, progress)
+            .await
+            .map_err(|err| match err.kind() {
+                ErrorKind::Unavailable => PluginError::retryable(err.message()),
+                _ => err,
+            })
     }
 
     async fn start(
@@ -286,13 +314,21 @@ impl Executor for KubernetesExecutor {
         spec: &ExecutionSpec,
         placement: &Placement,
     ) -> Result<RunHandle, PluginError> {
+        // `prepare` made the Job; starting only finds it. Making it again
+        // here could run a run that ended (and whose Job was deleted) a
+        // second time.
         let cluster = self.cluster(&placement.host)?;
-        let job = manifest::job(spec, &cluster.config)?;
-        let created = cluster.create_or_adopt(&job).await?;
-        Ok(RunHandle {
-            host: cluster.name().to_owned(),
-            id: created.metadata.name.unwrap_or_default(),
-        })
+        let name = manifest::job_name(&spec.execution_id)?;
+        match cluster.job(&name).await? {
+            Some(_) => Ok(RunHandle {
+                host: cluster.name().to_owned(),
+                id: name,
+            }),
+            None => Err(PluginError::lost(format!(
+                "cluster {}: Job {name} was deleted before its start was recorded",
+                cluster.name()
+            ))),
+        }
     }
 
     async fn wait(&self, handle: &RunHandle) -> Result<ExitStatus, PluginError> {
@@ -305,11 +341,20 @@ impl Executor for KubernetesExecutor {
                 Some(PodState::Exited(exit)) if exit.code == 0 => return Ok(exit),
                 Some(PodState::Exited(exit)) => {
                     // Killed at the Job's deadline, the container exits
-                    // too: the Job says which it was.
+                    // too: the Job says which it was (or, before the Job
+                    // controller wrote it down, its start and deadline).
                     let job = cluster.job(&handle.id).await?;
-                    return match job.as_ref().and_then(|job| failed(cluster, job)) {
-                        Some(err) if err.kind() == fastlane_sdk::ErrorKind::TimedOut => Err(err),
-                        _ => Ok(exit),
+                    let timed_out = job.as_ref().and_then(|job| {
+                        failed(cluster, job)
+                            .filter(|err| err.kind() == ErrorKind::TimedOut)
+                            .or_else(|| {
+                                past_deadline(job, chrono::Utc::now())
+                                    .then(|| deadline_error(cluster, job))
+                            })
+                    });
+                    return match timed_out {
+                        Some(err) => Err(err),
+                        None => Ok(exit),
                     };
                 }
                 Some(PodState::Failed(why)) => {
@@ -338,6 +383,14 @@ impl Executor for KubernetesExecutor {
             if let Some(err) = failed(cluster, &job) {
                 return Err(err);
             }
+            if job_complete(&job) && seen.pod.is_none() {
+                // Its pod is gone (garbage-collected with its node), but
+                // the Job saw it succeed.
+                return Ok(ExitStatus {
+                    code: 0,
+                    error: Some("its pod is gone; the Job says it succeeded".to_owned()),
+                });
+            }
             if seen.deleted && job.metadata.deletion_timestamp.is_some() {
                 // Deleted by a stop (here or elsewhere) before its exit
                 // was written down: a killed run.
@@ -353,7 +406,17 @@ impl Executor for KubernetesExecutor {
         let cluster = self.cluster(&handle.host)?;
         let pod = Self::pod_name(cluster, handle).await?;
         let collector = OutputCollector::with_limit(limit);
-        crate::logs::read(cluster, &pod, false, limit, &collector).await?;
+        tokio::time::timeout(
+            OUTPUT_PATIENCE,
+            crate::logs::read(cluster, &pod, false, limit, &collector),
+        )
+        .await
+        .map_err(|_| {
+            PluginError::retryable(format!(
+                "cluster {}: the log of {pod} was not read within {OUTPUT_PATIENCE:?}",
+                cluster.name()
+            ))
+        })??;
         Ok(collector.into_output())
     }
 
@@ -365,20 +428,37 @@ impl Executor for KubernetesExecutor {
 
     async fn stop(&self, handle: &RunHandle, grace: Duration) -> Result<(), PluginError> {
         let cluster = self.cluster(&handle.host)?;
-        self.stopped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(handle.id.clone());
+        {
+            let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+            stopped.retain(|_, at| at.elapsed() < Duration::from_secs(3600));
+            stopped.insert(handle.id.clone(), Instant::now());
+        }
         cluster.delete(&handle.id, grace).await?;
         tracing::info!(cluster = cluster.name(), job = %handle.id, "job stopped");
         Ok(())
     }
 
+    /// The result is stored: the Job (with its pod and log) goes.
+    /// `ttlSecondsAfterFinished` is the backstop for Jobs whose result
+    /// never was.
     async fn release(&self, handle: &RunHandle) -> Result<(), PluginError> {
         self.stopped
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&handle.id);
+        let cluster = self.cluster(&handle.host)?;
+        cluster.delete_job(&handle.id).await
+    }
+
+    async fn abandon(
+        &self,
+        spec: &ExecutionSpec,
+        placement: &Placement,
+    ) -> Result<(), PluginError> {
+        let cluster = self.cluster(&placement.host)?;
+        let name = manifest::job_name(&spec.execution_id)?;
+        cluster.delete(&name, Duration::ZERO).await?;
+        tracing::info!(cluster = cluster.name(), job = %name, "job abandoned before it started");
         Ok(())
     }
 
@@ -404,24 +484,30 @@ impl Executor for KubernetesExecutor {
     }
 }
 
-/// The error a failed Job ends its execution with: `TimedOut` past its
-/// deadline, else a permanent failure saying why.
+/// The error a failed Job ends its execution with when no exit of its
+/// container was seen: `TimedOut` past its deadline, else `Lost` (its pod
+/// went without exiting: evicted, its node lost), which the job's retries
+/// may run again.
 fn failed(cluster: &Cluster, job: &k8s_openapi::api::batch::v1::Job) -> Option<PluginError> {
     let (reason, message) = job_failure(job)?;
-    let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
     Some(if reason == "DeadlineExceeded" {
-        PluginError::timed_out(format!(
-            "Job execution timed out after {} seconds (the Job's activeDeadlineSeconds \
-             on cluster {}).",
-            deadline.unwrap_or_default(),
-            cluster.name()
-        ))
+        deadline_error(cluster, job)
     } else {
-        PluginError::permanent(format!(
-            "cluster {}: the Job failed: {reason}: {message}",
+        PluginError::lost(format!(
+            "cluster {}: the Job failed without its container's exit: {reason}: {message}",
             cluster.name()
         ))
     })
+}
+
+/// `job` ran past its `activeDeadlineSeconds`.
+fn deadline_error(cluster: &Cluster, job: &k8s_openapi::api::batch::v1::Job) -> PluginError {
+    let deadline = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+    PluginError::timed_out(format!(
+        "Job execution timed out after {} seconds (the Job's activeDeadlineSeconds on cluster {}).",
+        deadline.unwrap_or_default(),
+        cluster.name()
+    ))
 }
 
 /// fastlane's Jobs with a pod running on `cluster` (found by their label,

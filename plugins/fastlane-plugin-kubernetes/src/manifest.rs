@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, HostAlias, LocalObjectReference, PodSecurityContext, PodSpec,
+    Capabilities, Container, EnvVar, HostAlias, LocalObjectReference, PodSecurityContext, PodSpec,
     PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -99,7 +99,7 @@ pub fn job(spec: &ExecutionSpec, cluster: &ClusterConfig) -> Result<Job, PluginE
     }
     let resources = (!limits.is_empty()).then(|| ResourceRequirements {
         // Asking for what it may use: the scheduler places it where that
-        // fits, and the pod is in the Guaranteed class.
+        // fits (with both set, the pod is in the Guaranteed class).
         requests: Some(limits.clone()),
         limits: Some(limits),
         ..ResourceRequirements::default()
@@ -133,6 +133,12 @@ pub fn job(spec: &ExecutionSpec, cluster: &ClusterConfig) -> Result<Job, PluginE
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             privileged: Some(false),
+            // With `runAsNonRoot`, no capabilities either: the pod then
+            // meets the `restricted` Pod Security profile.
+            capabilities: cluster.run_as_non_root.then(|| Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
             ..SecurityContext::default()
         }),
         ..Container::default()
@@ -190,11 +196,9 @@ pub fn job(spec: &ExecutionSpec, cluster: &ClusterConfig) -> Result<Job, PluginE
             active_deadline_seconds: spec
                 .timeout
                 .map(|t| i64::try_from(t.as_secs().max(1)).unwrap_or(i64::MAX)),
-            ttl_seconds_after_finished: cluster
-                .ttl_seconds_after_finished
-                .map(i32::try_from)
-                .transpose()
-                .map_err(|_| PluginError::invalid_config("ttlSecondsAfterFinished is too large"))?,
+            ttl_seconds_after_finished: Some(
+                i32::try_from(cluster.ttl_seconds_after_finished).unwrap_or(i32::MAX),
+            ),
             template: PodTemplateSpec {
                 metadata: Some(meta),
                 spec: Some(pod),
@@ -242,7 +246,7 @@ mod tests {
     fn the_job_runs_once_within_the_timeout_hardened_and_labelled() {
         let job = job(
             &spec(),
-            &cluster(serde_json::json!({"memoryLimit": 1048576, "ttlSecondsAfterFinished": 60})),
+            &cluster(serde_json::json!({"memoryLimit": 1048576, "ttlSecondsAfterFinished": 900})),
         )
         .expect("job");
         let json = serde_json::to_value(&job).expect("json");
@@ -260,7 +264,7 @@ mod tests {
             (
                 &serde_json::json!(0),
                 &serde_json::json!(90),
-                &serde_json::json!(60)
+                &serde_json::json!(900)
             )
         );
         let pod = &job_spec["template"]["spec"];

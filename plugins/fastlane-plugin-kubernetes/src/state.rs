@@ -64,6 +64,15 @@ pub fn pod_state(pod: &Pod) -> PodState {
     if let Some(terminated) = &state.terminated {
         return PodState::Exited(exit(terminated));
     }
+    // A pod failed without its container's exit (evicted, its node lost):
+    // its container may still read `running`.
+    if status.phase.as_deref() == Some("Failed") {
+        let reason = status.reason.clone().unwrap_or_else(|| "Failed".to_owned());
+        return PodState::Failed(match &status.message {
+            Some(message) => format!("{reason}: {message}"),
+            None => reason,
+        });
+    }
     if let Some(waiting) = &state.waiting {
         let reason = waiting.reason.clone().unwrap_or_default();
         let message = match &waiting.message {
@@ -81,18 +90,16 @@ pub fn pod_state(pod: &Pod) -> PodState {
     if state.running.is_some() {
         return PodState::Running;
     }
-    if status.phase.as_deref() == Some("Failed") {
-        let reason = status.reason.unwrap_or_else(|| "Failed".to_owned());
-        return PodState::Failed(match status.message {
-            Some(message) => format!("{reason}: {message}"),
-            None => reason,
+    let unscheduled = status
+        .conditions
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| {
+            c.type_ == "PodScheduled"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
         });
-    }
-    let unscheduled = status.conditions.unwrap_or_default().into_iter().find(|c| {
-        c.type_ == "PodScheduled"
-            && c.status == "False"
-            && c.reason.as_deref() == Some("Unschedulable")
-    });
     if let Some(condition) = unscheduled {
         return PodState::Unschedulable(condition.message.unwrap_or_default());
     }
@@ -138,6 +145,32 @@ pub fn job_failure(job: &Job) -> Option<(String, String)> {
                 c.message.clone().unwrap_or_default(),
             )
         })
+}
+
+/// True when `job` succeeded as a whole (its `Complete` condition).
+pub fn job_complete(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions.iter().any(|c| {
+                matches!(c.type_.as_str(), "Complete" | "SuccessCriteriaMet") && c.status == "True"
+            })
+        })
+}
+
+/// True when `job` has run longer than its `activeDeadlineSeconds`, by
+/// the clock of the machine asking (the Job controller may not have said
+/// so yet: before Kubernetes 1.31 it stops the pod first).
+pub fn past_deadline(job: &Job, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let Some(deadline) = job.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
+        return false;
+    };
+    let Some(started) = job.status.as_ref().and_then(|s| s.start_time.as_ref()) else {
+        return false;
+    };
+    let started = started.0.as_second();
+    now.timestamp() >= started.saturating_add(deadline)
 }
 
 #[cfg(test)]
@@ -233,6 +266,14 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_lost_with_its_node_failed_though_its_container_reads_running() {
+        let mut status = container(json!({"running": {"startedAt": "2026-12-04T10:00:00Z"}}));
+        status["phase"] = json!("Failed");
+        status["reason"] = json!("NodeLost");
+        assert_eq!(pod_state(&pod(status)), PodState::Failed("NodeLost".into()));
+    }
+
+    #[test]
     fn a_job_past_its_deadline_says_so() {
         let job: Job = serde_json::from_value(json!({"status": {"conditions": [
             {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
@@ -245,5 +286,16 @@ mod tests {
                 "Job was active longer than specified deadline".into()
             ))
         );
+        let running: Job = serde_json::from_value(json!({
+            "spec": {"activeDeadlineSeconds": 60, "template": {}},
+            "status": {"startTime": "2026-12-04T10:00:00Z"}}))
+        .expect("a job");
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .expect("a time")
+                .with_timezone(&chrono::Utc)
+        };
+        assert!(!past_deadline(&running, at("2026-12-04T10:00:59Z")));
+        assert!(past_deadline(&running, at("2026-12-04T10:01:00Z")));
     }
 }

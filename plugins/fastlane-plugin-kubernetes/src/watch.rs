@@ -18,6 +18,9 @@ use crate::cluster::{Cluster, newest, selector};
 /// How long the API server keeps one watch open.
 const WATCH_SECONDS: u32 = 60;
 
+/// How long a watch may say nothing before it is taken for dead.
+const SILENCE: Duration = Duration::from_secs(WATCH_SECONDS as u64 + 15);
+
 /// What [`PodWatch::next`] saw.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -34,6 +37,8 @@ pub struct PodWatch<'a> {
     selector: String,
     stream: Option<BoxStream<'static, Result<WatchEvent<Pod>, kube::Error>>>,
     latest: Option<Pod>,
+    /// When the watch last said anything (bookmarks too).
+    heard: std::time::Instant,
 }
 
 impl std::fmt::Debug for PodWatch<'_> {
@@ -52,6 +57,7 @@ impl<'a> PodWatch<'a> {
             selector: selector(execution_id),
             stream: None,
             latest: None,
+            heard: std::time::Instant::now(),
         }
     }
 
@@ -59,6 +65,11 @@ impl<'a> PodWatch<'a> {
     /// soon as it changes, or after `tick` with nothing new.
     pub async fn next(&mut self, tick: Duration) -> Result<Seen, PluginError> {
         loop {
+            if self.heard.elapsed() > SILENCE {
+                // Longer than the server keeps a watch open, and not a
+                // word: the connection died without closing.
+                self.stream = None;
+            }
             let Some(stream) = self.stream.as_mut() else {
                 return self.list().await;
             };
@@ -71,6 +82,7 @@ impl<'a> PodWatch<'a> {
                 }
                 Ok(event) => event,
             };
+            self.heard = std::time::Instant::now();
             match event {
                 None => {
                     // The server ended the watch: list afresh.
@@ -100,9 +112,10 @@ impl<'a> PodWatch<'a> {
                     self.stream = None;
                 }
                 Some(Err(err)) => {
+                    // A watch cut short: listing afresh says whether the
+                    // API server still answers.
+                    tracing::debug!(cluster = self.cluster.name(), error = %err, "watch broke");
                     self.stream = None;
-                    self.cluster
-                        .observe("watching the pod", Err::<(), _>(err))?;
                 }
             }
         }
@@ -128,6 +141,7 @@ impl<'a> PodWatch<'a> {
             .call("watching the pod", pods.watch(&params, &version))
             .await?;
         self.stream = Some(stream.map_err(kube::Error::from).boxed());
+        self.heard = std::time::Instant::now();
         Ok(Seen {
             pod: self.latest.clone(),
             deleted: false,

@@ -142,6 +142,18 @@ impl FakeCluster {
             .cloned()
     }
 
+    /// Every Job ever created in `namespace`, as created (deleted ones
+    /// too).
+    pub fn created_jobs(&self, namespace: &str) -> Vec<Value> {
+        let objects = self.state.lock();
+        objects
+            .history
+            .iter()
+            .filter(|c| c.kind == "jobs" && c.namespace == namespace && c.kind_of_change == "ADDED")
+            .map(|c| c.object.clone())
+            .collect()
+    }
+
     /// The Jobs in `namespace`.
     pub fn jobs(&self, namespace: &str) -> Vec<Value> {
         let objects = self.state.lock();

@@ -3,8 +3,9 @@
 //! on the fake API server of `fastlane_tests::kube` (no API server can be
 //! installed here; its pods run on the real engine). A user sees the same
 //! API as with Docker: the result and the merged log, a timeout, a stop,
-//! the wait for a node in the status detail, the cluster in `/status`, and
-//! a run adopted after a crash without running twice.
+//! the wait for a node in the status detail (and a stop during it), the
+//! cluster in `/status`, a run adopted after a crash without running
+//! twice, and each Job deleted once its result is stored.
 
 use std::time::Duration;
 
@@ -65,10 +66,19 @@ async fn a_task_routed_to_kubernetes_runs_as_a_job_and_its_merged_log_comes_back
         ["err", "out"],
         "both streams are in the log: {execution}"
     );
-    let job = fake
-        .job("fastlane-test", &format!("fastlane-{id}"))
-        .context("the Job is on the cluster")?;
+    let name = format!("fastlane-{id}");
+    let created = fake.created_jobs("fastlane-test");
+    let job = created
+        .iter()
+        .find(|job| job["metadata"]["name"] == name.as_str())
+        .context("the Job was made on the cluster")?;
     assert_eq!(job["metadata"]["labels"]["fastlane.task"], "k8s-hello");
+    // Its result stored, fastlane deletes the Job.
+    let deadline = std::time::Instant::now() + LIMIT;
+    while fake.job("fastlane-test", &name).is_some() {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the Job was kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let (_, status) = server.get("/status").await?;
     let hosts = status["hosts"].to_string();
@@ -86,7 +96,7 @@ async fn a_kubernetes_run_times_out_and_a_stopped_one_is_stopped() -> anyhow::Re
     let (timed, _) = submit(
         &server,
         "k8s-slow",
-        json!({"image": image(), "command": "sleep 60", "timeout": 2}),
+        json!({"image": image(), "command": "sh -c 'echo before; sleep 60'", "timeout": 2}),
     )
     .await?;
     let (stopped, id) = submit(
@@ -98,6 +108,10 @@ async fn a_kubernetes_run_times_out_and_a_stopped_one_is_stopped() -> anyhow::Re
 
     let execution = server.wait_finished(&timed, LIMIT).await?;
     assert_eq!(execution["status"], "timedout", "{execution}");
+    // What it wrote before its pod went with the deadline is kept.
+    server
+        .wait_for(&timed, LIMIT, |e| e["log"] == "before\n")
+        .await?;
 
     server
         .wait_for(&stopped, LIMIT, |e| e["status"] == "running")
@@ -131,7 +145,8 @@ async fn a_kubernetes_run_times_out_and_a_stopped_one_is_stopped() -> anyhow::Re
 }
 
 #[tokio::test]
-async fn a_pod_no_node_can_take_waits_saying_why_until_the_job_expires() -> anyhow::Result<()> {
+async fn a_pod_no_node_can_take_waits_saying_why_until_the_job_expires_or_is_stopped()
+-> anyhow::Result<()> {
     let fake = FakeCluster::start().await?;
     let server = server(&fake).await?;
     let expiration = chrono::Utc::now().timestamp() + 4;
@@ -151,6 +166,41 @@ async fn a_pod_no_node_can_take_waits_saying_why_until_the_job_expires() -> anyh
     assert_eq!(waiting["status"], "pulling", "{waiting}");
     let execution = server.wait_finished(&url, LIMIT).await?;
     assert_eq!(execution["status"], "expired", "{execution}");
+
+    // One stopped while it waits goes, and so does its Job.
+    let (url, id) = submit(
+        &server,
+        "k8s-gpu-eval",
+        json!({"image": image(), "command": "true"}),
+    )
+    .await?;
+    server
+        .wait_for(&url, LIMIT, |e| {
+            e["statusDetail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("waiting for a node"))
+        })
+        .await?;
+    let path = url
+        .strip_prefix(&server.base)
+        .context("a URL of the server")?;
+    let (status, body) = server
+        .post_json(&format!("{path}/stop"), &json!({}))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let execution = server.wait_finished(&url, LIMIT).await?;
+    assert_eq!(execution["status"], "stopped", "{execution}");
+    let deadline = std::time::Instant::now() + LIMIT;
+    while fake
+        .job("fastlane-test", &format!("fastlane-{id}"))
+        .is_some()
+    {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the waiting Job was kept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     Ok(())
 }
 
@@ -173,6 +223,10 @@ async fn a_kubernetes_run_is_adopted_after_a_crash_and_not_run_twice() -> anyhow
     let execution = server.wait_finished(&url, LIMIT).await?;
     assert_eq!(execution["status"], "done", "{execution}");
     assert_eq!(execution["log"], "after\n", "{execution}");
-    assert_eq!(fake.jobs("fastlane-test").len(), 1, "one Job, run once");
+    assert_eq!(
+        fake.created_jobs("fastlane-test").len(),
+        1,
+        "one Job, run once"
+    );
     Ok(())
 }

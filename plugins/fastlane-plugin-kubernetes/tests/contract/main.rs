@@ -167,6 +167,22 @@ async fn the_cluster_gets_one_hardened_job_per_execution_that_runs_within_its_ti
         output.stderr, "",
         "Kubernetes merges stderr into the one log"
     );
+
+    // Its result stored, the Job goes; starting it again finds none and
+    // makes none: the run is not run twice.
+    executor.release(&handle).await.expect("released");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.job(NAMESPACE, &handle.id).is_some() {
+        assert!(Instant::now() < deadline, "the released Job was kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let placement = executor.place(&spec).await.expect("placed");
+    let err = executor
+        .start(&spec, &placement)
+        .await
+        .expect_err("no Job to start");
+    assert_eq!(err.kind(), ErrorKind::Lost, "{err}");
+    assert_eq!(fake.created_jobs(NAMESPACE).len(), 1);
 }
 
 #[tokio::test]
@@ -191,11 +207,7 @@ async fn a_job_named_like_ours_that_is_not_ours_is_refused_not_adopted() {
         .await
         .expect("posted");
     assert_eq!(created.status(), 201);
-    let placement = executor.place(&spec).await.expect("placed");
-    let err = executor
-        .start(&spec, &placement)
-        .await
-        .expect_err("a stranger's Job is not adopted");
+    let err = prepare_error(&executor, &spec, &NoProgress).await;
     assert_eq!(err.kind(), ErrorKind::Permanent);
     assert!(err.message().contains("is not this execution's"), "{err}");
 }
