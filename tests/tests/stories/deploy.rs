@@ -6,9 +6,11 @@
 //! start; `deploy/compose.yaml` comes up with Debian's docker-compose on
 //! Docker Engine (api, two workers, Redis and PostgreSQL, every image built
 //! here) and runs it too. `deploy/kubernetes` renders with `kubectl
-//! kustomize` into one namespace, `fastlane`, whose Role lets the api and
-//! workers run Jobs and read their pods and logs there and nothing else; no
-//! API server runs on these machines, so it is checked offline, not applied.
+//! kustomize` into two namespaces: `fastlane` for the api and workers, and
+//! `fastlane-jobs` for the Jobs, where their only Role lets them run Jobs
+//! and read their pods and logs, and from which NetworkPolicies let nothing
+//! into `fastlane` but the API; no API server runs on these machines, so it
+//! is checked offline, not applied.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -338,20 +340,25 @@ fn json_setting(config: &Value, key: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).with_context(|| format!("{key} is JSON: {text}"))
 }
 
-/// `deploy/kubernetes` as an operator applies it: every object in the
-/// `fastlane` namespace and none cluster-wide; the api and workers' Role
-/// grants exactly Jobs, pods and their logs there, and Pod Security
-/// admission keeps privileged pods out of it; the jobs' service
-/// account gets no token; the pods run as the image's non-root user; the
-/// settings send every task to this cluster.
+/// `deploy/kubernetes` as an operator applies it: the api, workers, their
+/// settings and service account in the namespace `fastlane`, under Pod
+/// Security's `restricted` profile; the Jobs in `fastlane-jobs`, under
+/// `baseline` (no privileged pods, host namespaces or host paths); nothing
+/// cluster-wide but the two namespaces. fastlane's only Role is in
+/// `fastlane-jobs` and grants exactly Jobs, pods and their logs there;
+/// NetworkPolicies let into `fastlane` only its own pods, and the api pods'
+/// port from anywhere, so a job reaches nothing there but the API. The
+/// jobs' service account gets no token; fastlane's pods run as the image's
+/// non-root user; the settings send every task to this cluster, into
+/// `fastlane-jobs`.
 #[test]
-fn the_kubernetes_manifests_render_with_kustomize_and_grant_jobs_in_one_namespace_only()
+fn the_kubernetes_manifests_render_with_kustomize_and_keep_jobs_in_a_namespace_of_their_own()
 -> anyhow::Result<()> {
     let objects = kustomized()?;
     let kind_of = |object: &Value| object["kind"].as_str().unwrap_or_default().to_owned();
     let mut kinds: Vec<String> = objects.iter().map(kind_of).collect();
     kinds.sort();
-    // Nothing cluster-wide but the namespace: no ClusterRole, no
+    // Nothing cluster-wide but the namespaces: no ClusterRole, no
     // ClusterRoleBinding. A new object is added here on purpose.
     assert_eq!(
         kinds,
@@ -360,6 +367,9 @@ fn the_kubernetes_manifests_render_with_kustomize_and_grant_jobs_in_one_namespac
             "Deployment",
             "Deployment",
             "Namespace",
+            "Namespace",
+            "NetworkPolicy",
+            "NetworkPolicy",
             "Role",
             "RoleBinding",
             "Secret",
@@ -368,25 +378,48 @@ fn the_kubernetes_manifests_render_with_kustomize_and_grant_jobs_in_one_namespac
             "ServiceAccount",
         ]
     );
-    for object in &objects {
+    // Pod Security: fastlane's own pods meet `restricted`, the jobs' pods
+    // `baseline`.
+    let mut enforced: Vec<(&str, &str)> = objects
+        .iter()
+        .filter(|object| object["kind"] == "Namespace")
+        .map(|namespace| {
+            let metadata = &namespace["metadata"];
+            (
+                metadata["name"].as_str().unwrap_or_default(),
+                metadata["labels"]["pod-security.kubernetes.io/enforce"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    enforced.sort();
+    assert_eq!(
+        enforced,
+        [("fastlane", "restricted"), ("fastlane-jobs", "baseline")]
+    );
+    // In `fastlane-jobs`: the jobs' service account, and fastlane's Role
+    // and its binding. Everything else in `fastlane`, which therefore
+    // holds no Role: fastlane's service account needs no grant there.
+    for object in objects
+        .iter()
+        .filter(|object| object["kind"] != "Namespace")
+    {
         let (kind, name) = (kind_of(object), &object["metadata"]["name"]);
-        let namespace = &object["metadata"]["namespace"];
-        if kind == "Namespace" {
-            assert_eq!(name, "fastlane");
-            // No privileged job pods, host namespaces or host paths.
-            assert_eq!(
-                object["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
-                "baseline"
-            );
-        } else {
-            assert_eq!(namespace, "fastlane", "{kind} {name}");
-        }
+        let jobs = matches!(kind.as_str(), "Role" | "RoleBinding")
+            || (kind == "ServiceAccount" && name == "fastlane-job");
+        let wanted = if jobs { "fastlane-jobs" } else { "fastlane" };
+        assert_eq!(object["metadata"]["namespace"], wanted, "{kind} {name}");
     }
-    let find = |kind: &str, name: &str| {
+    let find = |kind: &str, namespace: &str, name: &str| {
         objects
             .iter()
-            .find(|object| object["kind"] == kind && object["metadata"]["name"] == name)
-            .with_context(|| format!("a {kind} named {name}"))
+            .find(|object| {
+                object["kind"] == kind
+                    && object["metadata"]["namespace"] == namespace
+                    && object["metadata"]["name"] == name
+            })
+            .with_context(|| format!("a {kind} named {name} in {namespace}"))
     };
     // The ConfigMap and the Secret have a hash of their content in their
     // names.
@@ -403,7 +436,7 @@ fn the_kubernetes_manifests_render_with_kustomize_and_grant_jobs_in_one_namespac
     };
 
     // Exactly these grants, so `secrets`, `pods/exec` or `*` fail here.
-    let role = find("Role", "fastlane")?;
+    let role = find("Role", "fastlane-jobs", "fastlane")?;
     let mut granted = BTreeSet::new();
     for rule in role["rules"].as_array().context("the Role's rules")? {
         for group in strings(&rule["apiGroups"])? {
@@ -423,7 +456,8 @@ fn the_kubernetes_manifests_render_with_kustomize_and_grant_jobs_in_one_namespac
     .flat_map(|(group, resource, verbs)| verbs.split(' ').map(move |verb| (group, resource, verb)))
     .collect();
     assert_eq!(granted, wanted);
-    let binding = find("RoleBinding", "fastlane")?;
+    // Bound there to fastlane's service account, in its own namespace.
+    let binding = find("RoleBinding", "fastlane-jobs", "fastlane")?;
     assert_eq!(
         binding["roleRef"],
         json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fastlane"})
@@ -432,14 +466,14 @@ fn the_kubernetes_manifests_render_with_kustomize_and_grant_jobs_in_one_namespac
         binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": "fastlane", "namespace": "fastlane"}])
     );
-    find("ServiceAccount", "fastlane")?;
-    let job_account = find("ServiceAccount", "fastlane-job")?;
+    find("ServiceAccount", "fastlane", "fastlane")?;
+    let job_account = find("ServiceAccount", "fastlane-jobs", "fastlane-job")?;
     assert_eq!(job_account["automountServiceAccountToken"], false);
 
     let config = generated("ConfigMap", "fastlane-config")?;
     let secret = generated("Secret", "fastlane-secret")?;
     for (name, subcommand) in [("fastlane-api", "api"), ("fastlane-worker", "worker")] {
-        let pod = &find("Deployment", name)?["spec"]["template"]["spec"];
+        let pod = &find("Deployment", "fastlane", name)?["spec"]["template"]["spec"];
         assert_eq!(pod["serviceAccountName"], "fastlane", "{name}");
         let containers = pod["containers"].as_array().context("containers")?;
         assert_eq!(containers.len(), 1, "{name}");
@@ -469,14 +503,51 @@ fn the_kubernetes_manifests_render_with_kustomize_and_grant_jobs_in_one_namespac
         assert_eq!(own["allowPrivilegeEscalation"], false, "{name}");
         assert_eq!(own["readOnlyRootFilesystem"], true, "{name}");
         assert_eq!(strings(&own["capabilities"]["drop"])?, ["ALL"], "{name}");
+        // The rest of what `restricted` asks: no capability added back, no
+        // volume but emptyDir (for /tmp).
+        assert!(own["capabilities"]["add"].is_null(), "{name}");
+        for volume in pod["volumes"].as_array().context("volumes")? {
+            assert!(volume["emptyDir"].is_object(), "{name}: {volume}");
+        }
     }
-    let api = &find("Deployment", "fastlane-api")?["spec"]["template"];
-    let service = find("Service", "fastlane")?;
+    let api = &find("Deployment", "fastlane", "fastlane-api")?["spec"]["template"];
+    let worker = &find("Deployment", "fastlane", "fastlane-worker")?["spec"]["template"];
+    let service = find("Service", "fastlane", "fastlane")?;
     assert_eq!(service["spec"]["selector"], api["metadata"]["labels"]);
     assert_eq!(service["spec"]["ports"][0]["port"], 10000);
 
-    // Every task runs on this cluster, as Jobs in this namespace whose pods
-    // run as the service account without a token.
+    // Into `fastlane`: its own pods, to any pod there (Redis and
+    // PostgreSQL put there included) ...
+    let same_namespace = find("NetworkPolicy", "fastlane", "fastlane-same-namespace")?;
+    assert_eq!(
+        same_namespace["spec"],
+        json!({
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {}}]}],
+        })
+    );
+    // ... and anyone, jobs included, to the api pods' port only.
+    let open_api = find("NetworkPolicy", "fastlane", "fastlane-api")?;
+    assert_eq!(
+        open_api["spec"],
+        json!({
+            "podSelector": {"matchLabels": api["metadata"]["labels"]},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": 10000, "protocol": "TCP"}]}],
+        })
+    );
+    assert_ne!(
+        open_api["spec"]["podSelector"]["matchLabels"], worker["metadata"]["labels"],
+        "the workers' pods are not open"
+    );
+    assert_eq!(
+        api["spec"]["containers"][0]["ports"][0]["containerPort"],
+        10000
+    );
+
+    // Every task runs on this cluster, as Jobs in `fastlane-jobs` whose
+    // pods run as the service account without a token.
     let executors = json_setting(config, "EXECUTORS")?;
     assert_eq!(executors, json!([{"match": "", "executor": "kubernetes"}]));
     let clusters = json_setting(config, "KUBERNETES_CLUSTERS")?;
@@ -485,7 +556,7 @@ fn the_kubernetes_manifests_render_with_kustomize_and_grant_jobs_in_one_namespac
         .and_then(|clusters| clusters.first())
         .context("KUBERNETES_CLUSTERS names a cluster")?;
     assert_eq!(cluster["inCluster"], true, "{cluster}");
-    assert_eq!(cluster["namespace"], "fastlane", "{cluster}");
+    assert_eq!(cluster["namespace"], "fastlane-jobs", "{cluster}");
     assert_eq!(cluster["serviceAccount"], "fastlane-job", "{cluster}");
     assert!(config["data"]["DOCKER_HOSTS"].is_null(), "no Docker hosts");
     Ok(())
