@@ -255,10 +255,8 @@ const WRITE_QUEUE: usize = 4096;
 /// Statements each connection keeps parsed.
 const STATEMENTS: usize = 64;
 
-/// Read connections: at most this many reads run at once, each on a
-/// connection kept open between reads (a burst of reads waits for one
-/// instead of opening, parsing the schema for, and dropping hundreds).
-const READERS: usize = 4;
+/// Read connections kept open between reads.
+const IDLE_READERS: usize = 4;
 
 /// An operation for the writer: runs inside the batch's transaction and
 /// says whether it succeeded, with what to do once the batch's fate is known.
@@ -290,8 +288,6 @@ struct Inner {
     checkpoints: Option<std::sync::mpsc::Sender<()>>,
     checkpointer: Option<std::thread::JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
-    /// One permit per reader connection.
-    reading: Arc<tokio::sync::Semaphore>,
     /// Woken whenever messages are added to the queue table.
     messages: Arc<Notify>,
     /// Held (and locked) until the writer has closed the database.
@@ -403,7 +399,6 @@ impl Db {
                 checkpoints: Some(checkpoints),
                 checkpointer: Some(checkpointer),
                 readers: Mutex::new(Vec::new()),
-                reading: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 messages: Arc::new(Notify::new()),
                 _lock: lock,
             }),
@@ -463,12 +458,7 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<R, DbError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        let permit = Arc::clone(&inner.reading)
-            .acquire_owned()
-            .await
-            .map_err(|e| DbError::Join(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
             let pooled = inner.readers.lock().ok().and_then(|mut idle| idle.pop());
             let mut conn = match pooled {
                 Some(conn) => conn,
@@ -478,13 +468,12 @@ impl Db {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-                    conn.set_prepared_statement_cache_capacity(STATEMENTS);
                     conn
                 }
             };
             let result = f(&mut conn);
             if let Ok(mut idle) = inner.readers.lock()
-                && idle.len() < READERS
+                && idle.len() < IDLE_READERS
             {
                 idle.push(conn);
             }

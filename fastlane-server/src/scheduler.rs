@@ -104,7 +104,7 @@ pub fn first_run(
 /// Firings handled at once. Each is independent (a job's next firing is
 /// queued only by the one before it), and firing together lets their
 /// writes share commits, so slots due in the same second fire in it.
-const FIRINGS_AT_ONCE: usize = 1024;
+const FIRINGS_AT_ONCE: usize = 256;
 
 /// Consumes the schedule queue until `shutdown`, [`FIRINGS_AT_ONCE`] firings at a time.
 pub async fn run(services: Services, shutdown: CancellationToken) {
