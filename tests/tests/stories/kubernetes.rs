@@ -96,7 +96,9 @@ async fn a_kubernetes_run_times_out_and_a_stopped_one_is_stopped() -> anyhow::Re
     let (timed, _) = submit(
         &server,
         "k8s-slow",
-        json!({"image": image(), "command": "sh -c 'echo before; sleep 60'", "timeout": 2}),
+        // The deadline counts from the Job's creation: long enough for the
+        // pod to start and write its line on a loaded machine.
+        json!({"image": image(), "command": "sh -c 'echo before; sleep 60'", "timeout": 10}),
     )
     .await?;
     let (stopped, id) = submit(
