@@ -41,6 +41,28 @@ async fn submit(server: &Server, task: &str, job: Value) -> anyhow::Result<(Stri
     Ok((url.to_owned(), id.to_owned()))
 }
 
+/// Stops the execution at `url` as a user does; fails unless answered 200.
+async fn stop(server: &Server, url: &str) -> anyhow::Result<()> {
+    let path = url
+        .strip_prefix(&server.base)
+        .context("a URL of the server")?;
+    let (status, body) = server
+        .post_json(&format!("{path}/stop"), &json!({}))
+        .await?;
+    anyhow::ensure!(status == 200, "stop answered {status}: {body}");
+    Ok(())
+}
+
+/// Waits until the fake cluster holds no Job `name`.
+async fn job_deleted(fake: &FakeCluster, name: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + LIMIT;
+    while fake.job("fastlane-test", name).is_some() {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "Job {name} was kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_task_routed_to_kubernetes_runs_as_a_job_and_its_merged_log_comes_back()
 -> anyhow::Result<()> {
@@ -74,11 +96,7 @@ async fn a_task_routed_to_kubernetes_runs_as_a_job_and_its_merged_log_comes_back
         .context("the Job was made on the cluster")?;
     assert_eq!(job["metadata"]["labels"]["fastlane.task"], "k8s-hello");
     // Its result stored, fastlane deletes the Job.
-    let deadline = std::time::Instant::now() + LIMIT;
-    while fake.job("fastlane-test", &name).is_some() {
-        anyhow::ensure!(std::time::Instant::now() < deadline, "the Job was kept");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    job_deleted(&fake, &name).await?;
 
     let (_, status) = server.get("/status").await?;
     let hosts = status["hosts"].to_string();
@@ -118,13 +136,7 @@ async fn a_kubernetes_run_times_out_and_a_stopped_one_is_stopped() -> anyhow::Re
     server
         .wait_for(&stopped, LIMIT, |e| e["status"] == "running")
         .await?;
-    let path = stopped
-        .strip_prefix(&server.base)
-        .context("a URL of the server")?;
-    let (status, body) = server
-        .post_json(&format!("{path}/stop"), &json!({}))
-        .await?;
-    assert_eq!(status, 200, "{body}");
+    stop(&server, &stopped).await?;
     let execution = server.wait_finished(&stopped, LIMIT).await?;
     assert_eq!(execution["status"], "stopped", "{execution}");
     // Its pod is gone with its Job; what it wrote was kept as it ran.
@@ -132,17 +144,7 @@ async fn a_kubernetes_run_times_out_and_a_stopped_one_is_stopped() -> anyhow::Re
         .wait_for(&stopped, LIMIT, |e| e["log"] == "started\n")
         .await?;
     assert_eq!(execution["status"], "stopped");
-    let deadline = std::time::Instant::now() + LIMIT;
-    while fake
-        .job("fastlane-test", &format!("fastlane-{id}"))
-        .is_some()
-    {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the Job was not deleted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    job_deleted(&fake, &format!("fastlane-{id}")).await?;
     Ok(())
 }
 
@@ -183,26 +185,10 @@ async fn a_pod_no_node_can_take_waits_saying_why_until_the_job_expires_or_is_sto
                 .is_some_and(|d| d.starts_with("waiting for a node"))
         })
         .await?;
-    let path = url
-        .strip_prefix(&server.base)
-        .context("a URL of the server")?;
-    let (status, body) = server
-        .post_json(&format!("{path}/stop"), &json!({}))
-        .await?;
-    assert_eq!(status, 200, "{body}");
+    stop(&server, &url).await?;
     let execution = server.wait_finished(&url, LIMIT).await?;
     assert_eq!(execution["status"], "stopped", "{execution}");
-    let deadline = std::time::Instant::now() + LIMIT;
-    while fake
-        .job("fastlane-test", &format!("fastlane-{id}"))
-        .is_some()
-    {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "the waiting Job was kept"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    job_deleted(&fake, &format!("fastlane-{id}")).await?;
     Ok(())
 }
 
