@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -104,7 +105,13 @@ pub fn first_run(
 /// Firings handled at once. Each is independent (a job's next firing is
 /// queued only by the one before it), and firing together lets their
 /// writes share commits, so slots due in the same second fire in it.
-const FIRINGS_AT_ONCE: usize = 256;
+const FIRINGS_AT_ONCE: usize = 1024;
+
+/// Firings reading the store at once. Their writes go together (they share
+/// commits), but a thousand firings reading at the same moment would each
+/// take a blocking thread and a connection of their own: on two cores the
+/// last of them fired 190 ms late with all reading, 35 ms with four.
+const FIRINGS_READING: usize = 4;
 
 /// Consumes the schedule queue until `shutdown`, [`FIRINGS_AT_ONCE`] firings at a time.
 pub async fn run(services: Services, shutdown: CancellationToken) {
@@ -112,10 +119,12 @@ pub async fn run(services: Services, shutdown: CancellationToken) {
     let lease = Duration::from_secs(services.config.queue_lease_seconds);
     info!("scheduler started");
     let queue = Arc::clone(&services.queue);
+    let reading = Arc::new(Semaphore::new(FIRINGS_READING));
     consume(queue, SCHEDULE, FIRINGS_AT_ONCE, lease, shutdown, |delivery| {
         let services = Arc::clone(&services);
+        let reading = Arc::clone(&reading);
         async move {
-            let settled = match fire(&services, &delivery.work).await {
+            let settled = match fire(&services, &delivery.work, &reading).await {
                 Ok(()) => services.queue.ack(&delivery).await,
                 Err(err) => {
                     warn!(message = %delivery.id, error = %err, "firing failed; will try again");
@@ -228,8 +237,9 @@ pub fn slot_execution(
     execution
 }
 
-/// Fires one slot. Safe to repeat.
-async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
+/// Fires one slot, reading the store with one of `reading`'s permits.
+/// Safe to repeat.
+async fn fire(services: &Services, work: &Work, reading: &Semaphore) -> anyhow::Result<()> {
     let Work::FireJob {
         task_id,
         job_id,
@@ -240,18 +250,20 @@ async fn fire(services: &Services, work: &Work) -> anyhow::Result<()> {
         anyhow::bail!("not a firing: {work:?}");
     };
     let span = info_span!("firing", job = %job_id, task = %task_id, slot = %slot);
-    fire_job(services, task_id, job_id, *generation, *slot)
+    fire_job(services, reading, task_id, job_id, *generation, *slot)
         .instrument(span)
         .await
 }
 
 async fn fire_job(
     services: &Services,
+    reading: &Semaphore,
     task_id: &str,
     job_id: &str,
     generation: u32,
     slot: DateTime<Utc>,
 ) -> anyhow::Result<()> {
+    let read = reading.acquire().await?;
     let Some(job) = services.store.job(task_id, job_id).await? else {
         return Ok(());
     };
@@ -284,6 +296,7 @@ async fn fire_job(
         _ => None,
     };
     let live = services.store.live_executions(job_id).await?;
+    drop(read);
     let mut fired = Vec::new();
     if expired {
         let mut execution = slot_execution(&job, generation, slot, now);
@@ -511,7 +524,9 @@ mod tests {
         let slot = Utc::now();
         let work = firing(&job, slot);
         // Four schedulers receive the same firing at the same time.
-        let fired = futures_util::future::join_all((0..4).map(|_| fire(&services, &work))).await;
+        let reading = Semaphore::new(FIRINGS_READING);
+        let fired =
+            futures_util::future::join_all((0..4).map(|_| fire(&services, &work, &reading))).await;
         assert!(fired.iter().all(Result::is_ok), "{fired:?}");
 
         let (executions, total) = services
@@ -555,7 +570,9 @@ mod tests {
         let stale = firing(&job, Utc::now());
         job.generation += 1;
         services.store.save_job(&job).await.expect("replaced");
-        fire(&services, &stale).await.expect("fired");
+        fire(&services, &stale, &Semaphore::new(1))
+            .await
+            .expect("fired");
         let (_, total) = services
             .store
             .executions(&job.job_id, 10)
