@@ -84,11 +84,9 @@ impl SqliteQueue {
                     })?
                     .collect::<Result<_, _>>()?;
                 if rows.is_empty() {
-                    let next: Option<i64> = tx.query_row(
-                        "SELECT MIN(due_ms) FROM queue WHERE queue = ?1",
-                        params![queue],
-                        |r| r.get(0),
-                    )?;
+                    let next: Option<i64> = tx
+                        .prepare_cached("SELECT MIN(due_ms) FROM queue WHERE queue = ?1")?
+                        .query_row(params![queue], |r| r.get(0))?;
                     return Ok(Err(next));
                 }
                 let mut deliveries = Vec::with_capacity(rows.len());

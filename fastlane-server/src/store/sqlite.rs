@@ -370,11 +370,8 @@ impl Store for SqliteStore {
             .db
             .read(move |conn| {
                 Ok(conn
-                    .query_row(
-                        "SELECT data FROM jobs WHERE job_id = ?1",
-                        params![id],
-                        |row| row.get(0),
-                    )
+                    .prepare_cached("SELECT data FROM jobs WHERE job_id = ?1")?
+                    .query_row(params![id], |row| row.get(0))
                     .optional()?)
             })
             .await?;
@@ -387,11 +384,8 @@ impl Store for SqliteStore {
             .db
             .read(move |conn| {
                 Ok(conn
-                    .query_row(
-                        "SELECT data FROM jobs WHERE job_id = ?1 AND task_id = ?2",
-                        params![id, task],
-                        |row| row.get(0),
-                    )
+                    .prepare_cached("SELECT data FROM jobs WHERE job_id = ?1 AND task_id = ?2")?
+                    .query_row(params![id, task], |row| row.get(0))
                     .optional()?)
             })
             .await?;
@@ -517,7 +511,7 @@ impl Store for SqliteStore {
         let rows = self
             .db
             .read(move |conn| {
-                let mut stmt = conn.prepare(
+                let mut stmt = conn.prepare_cached(
                     "SELECT execution_id, data FROM executions WHERE job_id = ?1
                      AND status IN ('enqueued', 'pulling', 'running') ORDER BY created_at",
                 )?;
@@ -628,11 +622,8 @@ impl Store for SqliteStore {
             .db
             .read(move |conn| {
                 Ok(conn
-                    .query_row(
-                        "SELECT data FROM executions WHERE execution_id = ?1",
-                        params![id],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached("SELECT data FROM executions WHERE execution_id = ?1")?
+                    .query_row(params![id], |r| r.get(0))
                     .optional()?)
             })
             .await?;
