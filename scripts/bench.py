@@ -7,7 +7,8 @@ measures, side by side with the limits they approach:
 - the submission rate again once many jobs are queued;
 - jobs per second through the batch route (1,000 jobs a request);
 - firing lateness of 1,000 jobs due in the same second;
-- RSS idle and with the queue full;
+- RSS idle and with the queue full, and RSS holding 10,000 cron schedules
+  and 100,000 delayed jobs;
 - with --networked: the same ceiling and submission rate of a `fastlane api`
   on PostgreSQL (a fresh schema) and Redis, the production topology;
 - with an engine (--engine unix:///…sock): the engine's own time for N
@@ -215,6 +216,30 @@ def big_task(binary, jobs, stopped):
                 times.append((time.perf_counter() - start) * 1000)
             timed[name] = sorted(times)[2]
         return first["total"], timed
+    finally:
+        server.stop()
+
+
+def held(binary, crons, delayed):
+    """RSS of a standalone holding `crons` cron schedules (due once a year,
+    so none fires) and `delayed` jobs due in a day, all through the batch
+    route; nothing runs (the only host is blacklisted)."""
+    server = Server(binary, [{"match": "", "hosts": ["127.0.0.1:9"]}])
+    try:
+        server.request("POST", "/docker-executor/blacklist", {"host": "127.0.0.1:9"})
+        time.sleep(1)
+        idle = server.rss_mb()
+        job = json.loads(BODY)
+        for task, body, count in [
+            ("cron", dict(job, cron="0 0 1 1 *"), crons),
+            ("later", dict(job, startIn="1d"), delayed),
+        ]:
+            for start in range(0, count, 1000):
+                server.request("POST", f"/tasks/{task}/batch", {"jobs": [body] * min(1000, count - start)})
+        time.sleep(2)
+        status = server.request("GET", "/status")
+        return {"idle": idle, "held": server.rss_mb(), "crons": crons, "delayed": delayed,
+                "scheduled": status["jobs"]["scheduledCount"]}
     finally:
         server.stop()
 
@@ -520,6 +545,10 @@ def main():
     parser.add_argument("--only-drain", action="store_true", help="measure only the drain row")
     parser.add_argument("--only-late", action="store_true", help="measure only the firing lateness")
     parser.add_argument("--only-batch", action="store_true", help="measure only the batch route")
+    parser.add_argument("--only-held", action="store_true",
+                        help="measure only the RSS holding --held-crons cron schedules and --held-delayed delayed jobs")
+    parser.add_argument("--held-crons", type=int, default=10000)
+    parser.add_argument("--held-delayed", type=int, default=100000)
     parser.add_argument("--only-ui", action="store_true",
                         help="measure only what the admin UI reads, on a task of --ui-jobs jobs")
     parser.add_argument("--ui-jobs", type=int, default=100000)
@@ -541,6 +570,9 @@ def main():
         b = batches(args.binary, args.seconds)
         print(f"batch route, {BATCH:,} jobs a request: {b['jobs']:,.0f} jobs/s, p50 {b['p50']:.0f} ms, "
               f"p99 {b['p99']:.0f} ms ({b['errors']} non-2xx)")
+        return 0
+    if args.only_held:
+        print_rows(args, [held_row(args)])
         return 0
     if args.only_ui:
         total, timed = big_task(args.binary, args.ui_jobs, args.ui_stopped)
@@ -584,6 +616,7 @@ def main():
     s = submissions(args.binary, args.seconds, args.connections, args.fill)
     batch = batches(args.binary, args.seconds)
     late = lateness(args.binary, args.late_jobs)
+    kept = held_row(args)
     c, f, l = s["ceiling"], s["first"], s["later"]
     rows = [
         ("HTTP ceiling (unmatched route)", f"{c['rate']:,.0f}/s, p50 {c['p50']:.1f} ms, p99 {c['p99']:.1f} ms", "—"),
@@ -602,6 +635,7 @@ def main():
          f"p50 {late['p50']:.0f} ms, p99 {late['p99']:.0f} ms ({late['fired']} fired)", "p99 ≤ 100 ms"),
         ("RSS", f"{s['rss_idle']:.0f} MB idle, {s['rss_full']:.0f} MB with {s['queued']:,} queued",
          "≤ 30 MB idle"),
+        kept,
     ]
     if args.engine:
         sock = args.engine.removeprefix("unix://")
@@ -619,6 +653,13 @@ def main():
     if args.networked:
         rows += networked_rows(args)
     print_rows(args, rows)
+
+
+def held_row(args):
+    h = held(args.binary, args.held_crons, args.held_delayed)
+    return (f"RSS holding {h['crons']:,} cron schedules and {h['delayed']:,} delayed jobs",
+            f"**{h['held']:.0f} MB** ({h['idle']:.0f} MB before them; `/status` counts {h['scheduled']:,} scheduled)",
+            "≤ 200 MB")
 
 
 def drain_row(args):
