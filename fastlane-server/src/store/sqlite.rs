@@ -272,8 +272,9 @@ impl Store for SqliteStore {
         let outgoing = [outgoing, &owed].concat();
         let outbox = self.outbox;
         let queued = !outgoing.is_empty() && outbox == Outbox::EmbeddedQueue;
-        // The writer runs each operation in a savepoint of its own: every
-        // row is kept, or none.
+        // Every row is kept, or none: should this fail, the writer rolls
+        // its batch back and runs it again with each operation in a
+        // savepoint of its own.
         let created = self
             .db
             .write(move |conn| {
