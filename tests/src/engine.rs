@@ -323,13 +323,27 @@ impl EngineApi {
 
     /// How many containers of fastlane task `task` are running.
     pub async fn running(&self, task: &str) -> anyhow::Result<usize> {
+        self.running_of(&[task]).await
+    }
+
+    /// How many containers of any of `tasks` are running at one instant:
+    /// one listing, so a container that exits between two listings is
+    /// never counted together with the one that replaced it.
+    pub async fn running_of(&self, tasks: &[&str]) -> anyhow::Result<usize> {
         let containers = self
             .list(
-                json!({"label": [format!("fastlane.task={task}")], "status": ["running"]}),
+                json!({"label": ["fastlane.task"], "status": ["running"]}),
                 false,
             )
             .await?;
-        Ok(containers.len())
+        Ok(containers
+            .iter()
+            .filter(|c| {
+                c["Labels"]["fastlane.task"]
+                    .as_str()
+                    .is_some_and(|task| tasks.contains(&task))
+            })
+            .count())
     }
 
     /// The containers matching `filters` (running ones only unless `all`).

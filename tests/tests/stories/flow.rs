@@ -169,8 +169,7 @@ async fn a_concurrency_key_limited_to_two_never_has_three_running_while_other_ke
     let mut shared_most = 0;
     let deadline = Instant::now() + LIMIT;
     let executions = loop {
-        shared_most =
-            shared_most.max(engine.running(&other_a).await? + engine.running(&other_b).await?);
+        shared_most = shared_most.max(engine.running_of(&[&other_a, &other_b]).await?);
         let all: Vec<Value> = [&big_jobs[..], &small_jobs[..], &shared_jobs[..]].concat();
         let executions = newest(&server, &all).await?;
         if executions.iter().all(|e| e["status"] == "done") {
