@@ -20,6 +20,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 mod schema;
+mod wal;
 
 use schema::MIGRATIONS;
 
@@ -156,23 +157,21 @@ impl Db {
         let conn = Connection::open(&path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(wal::BUSY_TIMEOUT)?;
         let mut conn = conn;
         migrate(&mut conn, &path)?;
         conn.set_prepared_statement_cache_capacity(STATEMENTS);
-        // Checkpoints run beside the writer, not inside its commits.
+        // Checkpoints run beside the writer, not inside its commits; the
+        // writer only restarts the log when it has grown too long.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpoint_conn = Connection::open(&path)?;
-        checkpoint_conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        checkpoint_conn.busy_timeout(wal::BUSY_TIMEOUT)?;
         let (checkpoints, stop) = std::sync::mpsc::channel();
-        let checkpointer = std::thread::Builder::new()
-            .name("fastlane-db-checkpoint".to_owned())
-            .spawn(move || checkpoint(checkpoint_conn, stop))
-            .map_err(io)?;
+        let (log, checkpointer) = wal::Log::start(checkpoint_conn, stop).map_err(io)?;
         let (ops, queue) = mpsc::channel(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("fastlane-db-writer".to_owned())
-            .spawn(move || write_batches(conn, queue))
+            .spawn(move || write_batches(conn, queue, log))
             .map_err(io)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -340,7 +339,8 @@ fn writer_gone() -> DbError {
 
 /// The writer thread: takes whatever operations are waiting (at least one,
 /// at most [`MAX_BATCH`]), runs them in one transaction, commits, then
-/// answers them all. Ends when the queue closes.
+/// answers them all, then keeps the log bounded ([`wal::Log`]). Ends when
+/// the queue closes.
 ///
 /// Operations run side by side, without savepoints: a savepoint copies
 /// every page it changes that an earlier one of the transaction already
@@ -348,7 +348,7 @@ fn writer_gone() -> DbError {
 /// time under a submission load. Should one fail, the transaction is
 /// rolled back and the batch run again ([`in_savepoints`]), so that only
 /// that one fails.
-fn write_batches(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
+fn write_batches(mut conn: Connection, mut queue: mpsc::Receiver<Op>, log: wal::Log) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -398,6 +398,7 @@ fn write_batches(mut conn: Connection, mut queue: mpsc::Receiver<Op>) {
         for reply in replies {
             reply(outcome.clone());
         }
+        log.after_commit(&conn);
     }
 }
 
@@ -419,22 +420,6 @@ fn in_savepoints(conn: &mut Connection, batch: &mut [Op]) -> Vec<Reply> {
         replies.push(reply);
     }
     replies
-}
-
-/// How often the checkpointer copies the WAL back into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// The checkpointer thread: every [`CHECKPOINT_EVERY`], copies what the WAL
-/// holds back into the database file (a passive checkpoint, which never
-/// waits for the writer or the readers), so the writer's commits do not
-/// carry that work and the WAL stays small. Ends when `stop` closes.
-fn checkpoint(conn: Connection, stop: std::sync::mpsc::Receiver<()>) {
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
-    {
-        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %err, "the embedded database's checkpoint failed");
-        }
-    }
 }
 
 /// Runs one statement, parsed once per connection.
