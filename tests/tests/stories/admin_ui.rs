@@ -496,7 +496,10 @@ async fn with_a_token_configured_the_ui_asks_for_it_and_follows_logs_with_it() -
     browser
         .wait_for_text("#log-state", "Ended done, exit code 0", PATIENCE)
         .await?;
-    let stdout = browser.text("#log-stdout").await?;
+    // The state shows at once; the last lines join the log at the next frame.
+    let stdout = browser
+        .wait_for_text("#log-stdout", "bye", PATIENCE)
+        .await?;
     assert_eq!(stdout.trim_end(), "hi\nbye");
     Ok(())
 }
@@ -530,13 +533,15 @@ async fn with_basic_credentials_the_ui_signs_in_submits_and_follows_logs_with_th
     browser.wait_for_element("#submit-form", PATIENCE).await?;
     browser.type_into("#field-image", &image()).await?;
     browser
-        .type_into("#field-command", "sh -c 'echo hello; sleep 3; echo bye'")
+        .type_into("#field-command", "sh -c 'echo hello; sleep 8; echo bye'")
         .await?;
     browser.click("#submit-form button[type=submit]").await?;
     browser
         .wait_for_text("#log-state", "Ended done, exit code 0", PATIENCE)
         .await?;
-    let stdout = browser.text("#log-stdout").await?;
+    let stdout = browser
+        .wait_for_text("#log-stdout", "bye", PATIENCE)
+        .await?;
     assert_eq!(stdout.trim_end(), "hello\nbye");
 
     let listed = server

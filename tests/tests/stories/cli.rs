@@ -60,7 +60,7 @@ async fn run_follow_streams_output_while_the_container_runs_and_exits_with_its_c
 -> anyhow::Result<()> {
     let server = Server::start(&[]).await?;
     let image = image();
-    let script = "echo first; echo oops >&2; sleep 3; echo second; exit 3";
+    let script = "echo first; echo oops >&2; sleep 6; echo second; exit 3";
     let mut run = fastlane(
         &server,
         &["run", "--follow", &image, "--", "sh", "-c", script],
@@ -71,7 +71,7 @@ async fn run_follow_streams_output_while_the_container_runs_and_exits_with_its_c
     let mut lines = BufReader::new(run.stdout.take().context("stdout")?).lines();
 
     // The first line arrives while the container still runs: the command
-    // has not exited, and the second line is three seconds away.
+    // has not exited, and the second line is six seconds away.
     let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await??;
     assert_eq!(first.as_deref(), Some("first"));
     assert!(

@@ -183,7 +183,7 @@ async fn live_logs_arrive_while_the_container_runs(engine: Engine) -> anyhow::Re
             "--",
             "sh",
             "-c",
-            "echo first; sleep 3; echo second",
+            "echo first; sleep 6; echo second",
         ])
         .env("FASTLANE_URL", &server.base)
         .stdout(Stdio::piped())

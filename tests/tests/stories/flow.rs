@@ -73,8 +73,10 @@ async fn a_priority_job_submitted_behind_fifty_waiting_ones_on_a_full_farm_start
     ])
     .await?;
     let task = unique("ranked-");
+    // Holds the farm's one slot until stopped below, however long the
+    // fifty submissions take.
     let blocker = server
-        .submit(&task, json!({"image": image(), "command": "sleep 5"}))
+        .submit(&task, json!({"image": image(), "command": "sleep 300"}))
         .await?;
     execution_when(&server, &blocker, |d| d["execution"]["status"] == "running").await?;
     let mut low = Vec::new();
@@ -105,6 +107,19 @@ async fn a_priority_job_submitted_behind_fifty_waiting_ones_on_a_full_farm_start
         first["waiting"]["ahead"], 1,
         "the first low job now waits behind the urgent one: {first}"
     );
+    let blocker_url = url(&blocker, "executionUrl")?;
+    let (status, body) = server
+        .post_json(
+            &format!(
+                "{}/stop",
+                blocker_url
+                    .strip_prefix(&server.base)
+                    .context("a URL of the server")?
+            ),
+            &json!({}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
 
     let urgent = server
         .wait_finished(&url(&urgent, "executionUrl")?, LIMIT)
@@ -112,9 +127,7 @@ async fn a_priority_job_submitted_behind_fifty_waiting_ones_on_a_full_farm_start
     assert_eq!(urgent["status"], "done", "{urgent}");
     let urgent_start = time(&urgent, "startedAt").context("urgent started")?;
     let blocker_end = time(
-        &server
-            .wait_finished(&url(&blocker, "executionUrl")?, LIMIT)
-            .await?,
+        &server.wait_finished(&blocker_url, LIMIT).await?,
         "finishedAt",
     )
     .context("blocker finished")?;

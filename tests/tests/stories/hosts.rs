@@ -160,7 +160,8 @@ async fn a_run_lost_with_its_host_fails_naming_the_host_and_its_retry_runs_elsew
     let created = server
         .submit(
             "host-death",
-            json!({"image": image(), "command": "sleep 4", "retries": 1}),
+            // Still running when its host dies, however slow the machine.
+            json!({"image": image(), "command": "sleep 12", "retries": 1}),
         )
         .await?;
     let first_url = created["executionUrl"].as_str().context("url")?;

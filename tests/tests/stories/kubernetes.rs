@@ -153,7 +153,8 @@ async fn a_pod_no_node_can_take_waits_saying_why_until_the_job_expires_or_is_sto
 -> anyhow::Result<()> {
     let fake = FakeCluster::start().await?;
     let server = server(&fake).await?;
-    let expiration = chrono::Utc::now().timestamp() + 4;
+    // Long enough for the wait's reason to show first on a busy machine.
+    let expiration = chrono::Utc::now().timestamp() + 10;
     let (url, _) = submit(
         &server,
         "k8s-gpu-train",

@@ -71,7 +71,7 @@ async fn the_stream_page_shows_a_job_s_lines_as_they_come_then_its_exit_code() -
             "streamed",
             json!({
                 "image": fastlane_tests::image(),
-                "command": "sh -c 'echo first line; sleep 3; echo second line >&2; exit 3'",
+                "command": "sh -c 'echo first line; sleep 6; echo second line >&2; exit 3'",
                 "startIn": "2s",
             }),
         )

@@ -326,7 +326,7 @@ async fn an_api_process_streams_the_live_log_of_a_job_a_worker_process_runs() ->
     ];
     let api = Server::start_api(&env).await?;
     let _worker = Worker::start("runs-it", &[], &env)?;
-    let command = "sh -c 'echo one; sleep 2; echo two; sleep 1; echo three'";
+    let command = "sh -c 'echo one; sleep 5; echo two; sleep 1; echo three'";
     let created = api
         .submit(
             &unique_task("live"),

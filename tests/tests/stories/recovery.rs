@@ -129,7 +129,14 @@ async fn every_submission_acknowledged_before_a_kill_9_is_there_after_the_restar
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Killed in the middle of the load: once a few hundred are in, and
+    // a while after its start.
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    while acknowledged.lock().map_or(0, |l| l.len()) < 300 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500).saturating_sub(started.elapsed())).await;
     server.kill();
     for client in clients {
         client.await?;

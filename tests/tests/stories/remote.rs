@@ -150,7 +150,7 @@ async fn a_task_routed_to_another_server_runs_there_and_its_result_and_live_log_
     let (url, _) = submit(
         &server,
         "remote-live",
-        "sh -c 'echo one; sleep 2; echo two >&2; sleep 1; echo three'",
+        "sh -c 'echo one; sleep 5; echo two >&2; sleep 1; echo three'",
     )
     .await?;
     // A socket opened before the run started closes at once with `retry`.

@@ -151,7 +151,19 @@ async fn status_shows_the_hosts_the_queue_and_the_counts() -> anyhow::Result<()>
         .as_str()
         .expect("container id");
 
-    let (status, body) = server.get("/status").await?;
+    // `/status` lists containers from the host's event stream: the start
+    // event may come a moment after the run shows `running`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (status, body) = loop {
+        let (status, body) = server.get("/status").await?;
+        let listed = body["containers"]["running"]
+            .as_array()
+            .is_some_and(|running| running.iter().any(|c| c["id"] == container));
+        if listed || std::time::Instant::now() > deadline {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(status, 200);
     assert_eq!(body["tasks"]["count"], 1);
     assert_eq!(body["jobs"]["count"], 1);

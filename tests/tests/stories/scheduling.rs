@@ -80,8 +80,9 @@ async fn a_start_in_job_fires_when_due_and_not_before() -> anyhow::Result<()> {
     assert_eq!(execution["log"], "later\n");
     let fired = at(&execution["createdAt"]);
     assert!(fired >= due, "fired at {fired}, before {due}");
+    // On time, with room for a machine busy with other tests.
     assert!(
-        (fired - due).num_milliseconds() < 1000,
+        (fired - due).num_milliseconds() < 3000,
         "fired {} ms late",
         (fired - due).num_milliseconds()
     );
@@ -117,14 +118,15 @@ async fn a_cron_job_fires_every_slot_until_stopped() -> anyhow::Result<()> {
         .await?;
     let job_url = created["jobUrl"].as_str().expect("url");
     let job = wait_job(&server, job_url, |j| count(j) >= 2).await?;
-    let times: Vec<DateTime<Utc>> = job["executions"]
-        .as_array()
-        .expect("executions")
-        .iter()
-        .map(|e| at(&e["createdAt"]))
-        .collect();
-    let gap = (times[0] - times[1]).num_milliseconds();
-    assert!((1500..=2500).contains(&gap), "slots {gap} ms apart");
+    let executions = job["executions"].as_array().expect("executions");
+    // Each run names its slot: two seconds apart, each fired in its time.
+    let slots: Vec<DateTime<Utc>> = executions.iter().map(|e| at(&e["scheduledAt"])).collect();
+    let gap = (slots[0] - slots[1]).num_milliseconds();
+    assert_eq!(gap, 2000, "slots {gap} ms apart");
+    for execution in &executions[..2] {
+        let late = (at(&execution["createdAt"]) - at(&execution["scheduledAt"])).num_milliseconds();
+        assert!((0..3000).contains(&late), "fired {late} ms after its slot");
+    }
 
     let stop = server
         .client()
