@@ -275,6 +275,8 @@ async fn quick_start(container: &str) -> anyhow::Result<()> {
         .split_once("/tasks/")
         .map(|(_, p)| p)
         .unwrap_or_default();
+    // The job's own minute, not what is left of the wait for healthy.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let view: serde_json::Value = client
             .get(format!("{base}/tasks/{path}"))

@@ -132,10 +132,16 @@ async fn success_failure_and_timeout_each_send_the_right_mails_once() -> anyhow:
     );
     assert!(!text.contains("hunter2") && !html.contains("hunter2"));
 
-    let (_, execution) = server
-        .get(ok["executionUrl"].as_str().expect("url"))
+    // Each delivery is recorded once the server has it: wait for both.
+    let execution = server
+        .wait_for(ok["executionUrl"].as_str().expect("url"), LIMIT, |e| {
+            e["metadata"]["emailDispatch"]
+                .as_array()
+                .map_or(0, Vec::len)
+                >= 2
+        })
         .await?;
-    let dispatch = execution["execution"]["metadata"]["emailDispatch"]
+    let dispatch = execution["metadata"]["emailDispatch"]
         .as_array()
         .cloned()
         .unwrap_or_default();

@@ -87,10 +87,16 @@ async fn a_successful_job_calls_its_starts_succeeds_and_finishes_hooks_once_each
         Some(expected.as_str())
     );
 
-    let (_, execution) = server
-        .get(created["executionUrl"].as_str().expect("url"))
+    // Each call is recorded once the receiver has answered: wait for all.
+    let execution = server
+        .wait_for(created["executionUrl"].as_str().expect("url"), LIMIT, |e| {
+            e["metadata"]["webhookDispatch"]
+                .as_array()
+                .map_or(0, Vec::len)
+                >= 3
+        })
         .await?;
-    let dispatch = execution["execution"]["metadata"]["webhookDispatch"]
+    let dispatch = execution["metadata"]["webhookDispatch"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -187,8 +193,15 @@ async fn a_receiver_answering_500_gets_retries_plus_one_attempts_all_recorded() 
     assert_eq!(receiver.received().len(), 3, "{received:?}");
     assert!(received.iter().all(|r| r.method == "PUT"));
 
-    let (_, execution) = server.get(url).await?;
-    let dispatch = execution["execution"]["metadata"]["webhookDispatch"]
+    let execution = server
+        .wait_for(url, LIMIT, |e| {
+            e["metadata"]["webhookDispatch"]
+                .as_array()
+                .map_or(0, Vec::len)
+                >= 3
+        })
+        .await?;
+    let dispatch = execution["metadata"]["webhookDispatch"]
         .as_array()
         .cloned()
         .unwrap_or_default();
