@@ -72,17 +72,19 @@ pub async fn an_extended_lease_keeps_the_message(queue: Arc<dyn Queue>) {
         .enqueue(JOBS, &run("held"), None)
         .await
         .expect("enqueue");
-    let held = take(queue.as_ref(), Duration::from_millis(300)).await;
+    // Held past its first lease by extensions a third of a lease apart,
+    // which leaves a busy machine a second of slack at each.
+    let held = take(queue.as_ref(), Duration::from_millis(1500)).await;
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         queue
-            .extend(&held, Duration::from_millis(300))
+            .extend(&held, Duration::from_millis(1500))
             .await
             .expect("extend");
     }
     let cancel = CancellationToken::new();
     let other = tokio::time::timeout(
-        Duration::from_millis(200),
+        Duration::from_millis(300),
         queue.dequeue(JOBS, LONG, &cancel),
     )
     .await;
