@@ -397,10 +397,12 @@ async fn one_jobs_dead_hooks_do_not_hold_up_another_jobs_hook() -> anyhow::Resul
     server
         .wait_finished(modest["executionUrl"].as_str().unwrap_or_default(), LIMIT)
         .await?;
+    // Behind the dead ones it would wait their 10 s; 8 s leave a busy
+    // machine room without hiding that.
     let finished = Instant::now();
     while live.received().is_empty() {
         assert!(
-            finished.elapsed() < Duration::from_secs(5),
+            finished.elapsed() < Duration::from_secs(8),
             "the other job's hook waited behind the dead ones ({} dead calls so far)",
             accepted.load(Ordering::SeqCst)
         );
