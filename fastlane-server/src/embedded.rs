@@ -366,26 +366,29 @@ fn write_batches(mut conn: Connection, mut queue: mpsc::Receiver<Op>, log: wal::
             batch.clear();
             continue;
         }
-        let mut replies = Vec::with_capacity(size);
-        let mut failed = false;
-        for op in &mut batch {
-            let (ok, reply) = op(&mut conn);
-            replies.push(reply);
-            if !ok {
-                failed = true;
-                break;
+        // The first run stops at the first operation that fails; the
+        // replies of that run are dropped unanswered, and the run that
+        // counts comes next.
+        let first: Option<Vec<Reply>> = batch
+            .iter_mut()
+            .map(|op| {
+                let (ok, reply) = op(&mut conn);
+                ok.then_some(reply)
+            })
+            .collect();
+        let replies = match first {
+            Some(replies) => replies,
+            None => {
+                if let Err(err) =
+                    run(&conn, "ROLLBACK").and_then(|()| run(&conn, "BEGIN IMMEDIATE"))
+                {
+                    tracing::error!(error = %err, operations = size, "the embedded database cannot run a batch again");
+                    batch.clear();
+                    continue;
+                }
+                in_savepoints(&mut conn, &mut batch)
             }
-        }
-        if failed {
-            // Dropped unanswered: the runs that count come next.
-            replies.clear();
-            if let Err(err) = run(&conn, "ROLLBACK").and_then(|()| run(&conn, "BEGIN IMMEDIATE")) {
-                tracing::error!(error = %err, operations = size, "the embedded database cannot run a batch again");
-                batch.clear();
-                continue;
-            }
-            replies = in_savepoints(&mut conn, &mut batch);
-        }
+        };
         batch.clear();
         let outcome = match run(&conn, "COMMIT") {
             Ok(()) => Ok(()),
