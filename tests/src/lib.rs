@@ -351,6 +351,26 @@ impl Server {
         .await
     }
 
+    /// Polls an execution URL until its `metadata[kind]` (`emailDispatch`,
+    /// `webhookDispatch`) lists at least `count` notification records,
+    /// which are stored once a delivery is answered; the execution and
+    /// those records.
+    pub async fn wait_dispatches(
+        &self,
+        execution_url: &str,
+        kind: &str,
+        count: usize,
+    ) -> anyhow::Result<(Value, Vec<Value>)> {
+        let records = |e: &Value| e["metadata"][kind].as_array().cloned().unwrap_or_default();
+        let execution = self
+            .wait_for(execution_url, Duration::from_secs(60), |e| {
+                records(e).len() >= count
+            })
+            .await?;
+        let dispatch = records(&execution);
+        Ok((execution, dispatch))
+    }
+
     /// Polls an execution URL until `done(execution)` holds.
     pub async fn wait_for(
         &self,

@@ -133,18 +133,13 @@ async fn success_failure_and_timeout_each_send_the_right_mails_once() -> anyhow:
     assert!(!text.contains("hunter2") && !html.contains("hunter2"));
 
     // Each delivery is recorded once the server has it: wait for both.
-    let execution = server
-        .wait_for(ok["executionUrl"].as_str().expect("url"), LIMIT, |e| {
-            e["metadata"]["emailDispatch"]
-                .as_array()
-                .map_or(0, Vec::len)
-                >= 2
-        })
+    let (execution, dispatch) = server
+        .wait_dispatches(
+            ok["executionUrl"].as_str().expect("url"),
+            "emailDispatch",
+            2,
+        )
         .await?;
-    let dispatch = execution["metadata"]["emailDispatch"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
     assert_eq!(dispatch.len(), 2, "{execution}");
     assert!(dispatch.iter().all(|d| d["error"].is_null()));
     Ok(())

@@ -88,18 +88,13 @@ async fn a_successful_job_calls_its_starts_succeeds_and_finishes_hooks_once_each
     );
 
     // Each call is recorded once the receiver has answered: wait for all.
-    let execution = server
-        .wait_for(created["executionUrl"].as_str().expect("url"), LIMIT, |e| {
-            e["metadata"]["webhookDispatch"]
-                .as_array()
-                .map_or(0, Vec::len)
-                >= 3
-        })
+    let (execution, dispatch) = server
+        .wait_dispatches(
+            created["executionUrl"].as_str().expect("url"),
+            "webhookDispatch",
+            3,
+        )
         .await?;
-    let dispatch = execution["metadata"]["webhookDispatch"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
     assert_eq!(dispatch.len(), 3, "{execution}");
     assert!(
         dispatch
@@ -193,18 +188,7 @@ async fn a_receiver_answering_500_gets_retries_plus_one_attempts_all_recorded() 
     assert_eq!(receiver.received().len(), 3, "{received:?}");
     assert!(received.iter().all(|r| r.method == "PUT"));
 
-    let execution = server
-        .wait_for(url, LIMIT, |e| {
-            e["metadata"]["webhookDispatch"]
-                .as_array()
-                .map_or(0, Vec::len)
-                >= 3
-        })
-        .await?;
-    let dispatch = execution["metadata"]["webhookDispatch"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let (execution, dispatch) = server.wait_dispatches(url, "webhookDispatch", 3).await?;
     assert_eq!(dispatch.len(), 3, "{execution}");
     let attempts: Vec<&Value> = dispatch.iter().map(|d| &d["attempt"]).collect();
     assert_eq!(attempts, [&json!(1), &json!(2), &json!(3)]);
